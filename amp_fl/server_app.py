@@ -1,0 +1,15 @@
+"""The AMP-FL ServerApp (Flower Message API). All the work happens in ``amp_fl.experiments.runner``."""
+
+from __future__ import annotations
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from amp_fl.experiments.runner import run_server
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    run_server(grid, dict(context.run_config))

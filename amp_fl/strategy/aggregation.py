@@ -1,0 +1,110 @@
+"""AMP-FL's global update, pure NumPy (no Flower): gradient cache (2), compensation scopes, Algorithm 3.
+
+All arrays are full-model shaped, in the region map's parameter order. A device's upload is first
+scattered to full shape with an element-wise ``held`` mask (see ``amp_fl.pruning.submodel``).
+
+Server-side accumulators are float64 so that summing 100 devices' float32 gradients over hundreds
+of rounds does not drift between the cached and the memory-friendly variant (Theorem 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Arrays = list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class DeviceUpdate:
+    """One scheduled device's upload, scattered to full shape."""
+
+    device: int
+    values: Arrays  # cumulative gradient g (cached variant) or g - G_k (memory-friendly) on held entries
+    held: list[np.ndarray]  # boolean masks
+
+
+def _zeros(shapes: Sequence[tuple[int, ...]], dtype: type = np.float64) -> Arrays:
+    return [np.zeros(shape, dtype=dtype) for shape in shapes]
+
+
+class GradientCache:
+    """The server's table G_k of every device's latest gradient, with a running sum over devices.
+
+    The running sum is updated with ``new - old`` on the held entries only, so a round costs
+    O(sub-model sizes) instead of O(K * Q).
+    """
+
+    def __init__(self, num_devices: int, shapes: Sequence[tuple[int, ...]]) -> None:
+        self.num_devices = num_devices
+        self.shapes = [tuple(s) for s in shapes]
+        self._cache: list[Arrays | None] = [None] * num_devices  # lazily allocated per device
+        self.total = _zeros(self.shapes)
+
+    def get(self, device: int) -> Arrays:
+        cached = self._cache[device]
+        return cached if cached is not None else _zeros(self.shapes, np.float32)
+
+    def update(self, update: DeviceUpdate) -> None:
+        """Eq. (2): G_k <- g on the held entries; elsewhere G_k keeps its previous value."""
+        cached = self._cache[update.device]
+        if cached is None:
+            cached = _zeros(self.shapes, np.float32)
+            self._cache[update.device] = cached
+        for g_cached, g_new, held, total in zip(cached, update.values, update.held, self.total, strict=True):
+            delta = g_new[held].astype(np.float64) - g_cached[held]
+            total[held] += delta
+            g_cached[held] = g_new[held]
+
+    def mean_over_all(self) -> Arrays:
+        """(1/K) * sum_k G_k: compensation scope ``all``."""
+        return [t / self.num_devices for t in self.total]
+
+    def mean_over(self, devices: Sequence[int]) -> Arrays:
+        """Mean of the listed devices' (just updated) caches: compensation scope ``scheduled``."""
+        acc = _zeros(self.shapes)
+        for device in devices:
+            for a, g in zip(acc, self.get(device), strict=True):
+                a += g
+        return [a / max(len(devices), 1) for a in acc]
+
+    def state_arrays(self) -> dict[str, Arrays]:
+        """The cache as plain arrays (for checkpoints and tests)."""
+        return {str(k): c for k, c in enumerate(self._cache) if c is not None}
+
+
+def fresh_mean(updates: Sequence[DeviceUpdate], shapes: Sequence[tuple[int, ...]]) -> Arrays:
+    """Compensation scope ``none`` (Proposed-wGC): fresh gradients, zero on pruned entries, mean over S_t."""
+    acc = _zeros(shapes)
+    for update in updates:
+        for a, g, held in zip(acc, update.values, update.held, strict=True):
+            a[held] += g[held]
+    return [a / max(len(updates), 1) for a in acc]
+
+
+class MemoryFriendlyAggregate:
+    """Algorithm 3: the server keeps only Gbar = (1/K) sum_k G_k; devices keep their own G_k.
+
+    Device k uploads ``g - G_k`` on its held entries and then sets ``G_k <- g`` there; the server
+    adds the scattered differences / K to Gbar. By Theorem 2 this equals the cached variant.
+    """
+
+    def __init__(self, num_devices: int, shapes: Sequence[tuple[int, ...]]) -> None:
+        self.num_devices = num_devices
+        self.gbar = _zeros(shapes)
+
+    def apply(self, updates: Sequence[DeviceUpdate]) -> Arrays:
+        for update in updates:
+            for acc, diff, held in zip(self.gbar, update.values, update.held, strict=True):
+                acc[held] += diff[held].astype(np.float64) / self.num_devices
+        return self.gbar
+
+
+def apply_global_step(weights: Arrays, direction: Arrays, learning_rate: float) -> Arrays:
+    """w_{t+1} = w_t - eta * direction, kept in the weights' dtype."""
+    return [
+        (w.astype(np.float64) - learning_rate * d).astype(w.dtype, copy=False)
+        for w, d in zip(weights, direction, strict=True)
+    ]
