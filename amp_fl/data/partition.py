@@ -5,10 +5,9 @@ Face ``datasets`` + pyarrow and an Arrow table, while ours works on a label arra
 and is tested for its invariants directly.
 
 - IID: a seeded permutation cut into K near-equal parts.
-- Shards (McMahan et al.; the paper's non-IID split): sort samples by label (stable, ties in a
-  seeded random order), cut ``s * K`` equal shards, give every device ``s`` distinct shards at
-  random. A device then holds at most ``s`` labels. Samples beyond ``s*K*shard_size`` (the
-  remainder of the integer division) are left out, so every sample is used at most once.
+- Shards (McMahan et al.; the paper's non-IID split): ``s * K`` single-label shards of
+  near-equal size, ``s`` distinct shards per device at random, so a device holds at most ``s``
+  labels (see :func:`shard_partition` for how this differs from cutting the sorted data).
 """
 
 from __future__ import annotations
@@ -27,8 +26,26 @@ def iid_partition(num_samples: int, num_devices: int, seed: int) -> list[np.ndar
     return [np.sort(part) for part in np.array_split(order, num_devices)]
 
 
+def shard_counts_per_label(class_sizes: np.ndarray, num_shards: int) -> np.ndarray:
+    """Shards per label, proportional to the label's size (largest remainder), summing to ``num_shards``."""
+    exact = class_sizes * num_shards / class_sizes.sum()
+    counts = np.floor(exact).astype(np.int64)
+    remainder_order = np.argsort(-(exact - counts), kind="stable")
+    counts[remainder_order[: num_shards - counts.sum()]] += 1
+    return np.minimum(counts, class_sizes)  # a shard needs at least one sample
+
+
 def shard_partition(labels: np.ndarray, num_devices: int, shards_per_device: int, seed: int) -> list[np.ndarray]:
-    """Non-IID label shards: each device gets ``shards_per_device`` shards of label-sorted samples."""
+    """Non-IID label shards: each device gets ``shards_per_device`` shards, each shard one label.
+
+    The paper's recipe (sort by label, cut ``s*K`` equal shards) lets a shard straddle two labels
+    whenever class sizes are not multiples of the shard size (MNIST's are not), and then a device
+    can hold more than ``s`` labels. Here the shards are cut per label instead: label ``c`` gets a
+    share of the ``s*K`` shards proportional to its size and its samples (in seeded random order)
+    are split into that many near-equal shards. Shard sizes then differ slightly across labels
+    (by one sample within a label), every sample is used at most once, and a device holds at
+    most ``s`` labels.
+    """
     labels = np.asarray(labels)
     require(num_devices >= 1, "wireless.num_devices", f"must be >= 1, got {num_devices}")
     require(shards_per_device >= 1, "dataset.shards_per_device", f"must be >= 1, got {shards_per_device}")
@@ -37,13 +54,16 @@ def shard_partition(labels: np.ndarray, num_devices: int, shards_per_device: int
             f"{num_devices} devices x {shards_per_device} shards = {num_shards} shards but only "
             f"{len(labels)} samples")
     rng = np.random.default_rng(seed)
-    # Shuffle first, then stable-sort by label: within a label the order is random per seed.
-    shuffled = rng.permutation(len(labels))
-    by_label = shuffled[np.argsort(labels[shuffled], kind="stable")]
-    shard_size = len(labels) // num_shards
-    shards = by_label[: num_shards * shard_size].reshape(num_shards, shard_size)
+    classes, class_sizes = np.unique(labels, return_counts=True)
+    counts = shard_counts_per_label(class_sizes, num_shards)
+    require(int(counts.sum()) == num_shards, "dataset.shards_per_device",
+            f"cannot cut {num_shards} single-label shards from classes of sizes {class_sizes.tolist()}")
+    shards: list[np.ndarray] = []
+    for label, count in zip(classes, counts, strict=True):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        shards.extend(np.array_split(members, int(count)) if count else [])
     assignment = rng.permutation(num_shards).reshape(num_devices, shards_per_device)
-    return [np.sort(shards[row].ravel()) for row in assignment]
+    return [np.sort(np.concatenate([shards[i] for i in row])) for row in assignment]
 
 
 def partition(labels: np.ndarray, num_devices: int, scheme: str, shards_per_device: int, seed: int) -> list[np.ndarray]:

@@ -1,0 +1,85 @@
+"""A plain in-process loop: the same ServerApp and ClientApp code, no SuperLink, no Ray, no network.
+
+:class:`InProcessGrid` implements Flower's ``Grid`` by calling the ClientApp directly, one node
+after another, with one ``Context`` per node (so ``context.state`` persists across rounds as it
+does on a SuperNode). It is the reference against which ``amp_fl.bench simulation`` measures
+Flower's simulation overhead, and lets unit tests exercise the strategy quickly. Users run the
+real engines (``python -m amp_fl``, ``flwr run``); this is not a replacement for them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.supercore.run import Run
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from amp_fl.config import RunConfig
+from amp_fl.experiments.launch import preflight, write_run_config
+from amp_fl.experiments.runner import run_server
+
+SERVER_NODE_ID = 1
+FIRST_NODE_ID = 1_000
+
+
+class InProcessGrid(Grid):
+    """Delivers every message to the ClientApp in this process and returns the replies in order."""
+
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1) -> None:
+        self.client_app = client_app
+        self.contexts = {
+            FIRST_NODE_ID + k: Context(run_id=run_id, node_id=FIRST_NODE_ID + k,
+                                       node_config={"partition-id": k, "num-partitions": num_nodes},
+                                       state=RecordDict(), run_config={})
+            for k in range(num_nodes)
+        }
+        self._run: Run | None = None
+        self._replies: dict[str, Message] = {}
+        self._ids = itertools.count()
+        # Messages built outside a Flower process need a task identity.
+        TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = run_id, run_id, SERVER_NODE_ID
+
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run  # type: ignore[return-value]
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:
+        return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for message in messages:
+            msg_id = str(next(self._ids))
+            self._replies[msg_id] = self.client_app(message, self.contexts[message.metadata.dst_node_id])
+            ids.append(msg_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.pull_messages(self.push_messages(messages))
+
+
+def run_in_process(cfg: RunConfig, run_dir: Path) -> Path:
+    """Run ``cfg`` with the in-process grid; writes the same outputs as a Flower run."""
+    from amp_fl.client.app import app as client_app
+
+    cfg.validate()
+    preflight(cfg)
+    config_file = write_run_config(cfg, run_dir.resolve())
+    run_config: dict[str, Any] = {"config-file": str(config_file)}
+    return run_server(InProcessGrid(client_app, cfg.num_devices), run_config)

@@ -1,0 +1,71 @@
+"""Issue 2: dataset loading offline: shapes, dtypes, normalisation, errors naming the offline choices."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from amp_fl.data import datasets as ds
+
+
+def test_mnist5k_is_real_mnist_offline():
+    data = ds.load_dataset("mnist5k")
+    assert data.train.images.shape == (4000, 1, 28, 28) and data.test.images.shape == (1000, 1, 28, 28)
+    assert data.train.images.dtype == np.float32 and data.train.labels.dtype == np.int64
+    assert data.input_shape == (1, 28, 28) and data.num_classes == 10
+    # Stratified fixed split: 400 / 100 per class, disjoint.
+    assert np.bincount(data.train.labels).tolist() == [400] * 10
+    assert np.bincount(data.test.labels).tolist() == [100] * 10
+    # Standardised with MNIST's published mean/std: pixel 0 maps to -0.1307/0.3081.
+    assert data.train.images.min() == pytest.approx(-0.1307 / 0.3081, abs=1e-5)
+    assert data.train.images.max() == pytest.approx((1 - 0.1307) / 0.3081, abs=1e-5)
+    assert abs(float(data.train.images.mean())) < 0.1 and 0.9 < float(data.train.images.std()) < 1.1
+
+
+def test_offline_download_failure_names_the_offline_choices(tmp_path, monkeypatch):
+    # No files under the root and download disabled: same path as a failed download.
+    with pytest.raises(ds.DatasetUnavailableError, match="mnist5k") as info:
+        ds.load_dataset("mnist", str(tmp_path / "empty"), False)
+    assert "dataset-fashion-mnist" in str(info.value)
+
+
+def test_fallback_is_loud_and_recorded(tmp_path):
+    with pytest.warns(RuntimeWarning, match="DATASET FALLBACK"):
+        resolved = ds.resolve_dataset("mnist", str(tmp_path / "none"), False, "mnist5k")
+    assert (resolved.requested, resolved.used) == ("mnist", "mnist5k")
+    assert "unavailable" in resolved.fallback_reason
+
+
+def test_no_fallback_means_error(tmp_path):
+    with pytest.raises(ds.DatasetUnavailableError):
+        ds.resolve_dataset("mnist", str(tmp_path / "none"), False, None)
+
+
+def _idx(path, magic, dims, payload):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + payload)
+
+
+def test_fashion_mnist_from_debian_package_layout(tmp_path, monkeypatch):
+    # A miniature copy of /usr/share/datasets/fashion-mnist in the same IDX .gz format.
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("t10k", 10)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        _idx(debian / f"{split}-images-idx3-ubyte.gz", 2051, (n, 28, 28), images.tobytes())
+        _idx(debian / f"{split}-labels-idx1-ubyte.gz", 2049, (n,), labels.tobytes())
+    monkeypatch.setattr(ds, "DEBIAN_FASHION_MNIST", debian)
+    ds.load_dataset.cache_clear()
+    data = ds.load_dataset("fashion_mnist", str(tmp_path / "root"), False)
+    assert data.train.images.shape == (20, 1, 28, 28) and data.test.images.shape == (10, 1, 28, 28)
+    assert data.train.labels.tolist() == [i % 10 for i in range(20)]
+    assert data.train.images.min() >= -0.2860 / 0.3530 - 1e-5
+    ds.load_dataset.cache_clear()
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
+        ds.load_dataset("svhn")
