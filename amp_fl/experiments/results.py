@@ -1,4 +1,5 @@
-"""A run's outputs: ``metrics.csv`` (one row per round, written as it happens), ``summary.json``, figures.
+"""A run's outputs: ``metrics.csv`` (one row per round, written as it happens), ``schedule.jsonl``
+(one line per round: devices, RBs, keep counts, latencies, bytes), ``summary.json``, figures.
 
 Rows are appended and flushed every round, so an interrupted run keeps every finished round.
 """
@@ -55,9 +56,15 @@ class MetricsWriter:
         self._start = time.perf_counter()
         with self.path.open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_COLUMNS)
+        (run_dir / "schedule.jsonl").write_text("")
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._start
+
+    def append_schedule(self, record: dict[str, Any]) -> None:
+        """One JSON line per round in ``schedule.jsonl`` (devices, RBs, keep counts, latencies, bytes)."""
+        with (self.path.parent / "schedule.jsonl").open("a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def append(self, row: RoundRow) -> None:
         self.rows.append(row)

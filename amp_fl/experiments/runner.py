@@ -38,7 +38,7 @@ from amp_fl.pruning.policies import build_policy
 from amp_fl.pruning.regions import RegionMap, region_map_for
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.scheduling import build_scheduler
-from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
+from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, RoundReport
 from amp_fl.wireless.channel import RayleighChannel
 from amp_fl.wireless.config import PAPER_MODEL_COSTS, LatencyConfig
 from amp_fl.wireless.devices import DevicePopulation, DeviceProfile
@@ -137,6 +137,19 @@ def client_config(cfg: RunConfig, used: str, data: Dataset, root: str) -> dict[s
     }
 
 
+def schedule_record(report: RoundReport) -> dict[str, Any]:
+    """One line of ``schedule.jsonl``: who trained on which RB with which sub-model, and what it cost."""
+    s = report.schedule
+    return {
+        "round": report.round, "device_ids": s.device_ids.tolist(), "rb_ids": s.rb_ids.tolist(),
+        "keep_fraction": s.keep_fraction.tolist(), "keep_counts": s.keep_counts.tolist(),
+        "compute_latency_s": s.compute_latency_s.tolist(), "upload_latency_s": s.upload_latency_s.tolist(),
+        "round_latency_s": float(s.round_latency_s), "objective": float(s.objective),
+        "uplink_bytes": {str(k): v for k, v in sorted(report.uplink_bytes_per_device.items())},
+        "failures": {str(k): v for k, v in sorted(report.failures.items())},
+    }
+
+
 @dataclass
 class Recorder:
     """Central evaluation + per-round row (used as ``evaluate_fn`` of ``Strategy.start``)."""
@@ -153,6 +166,8 @@ class Recorder:
                                          self.cfg.strategy.eval_batch_size)
         row = self._row(server_round, accuracy, loss)
         self.writer.append(row)
+        if server_round > 0:
+            self.writer.append_schedule(schedule_record(self.strategy.reports[-1]))
         print(progress_line(row, self.cfg.num_rounds), flush=True)
         return MetricRecord({"accuracy": accuracy, "loss": loss})
 

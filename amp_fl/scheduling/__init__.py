@@ -1,0 +1,37 @@
+"""Device scheduling, model pruning and RB allocation: AMP-FL (Algorithms 1-2) and its baselines."""
+
+from amp_fl.scheduling.amp import AmpScheduler, aoi_weight_matrix, max_weight_matching, top_square_sums
+from amp_fl.scheduling.aoi_table import AGE_DTYPE, AoITable
+from amp_fl.scheduling.c_scheduling import CScheduler
+from amp_fl.scheduling.fixed_ratio import FixedRatioScheduler, fixed_keep_counts
+from amp_fl.scheduling.full_model import FullModelScheduler
+from amp_fl.scheduling.paper_route import PaperRouteScheduler, solve_p4
+from amp_fl.scheduling.pr_scheduling import PRScheduler
+from amp_fl.scheduling.random_scheduling import RandomScheduler
+from amp_fl.scheduling.registry import available_schedulers, build_scheduler, register_scheduler
+from amp_fl.scheduling.schedule import Schedule, Scheduler, assemble_schedule, kept_weights, top_aoi_indices
+
+__all__ = [
+    "AGE_DTYPE",
+    "AmpScheduler",
+    "AoITable",
+    "CScheduler",
+    "FixedRatioScheduler",
+    "FullModelScheduler",
+    "PRScheduler",
+    "PaperRouteScheduler",
+    "RandomScheduler",
+    "Schedule",
+    "Scheduler",
+    "aoi_weight_matrix",
+    "assemble_schedule",
+    "available_schedulers",
+    "build_scheduler",
+    "fixed_keep_counts",
+    "kept_weights",
+    "max_weight_matching",
+    "register_scheduler",
+    "solve_p4",
+    "top_aoi_indices",
+    "top_square_sums",
+]

@@ -1,0 +1,143 @@
+"""Age of information of every device's cached gradient, per model region (eq. 9).
+
+``tau[k, i]`` counts the rounds since device k last uploaded a fresh gradient for region i.
+Regions are numbered layer by layer (layer 0's regions first), matching the pruning engine's
+``layer_sizes``; per-layer views use local indices ``0 .. I_l - 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from amp_fl.errors import require
+from amp_fl.wireless.latency import check_layer_sizes
+
+if TYPE_CHECKING:  # schedule.py imports this module; import only for the annotation
+    from amp_fl.scheduling.schedule import Schedule
+
+# int32 halves the memory and sorting time of a K x I table (K = 10,000 x I = 3,360 for
+# VGG-11 is 134 MB instead of 269 MB); an age cannot reach 2^31 - 1 in any feasible run,
+# and `update` refuses to overflow rather than wrap. (The int64 weights (18) of a 512-region
+# layer would overflow only past ages of about 1.3e8 rounds.)
+AGE_DTYPE = np.int32
+_AGE_LIMIT = int(np.iinfo(AGE_DTYPE).max) - 1
+
+
+class AoITable:
+    """The K x I table of gradient ages, with per-layer views.
+
+    Parameters
+    ----------
+    num_devices : int
+        K.
+    layer_sizes : sequence of int
+        I_l, regions per prunable layer (or coupled group); I = sum of them.
+    initial_age : int, default 0
+        Age of every entry at the start (the paper starts from 0).
+    """
+
+    def __init__(self, num_devices: int, layer_sizes: Sequence[int], initial_age: int = 0) -> None:
+        require(int(num_devices) >= 1, "wireless.num_devices", f"must be >= 1, got {num_devices!r}")
+        require(0 <= int(initial_age) <= _AGE_LIMIT, "aoi.initial_age", f"must be in [0, {_AGE_LIMIT}], got {initial_age!r}")
+        self.layer_sizes = check_layer_sizes(layer_sizes)
+        self.offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(self.layer_sizes)]))
+        self._ages = np.full((int(num_devices), self.offsets[-1]), int(initial_age), dtype=AGE_DTYPE)
+        self._max_age = int(initial_age)
+
+    @classmethod
+    def from_array(cls, ages: np.ndarray, layer_sizes: Sequence[int]) -> AoITable:
+        """A table holding a copy of ``ages`` (K x I non-negative integers), e.g. from a checkpoint."""
+        ages = np.asarray(ages)
+        sizes = check_layer_sizes(layer_sizes)
+        if ages.ndim != 2 or ages.shape[1] != sum(sizes):
+            raise ValueError(f"ages must be K x {sum(sizes)} (sum of layer_sizes), got shape {ages.shape}")
+        if not np.issubdtype(ages.dtype, np.integer) or (ages.size and (ages.min() < 0 or ages.max() > _AGE_LIMIT)):
+            raise ValueError(f"ages must be integers in [0, {_AGE_LIMIT}]")
+        table = cls(ages.shape[0], sizes)
+        table._ages[...] = ages
+        table._max_age = int(ages.max()) if ages.size else 0
+        return table
+
+    @property
+    def ages(self) -> np.ndarray:
+        """The K x I table, read-only (change it through :meth:`update`)."""
+        view = self._ages.view()
+        view.setflags(write=False)
+        return view
+
+    @property
+    def num_devices(self) -> int:
+        return int(self._ages.shape[0])
+
+    @property
+    def num_regions(self) -> int:
+        return int(self._ages.shape[1])
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_sizes)
+
+    def layer(self, layer: int) -> np.ndarray:
+        """Read-only K x I_l view of layer ``layer``'s ages."""
+        view = self._ages[:, self.offsets[layer] : self.offsets[layer + 1]]
+        view.setflags(write=False)
+        return view
+
+    def layers(self) -> tuple[np.ndarray, ...]:
+        """Read-only views of all layers, in order."""
+        return tuple(self.layer(layer) for layer in range(self.num_layers))
+
+    def mean_age(self) -> float:
+        """Average age over all devices and regions (the paper's "average AoI", Figs. 6b, 10)."""
+        return float(self._ages.mean(dtype=np.float64))
+
+    def copy(self) -> AoITable:
+        return AoITable.from_array(self._ages, self.layer_sizes)
+
+    def update(self, device_ids: Sequence[int] | np.ndarray, kept_indices: Sequence[Sequence[np.ndarray]]) -> None:
+        """Advance one round by eq. (9).
+
+        ``tau <- 0`` for every region a scheduled device kept (and so uploaded), ``tau + 1`` for
+        every other (device, region): pruned regions and unscheduled devices age.
+
+        Parameters
+        ----------
+        device_ids : sequence of int
+            Devices whose update arrived this round, each at most once.
+        kept_indices : sequence (per device) of sequences (per layer) of int arrays
+            Local region indices each device kept in each layer.
+        """
+        device_ids = np.asarray(device_ids, dtype=np.int64).reshape(-1)
+        if len(kept_indices) != device_ids.size:
+            raise ValueError(f"got {device_ids.size} devices but {len(kept_indices)} kept-index lists")
+        if device_ids.size and (device_ids.min() < 0 or device_ids.max() >= self.num_devices):
+            raise ValueError(f"device ids must be in [0, {self.num_devices})")
+        if np.unique(device_ids).size != device_ids.size:
+            raise ValueError("a device can be updated at most once per round")
+        # Validate everything before touching the table: a bad list must not leave it half-updated.
+        columns = [self._global_columns(per_layer) for per_layer in kept_indices]
+        if self._max_age + 1 > _AGE_LIMIT:
+            raise OverflowError(f"ages would exceed {_AGE_LIMIT}")
+        self._ages += 1
+        self._max_age += 1
+        for device, cols in zip(device_ids, columns, strict=True):
+            self._ages[device, cols] = 0
+
+    def apply(self, schedule: Schedule) -> None:
+        """Update with a :class:`~amp_fl.scheduling.schedule.Schedule` (its arrived devices and kept regions)."""
+        self.update(schedule.device_ids, schedule.kept_indices)
+
+    def _global_columns(self, per_layer: Sequence[np.ndarray]) -> np.ndarray:
+        """Map one device's per-layer local indices to columns of the table."""
+        if len(per_layer) != self.num_layers:
+            raise ValueError(f"kept indices must list {self.num_layers} layers, got {len(per_layer)}")
+        parts = []
+        for layer, indices in enumerate(per_layer):
+            local = np.asarray(indices, dtype=np.int64).reshape(-1)
+            if local.size and (local.min() < 0 or local.max() >= self.layer_sizes[layer]):
+                raise ValueError(f"layer {layer} has {self.layer_sizes[layer]} regions; got index out of range")
+            parts.append(local + self.offsets[layer])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
