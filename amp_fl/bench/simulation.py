@@ -1,0 +1,146 @@
+"""Benchmark: AMP-FL round time in Flower's simulation vs. the same work in a plain in-process loop,
+and the peak memory of the whole 100-PIU process tree.
+
+Both runs use one config (100 PIUs, 10 RBs, the paper's CNN on mnist5k, so 10 PIUs train per
+round), side by side in one invocation. Round time = median of the per-round wall time after the
+first ``--warmup`` rounds (Ray starts its actors in round 1). Memory = peak, over the Flower run,
+of the summed PSS (proportional set size: shared libraries counted once) and of the summed RSS of
+every process of the run: the launcher, ``flwr``, the SuperLink, SuperExec, the simulation and
+every Ray process, found through the process tree and the project-local ``FLWR_HOME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from amp_fl.bench import emit
+from amp_fl.config import RunConfig, load_config
+from amp_fl.experiments.inprocess import run_in_process
+from amp_fl.experiments.launch import flwr_home, launch
+
+GIB = 1024**3
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(proc.name))
+    return children
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of one process in KiB, from smaps_rollup (0, 0 if it vanished)."""
+    pss = rss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+            elif line.startswith("Rss:"):
+                rss = int(line.split()[1])
+    except OSError:
+        pass
+    return pss, rss
+
+
+def run_tree(root_pid: int, home: Path) -> set[int]:
+    """This process, its descendants, and the detached Flower processes of ``home`` with theirs."""
+    children = _children_map()
+    roots = {root_pid} | {pid for pid in children.get(1, []) + sum(children.values(), [])
+                          if str(home) in _cmdline(pid)}
+    tree, stack = set(), list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid not in tree:
+            tree.add(pid)
+            stack.extend(children.get(pid, []))
+    return tree
+
+
+class PeakMemory(threading.Thread):
+    """Samples the run's process tree every ``interval_s`` and keeps the peak sums."""
+
+    def __init__(self, home: Path, interval_s: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.home, self.interval_s = home, interval_s
+        self.peak_pss_kib = self.peak_rss_kib = self.peak_processes = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            tree = run_tree(os.getpid(), self.home)
+            sums = [_memory_kib(pid) for pid in tree]
+            self.peak_pss_kib = max(self.peak_pss_kib, sum(s[0] for s in sums))
+            self.peak_rss_kib = max(self.peak_rss_kib, sum(s[1] for s in sums))
+            self.peak_processes = max(self.peak_processes, len(tree))
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+
+def round_times(run_dir: Path, warmup: int) -> list[float]:
+    with (run_dir / "metrics.csv").open() as f:
+        wall = [float(r["wall_time_s"]) for r in csv.DictReader(f)]
+    # Row 0 is the initial evaluation; round r's time is the gap to the previous row.
+    return [b - a for a, b in zip(wall, wall[1:])][warmup:]
+
+
+def bench_config(rounds: int, devices: int, rbs: int, seed: int) -> RunConfig:
+    return load_config({"dataset": {"name": "mnist5k"}, "num_rounds": rounds, "seed": seed,
+                        "wireless": {"num_devices": devices, "num_rbs": rbs}})
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m amp_fl.bench simulation")
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--rbs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    cfg = bench_config(args.rounds, args.devices, args.rbs, args.seed)
+    common = {"bench": "simulation", "devices": args.devices, "rbs": args.rbs, "rounds": args.rounds,
+              "warmup_rounds": args.warmup, "model": cfg.model.name, "dataset": cfg.dataset.name}
+    with tempfile.TemporaryDirectory(prefix="amp_fl_bench_") as tmp:
+        inproc = round_times(run_in_process(cfg, Path(tmp) / "inprocess"), args.warmup)
+        emit({**common, "engine": "in_process_loop", "median_round_s": statistics.median(inproc),
+              "mean_round_s": statistics.fmean(inproc)})
+        monitor = PeakMemory(flwr_home())
+        monitor.start()
+        started = time.perf_counter()
+        try:
+            flower_dir = launch(cfg, Path(tmp) / "flower")
+        finally:
+            monitor.stop()
+        total = time.perf_counter() - started
+        flower = round_times(flower_dir, args.warmup)
+    emit({**common, "engine": "flower_simulation", "median_round_s": statistics.median(flower),
+          "mean_round_s": statistics.fmean(flower), "total_wall_s": total,
+          "peak_pss_gib": monitor.peak_pss_kib * 1024 / GIB, "peak_rss_gib": monitor.peak_rss_kib * 1024 / GIB,
+          "peak_processes": monitor.peak_processes})
+    ratio = statistics.median(flower) / statistics.median(inproc)
+    peak_pss = monitor.peak_pss_kib * 1024 / GIB
+    emit({**common, "engine": "comparison", "round_time_ratio_flower_to_inprocess": ratio,
+          "peak_pss_gib": peak_pss, "peak_rss_gib": monitor.peak_rss_kib * 1024 / GIB,
+          "goal_met": {"round_time_ratio_le_1.3": ratio <= 1.3, "peak_memory_pss_le_3gib": peak_pss <= 3.0}})
