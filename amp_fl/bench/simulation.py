@@ -83,19 +83,19 @@ class PeakMemory(threading.Thread):
         super().__init__(daemon=True)
         self.home, self.interval_s = home, interval_s
         self.peak_pss_kib = self.peak_rss_kib = self.peak_processes = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             tree = run_tree(os.getpid(), self.home)
             sums = [_memory_kib(pid) for pid in tree]
             self.peak_pss_kib = max(self.peak_pss_kib, sum(s[0] for s in sums))
             self.peak_rss_kib = max(self.peak_rss_kib, sum(s[1] for s in sums))
             self.peak_processes = max(self.peak_processes, len(tree))
-            self._stop.wait(self.interval_s)
+            self._halt.wait(self.interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
 

@@ -9,6 +9,7 @@ Everything a client needs arrives in the server's messages; its identity is the 
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -94,13 +95,16 @@ def train(msg: Message, context: Context) -> Message:
     kept = P.record_to_kept(msg.content[P.KEPT], len(regions.groups))
     settings = TrainSettings(float(cfg["learning-rate"]), int(cfg["local-steps"]), int(cfg["batch-size"]))
     rng = derive_rng(int(cfg["seed"]), "client.batches", device, int(cfg["round"]))
+    started = time.perf_counter()
     trainer = SubModelTrainer(local_data(cfg, device), info, regions)
     gradient, samples, metrics = trainer.fit(arrays, kept, settings, rng)
+    fit_s = time.perf_counter() - started
     if bool(cfg["memory-friendly"]):
         gradient = _difference_to_own_cache(context, regions, kept, gradient)
     content = RecordDict({
         P.ARRAYS: P.arrays_to_record(names, gradient),
-        P.METRICS: MetricRecord({"num-examples": samples, "train-loss": metrics["train_loss"], "device": device}),
+        P.METRICS: MetricRecord({"num-examples": samples, "train-loss": metrics["train_loss"], "device": device,
+                                 "fit-seconds": fit_s}),
     })
     return Message(content, reply_to=msg)
 

@@ -147,6 +147,7 @@ def schedule_record(report: RoundReport) -> dict[str, Any]:
         "round_latency_s": float(s.round_latency_s), "objective": float(s.objective),
         "uplink_bytes": {str(k): v for k, v in sorted(report.uplink_bytes_per_device.items())},
         "failures": {str(k): v for k, v in sorted(report.failures.items())},
+        "client_fit_s": {str(k): round(v, 4) for k, v in sorted(report.client_fit_s.items())},
     }
 
 

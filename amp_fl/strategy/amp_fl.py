@@ -63,6 +63,7 @@ class RoundReport:
     downlink_bytes: int = 0
     uplink_bytes: int = 0
     uplink_bytes_per_device: dict[int, int] = field(default_factory=dict)
+    client_fit_s: dict[int, float] = field(default_factory=dict)  # wall time of local training, as reported
     mean_train_loss: float = float("nan")
 
 
@@ -180,6 +181,8 @@ class AmpFlStrategy(Strategy):
         full, held = scatter_arrays(values, self.region_map, kept, self.shapes)
         metrics = reply.content.metric_records.get(P.METRICS)
         loss = float(metrics["train-loss"]) if metrics is not None and "train-loss" in metrics else float("nan")
+        if metrics is not None and "fit-seconds" in metrics:
+            self.reports[-1].client_fit_s[device] = float(metrics["fit-seconds"])
         return DeviceUpdate(device, full, held), loss, sum(v.nbytes for v in values)
 
     def _direction(self, updates: list[DeviceUpdate]) -> list[np.ndarray]:

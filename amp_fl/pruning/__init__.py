@@ -1,0 +1,44 @@
+"""Structured pruning: region maps, physically smaller sub-models, counts and policies.
+
+- :mod:`.regions`: which slices of which arrays form each prunable region (derived by tracing).
+- :mod:`.submodel`: extract / build / scatter sub-models.
+- :mod:`.counts`: parameter and FLOP counts of a sub-model without building it.
+- :mod:`.policies`: which regions a device keeps (aoi, importance, random, static, rolling).
+"""
+
+from .counts import (
+    forward_flops_per_sample,
+    submodel_array_count,
+    submodel_param_count,
+    submodel_shapes,
+    training_flops_per_sample,
+)
+from .policies import (
+    PruningPolicy,
+    SelectionContext,
+    available_policies,
+    build_policy,
+    infeasible_layers,
+    is_feasible,
+    keep_counts_for_fraction,
+)
+from .regions import (
+    ArrayRule,
+    KeptIndices,
+    LayerInfo,
+    RegionGroup,
+    RegionMap,
+    check_kept,
+    keep_counts_of,
+    region_map,
+    region_map_for,
+)
+from .submodel import build_submodel, extract_arrays, held_masks, load_arrays, module_arrays, scatter_arrays
+
+__all__ = [
+    "ArrayRule", "KeptIndices", "LayerInfo", "PruningPolicy", "RegionGroup", "RegionMap", "SelectionContext",
+    "available_policies", "build_policy", "build_submodel", "check_kept", "extract_arrays",
+    "forward_flops_per_sample", "held_masks", "infeasible_layers", "is_feasible", "keep_counts_for_fraction",
+    "keep_counts_of", "load_arrays", "module_arrays", "region_map", "region_map_for", "scatter_arrays",
+    "submodel_array_count", "submodel_param_count", "submodel_shapes", "training_flops_per_sample",
+]
