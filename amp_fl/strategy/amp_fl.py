@@ -26,6 +26,7 @@ from flwr.serverapp.strategy import Strategy
 
 from amp_fl import protocol as P
 from amp_fl.errors import InvalidReplyError
+from amp_fl.pruning.counts import submodel_shapes
 from amp_fl.pruning.policies import PruningPolicy, SelectionContext
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
@@ -172,7 +173,7 @@ class AmpFlStrategy(Strategy):
         kept = self._pending[device]
         record = reply.content.array_records[P.ARRAYS]
         values = P.record_to_arrays(record, self.region_map.param_names)
-        expected = [a.shape for a in extract_arrays(self.weights, self.region_map, kept)]
+        expected = submodel_shapes(self.region_map, [len(k) for k in kept])
         for name, got, want in zip(self.region_map.param_names, values, expected, strict=True):
             if got.shape != want:
                 raise InvalidReplyError(f"array {name!r} has shape {got.shape}, expected {want}")
