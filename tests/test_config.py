@@ -83,3 +83,15 @@ def test_main_experiment_is_the_paper_setting():
 def test_hydra_override_reaches_the_typed_config():
     cfg = _compose(["experiment=sweep_ratio", "pruning.ratio=0.7", "seed=4"])
     assert (cfg.pruning.ratio, cfg.seed, cfg.scheduling.name, cfg.scheduling.num_scheduled) == (0.7, 4, "fixed_ratio", 10)
+
+
+def test_unreadable_run_config_file_is_named(tmp_path):
+    from amp_fl.experiments.runner import config_from_run_config
+
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json"):
+        config_from_run_config({"config-file": str(bad)})
+    with pytest.raises(ValueError, match="missing.json"):
+        config_from_run_config({"config-file": str(tmp_path / "missing.json")})
+    assert config_from_run_config({"config-file": ""}).num_devices == 100

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from amp_fl.config import load_config
-from amp_fl.experiments.launch import PROJECT_ROOT, flwr_home, launch
+from amp_fl.experiments.launch import PROJECT_ROOT, flower_processes, flwr_home, launch
 from amp_fl.pruning.counts import submodel_param_count
 from amp_fl.pruning.regions import region_map
 
@@ -48,6 +48,7 @@ def cached_run(tmp_path_factory) -> Path:
                          env={**os.environ, "FLWR_HOME": str(flwr_home())})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.count("[amp-fl] round") == ROUNDS + 1  # a progress line per round, round 0 included
+    assert flower_processes(flwr_home()) == []  # the background SuperLink was stopped
     return run
 
 

@@ -75,7 +75,7 @@ def flwr_command(cfg: RunConfig, config_file: Path) -> list[str]:
             "--run-config", f"config-file='{config_file}'"]
 
 
-def _flower_processes(home: Path) -> list[int]:
+def flower_processes(home: Path) -> list[int]:
     """PIDs of SuperLink/SuperExec processes that belong to this FLWR_HOME."""
     pids = []
     for proc in Path("/proc").iterdir():
@@ -100,7 +100,7 @@ def _children(pid: int) -> list[int]:
 
 def stop_flower_processes(home: Path, grace_s: float = 5.0) -> int:
     """Terminate the background SuperLink (and its SuperExec/children) of this FLWR_HOME."""
-    roots = _flower_processes(home)
+    roots = flower_processes(home)
     targets = set(roots)
     for pid in roots:
         stack = [pid]

@@ -52,8 +52,12 @@ def config_from_run_config(run_config: dict[str, Any]) -> RunConfig:
     path = str(run_config.get("config-file", "") or "")
     if not path:
         return load_config({})
-    with open(path) as f:
-        return load_config(json.load(f))
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read the run's config file config-file={path!r}: {exc}") from exc
+    return load_config(values)
 
 
 def initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
