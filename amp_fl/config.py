@@ -130,6 +130,24 @@ class SimulationConfig:
 
 
 @dataclass
+class DeploymentConfig:
+    """Run on an existing SuperLink (real SuperNodes, e.g. boards) instead of a local simulation."""
+
+    superlink: str | None = None  # "host:port" of the SuperLink's Control API; None: local simulation
+    insecure: bool = True
+    root_certificates: str | None = None  # CA certificate for a TLS SuperLink (then insecure=false)
+
+    def validate(self) -> None:
+        if self.superlink is None:
+            return
+        host, _, port = self.superlink.rpartition(":")
+        require(bool(host) and port.isdigit() and 0 < int(port) < 65536, "deployment.superlink",
+                f"expected host:port, got {self.superlink!r}")
+        require(self.insecure or self.root_certificates is not None, "deployment.root_certificates",
+                "a TLS connection (insecure=false) needs the CA certificate")
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     num_rounds: int = 200
@@ -142,6 +160,7 @@ class RunConfig:
     scheduling: SchedulingConfig = field(default_factory=SchedulingConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
 
     @property
     def num_devices(self) -> int:
@@ -151,7 +170,7 @@ class RunConfig:
         require(self.num_rounds >= 1, "num_rounds", f"must be >= 1, got {self.num_rounds}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         for section in (self.dataset, self.model, self.train, self.wireless, self.pruning, self.scheduling,
-                        self.strategy, self.simulation):
+                        self.strategy, self.simulation, self.deployment):
             section.validate()
         if self.scheduling.name == "fixed_ratio":
             require(self.scheduling.num_scheduled is not None, "scheduling.num_scheduled",

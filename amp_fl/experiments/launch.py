@@ -1,4 +1,4 @@
-"""Launch one AMP-FL run through Flower's supported path: ``flwr run <project> local``.
+"""Launch one AMP-FL run through Flower's supported path: ``flwr run <project> <connection>``.
 
 The Hydra entry point (``python -m amp_fl``) and the tests call :func:`launch`. It validates the
 config and the data before any Flower process starts, writes the resolved config to the run
@@ -66,13 +66,31 @@ def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
     return path
 
 
-def flwr_command(cfg: RunConfig, config_file: Path) -> list[str]:
+DEPLOY_CONNECTION = "amp-fl-deploy"
+
+
+def deployment_connection(cfg: RunConfig, home: Path) -> str:
+    """Add (or replace) a connection to ``cfg.deployment.superlink`` in ``home/config.toml``."""
+    config = home / "config.toml"
+    lines = config.read_text().split(f"\n[superlink.{DEPLOY_CONNECTION}]")[0].rstrip("\n")
+    entry = [f"[superlink.{DEPLOY_CONNECTION}]", f'address = "{cfg.deployment.superlink}"']
+    if cfg.deployment.insecure:
+        entry.append("insecure = true")
+    else:
+        entry.append(f'root-certificates = "{Path(str(cfg.deployment.root_certificates)).resolve()}"')
+    config.write_text(lines + "\n\n" + "\n".join(entry) + "\n")
+    return DEPLOY_CONNECTION
+
+
+def flwr_command(cfg: RunConfig, config_file: Path, home: Path) -> list[str]:
     flwr = shutil.which("flwr", path=str(Path(sys.executable).parent)) or "flwr"
+    run_config = ["--run-config", f"config-file='{config_file}'"]
+    if cfg.deployment.superlink is not None:
+        return [flwr, "run", str(PROJECT_ROOT), deployment_connection(cfg, home), "--stream", *run_config]
     federation = f"num-supernodes={cfg.num_devices} client-resources-num-cpus={cfg.simulation.client_cpus}"
     if cfg.simulation.client_gpus > 0:
         federation += f" client-resources-num-gpus={cfg.simulation.client_gpus}"
-    return [flwr, "run", str(PROJECT_ROOT), CONNECTION, "--stream", "--federation-config", federation,
-            "--run-config", f"config-file='{config_file}'"]
+    return [flwr, "run", str(PROJECT_ROOT), CONNECTION, "--stream", "--federation-config", federation, *run_config]
 
 
 def flower_processes(home: Path) -> list[int]:
@@ -122,7 +140,11 @@ def stop_flower_processes(home: Path, grace_s: float = 5.0) -> int:
 
 
 def launch(cfg: RunConfig, run_dir: Path) -> Path:
-    """Run ``cfg`` through ``flwr run``; returns the run folder (raises RunFailedError on failure)."""
+    """Run ``cfg`` through ``flwr run``; returns the run folder (raises RunFailedError on failure).
+
+    Local simulation by default; with ``deployment.superlink`` set, on that SuperLink and the
+    SuperNodes connected to it (the ServerApp must be able to read ``run_dir``).
+    """
     cfg.validate()
     preflight(cfg)
     run_dir = run_dir.resolve()
@@ -134,7 +156,7 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     stop_flower_processes(home)  # a SuperLink left by an interrupted run would hold the port
     try:
-        completed = subprocess.run(flwr_command(cfg, config_file), cwd=PROJECT_ROOT, env=env, check=False)
+        completed = subprocess.run(flwr_command(cfg, config_file, home), cwd=PROJECT_ROOT, env=env, check=False)
     finally:
         stop_flower_processes(home)
     summary_path = run_dir / "summary.json"

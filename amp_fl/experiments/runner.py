@@ -220,7 +220,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
     writer = MetricsWriter(run_dir)
     recorder = Recorder(cfg, strategy, model, data, writer)
     started = time.time()
-    summary_base = _summary_base(cfg, resolved, data, latency, regions)
+    summary_base = _summary_base(cfg, resolved, data, latency, regions, profiles)
     write_summary(run_dir, {**summary_base, "status": "running"})
     try:
         strategy.start(grid, ArrayRecord(strategy.weights), num_rounds=cfg.num_rounds, evaluate_fn=recorder)
@@ -248,7 +248,9 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
 
 
 def _summary_base(cfg: RunConfig, resolved: ResolvedDataset, data: Dataset, latency: LatencyConfig,
-                  regions: RegionMap) -> dict[str, Any]:
+                  regions: RegionMap, profiles: list[DeviceProfile]) -> dict[str, Any]:
+    device_profiles = [{"device": k, "cpu_hz": p.cpu_hz, "flops_per_cycle": p.flops_per_cycle,
+                        "tx_power_w": p.tx_power_w, "distance_m": p.distance_m} for k, p in enumerate(profiles)]
     return {
         "config": config_to_dict(cfg),
         "dataset_requested": resolved.requested, "dataset_used": resolved.used,
@@ -257,5 +259,6 @@ def _summary_base(cfg: RunConfig, resolved: ResolvedDataset, data: Dataset, late
         "model_cost": {"num_params": latency.num_params, "flops_per_sample": latency.flops_per_sample,
                        "t_max_s": latency.t_max_s},
         "num_regions": regions.num_regions, "layer_sizes": list(regions.layer_sizes),
+        "device_profiles": device_profiles,
         "python": platform.python_version(), "torch": torch.__version__,
     }
