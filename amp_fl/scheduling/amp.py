@@ -25,11 +25,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from amp_fl.scheduling.aoi_table import AoITable
-from amp_fl.scheduling.schedule import Schedule, assemble_schedule, check_inputs, top_aoi_indices
+from amp_fl.scheduling.schedule import Schedule, SchedulerBase, assemble_schedule, top_aoi_indices
 from amp_fl.wireless.channel import ChannelState
-from amp_fl.wireless.latency import SystemModel, feasible_pairs, layer_keep_count, layer_keep_counts
-from amp_fl.wireless.seeding import check_seed, derive_rng
-
+from amp_fl.wireless.latency import feasible_pairs, layer_keep_count, layer_keep_counts
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 
@@ -104,7 +102,7 @@ def max_weight_matching(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows[r[positive]].astype(np.int64), c[positive].astype(np.int64)
 
 
-class AmpScheduler:
+class AmpScheduler(SchedulerBase):
     """AMP-FL's scheduler: maximise the AoI objective (14) subject to the deadline (8a) and OFDMA (8b-8d).
 
     Parameters
@@ -118,18 +116,13 @@ class AmpScheduler:
 
     name = "amp"
 
-    def __init__(self, system: SystemModel, seed: int) -> None:
-        self.system = system
-        self.seed = check_seed(seed)
-
     def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
-        check_inputs(self.system.num_devices, self.system.num_rbs, round, channel_state, aoi_table)
-        costs = self.system.pair_costs(channel_state)
+        costs = self.round_costs(round, channel_state, aoi_table)
         weights = aoi_weight_matrix(costs.keep_fraction, aoi_table.layers())
         devices, rbs = max_weight_matching(weights)
         kappa = costs.keep_fraction[devices, rbs]
         counts = layer_keep_counts(kappa, aoi_table.layer_sizes)
-        rng = derive_rng(self.seed, "scheduler.amp", int(round))
+        rng = self.round_rng(round)
         kept = top_aoi_indices(aoi_table, devices, counts, rng)
         # Omega read off the matrix equals the kept regions' weight: the tie-break changes which
         # equal-age regions are kept, not their ages (tested against kept_weights).

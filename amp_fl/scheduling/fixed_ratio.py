@@ -28,10 +28,9 @@ from amp_fl.errors import require
 from amp_fl.pruning.policies.aoi import aoi_priority_order
 from amp_fl.scheduling.amp import top_square_sums
 from amp_fl.scheduling.aoi_table import AoITable
-from amp_fl.scheduling.schedule import Schedule, assemble_schedule, check_inputs, top_aoi_indices
+from amp_fl.scheduling.schedule import Schedule, SchedulerBase, assemble_schedule, top_aoi_indices
 from amp_fl.wireless.channel import ChannelState
 from amp_fl.wireless.latency import SystemModel, check_layer_sizes
-from amp_fl.wireless.seeding import check_seed, derive_rng
 
 SELECTIONS = ("aoi", "random")
 _COUNT_TOLERANCE = 1e-9
@@ -52,7 +51,7 @@ def fixed_keep_counts(pruning_ratio: float, layer_sizes: Sequence[int]) -> np.nd
     return counts
 
 
-class FixedRatioScheduler:
+class FixedRatioScheduler(SchedulerBase):
     """Fixed pruning ratio, fixed number of devices per round (see module docstring).
 
     Parameters
@@ -83,17 +82,15 @@ class FixedRatioScheduler:
             f"must be an integer in [1, min(K, R) = {limit}], got {num_scheduled!r}",
         )
         require(selection in SELECTIONS, "scheduling.selection", f"must be one of {SELECTIONS}, got {selection!r}")
-        self.system = system
-        self.seed = check_seed(seed)
+        super().__init__(system, seed)
         self.pruning_ratio = float(pruning_ratio)
         self.num_scheduled = int(num_scheduled)
         self.selection = selection
 
     def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
-        check_inputs(self.system.num_devices, self.system.num_rbs, round, channel_state, aoi_table)
-        costs = self.system.pair_costs(channel_state)
+        costs = self.round_costs(round, channel_state, aoi_table)
         counts = fixed_keep_counts(self.pruning_ratio, aoi_table.layer_sizes)
-        rng = derive_rng(self.seed, "scheduler.fixed_ratio", int(round))
+        rng = self.round_rng(round)
         candidates = np.flatnonzero((costs.rates > 0).any(axis=1))
         if self.selection == "aoi":
             omega = self._device_weights(aoi_table, counts)[candidates]

@@ -23,15 +23,14 @@ import numpy as np
 from amp_fl.errors import require
 from amp_fl.scheduling.amp import max_weight_matching
 from amp_fl.scheduling.aoi_table import AoITable
-from amp_fl.scheduling.schedule import KeptIndices, Schedule, assemble_schedule, check_inputs
+from amp_fl.scheduling.schedule import KeptIndices, Schedule, SchedulerBase, assemble_schedule
 from amp_fl.wireless.channel import ChannelState
 from amp_fl.wireless.latency import SystemModel
-from amp_fl.wireless.seeding import check_seed, derive_rng
 
 SELECTIONS = ("rate", "random")
 
 
-class FullModelScheduler:
+class FullModelScheduler(SchedulerBase):
     """Full-model selection for Synchronous FL (see module docstring).
 
     Parameters
@@ -52,18 +51,16 @@ class FullModelScheduler:
             "scheduling.deadline_s",
             f"must be a positive number of seconds or null, got {deadline_s!r}",
         )
-        self.system = system
-        self.seed = check_seed(seed)
+        super().__init__(system, seed)
         self.selection = selection
         self.deadline_s = None if deadline_s is None else float(deadline_s)
 
     def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
-        check_inputs(self.system.num_devices, self.system.num_rbs, round, channel_state, aoi_table)
-        costs = self.system.pair_costs(channel_state)
+        costs = self.round_costs(round, channel_state, aoi_table)
         if self.selection == "rate":
             devices, rbs = max_weight_matching(costs.rates)
         else:
-            rng = derive_rng(self.seed, "scheduler.full_model", int(round))
+            rng = self.round_rng(round)
             candidates = np.flatnonzero((costs.rates > 0).any(axis=1))
             count = min(candidates.size, self.system.num_rbs)
             devices = rng.choice(candidates, size=count, replace=False).astype(np.int64)

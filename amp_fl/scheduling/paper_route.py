@@ -15,10 +15,9 @@ from scipy.optimize import linprog
 
 from amp_fl.pruning.policies.aoi import select_top_aoi
 from amp_fl.scheduling.aoi_table import AoITable
-from amp_fl.scheduling.schedule import KeptIndices, Schedule, assemble_schedule, check_inputs
+from amp_fl.scheduling.schedule import KeptIndices, Schedule, SchedulerBase, assemble_schedule
 from amp_fl.wireless.channel import ChannelState
-from amp_fl.wireless.latency import SystemModel, layer_keep_counts
-from amp_fl.wireless.seeding import check_seed, derive_rng
+from amp_fl.wireless.latency import layer_keep_counts
 
 # A vertex of P4's polytope is integral; HiGHS returns one (simplex, or IPM with crossover).
 # Anything further than this from 0 or 1 means the solver returned an interior point.
@@ -47,7 +46,7 @@ def solve_p4(weights: np.ndarray) -> tuple[np.ndarray, float]:
     return theta, float(-result.fun)
 
 
-class PaperRouteScheduler:
+class PaperRouteScheduler(SchedulerBase):
     """Algorithm 2 as the paper states it: K x R runs of Algorithm 1, then the LP P4.
 
     Parameters
@@ -59,14 +58,9 @@ class PaperRouteScheduler:
 
     name = "paper_route"
 
-    def __init__(self, system: SystemModel, seed: int) -> None:
-        self.system = system
-        self.seed = check_seed(seed)
-
     def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
-        check_inputs(self.system.num_devices, self.system.num_rbs, round, channel_state, aoi_table)
-        costs = self.system.pair_costs(channel_state)
-        rng = derive_rng(self.seed, "scheduler.paper_route", int(round))
+        costs = self.round_costs(round, channel_state, aoi_table)
+        rng = self.round_rng(round)
         counts = layer_keep_counts(costs.keep_fraction, aoi_table.layer_sizes)  # (K, R, L)
         layers = aoi_table.layers()
         num_devices, num_rbs = costs.keep_fraction.shape

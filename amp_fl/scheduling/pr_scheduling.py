@@ -21,28 +21,25 @@ from amp_fl.errors import require
 from amp_fl.scheduling.amp import max_weight_matching
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.scheduling.assign import greedy_pairs, schedule_with_aoi_pruning
-from amp_fl.scheduling.schedule import Schedule, check_inputs
+from amp_fl.scheduling.schedule import Schedule, SchedulerBase
 from amp_fl.wireless.channel import ChannelState
 from amp_fl.wireless.latency import SystemModel, layer_keep_counts, realised_keep_fraction
-from amp_fl.wireless.seeding import check_seed, derive_rng
 
 ASSIGNMENTS = ("greedy", "matching")
 
 
-class PRScheduler:
+class PRScheduler(SchedulerBase):
     """Smallest-pruning-ratio scheduling with AoI pruning (see module docstring)."""
 
     name = "pr"
 
     def __init__(self, system: SystemModel, seed: int, assignment: str = "greedy") -> None:
         require(assignment in ASSIGNMENTS, "scheduling.assignment", f"must be one of {ASSIGNMENTS}, got {assignment!r}")
-        self.system = system
-        self.seed = check_seed(seed)
+        super().__init__(system, seed)
         self.assignment = assignment
 
     def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
-        check_inputs(self.system.num_devices, self.system.num_rbs, round, channel_state, aoi_table)
-        costs = self.system.pair_costs(channel_state)
+        costs = self.round_costs(round, channel_state, aoi_table)
         counts = layer_keep_counts(costs.keep_fraction, aoi_table.layer_sizes)
         kept_fraction = realised_keep_fraction(counts, aoi_table.layer_sizes)
         feasible = counts.min(axis=-1) >= 1
@@ -51,5 +48,5 @@ class PRScheduler:
             devices, rbs = greedy_pairs(kept_fraction, feasible, num_rbs, tie_score=costs.keep_fraction)
         else:
             devices, rbs = max_weight_matching(np.where(feasible, (num_rbs + 1) + kept_fraction, 0.0))
-        rng = derive_rng(self.seed, "scheduler.pr", int(round))
+        rng = self.round_rng(round)
         return schedule_with_aoi_pruning(round, costs, aoi_table, devices, rbs, rng)

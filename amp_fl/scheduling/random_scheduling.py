@@ -10,26 +10,20 @@ from __future__ import annotations
 
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.scheduling.assign import assign_in_device_order, schedule_with_aoi_pruning
-from amp_fl.scheduling.schedule import Schedule, check_inputs
+from amp_fl.scheduling.schedule import Schedule, SchedulerBase
 from amp_fl.wireless.channel import ChannelState
-from amp_fl.wireless.latency import SystemModel, feasible_pairs
-from amp_fl.wireless.seeding import check_seed, derive_rng
+from amp_fl.wireless.latency import feasible_pairs
 
 
-class RandomScheduler:
+class RandomScheduler(SchedulerBase):
     """Random feasible scheduling with AoI pruning (see module docstring)."""
 
     name = "random"
 
-    def __init__(self, system: SystemModel, seed: int) -> None:
-        self.system = system
-        self.seed = check_seed(seed)
-
     def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
-        check_inputs(self.system.num_devices, self.system.num_rbs, round, channel_state, aoi_table)
-        costs = self.system.pair_costs(channel_state)
+        costs = self.round_costs(round, channel_state, aoi_table)
         feasible = feasible_pairs(costs.keep_fraction, aoi_table.layer_sizes)
-        rng = derive_rng(self.seed, "scheduler.random", int(round))
+        rng = self.round_rng(round)
         order = rng.permutation(self.system.num_devices)
         devices, rbs = assign_in_device_order(order, feasible, rng=rng)
         return schedule_with_aoi_pruning(round, costs, aoi_table, devices, rbs, rng)

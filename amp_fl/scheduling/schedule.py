@@ -11,7 +11,8 @@ import numpy as np
 from amp_fl.pruning.policies.aoi import aoi_priority_order
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.wireless.channel import ChannelState
-from amp_fl.wireless.latency import PairCosts, device_latencies, realised_keep_fraction, round_latency
+from amp_fl.wireless.latency import PairCosts, SystemModel, device_latencies, realised_keep_fraction, round_latency
+from amp_fl.wireless.seeding import check_seed, derive_rng
 
 KeptIndices = tuple[tuple[np.ndarray, ...], ...]
 
@@ -97,6 +98,28 @@ class Schedule:
         if where.size == 0:
             raise KeyError(f"device {device_id} is not scheduled in round {self.round}")
         return self.kept_indices[int(where[0])]
+
+
+class SchedulerBase:
+    """What every scheduler here shares: the system model, the run seed, per-round inputs.
+
+    A round's random draws come from a generator derived from (seed, "scheduler.<name>", round),
+    so a round's schedule depends only on its inputs and the seed (and survives a restart).
+    """
+
+    name = "base"
+
+    def __init__(self, system: SystemModel, seed: int) -> None:
+        self.system = system
+        self.seed = check_seed(seed)
+
+    def round_costs(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> PairCosts:
+        """Validate this round's inputs; rates, full-model latencies and keep fractions of all pairs."""
+        check_inputs(self.system.num_devices, self.system.num_rbs, round, channel_state, aoi_table)
+        return self.system.pair_costs(channel_state)
+
+    def round_rng(self, round: int) -> np.random.Generator:
+        return derive_rng(self.seed, f"scheduler.{self.name}", int(round))
 
 
 @runtime_checkable
