@@ -148,12 +148,18 @@ def top_aoi_indices(
         return ()
     keep_counts = np.asarray(keep_counts, dtype=np.int64).reshape(device_ids.size, aoi_table.num_layers)
     per_device: list[list[np.ndarray]] = [[] for _ in range(device_ids.size)]
+    rows = np.arange(device_ids.size)
     for layer, ages in enumerate(aoi_table.layers()):
         order = aoi_priority_order(ages[device_ids], rng)
-        for s in range(device_ids.size):
-            kept = np.sort(order[s, : keep_counts[s, layer]])
-            kept.setflags(write=False)
-            per_device[s].append(kept)
+        counts = keep_counts[:, layer]
+        # Sort every device's kept prefix in one call: entries past a device's count get a
+        # sentinel (the layer size) that sorts last, then each row is cut at its count.
+        head = order[:, : int(counts.max(initial=0))].copy()
+        head[np.arange(head.shape[1])[None, :] >= counts[:, None]] = ages.shape[1]
+        head.sort(axis=1)
+        head.setflags(write=False)
+        for s in rows:
+            per_device[s].append(head[s, : counts[s]])
     return tuple(tuple(layers) for layers in per_device)
 
 
