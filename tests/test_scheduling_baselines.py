@@ -151,7 +151,7 @@ def test_fixed_keep_counts() -> None:
     np.testing.assert_array_equal(fixed_keep_counts(0.0, [3, 4]), [3, 4])
     with pytest.raises(ConfigError) as info:
         fixed_keep_counts(0.9, [6, 16])
-    assert info.value.key == "scheduling.pruning_ratio"
+    assert info.value.key == "pruning.ratio"
 
 
 @pytest.mark.parametrize("selection", ["aoi", "random"])
@@ -195,8 +195,8 @@ def test_fixed_ratio_random_is_seeded_and_aoi_breaks_ties_by_seed() -> None:
 @pytest.mark.parametrize(
     ("options", "key"),
     [
-        ({"pruning_ratio": 1.0, "num_scheduled": 2}, "scheduling.pruning_ratio"),
-        ({"pruning_ratio": -0.1, "num_scheduled": 2}, "scheduling.pruning_ratio"),
+        ({"pruning_ratio": 1.0, "num_scheduled": 2}, "pruning.ratio"),
+        ({"pruning_ratio": -0.1, "num_scheduled": 2}, "pruning.ratio"),
         ({"pruning_ratio": 0.1, "num_scheduled": 0}, "scheduling.num_scheduled"),
         ({"pruning_ratio": 0.1, "num_scheduled": 5}, "scheduling.num_scheduled"),  # more than R = 4
         ({"pruning_ratio": 0.1, "num_scheduled": 2, "selection": "best"}, "scheduling.selection"),

@@ -26,6 +26,7 @@ from scipy.optimize import linear_sum_assignment
 
 from amp_fl.errors import require
 from amp_fl.pruning.policies.aoi import aoi_priority_order
+from amp_fl.pruning.policies.base import keep_counts_for_fraction
 from amp_fl.scheduling.amp import top_square_sums
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.scheduling.schedule import Schedule, SchedulerBase, assemble_schedule, top_aoi_indices
@@ -33,19 +34,19 @@ from amp_fl.wireless.channel import ChannelState
 from amp_fl.wireless.latency import SystemModel, check_layer_sizes
 
 SELECTIONS = ("aoi", "random")
-_COUNT_TOLERANCE = 1e-9
 
 
 def fixed_keep_counts(pruning_ratio: float, layer_sizes: Sequence[int]) -> np.ndarray:
     """Regions kept per layer at pruning ratio beta: ``floor((1 - beta) I_l)``, (L,) int64.
 
-    Raises ConfigError (``scheduling.pruning_ratio``) when a layer would keep no region.
+    Raises ConfigError (``pruning.ratio``) when a layer would keep no region.
     """
-    sizes = np.array(check_layer_sizes(layer_sizes), dtype=np.float64)
-    counts = np.floor((1.0 - pruning_ratio) * sizes + _COUNT_TOLERANCE).astype(np.int64)
+    sizes = check_layer_sizes(layer_sizes)
+    # The same rounding as the pruning policies use, so both sides agree on every count.
+    counts = np.array(keep_counts_for_fraction(sizes, 1.0 - pruning_ratio), dtype=np.int64)
     require(
         bool(counts.min() >= 1),
-        "scheduling.pruning_ratio",
+        "pruning.ratio",
         f"{pruning_ratio} leaves a layer of {int(sizes[np.argmin(counts)])} regions empty",
     )
     return counts
@@ -72,7 +73,7 @@ class FixedRatioScheduler(SchedulerBase):
     ) -> None:
         require(
             isinstance(pruning_ratio, int | float) and 0.0 <= pruning_ratio < 1.0,
-            "scheduling.pruning_ratio",
+            "pruning.ratio",
             f"must be in [0, 1), got {pruning_ratio!r}",
         )
         limit = min(system.num_devices, system.num_rbs)
