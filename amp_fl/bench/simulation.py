@@ -5,8 +5,9 @@ Both runs use one config (100 PIUs, 10 RBs, the paper's CNN on mnist5k, so 10 PI
 round), side by side in one invocation. Round time = median of the per-round wall time after the
 first ``--warmup`` rounds (Ray starts its actors in round 1). Memory = peak, over the Flower run,
 of the summed PSS (proportional set size: shared libraries counted once) and of the summed RSS of
-every process of the run: the launcher, ``flwr``, the SuperLink, SuperExec, the simulation and
-every Ray process, found through the process tree and the project-local ``FLWR_HOME``.
+every process of the run: the launcher (a fresh ``python -m amp_fl.experiments.launch``), ``flwr``,
+the SuperLink, SuperExec, the simulation and every Ray process, found through the process tree
+and the project-local ``FLWR_HOME``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import argparse
 import csv
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -24,7 +27,7 @@ from pathlib import Path
 from amp_fl.bench import emit
 from amp_fl.config import RunConfig, load_config
 from amp_fl.experiments.inprocess import run_in_process
-from amp_fl.experiments.launch import flwr_home, launch
+from amp_fl.experiments.launch import flwr_home, write_run_config
 
 GIB = 1024**3
 
@@ -80,15 +83,15 @@ def run_tree(root_pid: int, home: Path) -> set[int]:
 class PeakMemory(threading.Thread):
     """Samples the run's process tree every ``interval_s`` and keeps the peak sums."""
 
-    def __init__(self, home: Path, interval_s: float = 0.5) -> None:
+    def __init__(self, home: Path, root_pid: int, interval_s: float = 0.5) -> None:
         super().__init__(daemon=True)
-        self.home, self.interval_s = home, interval_s
+        self.home, self.root_pid, self.interval_s = home, root_pid, interval_s
         self.peak_pss_kib = self.peak_rss_kib = self.peak_processes = 0
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
-            tree = run_tree(os.getpid(), self.home)
+            tree = run_tree(self.root_pid, self.home)
             sums = [_memory_kib(pid) for pid in tree]
             self.peak_pss_kib = max(self.peak_pss_kib, sum(s[0] for s in sums))
             self.peak_rss_kib = max(self.peak_rss_kib, sum(s[1] for s in sums))
@@ -113,14 +116,22 @@ def bench_config(rounds: int, devices: int, rbs: int, seed: int) -> RunConfig:
 
 
 def flower_round_times(cfg: RunConfig, run_dir: Path, warmup: int) -> tuple[list[float], PeakMemory, float]:
-    """Per-round wall times of a real ``flwr run``, with the peak memory of its process tree."""
-    monitor = PeakMemory(flwr_home())
-    monitor.start()
+    """Per-round wall times of a real ``flwr run``, with the peak memory of its process tree.
+
+    The run is launched from a fresh process, as a user's ``python -m amp_fl`` would be, so the
+    memory of this benchmark process (other benchmarks, the in-process loop) is not counted.
+    """
+    config_file = write_run_config(cfg, run_dir)
     started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "amp_fl.experiments.launch", str(config_file), str(run_dir)])
+    monitor = PeakMemory(flwr_home(), root_pid=child.pid)
+    monitor.start()
     try:
-        launch(cfg, run_dir)
+        returncode = child.wait()
     finally:
         monitor.stop()
+    if returncode != 0:
+        raise RuntimeError(f"the Flower run failed (exit code {returncode}); see its log above")
     return round_times(run_dir, warmup), monitor, time.perf_counter() - started
 
 
@@ -142,7 +153,7 @@ def main(argv: list[str]) -> None:
     medians: dict[str, float] = {}
     peak_pss = 0.0
     with tempfile.TemporaryDirectory(prefix="amp_fl_bench_") as tmp:
-        # Flower first: the launcher process is then in the state of a real run when it is measured.
+        # Each Flower run starts from a fresh launcher process, so the order does not bias memory.
         for engine, run_cfg in (("flower_simulation", cfg), ("flower_simulation_one_actor", single_actor)):
             times, monitor, total = flower_round_times(run_cfg, Path(tmp) / engine, args.warmup)
             medians[engine] = statistics.median(times)

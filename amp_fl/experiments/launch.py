@@ -165,3 +165,20 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
         raise RunFailedError(f"Flower run failed (flwr exit code {completed.returncode}, status: {status}); "
                              f"see the log above and {home / 'local-superlink' / 'superlink.log'}")
     return run_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m amp_fl.experiments.launch CONFIG.json RUN_DIR``: launch a saved RunConfig (no Hydra)."""
+    import argparse
+
+    from amp_fl.config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m amp_fl.experiments.launch")
+    parser.add_argument("config", type=Path, help="a RunConfig as JSON (e.g. a run's run_config.json)")
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+    launch(load_config(json.loads(args.config.read_text())), args.run_dir)
+
+
+if __name__ == "__main__":
+    main()
