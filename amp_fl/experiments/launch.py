@@ -62,6 +62,8 @@ def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
     path = run_dir / "run_config.json"
     values = config_to_dict(cfg)
     values["output_dir"] = str(run_dir)
+    # Relative paths mean "relative to where the user launched": the ServerApp runs elsewhere.
+    values["dataset"]["root"] = str(Path(cfg.dataset.root).expanduser().resolve())
     path.write_text(json.dumps(values, indent=2, default=list))
     return path
 
