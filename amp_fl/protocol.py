@@ -61,8 +61,3 @@ def kept_to_record(kept: Sequence[np.ndarray]) -> ArrayRecord:
 def record_to_kept(record: ArrayRecord, num_groups: int) -> list[np.ndarray]:
     names = [str(g) for g in range(num_groups)]
     return [a.astype(np.int64) for a in record_to_arrays(record, names)]
-
-
-def record_nbytes(record: ArrayRecord) -> int:
-    """Payload bytes of an ArrayRecord (the arrays' raw data, no framing)."""
-    return int(sum(record[name].numpy().nbytes for name in record.keys()))

@@ -70,10 +70,6 @@ class GradientCache:
                 a += g
         return [a / max(len(devices), 1) for a in acc]
 
-    def state_arrays(self) -> dict[str, Arrays]:
-        """The cache as plain arrays (for checkpoints and tests)."""
-        return {str(k): c for k, c in enumerate(self._cache) if c is not None}
-
 
 def fresh_mean(updates: Sequence[DeviceUpdate], shapes: Sequence[tuple[int, ...]]) -> Arrays:
     """Compensation scope ``none`` (Proposed-wGC): fresh gradients, zero on pruned entries, mean over S_t."""
