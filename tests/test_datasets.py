@@ -69,3 +69,11 @@ def test_fashion_mnist_from_debian_package_layout(tmp_path, monkeypatch):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
         ds.load_dataset("svhn")
+
+
+def test_resolution_round_trip_and_mismatch(tmp_path):
+    resolved = ds.ResolvedDataset("mnist", "mnist5k", "offline")
+    ds.save_resolution(resolved, tmp_path / "dataset.json")
+    assert ds.load_resolution(tmp_path / "dataset.json", "mnist") == resolved
+    assert ds.load_resolution(tmp_path / "dataset.json", "cifar10") is None
+    assert ds.load_resolution(tmp_path / "missing.json", "mnist") is None

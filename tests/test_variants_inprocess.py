@@ -45,3 +45,14 @@ def test_variant_runs_and_respects_its_schedule(tmp_path, override):
         if override.get("scheduling", {}).get("name") == "fixed_ratio":
             assert record["keep_counts"] == [[3, 8, 64]] * 2  # floor(0.5 * I_l), 2 devices
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+def test_offline_fallback_is_recorded_in_the_run(tmp_path):
+    values = {**BASE, "num_rounds": 1,
+              "dataset": {"name": "mnist", "root": str(tmp_path / "no_data"), "download": False, "fallback": "mnist5k"}}
+    with pytest.warns(RuntimeWarning, match="DATASET FALLBACK"):
+        run = run_in_process(load_config(values), tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["dataset_requested"], summary["dataset_used"]) == ("mnist", "mnist5k")
+    assert "unavailable" in summary["dataset_fallback_reason"]
+    assert summary["status"] == "completed"

@@ -14,12 +14,13 @@ Clients and the server only ever see NumPy arrays, so the same loader serves sim
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -199,3 +200,19 @@ def resolve_dataset(name: str, root: str, download: bool, fallback: str | None) 
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         load_dataset(fallback, root, download)
         return ResolvedDataset(name, fallback, str(exc))
+
+
+DATASET_RESOLUTION = "dataset.json"
+
+
+def save_resolution(resolved: ResolvedDataset, path: Path) -> None:
+    path.write_text(json.dumps(asdict(resolved), indent=2))
+
+
+def load_resolution(path: Path, requested: str) -> ResolvedDataset | None:
+    """A resolution saved by the launcher for ``requested``, or None (then resolve again)."""
+    try:
+        saved = ResolvedDataset(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return saved if saved.requested == requested else None

@@ -79,7 +79,6 @@ def run_in_process(cfg: RunConfig, run_dir: Path) -> Path:
     from amp_fl.client.app import app as client_app
 
     cfg.validate()
-    preflight(cfg)
-    config_file = write_run_config(cfg, run_dir.resolve())
+    config_file = write_run_config(cfg, run_dir.resolve(), preflight(cfg))
     run_config: dict[str, Any] = {"config-file": str(config_file)}
     return run_server(InProcessGrid(client_app, cfg.num_devices), run_config)

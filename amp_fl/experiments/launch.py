@@ -19,7 +19,13 @@ import time
 from pathlib import Path
 
 from amp_fl.config import RunConfig, config_to_dict
-from amp_fl.data.datasets import load_dataset, resolve_dataset
+from amp_fl.data.datasets import (
+    DATASET_RESOLUTION,
+    ResolvedDataset,
+    load_dataset,
+    resolve_dataset,
+    save_resolution,
+)
 from amp_fl.data.partition import partition
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -45,20 +51,24 @@ def flwr_home() -> Path:
     return home
 
 
-def preflight(cfg: RunConfig) -> str:
+def preflight(cfg: RunConfig) -> ResolvedDataset:
     """Check what can only be checked with data (e.g. enough samples for the shards); return the dataset used.
 
-    Runs in the launching process, so a download happens once, before any client starts.
+    Runs in the launching process, so a download (or a failed one, and its fallback) happens once,
+    before any client starts; the ServerApp reuses the outcome (see :func:`write_run_config`).
     """
     root = str(Path(cfg.dataset.root).expanduser().resolve())
     resolved = resolve_dataset(cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback)
     labels = load_dataset(resolved.used, root, cfg.dataset.download).train.labels
     partition(labels, cfg.num_devices, cfg.dataset.partition, cfg.dataset.shards_per_device, cfg.seed)
-    return resolved.used
+    return resolved
 
 
-def write_run_config(cfg: RunConfig, run_dir: Path) -> Path:
+def write_run_config(cfg: RunConfig, run_dir: Path, resolved: ResolvedDataset | None = None) -> Path:
+    """The resolved config as ``run_config.json`` (what the ServerApp reads), and the dataset outcome."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resolved is not None:
+        save_resolution(resolved, run_dir / DATASET_RESOLUTION)
     path = run_dir / "run_config.json"
     values = config_to_dict(cfg)
     values["output_dir"] = str(run_dir)
@@ -148,9 +158,9 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     SuperNodes connected to it (the ServerApp must be able to read ``run_dir``).
     """
     cfg.validate()
-    preflight(cfg)
+    resolved = preflight(cfg)
     run_dir = run_dir.resolve()
-    config_file = write_run_config(cfg, run_dir)
+    config_file = write_run_config(cfg, run_dir, resolved)
     home = flwr_home()
     env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
            "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONUNBUFFERED": "1",

@@ -23,7 +23,14 @@ from flwr.serverapp import Grid
 from amp_fl import protocol as P
 from amp_fl.client.trainer import evaluate_arrays
 from amp_fl.config import RunConfig, config_to_dict, load_config
-from amp_fl.data.datasets import Dataset, ResolvedDataset, load_dataset, resolve_dataset
+from amp_fl.data.datasets import (
+    DATASET_RESOLUTION,
+    Dataset,
+    ResolvedDataset,
+    load_dataset,
+    load_resolution,
+    resolve_dataset,
+)
 from amp_fl.experiments.results import (
     MetricsWriter,
     RoundRow,
@@ -199,7 +206,9 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
     run_dir = Path(cfg.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     root = str(Path(cfg.dataset.root).expanduser().resolve())
-    resolved = resolve_dataset(cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback)
+    # The launcher already tried the dataset (and fell back if it had to): do not download twice.
+    resolved = load_resolution(run_dir / DATASET_RESOLUTION, cfg.dataset.name) or resolve_dataset(
+        cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback)
     data = load_dataset(resolved.used, root, cfg.dataset.download)
     model = initial_model(cfg, data)
     regions = region_map_for(model, data.input_shape)
