@@ -33,11 +33,19 @@ class DataConfig:
     shards_per_device: int = 2
 
     def validate(self) -> None:
-        require(self.name in DATASETS, "dataset.name", f"unknown dataset {self.name!r}; choose from {', '.join(DATASETS)}")
-        require(self.fallback is None or self.fallback in DATASETS, "dataset.fallback",
-                f"unknown dataset {self.fallback!r}; choose from {', '.join(DATASETS)} or null")
-        require(self.partition in PARTITION_SCHEMES, "dataset.partition",
-                f"unknown scheme {self.partition!r}; choose from {', '.join(PARTITION_SCHEMES)}")
+        require(
+            self.name in DATASETS, "dataset.name", f"unknown dataset {self.name!r}; choose from {', '.join(DATASETS)}"
+        )
+        require(
+            self.fallback is None or self.fallback in DATASETS,
+            "dataset.fallback",
+            f"unknown dataset {self.fallback!r}; choose from {', '.join(DATASETS)} or null",
+        )
+        require(
+            self.partition in PARTITION_SCHEMES,
+            "dataset.partition",
+            f"unknown scheme {self.partition!r}; choose from {', '.join(PARTITION_SCHEMES)}",
+        )
         require(self.shards_per_device >= 1, "dataset.shards_per_device", f"must be >= 1, got {self.shards_per_device}")
 
 
@@ -50,8 +58,11 @@ class ModelConfig:
     t_max_s: float | None = None  # None: the paper's value for cnn / vgg11
 
     def validate(self) -> None:
-        require(self.name in available_models(), "model.name",
-                f"unknown model {self.name!r}; choose from {', '.join(available_models())}")
+        require(
+            self.name in available_models(),
+            "model.name",
+            f"unknown model {self.name!r}; choose from {', '.join(available_models())}",
+        )
         require(self.cost_model in COST_MODELS, "model.cost_model", f"choose from {', '.join(COST_MODELS)}")
         require(self.t_max_s is None or self.t_max_s > 0, "model.t_max_s", f"must be > 0, got {self.t_max_s}")
 
@@ -63,8 +74,11 @@ class TrainConfig:
     batch_size: int = 64
 
     def validate(self) -> None:
-        require(self.learning_rate > 0 and math.isfinite(self.learning_rate), "train.learning_rate",
-                f"must be a positive number, got {self.learning_rate}")
+        require(
+            self.learning_rate > 0 and math.isfinite(self.learning_rate),
+            "train.learning_rate",
+            f"must be a positive number, got {self.learning_rate}",
+        )
         require(self.local_steps >= 1, "train.local_steps", f"must be >= 1, got {self.local_steps}")
         require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
 
@@ -79,8 +93,11 @@ class PruningConfig:
     def validate(self) -> None:
         from amp_fl.pruning.policies import available_policies
 
-        require(self.policy in available_policies(), "pruning.policy",
-                f"unknown policy {self.policy!r}; choose from {', '.join(available_policies())}")
+        require(
+            self.policy in available_policies(),
+            "pruning.policy",
+            f"unknown policy {self.policy!r}; choose from {', '.join(available_policies())}",
+        )
         require(0.0 <= self.ratio < 1.0, "pruning.ratio", f"must be in [0, 1), got {self.ratio}")
 
 
@@ -93,10 +110,16 @@ class SchedulingConfig:
     def validate(self) -> None:
         from amp_fl.scheduling import available_schedulers
 
-        require(self.name in available_schedulers(), "scheduling.name",
-                f"unknown scheduler {self.name!r}; choose from {', '.join(available_schedulers())}")
-        require(self.num_scheduled is None or self.num_scheduled >= 1, "scheduling.num_scheduled",
-                f"must be >= 1, got {self.num_scheduled}")
+        require(
+            self.name in available_schedulers(),
+            "scheduling.name",
+            f"unknown scheduler {self.name!r}; choose from {', '.join(available_schedulers())}",
+        )
+        require(
+            self.num_scheduled is None or self.num_scheduled >= 1,
+            "scheduling.num_scheduled",
+            f"must be >= 1, got {self.num_scheduled}",
+        )
 
 
 @dataclass
@@ -107,12 +130,22 @@ class StrategyConfig:
     eval_batch_size: int = 1000
 
     def validate(self) -> None:
-        require(self.compensation in COMPENSATION_SCOPES, "strategy.compensation",
-                f"choose from {', '.join(COMPENSATION_SCOPES)}, got {self.compensation!r}")
-        require(0.0 < self.target_accuracy <= 1.0, "strategy.target_accuracy", f"must be in (0, 1], got {self.target_accuracy}")
+        require(
+            self.compensation in COMPENSATION_SCOPES,
+            "strategy.compensation",
+            f"choose from {', '.join(COMPENSATION_SCOPES)}, got {self.compensation!r}",
+        )
+        require(
+            0.0 < self.target_accuracy <= 1.0,
+            "strategy.target_accuracy",
+            f"must be in (0, 1], got {self.target_accuracy}",
+        )
         require(self.eval_batch_size >= 1, "strategy.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
-        require(not (self.memory_friendly and self.compensation != "all"), "strategy.memory_friendly",
-                "Algorithm 3 reproduces compensation=all only; set strategy.compensation=all")
+        require(
+            not (self.memory_friendly and self.compensation != "all"),
+            "strategy.memory_friendly",
+            "Algorithm 3 reproduces compensation=all only; set strategy.compensation=all",
+        )
 
 
 @dataclass
@@ -141,10 +174,16 @@ class DeploymentConfig:
         if self.superlink is None:
             return
         host, _, port = self.superlink.rpartition(":")
-        require(bool(host) and port.isdigit() and 0 < int(port) < 65536, "deployment.superlink",
-                f"expected host:port, got {self.superlink!r}")
-        require(self.insecure or self.root_certificates is not None, "deployment.root_certificates",
-                "a TLS connection (insecure=false) needs the CA certificate")
+        require(
+            bool(host) and port.isdigit() and 0 < int(port) < 65536,
+            "deployment.superlink",
+            f"expected host:port, got {self.superlink!r}",
+        )
+        require(
+            self.insecure or self.root_certificates is not None,
+            "deployment.root_certificates",
+            "a TLS connection (insecure=false) needs the CA certificate",
+        )
 
 
 @dataclass
@@ -169,17 +208,35 @@ class RunConfig:
     def validate(self) -> RunConfig:
         require(self.num_rounds >= 1, "num_rounds", f"must be >= 1, got {self.num_rounds}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        for section in (self.dataset, self.model, self.train, self.wireless, self.pruning, self.scheduling,
-                        self.strategy, self.simulation, self.deployment):
+        for section in (
+            self.dataset,
+            self.model,
+            self.train,
+            self.wireless,
+            self.pruning,
+            self.scheduling,
+            self.strategy,
+            self.simulation,
+            self.deployment,
+        ):
             section.validate()
         if self.scheduling.name == "fixed_ratio":
-            require(self.scheduling.num_scheduled is not None, "scheduling.num_scheduled",
-                    "the fixed_ratio scheduler needs the number of devices per round")
+            require(
+                self.scheduling.num_scheduled is not None,
+                "scheduling.num_scheduled",
+                "the fixed_ratio scheduler needs the number of devices per round",
+            )
         if self.scheduling.num_scheduled is not None:
-            require(self.scheduling.name == "fixed_ratio", "scheduling.num_scheduled",
-                    f"only the fixed_ratio scheduler takes a device count; {self.scheduling.name!r} decides it itself")
-            require(self.scheduling.num_scheduled <= self.wireless.num_rbs, "scheduling.num_scheduled",
-                    f"{self.scheduling.num_scheduled} devices per round but only {self.wireless.num_rbs} RBs")
+            require(
+                self.scheduling.name == "fixed_ratio",
+                "scheduling.num_scheduled",
+                f"only the fixed_ratio scheduler takes a device count; {self.scheduling.name!r} decides it itself",
+            )
+            require(
+                self.scheduling.num_scheduled <= self.wireless.num_rbs,
+                "scheduling.num_scheduled",
+                f"{self.scheduling.num_scheduled} devices per round but only {self.wireless.num_rbs} RBs",
+            )
         return self
 
 

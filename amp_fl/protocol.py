@@ -50,7 +50,9 @@ def record_to_arrays(record: ArrayRecord, names: Sequence[str]) -> list[np.ndarr
     if sorted(keys) != sorted(names):
         missing = sorted(set(names) - set(keys))
         extra = sorted(set(keys) - set(names))
-        raise InvalidReplyError(f"array names differ from the expected ones (missing {missing[:3]}, unexpected {extra[:3]})")
+        raise InvalidReplyError(
+            f"array names differ from the expected ones (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
     return [record[name].numpy() for name in names]
 
 

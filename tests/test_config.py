@@ -65,9 +65,14 @@ def _compose(overrides):
 
 @pytest.mark.parametrize(
     "overrides",
-    [[], ["experiment=main"], ["experiment=quick"], ["experiment=sweep_ratio", "pruning.ratio=0.5"],
-     ["dataset=fashion_mnist", "model=vgg11", "scheduling=pr", "pruning=random", "strategy=amp_fl_wgc"],
-     ["model=resnet18", "dataset=cifar10", "strategy=amp_fl_memory_friendly"]],
+    [
+        [],
+        ["experiment=main"],
+        ["experiment=quick"],
+        ["experiment=sweep_ratio", "pruning.ratio=0.5"],
+        ["dataset=fashion_mnist", "model=vgg11", "scheduling=pr", "pruning=random", "strategy=amp_fl_wgc"],
+        ["model=resnet18", "dataset=cifar10", "strategy=amp_fl_memory_friendly"],
+    ],
 )
 def test_every_shipped_config_composes_and_validates(overrides):
     cfg = _compose(overrides)
@@ -82,7 +87,12 @@ def test_main_experiment_is_the_paper_setting():
 
 def test_hydra_override_reaches_the_typed_config():
     cfg = _compose(["experiment=sweep_ratio", "pruning.ratio=0.7", "seed=4"])
-    assert (cfg.pruning.ratio, cfg.seed, cfg.scheduling.name, cfg.scheduling.num_scheduled) == (0.7, 4, "fixed_ratio", 10)
+    assert (cfg.pruning.ratio, cfg.seed, cfg.scheduling.name, cfg.scheduling.num_scheduled) == (
+        0.7,
+        4,
+        "fixed_ratio",
+        10,
+    )
 
 
 def test_unreadable_run_config_file_is_named(tmp_path):

@@ -25,8 +25,14 @@ def _help_flags(cli: str) -> set[str]:
 def test_compose_layout_and_flags():
     compose = yaml.safe_load((ROOT / "docker" / "compose.yml").read_text())
     services = compose["services"]
-    assert {"superlink", "superexec-serverapp", "supernode-0", "supernode-1",
-            "superexec-clientapp-0", "superexec-clientapp-1"} <= set(services)
+    assert {
+        "superlink",
+        "superexec-serverapp",
+        "supernode-0",
+        "supernode-1",
+        "superexec-clientapp-0",
+        "superexec-clientapp-1",
+    } <= set(services)
     helps = {cli: _help_flags(cli) for cli in ("flower-superlink", "flower-supernode", "flower-superexec")}
     partition_ids = set()
     for name, service in services.items():

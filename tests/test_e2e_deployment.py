@@ -43,22 +43,61 @@ def test_two_boards_through_superlink_and_supernodes(tmp_path, monkeypatch):
     home.mkdir()
     (home / "config.toml").write_text('[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n')
     monkeypatch.setenv("FLWR_HOME", str(home))
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "PATH": os.pathsep.join([str(BIN), os.environ["PATH"]])}
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "PATH": os.pathsep.join([str(BIN), os.environ["PATH"]]),
+    }
     port = _free_port()
-    logs = [open(tmp_path / f"{name}.log", "w") for name in ("superlink", "node0", "node1")]
-    procs = [subprocess.Popen([str(BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
-                               "--database", str(tmp_path / "state.db")], env=env, stdout=logs[0], stderr=logs[0])]
+    logs = [open(tmp_path / f"{name}.log", "w") for name in ("superlink", "node0", "node1")]  # noqa: SIM115 (closed below)
+    procs = [
+        subprocess.Popen(
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--database",
+                str(tmp_path / "state.db"),
+            ],
+            env=env,
+            stdout=logs[0],
+            stderr=logs[0],
+        )
+    ]
     try:
         time.sleep(3)
         for k in range(2):
-            procs.append(subprocess.Popen(
-                [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
-                 "--port", str(_free_port()), "--node-config", _node_config(k)],
-                env=env, cwd=PROJECT_ROOT, stdout=logs[k + 1], stderr=logs[k + 1]))
-        cfg = load_config({"dataset": {"name": "mnist5k"}, "num_rounds": 2, "seed": 1,
-                           "wireless": {"num_devices": 2, "num_rbs": 2},
-                           "deployment": {"superlink": f"127.0.0.1:{port}"}})
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "flower-supernode"),
+                        "--insecure",
+                        "--superlink",
+                        f"127.0.0.1:{port}",
+                        "--port",
+                        str(_free_port()),
+                        "--node-config",
+                        _node_config(k),
+                    ],
+                    env=env,
+                    cwd=PROJECT_ROOT,
+                    stdout=logs[k + 1],
+                    stderr=logs[k + 1],
+                )
+            )
+        cfg = load_config(
+            {
+                "dataset": {"name": "mnist5k"},
+                "num_rounds": 2,
+                "seed": 1,
+                "wireless": {"num_devices": 2, "num_rbs": 2},
+                "deployment": {"superlink": f"127.0.0.1:{port}"},
+            }
+        )
         run = launch(cfg, tmp_path / "run")
     finally:
         for proc in procs:
@@ -69,8 +108,15 @@ def test_two_boards_through_superlink_and_supernodes(tmp_path, monkeypatch):
             log.close()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds_completed"] == 2
-    measured = [{"cpu-hz": p["cpu_hz"], "flops-per-cycle": p["flops_per_cycle"], "tx-power-w": p["tx_power_w"],
-                 "distance-m": p["distance_m"]} for p in summary["device_profiles"]]
+    measured = [
+        {
+            "cpu-hz": p["cpu_hz"],
+            "flops-per-cycle": p["flops_per_cycle"],
+            "tx-power-w": p["tx_power_w"],
+            "distance-m": p["distance_m"],
+        }
+        for p in summary["device_profiles"]
+    ]
     assert measured == BOARDS
     records = [json.loads(line) for line in (run / "schedule.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(r["device_ids"] and not r["failures"] for r in records)

@@ -23,8 +23,7 @@ from amp_fl.pruning.counts import submodel_param_count
 from amp_fl.pruning.regions import region_map
 
 ROUNDS = 4
-SMALL = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 10, "num_rbs": 5}, "num_rounds": ROUNDS,
-         "seed": 3}
+SMALL = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 10, "num_rbs": 5}, "num_rounds": ROUNDS, "seed": 3}
 
 pytestmark = pytest.mark.e2e
 
@@ -42,10 +41,15 @@ def _final_model(run: Path) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def cached_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("cached")
-    cmd = [sys.executable, "-m", "amp_fl", "experiment=quick", f"num_rounds={ROUNDS}", "seed=3",
-           f"hydra.run.dir={run}"]
-    out = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "FLWR_HOME": str(flwr_home())})
+    cmd = [sys.executable, "-m", "amp_fl", "experiment=quick", f"num_rounds={ROUNDS}", "seed=3", f"hydra.run.dir={run}"]
+    out = subprocess.run(
+        cmd,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "FLWR_HOME": str(flwr_home())},
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.count("[amp-fl] round") == ROUNDS + 1  # a progress line per round, round 0 included
     assert flower_processes(flwr_home()) == []  # the background SuperLink was stopped
@@ -64,12 +68,31 @@ def repeat_run(tmp_path_factory) -> Path:
 
 
 def test_short_run_writes_every_output(cached_run):
-    for name in ("metrics.csv", "schedule.jsonl", "summary.json", "run_config.json", "final_model.npz",
-                 "accuracy_vs_sim_time.png", "accuracy_vs_round.png", "avg_aoi_vs_round.png"):
+    for name in (
+        "metrics.csv",
+        "schedule.jsonl",
+        "summary.json",
+        "run_config.json",
+        "final_model.npz",
+        "accuracy_vs_sim_time.png",
+        "accuracy_vs_round.png",
+        "avg_aoi_vs_round.png",
+    ):
         assert (cached_run / name).stat().st_size > 0, name
     rows = _read_csv(cached_run / "metrics.csv")
-    required = {"round", "sim_time_s", "round_latency_s", "accuracy", "loss", "avg_aoi", "num_scheduled",
-                "mean_keep_ratio", "uplink_bytes", "downlink_bytes", "wall_time_s"}
+    required = {
+        "round",
+        "sim_time_s",
+        "round_latency_s",
+        "accuracy",
+        "loss",
+        "avg_aoi",
+        "num_scheduled",
+        "mean_keep_ratio",
+        "uplink_bytes",
+        "downlink_bytes",
+        "wall_time_s",
+    }
     assert required <= set(rows[0])
     assert [int(r["round"]) for r in rows] == list(range(ROUNDS + 1))
     for r in rows[1:]:
@@ -90,8 +113,10 @@ def test_uplink_bytes_are_four_per_sub_model_parameter(cached_run):
     rows = _read_csv(cached_run / "metrics.csv")
     for line, row in zip((cached_run / "schedule.jsonl").read_text().splitlines(), rows[1:], strict=True):
         record = json.loads(line)
-        expected = {str(d): 4 * submodel_param_count(regions, counts)
-                    for d, counts in zip(record["device_ids"], record["keep_counts"], strict=True)}
+        expected = {
+            str(d): 4 * submodel_param_count(regions, counts)
+            for d, counts in zip(record["device_ids"], record["keep_counts"], strict=True)
+        }
         assert record["uplink_bytes"] == expected
         assert int(row["uplink_bytes"]) == sum(expected.values())
         # downlink: the same sliced weights plus one int32 per kept region index

@@ -43,7 +43,7 @@ def test_shards_per_label_when_shards_align_with_classes():
     # 10 classes x 60 samples, 10 devices x 2 shards of 30: every shard is a single label.
     labels = _labels()
     for part in shard_partition(labels, 10, 2, seed=5):
-        values, counts = np.unique(labels[part], return_counts=True)
+        _values, counts = np.unique(labels[part], return_counts=True)
         assert all(c % 30 == 0 for c in counts)
 
 
@@ -52,8 +52,8 @@ def test_same_seed_same_partition_and_different_seed_differs():
     a = shard_partition(labels, 10, 2, seed=1)
     b = shard_partition(labels, 10, 2, seed=1)
     c = shard_partition(labels, 10, 2, seed=2)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert any(not np.array_equal(x, y) for x, y in zip(a, c))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert any(not np.array_equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 def test_iid_covers_everything_evenly():
@@ -61,7 +61,7 @@ def test_iid_covers_everything_evenly():
     flat = np.concatenate(parts)
     assert sorted(flat.tolist()) == list(range(103))
     assert {len(p) for p in parts} == {10, 11}
-    assert not all(np.array_equal(x, y) for x, y in zip(parts, iid_partition(103, 10, seed=1)))
+    assert not all(np.array_equal(x, y) for x, y in zip(parts, iid_partition(103, 10, seed=1), strict=True))
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ from amp_fl.bench import submodel
 
 
 def test_benchmark_emits_one_line_per_configuration_and_the_goal(capsys: pytest.CaptureFixture[str]) -> None:
-    submodel.main(["--models", "vgg11,cnn", "--keeps", "0.5", "--steps", "1", "--batch", "2", "--repeats", "1",
-                   "--threads", "1"])
+    submodel.main(
+        ["--models", "vgg11,cnn", "--keeps", "0.5", "--steps", "1", "--batch", "2", "--repeats", "1", "--threads", "1"]
+    )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     rows = [(r["model"], r["keep"], r["variant"]) for r in lines if "summary" not in r]
     assert rows == [(m, k, v) for m in ("vgg11", "cnn") for k in (1.0, 0.5) for v in ("sliced", "masked")]

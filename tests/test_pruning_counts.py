@@ -23,8 +23,10 @@ from amp_fl.pruning.submodel import build_submodel
 VGG_WIDTHS = [64, 128, 256, 256, 512, 512, 512, 512]
 
 
-@pytest.mark.parametrize(("name", "shape", "params"), [
-    ("cnn", (1, 28, 28), 36_758), ("vgg11", (3, 32, 32), 9_287_434), ("resnet18", (3, 32, 32), 11_173_962)])
+@pytest.mark.parametrize(
+    ("name", "shape", "params"),
+    [("cnn", (1, 28, 28), 36_758), ("vgg11", (3, 32, 32), 9_287_434), ("resnet18", (3, 32, 32), 11_173_962)],
+)
 def test_full_model_parameter_counts(name: str, shape: tuple[int, int, int], params: int) -> None:
     rm = region_map(name, shape, 10)
     assert submodel_param_count(rm) == submodel_param_count(rm, rm.layer_sizes) == params
@@ -32,8 +34,9 @@ def test_full_model_parameter_counts(name: str, shape: tuple[int, int, int], par
     assert submodel_array_count(rm) - params == (9_620 if name == "resnet18" else 0)
 
 
-def closed_form(q: int, k: Fraction, first_weights: int, hidden_biases: int, class_weights: int,
-                class_biases: int) -> Fraction:
+def closed_form(
+    q: int, k: Fraction, first_weights: int, hidden_biases: int, class_weights: int, class_biases: int
+) -> Fraction:
     """Q(k) when every layer keeps the fraction k of its regions (k * I_l integral).
 
     Hidden weights have both axes pruned (k^2); the first layer's weights keep all inputs and
@@ -83,7 +86,8 @@ def random_counts(sizes: list[int], seed: int) -> list[int]:
 @pytest.mark.parametrize(("name", "shape", "classes"), CASES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_counts_match_built_submodel_and_flop_counter(
-        name: str, shape: tuple[int, int, int], classes: int, seed: int) -> None:
+    name: str, shape: tuple[int, int, int], classes: int, seed: int
+) -> None:
     rm = region_map(name, shape, classes)
     counts = random_counts(rm.layer_sizes, seed)
     kept = [np.arange(c, dtype=np.int64) for c in counts]

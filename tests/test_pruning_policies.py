@@ -45,8 +45,9 @@ def random_arrays(rm: RegionMap) -> list[np.ndarray]:
 def full_context(rm: RegionMap, seed: int, server_round: int = 3, device_id: int = 11) -> SelectionContext:
     rng = np.random.default_rng(seed)
     ages = [rng.integers(0, 5, size=s) for s in rm.layer_sizes]  # small range: many ties
-    return SelectionContext(rm, server_round=server_round, device_id=device_id, ages=ages,
-                            global_arrays=random_arrays(rm))
+    return SelectionContext(
+        rm, server_round=server_round, device_id=device_id, ages=ages, global_arrays=random_arrays(rm)
+    )
 
 
 def test_registry_lists_every_policy_and_rejects_unknown_names() -> None:

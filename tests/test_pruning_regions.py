@@ -41,8 +41,16 @@ def test_vgg11_groups_and_non_square_flatten() -> None:
     rm = region_map("vgg11", (2, 32, 64), NUM_CLASSES)
     assert rm.layer_sizes == [64, 128, 256, 256, 512, 512, 512, 512, 128]
     assert [g.name for g in rm.groups] == [
-        "features.0", "features.3", "features.6", "features.8", "features.11", "features.13",
-        "features.16", "features.18", "classifier.1"]
+        "features.0",
+        "features.3",
+        "features.6",
+        "features.8",
+        "features.11",
+        "features.13",
+        "features.16",
+        "features.18",
+        "classifier.1",
+    ]
     fc1 = {r.name: r for r in rm.arrays}["classifier.1.weight"]
     assert (fc1.in_group, fc1.in_expand, fc1.shape) == (7, 2, (128, 1024))  # final map 1x2
 
@@ -50,14 +58,19 @@ def test_vgg11_groups_and_non_square_flatten() -> None:
 def test_resnet18_residual_streams_are_coupled() -> None:
     rm = region_map("resnet18", (3, 32, 32), NUM_CLASSES)
     stream1 = ("conv1", "layer1.0.conv2", "layer1.1.conv2")
-    expected = [RegionGroup("conv1", 64, stream1),
-                RegionGroup("layer1.0.conv1", 64, ("layer1.0.conv1",)),
-                RegionGroup("layer1.1.conv1", 64, ("layer1.1.conv1",))]
+    expected = [
+        RegionGroup("conv1", 64, stream1),
+        RegionGroup("layer1.0.conv1", 64, ("layer1.0.conv1",)),
+        RegionGroup("layer1.1.conv1", 64, ("layer1.1.conv1",)),
+    ]
     for stage, width in ((2, 128), (3, 256), (4, 512)):
         expected += [
             RegionGroup(f"layer{stage}.0.conv1", width, (f"layer{stage}.0.conv1",)),
-            RegionGroup(f"layer{stage}.0.conv2", width,
-                        (f"layer{stage}.0.conv2", f"layer{stage}.0.downsample.0", f"layer{stage}.1.conv2")),
+            RegionGroup(
+                f"layer{stage}.0.conv2",
+                width,
+                (f"layer{stage}.0.conv2", f"layer{stage}.0.downsample.0", f"layer{stage}.1.conv2"),
+            ),
             RegionGroup(f"layer{stage}.1.conv1", width, (f"layer{stage}.1.conv1",)),
         ]
     assert list(rm.groups) == expected
@@ -116,13 +129,16 @@ class _Branchy(nn.Module):
         return x
 
 
-@pytest.mark.parametrize(("model", "message"), [
-    (_Concat(), "unsupported operation"),
-    (nn.Sequential(nn.Conv2d(4, 8, 3, groups=2)), "grouped convolution"),
-    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4)), "GroupNorm"),
-    (_Shared(), "called twice"),
-    (_Branchy(), "not traceable"),
-])
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (_Concat(), "unsupported operation"),
+        (nn.Sequential(nn.Conv2d(4, 8, 3, groups=2)), "grouped convolution"),
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4)), "GroupNorm"),
+        (_Shared(), "called twice"),
+        (_Branchy(), "not traceable"),
+    ],
+)
 def test_unsupported_architectures_raise(model: nn.Module, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         region_map_for(model, (model[0].in_channels if isinstance(model, nn.Sequential) else 3, 8, 8))

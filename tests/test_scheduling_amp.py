@@ -116,7 +116,9 @@ def hand_case() -> tuple[SystemModel, ChannelState, AoITable]:
     # Same radio and devices as tests/test_wireless_model.py: kappa counts on layers [4, 10]
     # are (0,0) [2, 7], (0,1) [2, 5], (1,0) [3, 9], (1,1) [3, 8].
     wireless = WirelessConfig(num_devices=2, num_rbs=2)
-    devices = DevicePopulation(np.array([1e9, 2e9]), np.array([4.0, 4.0]), np.array([1.0, 1.0]), np.array([100.0, 200.0]))
+    devices = DevicePopulation(
+        np.array([1e9, 2e9]), np.array([4.0, 4.0]), np.array([1.0, 1.0]), np.array([100.0, 200.0])
+    )
     system = SystemModel(wireless, LatencyConfig(num_params=6_250, flops_per_sample=781_250.0, t_max_s=0.1), devices)
     state = ChannelState(gains=np.array([3.0, 9.0]) * NOISE_W, interference_w=np.array([0.0, 2.0]) * NOISE_W)
     ages = np.array(
@@ -201,7 +203,9 @@ def test_objective_equals_lp_optimum_on_larger_instances(seed: int) -> None:
 def test_more_rbs_than_devices_and_nobody_feasible() -> None:
     system, state, table = random_instance(1, 2, 6, [2, 3])
     schedule = AmpScheduler(system, seed=0).schedule(0, state, table)
-    assert schedule.objective == brute_force_best(aoi_weight_matrix(system.pair_costs(state).keep_fraction, table.layers()))
+    assert schedule.objective == brute_force_best(
+        aoi_weight_matrix(system.pair_costs(state).keep_fraction, table.layers())
+    )
     assert PaperRouteScheduler(system, seed=0).schedule(0, state, table).objective == schedule.objective
     # With an impossible deadline no pair is feasible and nobody is scheduled.
     tight = SystemModel(system.wireless, paper_latency_config("cnn", t_max_s=1e-6), system.devices)

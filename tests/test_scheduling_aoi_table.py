@@ -64,7 +64,9 @@ def test_initial_age_and_shape() -> None:
         ([0, 1], [(np.array([0]), np.array([0]))]),  # lists do not match devices
     ],
 )
-def test_update_rejects_bad_input_without_changing_table(devices: list[int], kept: list[tuple[np.ndarray, ...]]) -> None:
+def test_update_rejects_bad_input_without_changing_table(
+    devices: list[int], kept: list[tuple[np.ndarray, ...]]
+) -> None:
     table = AoITable(2, [2, 3])
     with pytest.raises(ValueError):
         table.update(devices, kept)

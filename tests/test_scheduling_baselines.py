@@ -187,7 +187,8 @@ def test_fixed_ratio_random_is_seeded_and_aoi_breaks_ties_by_seed() -> None:
         b = FixedRatioScheduler(system, 3, 0.2, 5, selection).schedule(1, state, table)
         np.testing.assert_array_equal(a.device_ids, b.device_ids)
         picks = {
-            tuple(FixedRatioScheduler(system, s, 0.2, 5, selection).schedule(1, state, table).device_ids) for s in range(4)
+            tuple(FixedRatioScheduler(system, s, 0.2, 5, selection).schedule(1, state, table).device_ids)
+            for s in range(4)
         }
         assert len(picks) > 1
 
@@ -214,7 +215,8 @@ def test_full_model_max_sum_rate() -> None:
     system, state, table = instance(8, num_devices=6, num_rbs=3)
     rates = system.rates(state)
     best = max(
-        sum(rates[k, r] for k, r in zip(devices, range(3), strict=True)) for devices in itertools.permutations(range(6), 3)
+        sum(rates[k, r] for k, r in zip(devices, range(3), strict=True))
+        for devices in itertools.permutations(range(6), 3)
     )
     schedule = FullModelScheduler(system, seed=0).schedule(0, state, table)
     assert_basic(schedule, system, table)
@@ -256,7 +258,10 @@ def test_full_model_random_selection() -> None:
 
 def test_full_model_config_errors() -> None:
     system, _, _ = instance(0)
-    for options, key in (({"selection": "fast"}, "scheduling.selection"), ({"deadline_s": 0.0}, "scheduling.deadline_s")):
+    for options, key in (
+        ({"selection": "fast"}, "scheduling.selection"),
+        ({"deadline_s": 0.0}, "scheduling.deadline_s"),
+    ):
         with pytest.raises(ConfigError) as info:
             build_scheduler("full_model", system, seed=0, **options)
         assert info.value.key == key

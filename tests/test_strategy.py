@@ -39,12 +39,18 @@ class ScriptedScheduler:
         sizes = tuple(aoi_table.layer_sizes)
         n = len(entries)
         return Schedule(
-            round=round, layer_sizes=sizes,
-            device_ids=np.array([d for d, _ in entries], dtype=np.int64), rb_ids=np.arange(n),
-            keep_fraction=np.ones(n), keep_counts=np.array([[len(k) for k in kept] for _, kept in entries]).reshape(n, len(sizes)),
+            round=round,
+            layer_sizes=sizes,
+            device_ids=np.array([d for d, _ in entries], dtype=np.int64),
+            rb_ids=np.arange(n),
+            keep_fraction=np.ones(n),
+            keep_counts=np.array([[len(k) for k in kept] for _, kept in entries]).reshape(n, len(sizes)),
             kept_indices=tuple(tuple(np.asarray(k) for k in kept) for _, kept in entries),
-            weights=np.zeros(n, dtype=np.int64), compute_latency_s=np.full(n, 0.01),
-            upload_latency_s=np.full(n, 0.02), round_latency_s=0.03, objective=0,
+            weights=np.zeros(n, dtype=np.int64),
+            compute_latency_s=np.full(n, 0.01),
+            upload_latency_s=np.full(n, 0.02),
+            round_latency_s=0.03,
+            objective=0,
         )
 
 
@@ -62,8 +68,9 @@ def scripted_client(values_by_device):
         device = int(context.node_config["partition-id"])
         names = list(msg.content[P.ARRAYS].keys())
         arrays = [np.full_like(msg.content[P.ARRAYS][n].numpy(), values_by_device[device]) for n in names]
-        content = RecordDict({P.ARRAYS: P.arrays_to_record(names, arrays),
-                              P.METRICS: MetricRecord({"train-loss": 1.0})})
+        content = RecordDict(
+            {P.ARRAYS: P.arrays_to_record(names, arrays), P.METRICS: MetricRecord({"train-loss": 1.0})}
+        )
         return Message(content, reply_to=msg)
 
     return app
@@ -78,9 +85,14 @@ def cnn():
 def _strategy(cnn, plan, compensation="all", memory_friendly=False):
     regions, weights = cnn
     return AmpFlStrategy(
-        region_map=regions, initial_weights=weights, scheduler=ScriptedScheduler(plan), channel=SilentChannel(),
-        policy=build_policy("aoi", 0), device_nodes={0: FIRST_NODE_ID, 1: FIRST_NODE_ID + 1},
-        client_config={}, settings=AmpFlSettings(LR, compensation, memory_friendly),
+        region_map=regions,
+        initial_weights=weights,
+        scheduler=ScriptedScheduler(plan),
+        channel=SilentChannel(),
+        policy=build_policy("aoi", 0),
+        device_nodes={0: FIRST_NODE_ID, 1: FIRST_NODE_ID + 1},
+        client_config={},
+        settings=AmpFlSettings(LR, compensation, memory_friendly),
     )
 
 
@@ -134,12 +146,15 @@ def test_two_devices_cache_aoi_and_global_step_by_hand(cnn):
         np.testing.assert_array_equal(g, np.where(h, 1.0, 0.0))
 
 
-@pytest.mark.parametrize(("compensation", "expected_direction"), [
-    # device 0 held entries: fresh value 1; device 1 (full model) fresh value 3.
-    ("none", lambda h: (np.where(h, 1.0, 0.0) + 3.0) / 2),   # mean of fresh gradients over S_t
-    ("scheduled", lambda h: (np.where(h, 1.0, 0.0) + 3.0) / 2),  # caches were empty: same as none
-    ("all", lambda h: (np.where(h, 1.0, 0.0) + 3.0) / 2),    # K = |S_t| = 2 here
-])
+@pytest.mark.parametrize(
+    ("compensation", "expected_direction"),
+    [
+        # device 0 held entries: fresh value 1; device 1 (full model) fresh value 3.
+        ("none", lambda h: (np.where(h, 1.0, 0.0) + 3.0) / 2),  # mean of fresh gradients over S_t
+        ("scheduled", lambda h: (np.where(h, 1.0, 0.0) + 3.0) / 2),  # caches were empty: same as none
+        ("all", lambda h: (np.where(h, 1.0, 0.0) + 3.0) / 2),  # K = |S_t| = 2 here
+    ],
+)
 def test_compensation_scopes_when_everyone_is_scheduled(cnn, compensation, expected_direction):
     regions, w0 = cnn
     sub0 = _kept(regions, [[1], [0, 15], [7]])
@@ -173,7 +188,7 @@ def test_scopes_differ_on_stale_devices(cnn):
 
 
 def test_uplink_bytes_are_four_per_parameter_and_downlink_adds_indices(cnn):
-    regions, w0 = cnn
+    regions, _w0 = cnn
     sub0 = _kept(regions, [[0, 1, 2], [0, 1, 2, 3, 4, 5, 6, 7], list(range(64))])
     strategy = _strategy(cnn, {1: [(0, sub0)]})
     _round(strategy, InProcessGrid(scripted_client({0: 1.0, 1: 1.0}), 2), 1)
@@ -217,9 +232,10 @@ def test_memory_friendly_aggregate_equals_cache_by_theorem_2():
             values = [rng.normal(size=s).astype(np.float32) for s in shapes]
             held = [rng.random(s) < 0.5 for s in shapes]
             updates_c.append(DeviceUpdate(int(k), values, held))
-            diffs = [np.where(h, v - c, 0).astype(np.float32) for v, c, h in zip(values, device_caches[k], held)]
+            cached = device_caches[k]
+            diffs = [np.where(h, v - c, 0).astype(np.float32) for v, c, h in zip(values, cached, held, strict=True)]
             updates_m.append(DeviceUpdate(int(k), diffs, held))
-            for c, v, h in zip(device_caches[k], values, held):
+            for c, v, h in zip(device_caches[k], values, held, strict=True):
                 c[h] = v[h]
         for u in updates_c:
             cache.update(u)
@@ -230,6 +246,11 @@ def test_memory_friendly_aggregate_equals_cache_by_theorem_2():
 
 def test_fresh_mean_is_zero_outside_held_entries():
     held = [np.array([True, False, True])]
-    out = fresh_mean([DeviceUpdate(0, [np.array([2.0, 9.0, 4.0])], held),
-                      DeviceUpdate(1, [np.array([4.0, 9.0, 0.0])], [np.array([True, False, False])])], [(3,)])
+    out = fresh_mean(
+        [
+            DeviceUpdate(0, [np.array([2.0, 9.0, 4.0])], held),
+            DeviceUpdate(1, [np.array([4.0, 9.0, 0.0])], [np.array([True, False, False])]),
+        ],
+        [(3,)],
+    )
     np.testing.assert_allclose(out[0], [3.0, 0.0, 2.0])

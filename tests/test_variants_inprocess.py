@@ -48,8 +48,11 @@ def test_variant_runs_and_respects_its_schedule(tmp_path, override):
 
 
 def test_offline_fallback_is_recorded_in_the_run(tmp_path):
-    values = {**BASE, "num_rounds": 1,
-              "dataset": {"name": "mnist", "root": str(tmp_path / "no_data"), "download": False, "fallback": "mnist5k"}}
+    values = {
+        **BASE,
+        "num_rounds": 1,
+        "dataset": {"name": "mnist", "root": str(tmp_path / "no_data"), "download": False, "fallback": "mnist5k"},
+    }
     with pytest.warns(RuntimeWarning, match="DATASET FALLBACK"):
         run = run_in_process(load_config(values), tmp_path / "run")
     summary = json.loads((run / "summary.json").read_text())

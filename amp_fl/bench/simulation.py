@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import os
 import statistics
 import subprocess
@@ -69,8 +70,8 @@ def _memory_kib(pid: int) -> tuple[int, int]:
 def run_tree(root_pid: int, home: Path) -> set[int]:
     """This process, its descendants, and the detached Flower processes of ``home`` with theirs."""
     children = _children_map()
-    roots = {root_pid} | {pid for pid in children.get(1, []) + sum(children.values(), [])
-                          if str(home) in _cmdline(pid)}
+    everyone = [pid for pids in children.values() for pid in pids]
+    roots = {root_pid} | {pid for pid in children.get(1, []) + everyone if str(home) in _cmdline(pid)}
     tree, stack = set(), list(roots)
     while stack:
         pid = stack.pop()
@@ -107,12 +108,18 @@ def round_times(run_dir: Path, warmup: int) -> list[float]:
     with (run_dir / "metrics.csv").open() as f:
         wall = [float(r["wall_time_s"]) for r in csv.DictReader(f)]
     # Row 0 is the initial evaluation; round r's time is the gap to the previous row.
-    return [b - a for a, b in zip(wall, wall[1:])][warmup:]
+    return [b - a for a, b in itertools.pairwise(wall)][warmup:]
 
 
 def bench_config(rounds: int, devices: int, rbs: int, seed: int) -> RunConfig:
-    return load_config({"dataset": {"name": "mnist5k"}, "num_rounds": rounds, "seed": seed,
-                        "wireless": {"num_devices": devices, "num_rbs": rbs}})
+    return load_config(
+        {
+            "dataset": {"name": "mnist5k"},
+            "num_rounds": rounds,
+            "seed": seed,
+            "wireless": {"num_devices": devices, "num_rbs": rbs},
+        }
+    )
 
 
 def flower_round_times(cfg: RunConfig, run_dir: Path, warmup: int) -> tuple[list[float], PeakMemory, float]:
@@ -148,8 +155,15 @@ def main(argv: list[str]) -> None:
     # does the clients one after another, like the in-process loop, and so isolates Flower's overhead.
     cores = os.cpu_count() or 1
     single_actor = replace(cfg, simulation=replace(cfg.simulation, client_cpus=cores))
-    common = {"bench": "simulation", "devices": args.devices, "rbs": args.rbs, "rounds": args.rounds,
-              "warmup_rounds": args.warmup, "model": cfg.model.name, "dataset": cfg.dataset.name}
+    common = {
+        "bench": "simulation",
+        "devices": args.devices,
+        "rbs": args.rbs,
+        "rounds": args.rounds,
+        "warmup_rounds": args.warmup,
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+    }
     medians: dict[str, float] = {}
     peak_pss = 0.0
     with tempfile.TemporaryDirectory(prefix="amp_fl_bench_") as tmp:
@@ -159,17 +173,42 @@ def main(argv: list[str]) -> None:
             medians[engine] = statistics.median(times)
             pss, rss = monitor.peak_pss_kib * 1024 / GIB, monitor.peak_rss_kib * 1024 / GIB
             peak_pss = max(peak_pss, pss)
-            emit({**common, "engine": engine, "ray_actors": cores // run_cfg.simulation.client_cpus,
-                  "median_round_s": medians[engine], "mean_round_s": statistics.fmean(times),
-                  "total_wall_s": total, "peak_pss_gib": pss, "peak_rss_gib": rss,
-                  "peak_processes": monitor.peak_processes})
+            emit(
+                {
+                    **common,
+                    "engine": engine,
+                    "ray_actors": cores // run_cfg.simulation.client_cpus,
+                    "median_round_s": medians[engine],
+                    "mean_round_s": statistics.fmean(times),
+                    "total_wall_s": total,
+                    "peak_pss_gib": pss,
+                    "peak_rss_gib": rss,
+                    "peak_processes": monitor.peak_processes,
+                }
+            )
         inproc = round_times(run_in_process(cfg, Path(tmp) / "inprocess"), args.warmup)
         medians["in_process_loop"] = statistics.median(inproc)
-        emit({**common, "engine": "in_process_loop", "median_round_s": medians["in_process_loop"],
-              "mean_round_s": statistics.fmean(inproc)})
+        emit(
+            {
+                **common,
+                "engine": "in_process_loop",
+                "median_round_s": medians["in_process_loop"],
+                "mean_round_s": statistics.fmean(inproc),
+            }
+        )
     ratio = medians["flower_simulation"] / medians["in_process_loop"]
     overhead = medians["flower_simulation_one_actor"] / medians["in_process_loop"]
-    emit({**common, "engine": "comparison", "round_time_ratio_flower_to_inprocess": ratio,
-          "round_time_ratio_one_actor_to_inprocess": overhead, "peak_pss_gib": peak_pss,
-          "goal_met": {"round_time_ratio_le_1.3": ratio <= 1.3, "one_actor_ratio_le_1.3": overhead <= 1.3,
-                       "peak_memory_pss_le_3gib": peak_pss <= 3.0}})
+    emit(
+        {
+            **common,
+            "engine": "comparison",
+            "round_time_ratio_flower_to_inprocess": ratio,
+            "round_time_ratio_one_actor_to_inprocess": overhead,
+            "peak_pss_gib": peak_pss,
+            "goal_met": {
+                "round_time_ratio_le_1.3": ratio <= 1.3,
+                "one_actor_ratio_le_1.3": overhead <= 1.3,
+                "peak_memory_pss_le_3gib": peak_pss <= 3.0,
+            },
+        }
+    )

@@ -72,8 +72,9 @@ class Config:
     cpu_times: list[float]  # CPU seconds of this process (all threads) per timed run
 
 
-def _sgd_steps(module: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               masks: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Callable[[int], None]:
+def _sgd_steps(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+) -> Callable[[int], None]:
     """A closure running ``steps`` SGD steps; with ``masks``, re-zeroes pruned entries after each."""
     optimizer = torch.optim.SGD(module.parameters(), lr=LEARNING_RATE)
     loss_fn = nn.CrossEntropyLoss()
@@ -111,21 +112,45 @@ def _configs(name: str, keeps: list[float], batch: int, seed: int) -> list[Confi
         kept = policy.select(counts, SelectionContext(rm))
         sub_arrays = extract_arrays(full_arrays, rm, kept)
         sliced = build_submodel(name, shape, NUM_CLASSES, rm, kept, arrays=sub_arrays)
-        configs.append(Config(
-            name, keep, "sliced", sliced, _sgd_steps(sliced, x, y),
-            params=sum(p.numel() for p in sliced.parameters()), bytes=sum(a.nbytes for a in sub_arrays),
-            train_flops_per_sample=training_flops_per_sample(rm, counts), times=[], cpu_times=[]))
+        configs.append(
+            Config(
+                name,
+                keep,
+                "sliced",
+                sliced,
+                _sgd_steps(sliced, x, y),
+                params=sum(p.numel() for p in sliced.parameters()),
+                bytes=sum(a.nbytes for a in sub_arrays),
+                train_flops_per_sample=training_flops_per_sample(rm, counts),
+                times=[],
+                cpu_times=[],
+            )
+        )
         if keep == 1.0:
             continue  # every entry is held: the masked model would be the same full model again
         masked = build_model(name, num_classes=NUM_CLASSES, input_shape=shape)
         masks = held_masks(rm, kept)
         load_arrays(masked, [a * m for a, m in zip(full_arrays, masks, strict=True)])
         state = masked.state_dict(keep_vars=True)
-        param_masks = [(state[r.name], torch.from_numpy(m.astype(np.float32)))
-                       for r, m in zip(rm.arrays, masks, strict=True) if r.is_parameter and not m.all()]
-        configs.append(Config(
-            name, keep, "masked", masked, _sgd_steps(masked, x, y, param_masks),
-            params=full_params, bytes=full_bytes, train_flops_per_sample=full_flops, times=[], cpu_times=[]))
+        param_masks = [
+            (state[r.name], torch.from_numpy(m.astype(np.float32)))
+            for r, m in zip(rm.arrays, masks, strict=True)
+            if r.is_parameter and not m.all()
+        ]
+        configs.append(
+            Config(
+                name,
+                keep,
+                "masked",
+                masked,
+                _sgd_steps(masked, x, y, param_masks),
+                params=full_params,
+                bytes=full_bytes,
+                train_flops_per_sample=full_flops,
+                times=[],
+                cpu_times=[],
+            )
+        )
     return configs
 
 
@@ -174,22 +199,41 @@ def main(argv: list[str]) -> None:
         full_median, full_cpu = statistics.median(full.times), statistics.median(full.cpu_times)
         for c in sorted(configs, key=lambda c: (-c.keep, c.variant != "sliced")):
             median, cpu = statistics.median(c.times), statistics.median(c.cpu_times)
-            record = {"bench": "submodel", "model": c.model, "keep": c.keep, "variant": c.variant,
-                      "median_s": round(median, 5), "times_s": [round(t, 5) for t in c.times],
-                      "ratio_to_full": round(median / full_median, 4),
-                      "median_cpu_s": round(cpu, 5), "cpu_ratio_to_full": round(cpu / full_cpu, 4),
-                      "params": c.params, "bytes": c.bytes,
-                      "train_flops_per_sample": c.train_flops_per_sample, "steps": args.steps, "batch": args.batch}
+            record = {
+                "bench": "submodel",
+                "model": c.model,
+                "keep": c.keep,
+                "variant": c.variant,
+                "median_s": round(median, 5),
+                "times_s": [round(t, 5) for t in c.times],
+                "ratio_to_full": round(median / full_median, 4),
+                "median_cpu_s": round(cpu, 5),
+                "cpu_ratio_to_full": round(cpu / full_cpu, 4),
+                "params": c.params,
+                "bytes": c.bytes,
+                "train_flops_per_sample": c.train_flops_per_sample,
+                "steps": args.steps,
+                "batch": args.batch,
+            }
             emit(record)
             if c is full:  # at keep 1.0 the masked model is the full model itself: measured once
                 emit({**record, "variant": "masked", "measured_as": "sliced"})
-        goal = next((c for c in configs if c.model == GOAL_MODEL and c.keep == GOAL_KEEP
-                     and c.variant == "sliced"), None)
+        goal = next(
+            (c for c in configs if c.model == GOAL_MODEL and c.keep == GOAL_KEEP and c.variant == "sliced"), None
+        )
         if goal is not None:
             ratio = statistics.median(goal.times) / full_median
-            emit({"bench": "submodel", "summary": "goal", "model": goal.model, "keep": goal.keep,
-                  "variant": "sliced", "ratio_to_full": round(ratio, 4),
-                  "cpu_ratio_to_full": round(statistics.median(goal.cpu_times) / full_cpu, 4),
-                  "goal_max_ratio": GOAL_MAX_RATIO,
-                  "goal_met": bool(ratio <= GOAL_MAX_RATIO),
-                  "flops_ratio": round(goal.train_flops_per_sample / full.train_flops_per_sample, 4)})
+            emit(
+                {
+                    "bench": "submodel",
+                    "summary": "goal",
+                    "model": goal.model,
+                    "keep": goal.keep,
+                    "variant": "sliced",
+                    "ratio_to_full": round(ratio, 4),
+                    "cpu_ratio_to_full": round(statistics.median(goal.cpu_times) / full_cpu, 4),
+                    "goal_max_ratio": GOAL_MAX_RATIO,
+                    "goal_met": bool(ratio <= GOAL_MAX_RATIO),
+                    "flops_ratio": round(goal.train_flops_per_sample / full.train_flops_per_sample, 4),
+                }
+            )

@@ -38,8 +38,9 @@ def _partitions(name: str, root: str, num_devices: int, scheme: str, shards: int
 def local_data(cfg: ConfigRecord, device: int) -> ArraySplit:
     """This device's partition of the training set, as the server's config describes it."""
     name, root = str(cfg["dataset"]), str(cfg["data-root"])
-    parts = _partitions(name, root, int(cfg["num-devices"]), str(cfg["partition"]), int(cfg["shards-per-device"]),
-                        int(cfg["seed"]))
+    parts = _partitions(
+        name, root, int(cfg["num-devices"]), str(cfg["partition"]), int(cfg["shards-per-device"]), int(cfg["seed"])
+    )
     train = load_dataset(name, root, download=False).train
     idx = parts[device]
     return ArraySplit(train.images[idx], train.labels[idx])
@@ -69,13 +70,19 @@ def report_profile(msg: Message, context: Context) -> Message:
         values = {key: float(node_cfg[key]) for key in P.PROFILE_KEYS}  # measured on a real board
     else:
         wireless = WirelessConfig(
-            cell_radius_m=float(cfg["cell-radius-m"]), min_distance_m=float(cfg["min-distance-m"]),
-            tx_power_dbm=float(cfg["tx-power-dbm"]), cpu_freqs_hz=tuple(float(f) for f in cfg["cpu-freqs-hz"]),  # type: ignore[union-attr]
+            cell_radius_m=float(cfg["cell-radius-m"]),
+            min_distance_m=float(cfg["min-distance-m"]),
+            tx_power_dbm=float(cfg["tx-power-dbm"]),
+            cpu_freqs_hz=tuple(float(f) for f in cfg["cpu-freqs-hz"]),  # type: ignore[union-attr]
             flops_per_cycle=float(cfg["flops-per-cycle"]),
         )
         profile = simulated_device_profile(device, int(cfg["seed"]), wireless)
-        values = {"cpu-hz": profile.cpu_hz, "flops-per-cycle": profile.flops_per_cycle,
-                  "tx-power-w": profile.tx_power_w, "distance-m": profile.distance_m}
+        values = {
+            "cpu-hz": profile.cpu_hz,
+            "flops-per-cycle": profile.flops_per_cycle,
+            "tx-power-w": profile.tx_power_w,
+            "distance-m": profile.distance_m,
+        }
     reply = ConfigRecord({"partition-id": device, **values})
     return Message(RecordDict({P.CONFIG: reply}), reply_to=msg)
 
@@ -101,16 +108,20 @@ def train(msg: Message, context: Context) -> Message:
     fit_s = time.perf_counter() - started
     if bool(cfg["memory-friendly"]):
         gradient = _difference_to_own_cache(context, regions, kept, gradient)
-    content = RecordDict({
-        P.ARRAYS: P.arrays_to_record(names, gradient),
-        P.METRICS: MetricRecord({"num-examples": samples, "train-loss": metrics["train_loss"], "device": device,
-                                 "fit-seconds": fit_s}),
-    })
+    content = RecordDict(
+        {
+            P.ARRAYS: P.arrays_to_record(names, gradient),
+            P.METRICS: MetricRecord(
+                {"num-examples": samples, "train-loss": metrics["train_loss"], "device": device, "fit-seconds": fit_s}
+            ),
+        }
+    )
     return Message(content, reply_to=msg)
 
 
-def _difference_to_own_cache(context: Context, regions: RegionMap, kept: list[np.ndarray],
-                             gradient: list[np.ndarray]) -> list[np.ndarray]:
+def _difference_to_own_cache(
+    context: Context, regions: RegionMap, kept: list[np.ndarray], gradient: list[np.ndarray]
+) -> list[np.ndarray]:
     """Algorithm 3, device side: upload ``g - G_k`` on the held entries and set ``G_k <- g`` there.
 
     G_k lives in ``context.state`` (full-model shaped), so the server needs no per-device cache.
@@ -131,4 +142,4 @@ def _difference_to_own_cache(context: Context, regions: RegionMap, kept: list[np
     return difference
 
 
-__all__ = ["app", "ArrayRecord"]
+__all__ = ["ArrayRecord", "app"]

@@ -34,9 +34,13 @@ class InProcessGrid(Grid):
     def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1) -> None:
         self.client_app = client_app
         self.contexts = {
-            FIRST_NODE_ID + k: Context(run_id=run_id, node_id=FIRST_NODE_ID + k,
-                                       node_config={"partition-id": k, "num-partitions": num_nodes},
-                                       state=RecordDict(), run_config={})
+            FIRST_NODE_ID + k: Context(
+                run_id=run_id,
+                node_id=FIRST_NODE_ID + k,
+                node_config={"partition-id": k, "num-partitions": num_nodes},
+                state=RecordDict(),
+                run_config={},
+            )
             for k in range(num_nodes)
         }
         self._run: Run | None = None
@@ -52,8 +56,9 @@ class InProcessGrid(Grid):
     def run(self) -> Run:
         return self._run  # type: ignore[return-value]
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
-                       ttl: float | None = None) -> Message:
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
         return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:

@@ -9,6 +9,7 @@ background SuperLink that ``:local:`` leaves running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -141,10 +142,8 @@ def stop_flower_processes(home: Path, grace_s: float = 5.0) -> int:
                     stack.append(child)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in targets:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in targets):
             time.sleep(0.1)
@@ -162,10 +161,15 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     run_dir = run_dir.resolve()
     config_file = write_run_config(cfg, run_dir, resolved)
     home = flwr_home()
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONUNBUFFERED": "1",
-           # flwr starts flower-superlink by name: the venv's bin must come first on PATH.
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+        "PYTHONUNBUFFERED": "1",
+        # flwr starts flower-superlink by name: the venv's bin must come first on PATH.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
     stop_flower_processes(home)  # a SuperLink left by an interrupted run would hold the port
     try:
         completed = subprocess.run(flwr_command(cfg, config_file, home), cwd=PROJECT_ROOT, env=env, check=False)
@@ -174,8 +178,10 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     summary_path = run_dir / "summary.json"
     status = json.loads(summary_path.read_text()).get("status") if summary_path.exists() else "no summary written"
     if completed.returncode != 0 or status != "completed":
-        raise RunFailedError(f"Flower run failed (flwr exit code {completed.returncode}, status: {status}); "
-                             f"see the log above and {home / 'local-superlink' / 'superlink.log'}")
+        raise RunFailedError(
+            f"Flower run failed (flwr exit code {completed.returncode}, status: {status}); "
+            f"see the log above and {home / 'local-superlink' / 'superlink.log'}"
+        )
     return run_dir
 
 

@@ -15,9 +15,21 @@ from pathlib import Path
 from typing import Any
 
 METRIC_COLUMNS = (
-    "round", "sim_time_s", "round_latency_s", "accuracy", "loss", "train_loss", "avg_aoi",
-    "num_scheduled", "num_received", "num_failed", "mean_keep_ratio", "uplink_bytes",
-    "downlink_bytes", "objective", "wall_time_s",
+    "round",
+    "sim_time_s",
+    "round_latency_s",
+    "accuracy",
+    "loss",
+    "train_loss",
+    "avg_aoi",
+    "num_scheduled",
+    "num_received",
+    "num_failed",
+    "mean_keep_ratio",
+    "uplink_bytes",
+    "downlink_bytes",
+    "objective",
+    "wall_time_s",
 )
 
 
@@ -108,8 +120,12 @@ def write_figures(run_dir: Path, rows: list[RoundRow], title: str) -> list[Path]
         return []
     rounds = [r.round for r in rows]
     figures = {
-        "accuracy_vs_sim_time.png": ([r.sim_time_s for r in rows], [r.accuracy for r in rows],
-                                     "simulated time (s)", "test accuracy"),
+        "accuracy_vs_sim_time.png": (
+            [r.sim_time_s for r in rows],
+            [r.accuracy for r in rows],
+            "simulated time (s)",
+            "test accuracy",
+        ),
         "accuracy_vs_round.png": (rounds, [r.accuracy for r in rows], "round", "test accuracy"),
         "avg_aoi_vs_round.png": (rounds, [r.avg_aoi for r in rows], "round", "average AoI (rounds)"),
     }

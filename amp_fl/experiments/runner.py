@@ -92,8 +92,10 @@ def wait_for_nodes(grid: Grid, count: int, timeout_s: float) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while len(nodes := list(grid.get_node_ids())) < count:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(nodes)} of {count} nodes came online within {timeout_s:.0f} s; "
-                               "check that num-supernodes equals wireless.num_devices")
+            raise RuntimeError(
+                f"only {len(nodes)} of {count} nodes came online within {timeout_s:.0f} s; "
+                "check that num-supernodes equals wireless.num_devices"
+            )
         time.sleep(0.2)
     return nodes
 
@@ -101,11 +103,16 @@ def wait_for_nodes(grid: Grid, count: int, timeout_s: float) -> list[int]:
 def discover_devices(grid: Grid, cfg: RunConfig, nodes: list[int]) -> tuple[dict[int, int], list[DeviceProfile]]:
     """Ask every node for its partition id and device profile; map device id -> node id."""
     w = cfg.wireless
-    query = ConfigRecord({
-        "seed": cfg.seed, "cell-radius-m": w.cell_radius_m, "min-distance-m": w.min_distance_m,
-        "tx-power-dbm": w.tx_power_dbm, "cpu-freqs-hz": [float(f) for f in w.cpu_freqs_hz],
-        "flops-per-cycle": w.flops_per_cycle,
-    })
+    query = ConfigRecord(
+        {
+            "seed": cfg.seed,
+            "cell-radius-m": w.cell_radius_m,
+            "min-distance-m": w.min_distance_m,
+            "tx-power-dbm": w.tx_power_dbm,
+            "cpu-freqs-hz": [float(f) for f in w.cpu_freqs_hz],
+            "flops-per-cycle": w.flops_per_cycle,
+        }
+    )
     messages = [Message(RecordDict({P.CONFIG: query}), message_type="query", dst_node_id=n) for n in nodes]
     replies = list(grid.send_and_receive(messages, timeout=cfg.simulation.node_wait_timeout_s))
     device_nodes: dict[int, int] = {}
@@ -116,14 +123,19 @@ def discover_devices(grid: Grid, cfg: RunConfig, nodes: list[int]) -> tuple[dict
         c = reply.content[P.CONFIG]
         device = int(c["partition-id"])
         if device in device_nodes or not 0 <= device < cfg.num_devices:
-            raise RuntimeError(f"node {reply.metadata.src_node_id} reports partition-id {device}: partition ids must "
-                               f"be unique and in [0, {cfg.num_devices})")
+            raise RuntimeError(
+                f"node {reply.metadata.src_node_id} reports partition-id {device}: partition ids must "
+                f"be unique and in [0, {cfg.num_devices})"
+            )
         device_nodes[device] = reply.metadata.src_node_id
-        profiles[device] = DeviceProfile(float(c["cpu-hz"]), float(c["flops-per-cycle"]), float(c["tx-power-w"]),
-                                         float(c["distance-m"])).validate(f"devices[{device}]")
+        profiles[device] = DeviceProfile(
+            float(c["cpu-hz"]), float(c["flops-per-cycle"]), float(c["tx-power-w"]), float(c["distance-m"])
+        ).validate(f"devices[{device}]")
     missing = sorted(set(range(cfg.num_devices)) - set(device_nodes))
     if missing:
-        raise RuntimeError(f"no node reported partition-id(s) {missing[:10]}; got {len(device_nodes)} of {cfg.num_devices}")
+        raise RuntimeError(
+            f"no node reported partition-id(s) {missing[:10]}; got {len(device_nodes)} of {cfg.num_devices}"
+        )
     return device_nodes, [profiles[k] for k in range(cfg.num_devices)]
 
 
@@ -140,11 +152,19 @@ def scheduler_options(cfg: RunConfig) -> dict[str, Any]:
 def client_config(cfg: RunConfig, used: str, data: Dataset, root: str) -> dict[str, Any]:
     """What every training message tells the client besides its arrays."""
     return {
-        "seed": cfg.seed, "dataset": used, "data-root": root, "num-devices": cfg.num_devices,
-        "partition": cfg.dataset.partition, "shards-per-device": cfg.dataset.shards_per_device,
-        "model": cfg.model.name, "input-shape": list(data.input_shape), "num-classes": data.num_classes,
-        "learning-rate": cfg.train.learning_rate, "local-steps": cfg.train.local_steps,
-        "batch-size": cfg.train.batch_size, "memory-friendly": cfg.strategy.memory_friendly,
+        "seed": cfg.seed,
+        "dataset": used,
+        "data-root": root,
+        "num-devices": cfg.num_devices,
+        "partition": cfg.dataset.partition,
+        "shards-per-device": cfg.dataset.shards_per_device,
+        "model": cfg.model.name,
+        "input-shape": list(data.input_shape),
+        "num-classes": data.num_classes,
+        "learning-rate": cfg.train.learning_rate,
+        "local-steps": cfg.train.local_steps,
+        "batch-size": cfg.train.batch_size,
+        "memory-friendly": cfg.strategy.memory_friendly,
     }
 
 
@@ -152,10 +172,15 @@ def schedule_record(report: RoundReport) -> dict[str, Any]:
     """One line of ``schedule.jsonl``: who trained on which RB with which sub-model, and what it cost."""
     s = report.schedule
     return {
-        "round": report.round, "device_ids": s.device_ids.tolist(), "rb_ids": s.rb_ids.tolist(),
-        "keep_fraction": s.keep_fraction.tolist(), "keep_counts": s.keep_counts.tolist(),
-        "compute_latency_s": s.compute_latency_s.tolist(), "upload_latency_s": s.upload_latency_s.tolist(),
-        "round_latency_s": float(s.round_latency_s), "objective": float(s.objective),
+        "round": report.round,
+        "device_ids": s.device_ids.tolist(),
+        "rb_ids": s.rb_ids.tolist(),
+        "keep_fraction": s.keep_fraction.tolist(),
+        "keep_counts": s.keep_counts.tolist(),
+        "compute_latency_s": s.compute_latency_s.tolist(),
+        "upload_latency_s": s.upload_latency_s.tolist(),
+        "round_latency_s": float(s.round_latency_s),
+        "objective": float(s.objective),
         "uplink_bytes": {str(k): v for k, v in sorted(report.uplink_bytes_per_device.items())},
         "failures": {str(k): v for k, v in sorted(report.failures.items())},
         "client_fit_s": {str(k): round(v, 4) for k, v in sorted(report.client_fit_s.items())},
@@ -174,8 +199,9 @@ class Recorder:
     sim_time_s: float = 0.0
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        accuracy, loss = evaluate_arrays(self.strategy.weights, self.model, self.data.test,
-                                         self.cfg.strategy.eval_batch_size)
+        accuracy, loss = evaluate_arrays(
+            self.strategy.weights, self.model, self.data.test, self.cfg.strategy.eval_batch_size
+        )
         row = self._row(server_round, accuracy, loss)
         self.writer.append(row)
         if server_round > 0:
@@ -186,17 +212,29 @@ class Recorder:
     def _row(self, server_round: int, accuracy: float, loss: float) -> RoundRow:
         avg_aoi = float(self.strategy.aoi.ages.mean())
         if server_round == 0:
-            return RoundRow(0, 0.0, 0.0, accuracy, loss, math.nan, avg_aoi, 0, 0, 0, math.nan, 0, 0, 0.0,
-                            self.writer.elapsed())
+            return RoundRow(
+                0, 0.0, 0.0, accuracy, loss, math.nan, avg_aoi, 0, 0, 0, math.nan, 0, 0, 0.0, self.writer.elapsed()
+            )
         report = self.strategy.reports[-1]
         schedule = report.schedule
         self.sim_time_s += float(schedule.round_latency_s)
         keep = schedule.realised_keep_fraction
         return RoundRow(
-            server_round, self.sim_time_s, float(schedule.round_latency_s), accuracy, loss, report.mean_train_loss,
-            avg_aoi, schedule.num_scheduled, len(report.received_devices), len(report.failures),
-            float(keep.mean()) if keep.size else math.nan, report.uplink_bytes, report.downlink_bytes,
-            float(schedule.objective), self.writer.elapsed(),
+            server_round,
+            self.sim_time_s,
+            float(schedule.round_latency_s),
+            accuracy,
+            loss,
+            report.mean_train_loss,
+            avg_aoi,
+            schedule.num_scheduled,
+            len(report.received_devices),
+            len(report.failures),
+            float(keep.mean()) if keep.size else math.nan,
+            report.uplink_bytes,
+            report.downlink_bytes,
+            float(schedule.objective),
+            self.writer.elapsed(),
         )
 
 
@@ -208,7 +246,8 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
     root = str(Path(cfg.dataset.root).expanduser().resolve())
     # The launcher already tried the dataset (and fell back if it had to): do not download twice.
     resolved = load_resolution(run_dir / DATASET_RESOLUTION, cfg.dataset.name) or resolve_dataset(
-        cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback)
+        cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback
+    )
     data = load_dataset(resolved.used, root, cfg.dataset.download)
     model = initial_model(cfg, data)
     regions = region_map_for(model, data.input_shape)
@@ -221,8 +260,12 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
     channel = RayleighChannel(cfg.wireless, population.distance_m, cfg.seed)
     scheduler = build_scheduler(cfg.scheduling.name, system, seed=cfg.seed, **scheduler_options(cfg))
     strategy = AmpFlStrategy(
-        region_map=regions, initial_weights=module_arrays(model), scheduler=scheduler, channel=channel,
-        policy=build_policy(cfg.pruning.policy, cfg.seed), device_nodes=device_nodes,
+        region_map=regions,
+        initial_weights=module_arrays(model),
+        scheduler=scheduler,
+        channel=channel,
+        policy=build_policy(cfg.pruning.policy, cfg.seed),
+        device_nodes=device_nodes,
         client_config=client_config(cfg, resolved.used, data, root),
         settings=AmpFlSettings(cfg.train.learning_rate, cfg.strategy.compensation, cfg.strategy.memory_friendly),
     )
@@ -240,34 +283,66 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
     finally:
         rows = writer.rows
         final = rows[-1] if rows else None
-        write_summary(run_dir, {
-            **summary_base, "status": status, "rounds_completed": final.round if final else 0,
-            "final_accuracy": final.accuracy if final else None, "final_loss": final.loss if final else None,
-            "best_accuracy": max((r.accuracy for r in rows), default=None),
-            "final_sim_time_s": final.sim_time_s if final else None,
-            "time_to_target_accuracy": time_to_accuracy(rows, cfg.strategy.target_accuracy),
-            "wall_time_s": time.time() - started,
-            "total_uplink_bytes": sum(r.uplink_bytes for r in rows),
-            "total_downlink_bytes": sum(r.downlink_bytes for r in rows),
-        })
+        write_summary(
+            run_dir,
+            {
+                **summary_base,
+                "status": status,
+                "rounds_completed": final.round if final else 0,
+                "final_accuracy": final.accuracy if final else None,
+                "final_loss": final.loss if final else None,
+                "best_accuracy": max((r.accuracy for r in rows), default=None),
+                "final_sim_time_s": final.sim_time_s if final else None,
+                "time_to_target_accuracy": time_to_accuracy(rows, cfg.strategy.target_accuracy),
+                "wall_time_s": time.time() - started,
+                "total_uplink_bytes": sum(r.uplink_bytes for r in rows),
+                "total_downlink_bytes": sum(r.downlink_bytes for r in rows),
+            },
+        )
         np.savez_compressed(run_dir / "final_model.npz", *strategy.weights)
-        write_figures(run_dir, rows, f"AMP-FL {cfg.model.name} on {resolved.used}, K={cfg.num_devices}, "
-                                     f"R={cfg.wireless.num_rbs}, scheduler={cfg.scheduling.name}")
+        write_figures(
+            run_dir,
+            rows,
+            f"AMP-FL {cfg.model.name} on {resolved.used}, K={cfg.num_devices}, "
+            f"R={cfg.wireless.num_rbs}, scheduler={cfg.scheduling.name}",
+        )
     return run_dir
 
 
-def _summary_base(cfg: RunConfig, resolved: ResolvedDataset, data: Dataset, latency: LatencyConfig,
-                  regions: RegionMap, profiles: list[DeviceProfile]) -> dict[str, Any]:
-    device_profiles = [{"device": k, "cpu_hz": p.cpu_hz, "flops_per_cycle": p.flops_per_cycle,
-                        "tx_power_w": p.tx_power_w, "distance_m": p.distance_m} for k, p in enumerate(profiles)]
+def _summary_base(
+    cfg: RunConfig,
+    resolved: ResolvedDataset,
+    data: Dataset,
+    latency: LatencyConfig,
+    regions: RegionMap,
+    profiles: list[DeviceProfile],
+) -> dict[str, Any]:
+    device_profiles = [
+        {
+            "device": k,
+            "cpu_hz": p.cpu_hz,
+            "flops_per_cycle": p.flops_per_cycle,
+            "tx_power_w": p.tx_power_w,
+            "distance_m": p.distance_m,
+        }
+        for k, p in enumerate(profiles)
+    ]
     return {
         "config": config_to_dict(cfg),
-        "dataset_requested": resolved.requested, "dataset_used": resolved.used,
-        "dataset_fallback_reason": resolved.fallback_reason, "dataset_source": data.source,
-        "train_samples": len(data.train), "test_samples": len(data.test),
-        "model_cost": {"num_params": latency.num_params, "flops_per_sample": latency.flops_per_sample,
-                       "t_max_s": latency.t_max_s},
-        "num_regions": regions.num_regions, "layer_sizes": list(regions.layer_sizes),
+        "dataset_requested": resolved.requested,
+        "dataset_used": resolved.used,
+        "dataset_fallback_reason": resolved.fallback_reason,
+        "dataset_source": data.source,
+        "train_samples": len(data.train),
+        "test_samples": len(data.test),
+        "model_cost": {
+            "num_params": latency.num_params,
+            "flops_per_sample": latency.flops_per_sample,
+            "t_max_s": latency.t_max_s,
+        },
+        "num_regions": regions.num_regions,
+        "layer_sizes": list(regions.layer_sizes),
         "device_profiles": device_profiles,
-        "python": platform.python_version(), "torch": torch.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
     }

@@ -25,17 +25,25 @@ def paper_cnn_feature_size(height: int, width: int) -> tuple[int, int]:
 
 
 class PaperCNN(nn.Module):
-    def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
-                 widths: tuple[int, int, int] = (6, 16, 128)) -> None:
+    def __init__(
+        self, in_channels: int, height: int, width: int, num_classes: int, widths: tuple[int, int, int] = (6, 16, 128)
+    ) -> None:
         super().__init__()
         c1, c2, hidden = widths
         fh, fw = paper_cnn_feature_size(height, width)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, KERNEL), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, KERNEL), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, c1, KERNEL),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, KERNEL),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(c2 * fh * fw, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes),
+            nn.Flatten(),
+            nn.Linear(c2 * fh * fw, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x):  # type: ignore[no-untyped-def]

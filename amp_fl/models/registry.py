@@ -61,9 +61,7 @@ def check_num_classes(num_classes: int) -> int:
     return int(num_classes)
 
 
-def build_model(
-    name: str, *, num_classes: int = 10, input_shape: tuple[int, int, int] | None = None
-) -> nn.Module:
+def build_model(name: str, *, num_classes: int = 10, input_shape: tuple[int, int, int] | None = None) -> nn.Module:
     """Build a registered model with ``num_classes`` outputs for ``input_shape`` inputs (C, H, W)."""
     spec = model_spec(name)
     shape = check_input_shape(input_shape if input_shape is not None else spec.default_input_shape)

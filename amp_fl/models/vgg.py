@@ -21,8 +21,15 @@ def vgg_conv_widths() -> list[int]:
 
 
 class VGG11(nn.Module):
-    def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
-                 widths: list[int] | None = None, hidden: int = VGG11_HIDDEN) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        height: int,
+        width: int,
+        num_classes: int,
+        widths: list[int] | None = None,
+        hidden: int = VGG11_HIDDEN,
+    ) -> None:
         super().__init__()
         scale = 2**NUM_POOLS
         if height < scale or width < scale or height % scale or width % scale:

@@ -214,14 +214,40 @@ class _Flow:
 _FIXED = 0  # union-find sentinel: unprunable channels (model input, class outputs)
 
 _PASS_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-    nn.Dropout, nn.Dropout2d, nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
 )
-_PASS_FUNCTIONS: frozenset[Any] = frozenset({
-    F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.sigmoid, torch.tanh,
-    F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.dropout,
-})
+_PASS_FUNCTIONS: frozenset[Any] = frozenset(
+    {
+        F.relu,
+        torch.relu,
+        F.relu6,
+        F.leaky_relu,
+        F.gelu,
+        F.silu,
+        torch.sigmoid,
+        torch.tanh,
+        F.max_pool2d,
+        F.avg_pool2d,
+        F.adaptive_avg_pool2d,
+        F.adaptive_max_pool2d,
+        F.dropout,
+    }
+)
 _PASS_METHODS = frozenset({"relu", "relu_", "sigmoid", "tanh", "contiguous"})
 _FLATTEN_FUNCTIONS: frozenset[Any] = frozenset({torch.flatten})
 _FLATTEN_METHODS = frozenset({"flatten", "view", "reshape"})
@@ -336,7 +362,8 @@ class _RegionTracer(fx.Interpreter):
         if y.dim() != 2 or y.shape[0] != x.shape[0] or y.shape[1] != math.prod(x.shape[1:]):
             raise ValueError(
                 f"cannot derive a region map: {n.format_node()} reshapes {tuple(x.shape)} to "
-                f"{tuple(y.shape)}; only flattening everything after the batch axis is supported")
+                f"{tuple(y.shape)}; only flattening everything after the batch axis is supported"
+            )
         return _Flow(flow.group, flow.expand * math.prod(x.shape[2:]), flow.depends_on_params)
 
     def _add(self, n: fx.Node) -> _Flow:
@@ -368,7 +395,8 @@ class _RegionTracer(fx.Interpreter):
             return self._layer(name, module, flow, self._meta_input(n), y)
         raise ValueError(
             f"cannot derive a region map: module {name!r} of type {type(module).__name__} is not supported "
-            "(supported: Conv2d, Linear, BatchNorm1d/2d, activations, pooling, dropout, Identity, Flatten)")
+            "(supported: Conv2d, Linear, BatchNorm1d/2d, activations, pooling, dropout, Identity, Flatten)"
+        )
 
     def _layer(self, name: str, module: nn.Conv2d | nn.Linear, flow: _Flow, x: torch.Tensor, y: torch.Tensor) -> _Flow:
         if isinstance(module, nn.Conv2d):
@@ -383,11 +411,21 @@ class _RegionTracer(fx.Interpreter):
                 raise ValueError(f"cannot derive a region map: Linear {name!r} applied to a {x.dim()}-d tensor")
             kind, n_out, n_in, kernel, positions = "linear", module.out_features, module.in_features, 1, 1
         out = self.new_group(n_out)
-        self.layers.append({
-            "name": name, "kind": kind, "out": out, "in": flow.group, "in_expand": flow.expand,
-            "in_features": n_in, "out_features": n_out, "kernel_elems": kernel, "out_positions": positions,
-            "has_bias": module.bias is not None, "reads_model_input": not flow.depends_on_params,
-        })
+        self.layers.append(
+            {
+                "name": name,
+                "kind": kind,
+                "out": out,
+                "in": flow.group,
+                "in_expand": flow.expand,
+                "in_features": n_in,
+                "out_features": n_out,
+                "kernel_elems": kernel,
+                "out_positions": positions,
+                "has_bias": module.bias is not None,
+                "reads_model_input": not flow.depends_on_params,
+            }
+        )
         return _Flow(out, 1, True)
 
 
@@ -407,7 +445,8 @@ def region_map_for(model: nn.Module, input_shape: Sequence[int]) -> RegionMap:
         graph_module = fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, ...) for untraceable code
         raise ValueError(
-            f"cannot derive a region map: {type(model).__name__} is not traceable by torch.fx: {exc}") from exc
+            f"cannot derive a region map: {type(model).__name__} is not traceable by torch.fx: {exc}"
+        ) from exc
     tracer = _RegionTracer(graph_module)
     with torch.no_grad():
         tracer.run(torch.zeros((_TRACE_BATCH, *(int(d) for d in input_shape)), device="meta"))
@@ -430,9 +469,16 @@ def _assemble(model: nn.Module, tracer: _RegionTracer, input_shape: tuple[int, .
 
     layers = tuple(
         LayerInfo(
-            name=d["name"], kind=d["kind"], out_group=group_of(d["out"]), in_group=group_of(d["in"]),
-            in_expand=d["in_expand"], in_features=d["in_features"], out_features=d["out_features"],
-            kernel_elems=d["kernel_elems"], out_positions=d["out_positions"], has_bias=d["has_bias"],
+            name=d["name"],
+            kind=d["kind"],
+            out_group=group_of(d["out"]),
+            in_group=group_of(d["in"]),
+            in_expand=d["in_expand"],
+            in_features=d["in_features"],
+            out_features=d["out_features"],
+            kernel_elems=d["kernel_elems"],
+            out_positions=d["out_positions"],
+            has_bias=d["has_bias"],
             reads_model_input=d["reads_model_input"],
         )
         for d in tracer.layers
@@ -440,8 +486,10 @@ def _assemble(model: nn.Module, tracer: _RegionTracer, input_shape: tuple[int, .
     for layer in layers:
         expected = layer.in_features if layer.in_group is None else groups[layer.in_group].size * layer.in_expand
         if expected != layer.in_features:
-            raise ValueError(f"cannot derive a region map: {layer.name!r} expects {layer.in_features} inputs, "
-                             f"the traced input has {expected}")
+            raise ValueError(
+                f"cannot derive a region map: {layer.name!r} expects {layer.in_features} inputs, "
+                f"the traced input has {expected}"
+            )
     by_module = {layer.name: layer for layer in layers}
     norms = {name: group_of(element) for name, element in tracer.norms.items()}
     parameter_names = {name for name, _ in model.named_parameters()}
@@ -455,7 +503,8 @@ def _assemble(model: nn.Module, tracer: _RegionTracer, input_shape: tuple[int, .
             layer = by_module[owner]
             if attr == "weight":
                 rules.append(
-                    ArrayRule(key, shape, layer.out_group, layer.in_group, layer.in_expand, is_param, "weight"))
+                    ArrayRule(key, shape, layer.out_group, layer.in_group, layer.in_expand, is_param, "weight")
+                )
             elif attr == "bias":
                 rules.append(ArrayRule(key, shape, layer.out_group, None, 1, is_param, "bias"))
             else:

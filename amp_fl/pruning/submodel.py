@@ -180,22 +180,33 @@ def held_masks(region_map: RegionMap, kept: KeptIndices) -> list[np.ndarray]:
 
 def _shrunk_module(module: nn.Module, prefix: str, shapes: Mapping[str, tuple[int, ...]]) -> nn.Module:
     """An uninitialised (``meta``) copy of ``module`` with the sub-model's widths."""
+
     def shape(attr: str) -> tuple[int, ...]:
         return shapes[f"{prefix}.{attr}" if prefix else attr]
 
     if isinstance(module, nn.Conv2d):
         out_ch, in_ch = shape("weight")[:2]
         # (torch types kernel_size/stride/dilation as tuple[int, ...] on the module, tuple[int, int] in __init__.)
-        return nn.Conv2d(in_ch, out_ch, module.kernel_size, module.stride, module.padding,  # type: ignore[arg-type]
-                         module.dilation, module.groups, module.bias is not None,  # type: ignore[arg-type]
-                         module.padding_mode, device="meta")
+        return nn.Conv2d(
+            in_ch,
+            out_ch,
+            module.kernel_size,
+            module.stride,
+            module.padding,  # type: ignore[arg-type]
+            module.dilation,
+            module.groups,
+            module.bias is not None,  # type: ignore[arg-type]
+            module.padding_mode,
+            device="meta",
+        )
     if isinstance(module, nn.Linear):
         out_f, in_f = shape("weight")
         return nn.Linear(in_f, out_f, module.bias is not None, device="meta")
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         width = shape("weight" if module.affine else "running_mean")[0]
-        return type(module)(width, module.eps, module.momentum, module.affine, module.track_running_stats,
-                            device="meta")
+        return type(module)(
+            width, module.eps, module.momentum, module.affine, module.track_running_stats, device="meta"
+        )
     raise ValueError(f"cannot shrink module {prefix!r} of type {type(module).__name__}")
 
 
@@ -241,8 +252,10 @@ def build_submodel(
         model = build_model(model_name, num_classes=num_classes, input_shape=tuple(input_shape))  # type: ignore[arg-type]
     full_state = model.state_dict()
     if list(full_state) != region_map.param_names or [tuple(t.shape) for t in full_state.values()] != region_map.shapes:
-        raise ValueError(f"region map does not describe model {model_name!r} with input {tuple(input_shape)} and "
-                         f"{num_classes} classes (state_dict names or shapes differ)")
+        raise ValueError(
+            f"region map does not describe model {model_name!r} with input {tuple(input_shape)} and "
+            f"{num_classes} classes (state_dict names or shapes differ)"
+        )
     shapes = {rule.name: rule.sub_shape(counts) for rule in region_map.arrays}
     for name, module in list(model.named_modules()):
         if not owns_state(module):

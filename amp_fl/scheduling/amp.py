@@ -126,4 +126,6 @@ class AmpScheduler(SchedulerBase):
         kept = top_aoi_indices(aoi_table, devices, counts, rng)
         # Omega read off the matrix equals the kept regions' weight: the tie-break changes which
         # equal-age regions are kept, not their ages (tested against kept_weights).
-        return assemble_schedule(round, costs, aoi_table, devices, rbs, kappa, counts, kept, weights=weights[devices, rbs])
+        return assemble_schedule(
+            round, costs, aoi_table, devices, rbs, kappa, counts, kept, weights=weights[devices, rbs]
+        )

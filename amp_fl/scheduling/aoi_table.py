@@ -41,7 +41,9 @@ class AoITable:
 
     def __init__(self, num_devices: int, layer_sizes: Sequence[int], initial_age: int = 0) -> None:
         require(int(num_devices) >= 1, "wireless.num_devices", f"must be >= 1, got {num_devices!r}")
-        require(0 <= int(initial_age) <= _AGE_LIMIT, "aoi.initial_age", f"must be in [0, {_AGE_LIMIT}], got {initial_age!r}")
+        require(
+            0 <= int(initial_age) <= _AGE_LIMIT, "aoi.initial_age", f"must be in [0, {_AGE_LIMIT}], got {initial_age!r}"
+        )
         self.layer_sizes = check_layer_sizes(layer_sizes)
         self.offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(self.layer_sizes)]))
         self._ages = np.full((int(num_devices), self.offsets[-1]), int(initial_age), dtype=AGE_DTYPE)

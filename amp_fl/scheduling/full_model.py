@@ -44,10 +44,13 @@ class FullModelScheduler(SchedulerBase):
 
     name = "full_model"
 
-    def __init__(self, system: SystemModel, seed: int, selection: str = "rate", deadline_s: float | None = None) -> None:
+    def __init__(
+        self, system: SystemModel, seed: int, selection: str = "rate", deadline_s: float | None = None
+    ) -> None:
         require(selection in SELECTIONS, "scheduling.selection", f"must be one of {SELECTIONS}, got {selection!r}")
         require(
-            deadline_s is None or (isinstance(deadline_s, int | float) and math.isfinite(deadline_s) and deadline_s > 0),
+            deadline_s is None
+            or (isinstance(deadline_s, int | float) and math.isfinite(deadline_s) and deadline_s > 0),
             "scheduling.deadline_s",
             f"must be a positive number of seconds or null, got {deadline_s!r}",
         )

@@ -74,7 +74,8 @@ class PaperRouteScheduler(SchedulerBase):
                 kept = tuple(select_top_aoi(ages[k], int(c), rng) for ages, c in zip(layers, counts[k, r], strict=True))
                 policies[(k, r)] = kept
                 weights[k, r] = sum(
-                    int(np.sum((ages[k, idx].astype(np.int64) + 1) ** 2)) for ages, idx in zip(layers, kept, strict=True)
+                    int(np.sum((ages[k, idx].astype(np.int64) + 1) ** 2))
+                    for ages, idx in zip(layers, kept, strict=True)
                 )
         theta, _ = solve_p4(weights)
         real = theta[:num_devices, :num_rbs]

@@ -45,7 +45,9 @@ def build_scheduler(name: str, system: SystemModel, *, seed: int, **options: Any
     ``pruning_ratio`` and ``num_scheduled``), ``full_model`` (Synchronous FL).
     """
     if name not in _REGISTRY:
-        raise ConfigError("scheduling.name", f"unknown scheduler {name!r}; choose from {', '.join(available_schedulers())}")
+        raise ConfigError(
+            "scheduling.name", f"unknown scheduler {name!r}; choose from {', '.join(available_schedulers())}"
+        )
     factory = _REGISTRY[name]
     parameters = inspect.signature(factory).parameters
     accepted = [p for p in parameters if p not in ("system", "seed")]

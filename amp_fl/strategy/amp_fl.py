@@ -113,11 +113,13 @@ class AmpFlStrategy(Strategy):
             kept = self._kept_for(server_round, device, schedule, row)
             self._pending[device] = kept
             sub_arrays = extract_arrays(self.weights, self.region_map, kept)
-            content = RecordDict({
-                P.ARRAYS: P.arrays_to_record(self.region_map.param_names, sub_arrays),
-                P.KEPT: P.kept_to_record(kept),
-                P.CONFIG: ConfigRecord({**self.client_config, "round": server_round, "device": device}),
-            })
+            content = RecordDict(
+                {
+                    P.ARRAYS: P.arrays_to_record(self.region_map.param_names, sub_arrays),
+                    P.KEPT: P.kept_to_record(kept),
+                    P.CONFIG: ConfigRecord({**self.client_config, "round": server_round, "device": device}),
+                }
+            )
             report.downlink_bytes += sum(a.nbytes for a in sub_arrays) + sum(4 * len(k) for k in kept)
             report.sent_devices.append(device)
             messages.append(Message(content=content, message_type="train", dst_node_id=self.device_nodes[device]))
@@ -215,6 +217,12 @@ class AmpFlStrategy(Strategy):
         return None
 
     def summary(self) -> None:
-        log.info("AMP-FL: %d devices, %d region groups (%d regions), compensation=%s, memory_friendly=%s, policy=%s",
-                 len(self.device_nodes), len(self.region_map.groups), self.region_map.num_regions,
-                 self.settings.compensation, self.settings.memory_friendly, self.policy.name)
+        log.info(
+            "AMP-FL: %d devices, %d region groups (%d regions), compensation=%s, memory_friendly=%s, policy=%s",
+            len(self.device_nodes),
+            len(self.region_map.groups),
+            self.region_map.num_regions,
+            self.settings.compensation,
+            self.settings.memory_friendly,
+            self.policy.name,
+        )

@@ -95,7 +95,9 @@ class WirelessConfig:
     def validate(self, prefix: str = "wireless") -> WirelessConfig:
         """Check every field; return ``self`` so that ``cfg = WirelessConfig(...).validate()`` reads well."""
         require(
-            _positive_int(self.num_devices), f"{prefix}.num_devices", f"must be an integer >= 1, got {self.num_devices!r}"
+            _positive_int(self.num_devices),
+            f"{prefix}.num_devices",
+            f"must be an integer >= 1, got {self.num_devices!r}",
         )
         require(_positive_int(self.num_rbs), f"{prefix}.num_rbs", f"must be an integer >= 1, got {self.num_rbs!r}")
         require(
@@ -114,7 +116,9 @@ class WirelessConfig:
             f"must be a finite positive bandwidth, got {self.bandwidth_hz!r}",
         )
         require(
-            _finite(self.noise_psd_dbm_hz), f"{prefix}.noise_psd_dbm_hz", f"must be finite, got {self.noise_psd_dbm_hz!r}"
+            _finite(self.noise_psd_dbm_hz),
+            f"{prefix}.noise_psd_dbm_hz",
+            f"must be finite, got {self.noise_psd_dbm_hz!r}",
         )
         require(_finite(self.path_loss_db), f"{prefix}.path_loss_db", f"must be finite, got {self.path_loss_db!r}")
         # dBm may be negative (-10 dBm = 0.1 mW); only a non-finite value is impossible.
@@ -182,17 +186,25 @@ class LatencyConfig:
 
     def validate(self, prefix: str = "latency") -> LatencyConfig:
         """Check every field; return ``self``."""
-        require(_positive_int(self.num_params), f"{prefix}.num_params", f"must be an integer >= 1, got {self.num_params!r}")
+        require(
+            _positive_int(self.num_params), f"{prefix}.num_params", f"must be an integer >= 1, got {self.num_params!r}"
+        )
         require(
             _finite(self.flops_per_sample) and self.flops_per_sample > 0,
             f"{prefix}.flops_per_sample",
             f"must be positive, got {self.flops_per_sample!r}",
         )
-        require(_finite(self.t_max_s) and self.t_max_s > 0, f"{prefix}.t_max_s", f"must be positive, got {self.t_max_s!r}")
         require(
-            _positive_int(self.local_steps), f"{prefix}.local_steps", f"must be an integer >= 1, got {self.local_steps!r}"
+            _finite(self.t_max_s) and self.t_max_s > 0, f"{prefix}.t_max_s", f"must be positive, got {self.t_max_s!r}"
         )
-        require(_positive_int(self.batch_size), f"{prefix}.batch_size", f"must be an integer >= 1, got {self.batch_size!r}")
+        require(
+            _positive_int(self.local_steps),
+            f"{prefix}.local_steps",
+            f"must be an integer >= 1, got {self.local_steps!r}",
+        )
+        require(
+            _positive_int(self.batch_size), f"{prefix}.batch_size", f"must be an integer >= 1, got {self.batch_size!r}"
+        )
         require(
             _positive_int(self.bits_per_param),
             f"{prefix}.bits_per_param",

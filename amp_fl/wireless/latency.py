@@ -31,7 +31,9 @@ def check_layer_sizes(layer_sizes: Sequence[int]) -> tuple[int, ...]:
 
 def full_compute_latency(latency: LatencyConfig, cpu_hz: np.ndarray, flops_per_cycle: np.ndarray) -> np.ndarray:
     """Full-model compute time ``lambda L_b C / (f_k n_k)`` (eq. 6 at beta = 0), shape (K,)."""
-    return latency.flops_per_round / (np.asarray(cpu_hz, dtype=np.float64) * np.asarray(flops_per_cycle, dtype=np.float64))
+    return latency.flops_per_round / (
+        np.asarray(cpu_hz, dtype=np.float64) * np.asarray(flops_per_cycle, dtype=np.float64)
+    )
 
 
 def full_upload_latency(latency: LatencyConfig, rates: np.ndarray) -> np.ndarray:

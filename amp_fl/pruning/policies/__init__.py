@@ -18,8 +18,23 @@ from .rolling import RollingPolicy, rolling_window
 from .static import StaticPolicy
 
 __all__ = [
-    "AoIPolicy", "FederatedDropoutPolicy", "ImportancePolicy", "PruningPolicy", "RollingPolicy",
-    "SelectionContext", "StaticPolicy", "aoi_priority_order", "available_policies", "build_policy",
-    "context_rng", "infeasible_layers", "is_feasible", "keep_counts_for_fraction", "region_l1_norms",
-    "register_policy", "rolling_window", "select_top_aoi", "validate_keep_counts",
+    "AoIPolicy",
+    "FederatedDropoutPolicy",
+    "ImportancePolicy",
+    "PruningPolicy",
+    "RollingPolicy",
+    "SelectionContext",
+    "StaticPolicy",
+    "aoi_priority_order",
+    "available_policies",
+    "build_policy",
+    "context_rng",
+    "infeasible_layers",
+    "is_feasible",
+    "keep_counts_for_fraction",
+    "region_l1_norms",
+    "register_policy",
+    "rolling_window",
+    "select_top_aoi",
+    "validate_keep_counts",
 ]

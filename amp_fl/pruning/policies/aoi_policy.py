@@ -25,5 +25,7 @@ class AoIPolicy(PruningPolicy):
 
     def _select(self, keep_counts: list[int], ctx: SelectionContext) -> KeptIndices:
         rng = context_rng(self.seed, ctx)
-        return [select_top_aoi(ages, count, rng).astype(np.int64)
-                for ages, count in zip(ctx.group_ages(), keep_counts, strict=True)]
+        return [
+            select_top_aoi(ages, count, rng).astype(np.int64)
+            for ages, count in zip(ctx.group_ages(), keep_counts, strict=True)
+        ]

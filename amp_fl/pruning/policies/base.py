@@ -51,7 +51,8 @@ class SelectionContext:
     def __post_init__(self) -> None:
         if int(self.server_round) < 0 or int(self.device_id) < 0:
             raise ValueError(
-                f"server_round and device_id must be non-negative, got {self.server_round}, {self.device_id}")
+                f"server_round and device_id must be non-negative, got {self.server_round}, {self.device_id}"
+            )
 
     def group_ages(self) -> list[np.ndarray]:
         """The device's AoI split per group (validated against the group sizes)."""

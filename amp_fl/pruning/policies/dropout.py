@@ -16,5 +16,7 @@ class FederatedDropoutPolicy(PruningPolicy):
 
     def _select(self, keep_counts: list[int], ctx: SelectionContext) -> KeptIndices:
         rng = context_rng(self.seed, ctx)
-        return [np.sort(rng.choice(size, size=count, replace=False)).astype(np.int64)
-                for size, count in zip(ctx.region_map.layer_sizes, keep_counts, strict=True)]
+        return [
+            np.sort(rng.choice(size, size=count, replace=False)).astype(np.int64)
+            for size, count in zip(ctx.region_map.layer_sizes, keep_counts, strict=True)
+        ]

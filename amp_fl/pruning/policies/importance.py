@@ -38,5 +38,7 @@ class ImportancePolicy(PruningPolicy):
     name = "importance"
 
     def _select(self, keep_counts: list[int], ctx: SelectionContext) -> KeptIndices:
-        return [np.sort(np.argsort(-norm, kind="stable")[:count]).astype(np.int64)
-                for norm, count in zip(region_l1_norms(ctx), keep_counts, strict=True)]
+        return [
+            np.sort(np.argsort(-norm, kind="stable")[:count]).astype(np.int64)
+            for norm, count in zip(region_l1_norms(ctx), keep_counts, strict=True)
+        ]

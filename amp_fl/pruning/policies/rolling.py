@@ -27,5 +27,7 @@ class RollingPolicy(PruningPolicy):
     name = "rolling"
 
     def _select(self, keep_counts: list[int], ctx: SelectionContext) -> KeptIndices:
-        return [rolling_window(size, count, ctx.server_round)
-                for size, count in zip(ctx.region_map.layer_sizes, keep_counts, strict=True)]
+        return [
+            rolling_window(size, count, ctx.server_round)
+            for size, count in zip(ctx.region_map.layer_sizes, keep_counts, strict=True)
+        ]
