@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export FLWR_HOME := $(CURDIR)/.flwr
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: install test run sweep bench clean
+.PHONY: install lint test run sweep bench clean
 
 install: $(STAMP)
 
@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev]"
 	touch $(STAMP)
+
+# Static checks (CI runs them before the tests): ruff lint, ruff format, mypy.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check amp_fl tests
+	$(VENV)/bin/ruff format --check amp_fl tests
+	$(VENV)/bin/mypy
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -9,17 +9,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import numpy as np
 
 from amp_fl.data.datasets import DATASETS
 from amp_fl.errors import ConfigError, require
 from amp_fl.models import available_models
 from amp_fl.wireless.config import WirelessConfig
 
-PARTITION_SCHEMES = ("iid", "shards")
-COMPENSATION_SCOPES = ("all", "scheduled", "none")
-COST_MODELS = ("paper", "model")
+Partition = Literal["iid", "shards"]
+CostModel = Literal["paper", "model"]
+Compensation = Literal["all", "scheduled", "none"]
+PARTITION_SCHEMES: tuple[str, ...] = get_args(Partition)
+COMPENSATION_SCOPES: tuple[str, ...] = get_args(Compensation)
+COST_MODELS: tuple[str, ...] = get_args(CostModel)
+
+# Options a scheduler takes beyond (system, seed), by scheduler name, with the values each allows
+# (None: any value the option's own check accepts). Keys of ``SchedulingConfig``.
+SCHEDULER_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "fixed_ratio": {"num_scheduled": None, "selection": ("aoi", "random")},
+    "full_model": {"selection": ("rate", "random"), "deadline_s": None},
+    "pr": {"assignment": ("greedy", "matching")},
+}
 
 
 @dataclass
@@ -54,7 +68,7 @@ class ModelConfig:
     name: str = "cnn"
     # ``paper``: the paper's Q, C and T_max for its models (so the time axis matches the paper);
     # ``model``: Q and C counted from the model itself.
-    cost_model: str = "paper"
+    cost_model: CostModel = "paper"
     t_max_s: float | None = None  # None: the paper's value for cnn / vgg11
 
     def validate(self) -> None:
@@ -103,9 +117,28 @@ class PruningConfig:
 
 @dataclass
 class SchedulingConfig:
+    """Which scheduler runs, and its options (each accepted only by the schedulers that take it).
+
+    ``num_scheduled``: devices per round (``fixed_ratio``, <= RBs). ``selection``: how devices are
+    picked (``fixed_ratio``: aoi | random; ``full_model``: rate | random). ``deadline_s``: round
+    deadline of Synchronous FL (``full_model``; null waits for the slowest device). ``assignment``:
+    ``pr``'s device/RB rule (greedy | matching). Null means the scheduler's own default.
+    """
+
     name: str = "amp"
-    # Devices per round for the fixed-ratio mode and the baselines that need a count (<= RBs).
     num_scheduled: int | None = None
+    selection: str | None = None
+    deadline_s: float | None = None
+    assignment: str | None = None
+
+    def options(self, pruning_ratio: float) -> dict[str, Any]:
+        """Keyword options for ``build_scheduler(self.name, ...)``: the set (non-null) ones it takes."""
+        options: dict[str, Any] = {"pruning_ratio": pruning_ratio} if self.name == "fixed_ratio" else {}
+        for key in SCHEDULER_OPTIONS.get(self.name, {}):
+            value = getattr(self, key)
+            if value is not None:
+                options[key] = value
+        return options
 
     def validate(self) -> None:
         from amp_fl.scheduling import available_schedulers
@@ -115,16 +148,43 @@ class SchedulingConfig:
             "scheduling.name",
             f"unknown scheduler {self.name!r}; choose from {', '.join(available_schedulers())}",
         )
+        accepted = SCHEDULER_OPTIONS.get(self.name, {})
+        for key in ("num_scheduled", "selection", "deadline_s", "assignment"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            takers = sorted(name for name, opts in SCHEDULER_OPTIONS.items() if key in opts)
+            require(
+                key in accepted,
+                f"scheduling.{key}",
+                f"scheduler {self.name!r} does not take this option (taken by: {', '.join(takers)}); set it to null",
+            )
+            allowed = accepted[key]
+            require(
+                allowed is None or value in allowed,
+                f"scheduling.{key}",
+                f"scheduler {self.name!r} accepts {', '.join(allowed or ())}, got {value!r}",
+            )
         require(
             self.num_scheduled is None or self.num_scheduled >= 1,
             "scheduling.num_scheduled",
             f"must be >= 1, got {self.num_scheduled}",
         )
+        require(
+            self.deadline_s is None or (math.isfinite(self.deadline_s) and self.deadline_s > 0),
+            "scheduling.deadline_s",
+            f"must be a positive number of seconds or null, got {self.deadline_s}",
+        )
+        require(
+            self.name != "fixed_ratio" or self.num_scheduled is not None,
+            "scheduling.num_scheduled",
+            "the fixed_ratio scheduler needs the number of devices per round",
+        )
 
 
 @dataclass
 class StrategyConfig:
-    compensation: str = "all"
+    compensation: Compensation = "all"
     memory_friendly: bool = False
     target_accuracy: float = 0.9
     eval_batch_size: int = 1000
@@ -191,6 +251,8 @@ class RunConfig:
     seed: int = 0
     num_rounds: int = 200
     output_dir: str = "runs/default"
+    # Stream Flower's full log to the terminal too (it is always kept in the run folder's flower.log).
+    verbose: bool = False
     dataset: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -220,22 +282,12 @@ class RunConfig:
             self.deployment,
         ):
             section.validate()
-        if self.scheduling.name == "fixed_ratio":
-            require(
-                self.scheduling.num_scheduled is not None,
-                "scheduling.num_scheduled",
-                "the fixed_ratio scheduler needs the number of devices per round",
-            )
         if self.scheduling.num_scheduled is not None:
             require(
-                self.scheduling.name == "fixed_ratio",
+                self.scheduling.num_scheduled <= min(self.wireless.num_rbs, self.wireless.num_devices),
                 "scheduling.num_scheduled",
-                f"only the fixed_ratio scheduler takes a device count; {self.scheduling.name!r} decides it itself",
-            )
-            require(
-                self.scheduling.num_scheduled <= self.wireless.num_rbs,
-                "scheduling.num_scheduled",
-                f"{self.scheduling.num_scheduled} devices per round but only {self.wireless.num_rbs} RBs",
+                f"{self.scheduling.num_scheduled} devices per round but only {self.wireless.num_rbs} RBs "
+                f"and {self.wireless.num_devices} devices",
             )
         return self
 
@@ -260,7 +312,11 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check scalar types (ints may stand for floats; None only where the field allows it)."""
+    """Check scalar types (ints may stand for floats; None only where the field allows it; Literal choices)."""
+    if get_origin(hint) is Literal:
+        choices = get_args(hint)
+        require(value in choices, key, f"choose from {', '.join(map(str, choices))}, got {value!r}")
+        return value
     if get_origin(hint) in (tuple, list):
         require(isinstance(value, list | tuple), key, f"expected a list, got {value!r}")
         item = get_args(hint)[0]
@@ -287,3 +343,41 @@ def load_config(values: dict[str, Any]) -> RunConfig:
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def check_partition(cfg: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
+    """Partition the training labels as configured; an impossible split names the key to change.
+
+    Run before any Flower process starts (the launcher's preflight), so a data-dependent mistake
+    (more shards than samples) ends in one ``ConfigError`` line instead of a failed run.
+    """
+    from amp_fl.data.partition import partition
+
+    num_samples, k = len(labels), cfg.num_devices
+    require(num_samples >= k, "wireless.num_devices", f"{k} devices but the training set has {num_samples} samples")
+    if cfg.dataset.partition == "shards":
+        shards = k * cfg.dataset.shards_per_device
+        require(
+            shards <= num_samples,
+            "dataset.shards_per_device",
+            f"{k} devices x {cfg.dataset.shards_per_device} shards = {shards} shards but only {num_samples} samples",
+        )
+    try:
+        return partition(labels, k, cfg.dataset.partition, cfg.dataset.shards_per_device, cfg.seed)
+    except ValueError as exc:
+        raise ConfigError("dataset.shards_per_device", str(exc)) from exc
+
+
+def check_keep_counts(cfg: RunConfig, layer_sizes: Sequence[int]) -> None:
+    """Fixed-ratio mode: ``pruning.ratio`` must leave every layer of the model at least one region."""
+    if cfg.scheduling.name != "fixed_ratio":
+        return
+    from amp_fl.pruning.counts import keep_counts
+
+    counts = keep_counts(np.float64(1.0 - cfg.pruning.ratio), layer_sizes)
+    empty = [int(size) for size, count in zip(layer_sizes, counts, strict=True) if count < 1]
+    require(
+        not empty,
+        "pruning.ratio",
+        f"{cfg.pruning.ratio} leaves a layer of {empty[0] if empty else 0} regions of model {cfg.model.name!r} empty",
+    )

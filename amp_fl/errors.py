@@ -1,10 +1,16 @@
-"""Errors shared by every package, so callers can catch one type per kind of bad input."""
+"""Errors shared by every package, so callers can catch one type per kind of bad input.
+
+Library code (models, pruning, wireless, scheduling, strategy, client, data) raises ``ValueError``
+or ``TypeError`` naming its own *parameter* (:func:`check_argument`). Only the configuration layer
+(``amp_fl.config`` and the config dataclasses it composes) raises :class:`ConfigError`, whose
+message names the *config key* a user can change.
+"""
 
 from __future__ import annotations
 
 
 class ConfigError(ValueError):
-    """A configuration value is impossible; the message names the key (e.g. ``data.num_devices``)."""
+    """A configuration value is impossible; the message names the key (e.g. ``wireless.num_devices``)."""
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"invalid config {key}: {problem}")
@@ -12,9 +18,19 @@ class ConfigError(ValueError):
 
 
 def require(condition: bool, key: str, problem: str) -> None:
-    """Raise :class:`ConfigError` for ``key`` unless ``condition`` holds."""
+    """Raise :class:`ConfigError` for config key ``key`` unless ``condition`` holds (config layer only)."""
     if not condition:
         raise ConfigError(key, problem)
+
+
+def check_argument(condition: bool, name: str, problem: str) -> None:
+    """Raise ``ValueError("<name>: <problem>")`` unless ``condition`` holds (library code).
+
+    ``name`` is the function's parameter (``num_devices``, ``distance_m``), never a config key: the
+    configuration layer checks its keys before calling library code.
+    """
+    if not condition:
+        raise ValueError(f"{name}: {problem}")
 
 
 class InvalidReplyError(ValueError):

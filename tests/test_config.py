@@ -37,6 +37,16 @@ def test_defaults_are_the_paper_settings():
         ({"scheduling": {"name": "fixed_ratio", "num_scheduled": 11}}, "scheduling.num_scheduled"),
         ({"train": {"batch_sise": 32}}, "train.batch_sise"),
         ({"train": {"local_steps": "eight"}}, "train.local_steps"),
+        ({"dataset": {"partition": "dirichlet"}}, "dataset.partition"),
+        ({"model": {"cost_model": "flops"}}, "model.cost_model"),
+        ({"scheduling": {"name": "amp", "selection": "random"}}, "scheduling.selection"),
+        ({"scheduling": {"name": "full_model", "selection": "aoi"}}, "scheduling.selection"),
+        ({"scheduling": {"name": "fixed_ratio", "num_scheduled": 5, "selection": "rate"}}, "scheduling.selection"),
+        ({"scheduling": {"name": "full_model", "deadline_s": 0.0}}, "scheduling.deadline_s"),
+        ({"scheduling": {"name": "pr", "deadline_s": 1.0}}, "scheduling.deadline_s"),
+        ({"scheduling": {"name": "pr", "assignment": "hungarian"}}, "scheduling.assignment"),
+        ({"scheduling": {"name": "amp", "num_scheduled": 5}}, "scheduling.num_scheduled"),
+        ({"verbose": "yes"}, "verbose"),
     ],
 )
 def test_impossible_values_fail_with_the_key(values, key):
@@ -46,12 +56,43 @@ def test_impossible_values_fail_with_the_key(values, key):
     assert key in str(info.value)
 
 
-def test_more_shards_than_samples_fails_before_flower_starts(tmp_path):
-    from amp_fl.experiments.launch import preflight
+def test_more_shards_than_samples_is_a_config_error():
+    import numpy as np
 
+    from amp_fl.config import check_partition
+
+    labels = np.repeat(np.arange(10), 400)  # 4,000 samples
     cfg = load_config({"dataset": {"name": "mnist5k", "shards_per_device": 30}, "wireless": {"num_devices": 200}})
-    with pytest.raises(ConfigError, match="dataset.shards_per_device"):
-        preflight(cfg)  # 6,000 shards > 4,000 samples
+    with pytest.raises(ConfigError, match="6000 shards but only 4000 samples") as info:
+        check_partition(cfg, labels)
+    assert info.value.key == "dataset.shards_per_device"
+    iid = load_config({"dataset": {"partition": "iid"}, "wireless": {"num_devices": 100}})
+    with pytest.raises(ConfigError) as info:
+        check_partition(iid, labels[:50])
+    assert info.value.key == "wireless.num_devices"
+    parts = check_partition(load_config({}), labels)  # 100 devices x 2 shards of 4,000 samples
+    assert len(parts) == 100 and sum(len(p) for p in parts) == 4000
+
+
+def test_fixed_ratio_that_empties_a_layer_is_a_config_error():
+    from amp_fl.config import check_keep_counts
+
+    values = {"scheduling": {"name": "fixed_ratio", "num_scheduled": 5}, "pruning": {"ratio": 0.9}}
+    with pytest.raises(ConfigError, match="leaves a layer of 6 regions") as info:
+        check_keep_counts(load_config(values), [6, 16, 120, 84])  # the CNN's layers: floor(0.1 * 6) = 0
+    assert info.value.key == "pruning.ratio"
+    check_keep_counts(load_config({**values, "pruning": {"ratio": 0.8}}), [6, 16, 120, 84])  # floor(1.2) = 1
+    check_keep_counts(load_config({"pruning": {"ratio": 0.99}}), [6, 16])  # not fixed_ratio: not checked
+
+
+def test_scheduler_options_reach_the_constructor_arguments():
+    cfg = load_config({"scheduling": {"name": "full_model", "selection": "random", "deadline_s": 2}})
+    assert cfg.scheduling.options(pruning_ratio=0.3) == {"selection": "random", "deadline_s": 2.0}
+    cfg = load_config({"scheduling": {"name": "fixed_ratio", "num_scheduled": 4, "selection": "random"}})
+    assert cfg.scheduling.options(pruning_ratio=0.3) == {"pruning_ratio": 0.3, "num_scheduled": 4, "selection": "random"}
+    cfg = load_config({"scheduling": {"name": "pr", "assignment": "matching"}})
+    assert cfg.scheduling.options(pruning_ratio=0.3) == {"assignment": "matching"}
+    assert load_config({}).scheduling.options(pruning_ratio=0.3) == {}
 
 
 def _compose(overrides):
@@ -72,6 +113,10 @@ def _compose(overrides):
         ["experiment=sweep_ratio", "pruning.ratio=0.5"],
         ["dataset=fashion_mnist", "model=vgg11", "scheduling=pr", "pruning=random", "strategy=amp_fl_wgc"],
         ["model=resnet18", "dataset=cifar10", "strategy=amp_fl_memory_friendly"],
+        ["scheduling=full_model", "scheduling.selection=random", "scheduling.deadline_s=0.5"],
+        ["scheduling=pr", "scheduling.assignment=matching"],
+        ["scheduling=fixed_ratio", "scheduling.selection=random"],
+        ["verbose=true"],
     ],
 )
 def test_every_shipped_config_composes_and_validates(overrides):

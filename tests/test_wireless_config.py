@@ -1,4 +1,4 @@
-"""Config validation: every impossible value raises ConfigError naming its key."""
+"""Config validation: the wireless section raises ConfigError naming its key; derived objects raise ValueError."""
 
 from __future__ import annotations
 
@@ -76,53 +76,45 @@ def test_prefix_is_configurable() -> None:
         ("bits_per_param", 0),
     ],
 )
-def test_latency_config_errors_name_the_key(field: str, value: object) -> None:
+def test_latency_config_errors_name_the_field(field: str, value: object) -> None:
+    # LatencyConfig is derived from model.* and train.* (checked by amp_fl.config), not a user config:
+    # it raises a plain ValueError naming its field.
     cfg = dataclasses.replace(paper_latency_config("cnn"), **{field: value})
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ValueError, match=rf"^latency\.{field}: ") as info:
         cfg.validate()
-    assert info.value.key == f"latency.{field}"
+    assert not isinstance(info.value, ConfigError)
 
 
 def test_latency_preset_errors() -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ValueError, match="model 'resnet50' has no paper preset; choose from cnn, vgg11"):
         paper_latency_config("resnet50")
-    assert info.value.key == "latency.model"
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ValueError, match=r"^t_max: is not a LatencyConfig field"):
         paper_latency_config("cnn", t_max=1.0)
-    assert info.value.key == "latency.t_max"
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ValueError, match=r"^latency\.t_max_s: must be positive"):
         paper_latency_config("cnn", t_max_s=0.0)
-    assert info.value.key == "latency.t_max_s"
 
 
 @pytest.mark.parametrize("field", ["cpu_hz", "flops_per_cycle", "tx_power_w", "distance_m"])
 def test_device_profile_rejects_non_positive(field: str) -> None:
     profile = dataclasses.replace(DeviceProfile(1e9, 4.0, 1.0, 10.0), **{field: -1.0})
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ValueError, match=rf"^device\.{field}: must be a finite positive number"):
         profile.validate()
-    assert info.value.key == f"device.{field}"
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ValueError, match=rf"^devices\[1\]\.{field}: "):
         DevicePopulation.from_profiles([DeviceProfile(1e9, 4.0, 1.0, 10.0), profile])
-    assert info.value.key == f"devices[1].{field}"
 
 
 def test_population_rejects_negative_power_array() -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ValueError, match=r"^tx_power_w: must be finite and positive"):
         DevicePopulation(np.ones(2), np.ones(2), np.array([1.0, -0.5]), np.ones(2))
-    assert info.value.key == "devices.tx_power_w"
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ValueError, match=r"one entry per device, got sizes \[2, 3\]"):
         DevicePopulation(np.ones(2), np.ones(3), np.ones(2), np.ones(2))
-    assert info.value.key == "devices"
 
 
 def test_seed_and_sizes_checked() -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ValueError, match=r"^seed: must be a non-negative integer"):
         simulated_device_profile(0, seed=-1, cfg=WirelessConfig())
-    assert info.value.key == "seed"
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ValueError, match=r"^distance_m: must have one entry per device"):
         RayleighChannel(WirelessConfig(num_devices=2), np.ones(3), seed=0)
-    assert info.value.key == "devices.distance_m"
     cfg = WirelessConfig(num_devices=3)
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ValueError, match="num_devices"):
         SystemModel(cfg, LatencyConfig(1, 1.0, 1.0), DevicePopulation.simulated(WirelessConfig(num_devices=2), seed=0))
-    assert info.value.key == "wireless.num_devices"

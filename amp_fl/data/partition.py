@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from amp_fl.errors import require
+from amp_fl.errors import check_argument
 
 
 def iid_partition(num_samples: int, num_devices: int, seed: int) -> list[np.ndarray]:
     """Split ``range(num_samples)`` into ``num_devices`` random parts of near-equal size."""
-    require(num_devices >= 1, "wireless.num_devices", f"must be >= 1, got {num_devices}")
-    require(num_samples >= num_devices, "wireless.num_devices",
-            f"{num_devices} devices but only {num_samples} samples: a device would get none")
+    check_argument(num_devices >= 1, "num_devices", f"must be >= 1, got {num_devices}")
+    check_argument(
+        num_samples >= num_devices,
+        "num_devices",
+        f"{num_devices} devices but only {num_samples} samples: a device would get none",
+    )
     order = np.random.default_rng(seed).permutation(num_samples)
     return [np.sort(part) for part in np.array_split(order, num_devices)]
 
@@ -47,17 +50,22 @@ def shard_partition(labels: np.ndarray, num_devices: int, shards_per_device: int
     most ``s`` labels.
     """
     labels = np.asarray(labels)
-    require(num_devices >= 1, "wireless.num_devices", f"must be >= 1, got {num_devices}")
-    require(shards_per_device >= 1, "dataset.shards_per_device", f"must be >= 1, got {shards_per_device}")
+    check_argument(num_devices >= 1, "num_devices", f"must be >= 1, got {num_devices}")
+    check_argument(shards_per_device >= 1, "shards_per_device", f"must be >= 1, got {shards_per_device}")
     num_shards = num_devices * shards_per_device
-    require(num_shards <= len(labels), "dataset.shards_per_device",
-            f"{num_devices} devices x {shards_per_device} shards = {num_shards} shards but only "
-            f"{len(labels)} samples")
+    check_argument(
+        num_shards <= len(labels),
+        "shards_per_device",
+        f"{num_devices} devices x {shards_per_device} shards = {num_shards} shards but only {len(labels)} samples",
+    )
     rng = np.random.default_rng(seed)
     classes, class_sizes = np.unique(labels, return_counts=True)
     counts = shard_counts_per_label(class_sizes, num_shards)
-    require(int(counts.sum()) == num_shards, "dataset.shards_per_device",
-            f"cannot cut {num_shards} single-label shards from classes of sizes {class_sizes.tolist()}")
+    check_argument(
+        int(counts.sum()) == num_shards,
+        "shards_per_device",
+        f"cannot cut {num_shards} single-label shards from classes of sizes {class_sizes.tolist()}",
+    )
     shards: list[np.ndarray] = []
     for label, count in zip(classes, counts, strict=True):
         members = rng.permutation(np.flatnonzero(labels == label))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from amp_fl.errors import require
+from amp_fl.errors import check_argument
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.seeding import check_seed, derive_rng
 
@@ -77,8 +77,8 @@ class Channel(ABC):
     """Source of per-round channel states for ``num_devices`` devices and ``num_rbs`` RBs."""
 
     def __init__(self, num_devices: int, num_rbs: int) -> None:
-        require(int(num_devices) >= 1, "wireless.num_devices", f"must be >= 1, got {num_devices!r}")
-        require(int(num_rbs) >= 1, "wireless.num_rbs", f"must be >= 1, got {num_rbs!r}")
+        check_argument(int(num_devices) >= 1, "num_devices", f"must be >= 1, got {num_devices!r}")
+        check_argument(int(num_rbs) >= 1, "num_rbs", f"must be >= 1, got {num_rbs!r}")
         self.num_devices = int(num_devices)
         self.num_rbs = int(num_rbs)
 
@@ -108,12 +108,12 @@ class RayleighChannel(Channel):
         cfg.validate()
         super().__init__(cfg.num_devices, cfg.num_rbs)
         distance = np.asarray(distance_m, dtype=np.float64)
-        require(
+        check_argument(
             distance.shape == (cfg.num_devices,),
-            "devices.distance_m",
+            "distance_m",
             f"must have one entry per device ({cfg.num_devices}), got shape {distance.shape}",
         )
-        require(bool(np.all(np.isfinite(distance)) and np.all(distance > 0)), "devices.distance_m", "must be positive")
+        check_argument(bool(np.all(np.isfinite(distance)) and np.all(distance > 0)), "distance_m", "must be positive")
         self.cfg = cfg
         self.seed = check_seed(seed)
         # Large-scale gain h0 d^-2 is fixed per device; only rho changes per round.
@@ -127,7 +127,7 @@ class RayleighChannel(Channel):
         return rng.uniform(lo, hi, size=self.num_rbs) * self.cfg.noise_power_w
 
     def observe(self, round: int) -> ChannelState:
-        require(int(round) >= 0, "round", f"must be >= 0, got {round!r}")
+        check_argument(int(round) >= 0, "round", f"must be >= 0, got {round!r}")
         rho = derive_rng(self.seed, "channel.fading", int(round)).exponential(1.0, size=self.num_devices)
         if self._fixed_interference is None:
             interference = self._draw_interference(derive_rng(self.seed, "channel.interference", int(round)))

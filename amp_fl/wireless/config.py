@@ -1,8 +1,9 @@
 """Typed configuration of the wireless system (Table I) and of the per-round latency budget.
 
-Defaults are the paper's Table I / Sec. V values. ``validate(prefix)`` raises
-:class:`~amp_fl.errors.ConfigError` naming the offending key, e.g. ``wireless.num_rbs``; the
-prefix lets a caller nest these configs anywhere in its own config tree.
+Defaults are the paper's Table I / Sec. V values. :class:`WirelessConfig` is the ``wireless`` section
+of the run config: its ``validate(prefix)`` raises :class:`~amp_fl.errors.ConfigError` naming the
+offending key, e.g. ``wireless.num_rbs``. :class:`LatencyConfig` is derived from the model and
+training settings, not written by users: it raises ``ValueError`` naming its field.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from amp_fl.errors import ConfigError, require
+from amp_fl.errors import check_argument, require
 
 
 def dbm_to_watt(dbm: float) -> float:
@@ -185,27 +186,30 @@ class LatencyConfig:
         return float(self.local_steps) * float(self.batch_size) * float(self.flops_per_sample)
 
     def validate(self, prefix: str = "latency") -> LatencyConfig:
-        """Check every field; return ``self``."""
-        require(
+        """Check every field (``ValueError`` naming ``<prefix>.<field>``); return ``self``.
+
+        Not a user config: it is derived from ``model.*`` and ``train.*``, which ``amp_fl.config`` checks.
+        """
+        check_argument(
             _positive_int(self.num_params), f"{prefix}.num_params", f"must be an integer >= 1, got {self.num_params!r}"
         )
-        require(
+        check_argument(
             _finite(self.flops_per_sample) and self.flops_per_sample > 0,
             f"{prefix}.flops_per_sample",
             f"must be positive, got {self.flops_per_sample!r}",
         )
-        require(
+        check_argument(
             _finite(self.t_max_s) and self.t_max_s > 0, f"{prefix}.t_max_s", f"must be positive, got {self.t_max_s!r}"
         )
-        require(
+        check_argument(
             _positive_int(self.local_steps),
             f"{prefix}.local_steps",
             f"must be an integer >= 1, got {self.local_steps!r}",
         )
-        require(
+        check_argument(
             _positive_int(self.batch_size), f"{prefix}.batch_size", f"must be an integer >= 1, got {self.batch_size!r}"
         )
-        require(
+        check_argument(
             _positive_int(self.bits_per_param),
             f"{prefix}.bits_per_param",
             f"must be an integer >= 1, got {self.bits_per_param!r}",
@@ -238,10 +242,10 @@ def paper_latency_config(model: str, **overrides: Any) -> LatencyConfig:
     """
     if model not in PAPER_MODEL_COSTS:
         choices = ", ".join(sorted(PAPER_MODEL_COSTS))
-        raise ConfigError("latency.model", f"no paper preset for {model!r}; choose from {choices}")
+        raise ValueError(f"model {model!r} has no paper preset; choose from {choices}")
     cost = PAPER_MODEL_COSTS[model]
     base = LatencyConfig(num_params=cost.num_params, flops_per_sample=cost.flops_per_sample, t_max_s=cost.t_max_s)
     known = {f.name for f in fields(LatencyConfig)}
     for key in overrides:
-        require(key in known, f"latency.{key}", f"unknown key; known: {', '.join(sorted(known))}")
+        check_argument(key in known, key, f"is not a LatencyConfig field; known: {', '.join(sorted(known))}")
     return replace(base, **overrides).validate()

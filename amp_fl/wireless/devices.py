@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from amp_fl.errors import require
+from amp_fl.errors import check_argument
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.seeding import check_seed, derive_rng
 
@@ -45,7 +45,7 @@ class DeviceProfile:
     def validate(self, prefix: str = "device") -> DeviceProfile:
         for name in ("cpu_hz", "flops_per_cycle", "tx_power_w", "distance_m"):
             value = getattr(self, name)
-            require(
+            check_argument(
                 isinstance(value, int | float) and math.isfinite(value) and value > 0,
                 f"{prefix}.{name}",
                 f"must be a finite positive number, got {value!r}",
@@ -62,9 +62,9 @@ def simulated_device_profile(device_index: int, seed: int, cfg: WirelessConfig) 
     ``(seed, device_index)``, not on K or on the order devices are built in.
     """
     seed = check_seed(seed)
-    require(
+    check_argument(
         isinstance(device_index, int | np.integer) and int(device_index) >= 0,
-        "device.index",
+        "device_index",
         f"must be a non-negative integer, got {device_index!r}",
     )
     rng = derive_rng(seed, "wireless.device", int(device_index))
@@ -84,8 +84,10 @@ def simulated_device_profile(device_index: int, seed: int, cfg: WirelessConfig) 
 
 def _positive_vector(values: np.ndarray, key: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
-    require(array.ndim == 1 and array.size >= 1, key, f"must be a non-empty 1-D array, got shape {array.shape}")
-    require(bool(np.all(np.isfinite(array)) and np.all(array > 0)), key, "must be finite and positive for every device")
+    check_argument(array.ndim == 1 and array.size >= 1, key, f"must be a non-empty 1-D array, got shape {array.shape}")
+    check_argument(
+        bool(np.all(np.isfinite(array)) and np.all(array > 0)), key, "must be finite and positive for every device"
+    )
     array = array.copy()
     array.setflags(write=False)
     return array
@@ -103,9 +105,11 @@ class DevicePopulation:
     def __post_init__(self) -> None:
         # Arrays are copied read-only: a scheduler holding the population cannot be changed behind its back.
         for name in ("cpu_hz", "flops_per_cycle", "tx_power_w", "distance_m"):
-            object.__setattr__(self, name, _positive_vector(getattr(self, name), f"devices.{name}"))
+            object.__setattr__(self, name, _positive_vector(getattr(self, name), name))
         sizes = {self.cpu_hz.size, self.flops_per_cycle.size, self.tx_power_w.size, self.distance_m.size}
-        require(len(sizes) == 1, "devices", f"all arrays must have one entry per device, got sizes {sorted(sizes)}")
+        check_argument(
+            len(sizes) == 1, "DevicePopulation", f"all arrays must have one entry per device, got sizes {sorted(sizes)}"
+        )
 
     @property
     def num_devices(self) -> int:
@@ -114,7 +118,7 @@ class DevicePopulation:
     @classmethod
     def from_profiles(cls, profiles: Sequence[DeviceProfile]) -> DevicePopulation:
         """Stack profiles (measured or simulated) in device-id order."""
-        require(len(profiles) >= 1, "devices", "need at least one device profile")
+        check_argument(len(profiles) >= 1, "profiles", "must hold at least one device profile")
         for k, profile in enumerate(profiles):
             profile.validate(prefix=f"devices[{k}]")
         return cls(

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from amp_fl.errors import require
+from amp_fl.errors import check_argument
 
 
 def check_seed(seed: int, key: str = "seed") -> int:
@@ -21,7 +21,7 @@ def check_seed(seed: int, key: str = "seed") -> int:
 
     ``numpy.random.SeedSequence`` rejects negative entropy; failing here names the key.
     """
-    require(
+    check_argument(
         isinstance(seed, int | np.integer) and not isinstance(seed, bool) and int(seed) >= 0,
         key,
         f"must be a non-negative integer, got {seed!r}",
@@ -38,6 +38,6 @@ def derive_rng(seed: int, stream: str, *keys: int) -> np.random.Generator:
     """
     seed = check_seed(seed)
     for key in keys:
-        require(int(key) >= 0, f"{stream}.key", f"must be a non-negative integer, got {key!r}")
+        check_argument(int(key) >= 0, f"{stream}.key", f"must be a non-negative integer, got {key!r}")
     tag = zlib.crc32(stream.encode("utf-8"))
     return np.random.default_rng(np.random.SeedSequence([seed, tag, *(int(k) for k in keys)]))
