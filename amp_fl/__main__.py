@@ -2,12 +2,14 @@
 
 Hydra composes ``conf/``; the result is validated into :class:`amp_fl.config.RunConfig` before any
 Flower process starts, then one Flower run is launched per job (see ``amp_fl.experiments.launch``).
+The terminal shows a progress view and a summary (``verbose=true``: Flower's full log as well; it
+is always in the run folder's ``flower.log``). Bad input, an unavailable dataset or a failed run
+end in one ``error: ...`` line on stderr (exit code 2 for input, 1 for a failed run), never in a
+traceback.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -15,27 +17,22 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from amp_fl.config import load_config
-from amp_fl.errors import ConfigError
-from amp_fl.experiments.launch import launch
+from amp_fl.experiments.launch import cli_errors, launch
 
-log = logging.getLogger("amp_fl")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(conf: DictConfig) -> None:
-    values = OmegaConf.to_container(conf, resolve=True)
-    assert isinstance(values, dict)
+    # Hydra wraps what escapes this function in its own report: errors are turned into
+    # one line and SystemExit here (cli_errors).
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    values["output_dir"] = str(run_dir)
-    try:
-        cfg = load_config(values)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    log.info("run folder: %s", run_dir)
-    launch(cfg, run_dir)
-    print(f"[amp-fl] done: results in {run_dir} (metrics.csv, summary.json, *.png)", flush=True)
+    with cli_errors(run_dir):
+        container = OmegaConf.to_container(conf, resolve=True)
+        assert isinstance(container, dict)
+        values = {str(key): value for key, value in container.items()}
+        values["output_dir"] = str(run_dir)
+        launch(load_config(values), run_dir)
 
 
 if __name__ == "__main__":

@@ -18,21 +18,23 @@ import numpy as np
 from amp_fl.data.datasets import DATASETS
 from amp_fl.errors import ConfigError, require
 from amp_fl.models import available_models
+from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
+from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
+from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
+from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
 from amp_fl.wireless.config import WirelessConfig
 
 Partition = Literal["iid", "shards"]
 CostModel = Literal["paper", "model"]
-Compensation = Literal["all", "scheduled", "none"]
 PARTITION_SCHEMES: tuple[str, ...] = get_args(Partition)
-COMPENSATION_SCOPES: tuple[str, ...] = get_args(Compensation)
 COST_MODELS: tuple[str, ...] = get_args(CostModel)
 
 # Options a scheduler takes beyond (system, seed), by scheduler name, with the values each allows
 # (None: any value the option's own check accepts). Keys of ``SchedulingConfig``.
 SCHEDULER_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
-    "fixed_ratio": {"num_scheduled": None, "selection": ("aoi", "random")},
-    "full_model": {"selection": ("rate", "random"), "deadline_s": None},
-    "pr": {"assignment": ("greedy", "matching")},
+    "fixed_ratio": {"num_scheduled": None, "selection": FIXED_RATIO_SELECTIONS},
+    "full_model": {"selection": FULL_MODEL_SELECTIONS, "deadline_s": None},
+    "pr": {"assignment": PR_ASSIGNMENTS},
 }
 
 
@@ -101,7 +103,7 @@ class TrainConfig:
 class PruningConfig:
     policy: str = "aoi"
     # Pruning ratio beta of every sub-model under ``scheduling.name=fixed_ratio`` (Figs. 2-5);
-    # the other schedulers size each sub-model by eq. (16).
+    # the other schedulers size each sub-model by Eq. (16).
     ratio: float = 0.1
 
     def validate(self) -> None:
@@ -304,7 +306,7 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         hint = hints[key]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, hint, f"{prefix}{key}")

@@ -1,65 +1,619 @@
-"""The wire protocol between the AMP-FL ServerApp and ClientApp: record names, keys, codecs.
+"""The wire protocol between the AMP-FL ServerApp and ClientApp: typed messages, their keys and checks.
 
-Both sides import these names, so a typo cannot silently drop a field. Keys are kebab-case by
-Flower convention.
+Every message is a frozen dataclass with ``to_content()`` (-> Flower ``RecordDict``) and
+``from_content()`` (<- ``RecordDict``). ``from_content`` does *all* of the message's validation
+(missing record or key, wrong type, value out of range) and raises an error naming the key, so
+no other module reads a record by a string key. Keys are kebab-case by Flower convention; the
+record and key names are the module constants below and appear nowhere else.
 
 Messages
 --------
-``query`` (round 0, every node): server -> ``config`` {seed, wireless settings for simulated
-profiles}; client -> ``config`` {partition-id, cpu-hz, flops-per-cycle, tx-power-w, distance-m}.
-A real board reports measured values from its node config instead of simulated ones.
+``query`` (round 0, every node)
+    server -> :class:`ProfileQuery` (the seed and the wireless settings for simulated profiles);
+    client -> :class:`DeviceProfileReply` (partition-id, cpu-hz, flops-per-cycle, tx-power-w,
+    distance-m). A real board reports measured values from its node config
+    (:meth:`DeviceProfileReply.from_node_config`) instead of simulated ones.
+``train`` (every scheduled node)
+    server -> :class:`TrainInstruction`: the sliced sub-model (``arrays``, physically smaller),
+    the kept region indices (``kept``, one int32 array per region group) and the ``config``
+    (round, device and the run's :class:`TrainSetup`);
+    client -> :class:`TrainReply`: ``arrays`` (the cumulative gradient, or ``g - G_k`` in
+    memory-friendly mode, shaped like the sub-model) and ``metrics`` (num-examples, train-loss,
+    device, fit-seconds).
 
-``train`` (every scheduled node): server -> ``arrays`` (the sliced sub-model, physically smaller),
-``kept`` (one int32 index array per region group) and ``config`` (round, device, training and data
-settings); client -> ``arrays`` (cumulative gradient, or ``g - G_k`` in memory-friendly mode, same
-shapes as the sub-model) and ``metrics`` (num-examples, train-loss).
-
-Byte accounting: downlink = float32 sub-model bytes + 4 bytes per kept region index (int32);
-uplink = float32 gradient bytes only (4 x sub-model entries): the server already knows the kept
-indices, so the client sends none back (index overhead on the uplink: 0 bytes).
+Byte accounting
+---------------
+Downlink (:attr:`TrainInstruction.downlink_bytes`) = float32 sub-model bytes + 4 bytes per kept
+region index (int32). Uplink (:attr:`TrainReply.uplink_bytes`) = float32 gradient bytes only:
+the server already knows the kept indices, so the client sends none back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from amp_fl.errors import InvalidReplyError
+from amp_fl.pruning.counts import submodel_shapes
+from amp_fl.pruning.regions import KeptIndices, RegionMap, check_kept, keep_counts_of
+from amp_fl.wireless.config import WirelessConfig
+from amp_fl.wireless.devices import DeviceProfile
 
+# ------------------------------------------------------------------------------ record names
 ARRAYS = "arrays"
 KEPT = "kept"
 CONFIG = "config"
 METRICS = "metrics"
-STATE_CACHE = "amp-fl-gradient-cache"  # client state record for memory-friendly AMP-FL
+STATE_CACHE = "amp-fl-gradient-cache"  # the client's context.state record for memory-friendly AMP-FL
 
-PROFILE_KEYS = ("cpu-hz", "flops-per-cycle", "tx-power-w", "distance-m")
+# ------------------------------------------------------------------------------ keys
+# Node config (Flower's simulation sets both; a deployed SuperNode gets them from --node-config).
+PARTITION_ID = "partition-id"
+NUM_PARTITIONS = "num-partitions"
+# Device profile (reply to the query; also the node-config keys of a board's measured values).
+CPU_HZ = "cpu-hz"
+FLOPS_PER_CYCLE = "flops-per-cycle"
+TX_POWER_W = "tx-power-w"
+DISTANCE_M = "distance-m"
+PROFILE_KEYS = (CPU_HZ, FLOPS_PER_CYCLE, TX_POWER_W, DISTANCE_M)
+# Profile query.
+SEED = "seed"
+CELL_RADIUS_M = "cell-radius-m"
+MIN_DISTANCE_M = "min-distance-m"
+TX_POWER_DBM = "tx-power-dbm"
+CPU_FREQS_HZ = "cpu-freqs-hz"
+# Train instruction config.
+ROUND = "round"
+DEVICE = "device"
+DATASET = "dataset"
+DATA_ROOT = "data-root"
+NUM_DEVICES = "num-devices"
+PARTITION = "partition"
+SHARDS_PER_DEVICE = "shards-per-device"
+MODEL = "model"
+INPUT_SHAPE = "input-shape"
+NUM_CLASSES = "num-classes"
+LEARNING_RATE = "learning-rate"
+LOCAL_STEPS = "local-steps"
+BATCH_SIZE = "batch-size"
+MEMORY_FRIENDLY = "memory-friendly"
+# Train reply metrics.
+NUM_EXAMPLES = "num-examples"
+TRAIN_LOSS = "train-loss"
+FIT_SECONDS = "fit-seconds"
+# Metrics the ServerApp hands back to Flower (aggregate_train, evaluate_fn).
+NUM_UPDATES = "num-updates"
+NUM_FAILURES = "num-failures"
+ACCURACY = "accuracy"
+LOSS = "loss"
+
+WIRE_DTYPE = np.dtype(np.float32)
+KEPT_DTYPE = np.dtype(np.int32)
+KEPT_INDEX_BYTES = KEPT_DTYPE.itemsize  # 4 bytes per kept region index on the downlink
 
 
+# ------------------------------------------------------------------------------ field readers
+class _Fields:
+    """Typed reads of one record, raising ``error`` with a message that names the key."""
+
+    def __init__(self, record: Mapping[str, object], where: str, error: type[ValueError]) -> None:
+        self.record, self.where, self.error = record, where, error
+
+    def fail(self, key: str, problem: str) -> ValueError:
+        return self.error(f"{self.where}: key {key!r} {problem}")
+
+    def _get(self, key: str) -> object:
+        if key not in self.record:
+            raise self.fail(key, "is missing")
+        return self.record[key]
+
+    def integer(self, key: str, minimum: int = 0) -> int:
+        value = self._get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"must be an integer, got {type(value).__name__} {value!r}")
+        if value < minimum:
+            raise self.fail(key, f"must be >= {minimum}, got {value}")
+        return int(value)
+
+    def number(self, key: str, *, positive: bool = False, minimum: float | None = None) -> float:
+        return self._number(key, self._get(key), positive=positive, minimum=minimum)
+
+    def _number(self, key: str, value: object, *, positive: bool = False, minimum: float | None = None) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, f"must be a number, got {type(value).__name__} {value!r}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise self.fail(key, f"must be finite, got {number}")
+        if positive and number <= 0:
+            raise self.fail(key, f"must be > 0, got {number}")
+        if minimum is not None and number < minimum:
+            raise self.fail(key, f"must be >= {minimum}, got {number}")
+        return number
+
+    def text(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def flag(self, key: str) -> bool:
+        value = self._get(key)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be a boolean, got {type(value).__name__} {value!r}")
+        return value
+
+    def positive_numbers(self, key: str) -> tuple[float, ...]:
+        value = self._get(key)
+        if not isinstance(value, list) or not value:
+            raise self.fail(key, f"must be a non-empty list of numbers, got {value!r}")
+        return tuple(self._number(key, v, positive=True) for v in value)
+
+    def positive_ints(self, key: str, length: int) -> tuple[int, ...]:
+        value = self._get(key)
+        if (
+            not isinstance(value, list)
+            or len(value) != length
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
+        ):
+            raise self.fail(key, f"must be a list of {length} positive integers, got {value!r}")
+        return tuple(int(v) for v in value)
+
+
+def _config(content: RecordDict, where: str, error: type[ValueError]) -> _Fields:
+    if CONFIG not in content.config_records:
+        raise error(f"{where}: no {CONFIG!r} config record")
+    return _Fields(content.config_records[CONFIG], where, error)
+
+
+def _arrays(content: RecordDict, name: str, where: str, error: type[ValueError]) -> ArrayRecord:
+    if name not in content.array_records:
+        raise error(f"{where}: no {name!r} array record")
+    return content.array_records[name]
+
+
+def _wire_arrays(
+    record: ArrayRecord, where: str, error: type[ValueError]
+) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:
+    """Named float32 arrays with finite values, in record order."""
+    names, arrays = [], []
+    for name, array in record.items():
+        value = array.numpy()
+        if value.dtype != WIRE_DTYPE:
+            raise error(f"{where}: array {name!r} must be {WIRE_DTYPE}, got {value.dtype}")
+        if not np.all(np.isfinite(value)):
+            raise error(f"{where}: array {name!r} contains NaN or infinite values")
+        names.append(name)
+        arrays.append(value)
+    if not names:
+        raise error(f"{where}: the array record is empty")
+    return tuple(names), tuple(arrays)
+
+
+def _to_array_record(names: Sequence[str], arrays: Sequence[np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({n: Array(np.ascontiguousarray(a)) for n, a in zip(names, arrays, strict=True)})
+
+
+def _in_order(
+    names: Sequence[str], arrays: Sequence[np.ndarray], wanted: Sequence[str], where: str, error: type[ValueError]
+) -> list[np.ndarray]:
+    """``arrays`` (named ``names``) in ``wanted`` order; a missing or unexpected name is an error."""
+    by_name = dict(zip(names, arrays, strict=True))
+    if sorted(by_name) != sorted(wanted):
+        missing = sorted(set(wanted) - set(by_name))
+        extra = sorted(set(by_name) - set(wanted))
+        raise error(f"{where}: array names differ from the model's (missing {missing[:3]}, unexpected {extra[:3]})")
+    return [by_name[n] for n in wanted]
+
+
+def _check_shapes(
+    names: Sequence[str],
+    arrays: Sequence[np.ndarray],
+    expected: Sequence[tuple[int, ...]],
+    where: str,
+    error: type[ValueError],
+) -> None:
+    for name, got, want in zip(names, arrays, expected, strict=True):
+        if got.shape != tuple(want):
+            raise error(f"{where}: array {name!r} has shape {got.shape}, expected {tuple(want)}")
+
+
+# ------------------------------------------------------------------------------ node config
+def partition_id(node_config: Mapping[str, object]) -> int:
+    """The node's device id, its node config's ``partition-id`` (``ValueError`` if absent or invalid)."""
+    return _Fields(node_config, "node config", ValueError).integer(PARTITION_ID)
+
+
+def simulation_node_config(partition: int, num_partitions: int) -> dict[str, int]:
+    """The node config Flower's simulation gives node ``partition`` of ``num_partitions``."""
+    return {PARTITION_ID: int(partition), NUM_PARTITIONS: int(num_partitions)}
+
+
+# ------------------------------------------------------------------------------ query
+@dataclass(frozen=True)
+class ProfileQuery:
+    """Server -> every node at round 0: who are you, and what can you do?
+
+    Carries the run seed and the wireless settings a node needs to simulate its profile
+    (:func:`amp_fl.wireless.devices.simulated_device_profile`).
+    """
+
+    MESSAGE_TYPE: ClassVar[str] = MessageType.QUERY
+
+    seed: int
+    cell_radius_m: float
+    min_distance_m: float
+    tx_power_dbm: float
+    cpu_freqs_hz: tuple[float, ...]
+    flops_per_cycle: float
+
+    @classmethod
+    def from_wireless(cls, seed: int, wireless: WirelessConfig) -> ProfileQuery:
+        return cls(
+            seed=int(seed),
+            cell_radius_m=float(wireless.cell_radius_m),
+            min_distance_m=float(wireless.min_distance_m),
+            tx_power_dbm=float(wireless.tx_power_dbm),
+            cpu_freqs_hz=tuple(float(f) for f in wireless.cpu_freqs_hz),
+            flops_per_cycle=float(wireless.flops_per_cycle),
+        )
+
+    def wireless(self) -> WirelessConfig:
+        """The wireless settings of the query (defaults for what a profile does not depend on)."""
+        return WirelessConfig(
+            cell_radius_m=self.cell_radius_m,
+            min_distance_m=self.min_distance_m,
+            tx_power_dbm=self.tx_power_dbm,
+            cpu_freqs_hz=self.cpu_freqs_hz,
+            flops_per_cycle=self.flops_per_cycle,
+        )
+
+    def to_content(self) -> RecordDict:
+        config = ConfigRecord(
+            {
+                SEED: int(self.seed),
+                CELL_RADIUS_M: float(self.cell_radius_m),
+                MIN_DISTANCE_M: float(self.min_distance_m),
+                TX_POWER_DBM: float(self.tx_power_dbm),
+                CPU_FREQS_HZ: [float(f) for f in self.cpu_freqs_hz],
+                FLOPS_PER_CYCLE: float(self.flops_per_cycle),
+            }
+        )
+        return RecordDict({CONFIG: config})
+
+    def to_message(self, dst_node_id: int) -> Message:
+        return Message(self.to_content(), dst_node_id=dst_node_id, message_type=self.MESSAGE_TYPE)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> ProfileQuery:
+        """Parse and check a query (``ValueError`` naming the key)."""
+        f = _config(content, "profile query", ValueError)
+        min_distance = f.number(MIN_DISTANCE_M, positive=True)
+        radius = f.number(CELL_RADIUS_M, positive=True)
+        if radius <= min_distance:
+            raise f.fail(CELL_RADIUS_M, f"must exceed {MIN_DISTANCE_M} ({min_distance}), got {radius}")
+        return cls(
+            seed=f.integer(SEED),
+            cell_radius_m=radius,
+            min_distance_m=min_distance,
+            tx_power_dbm=f.number(TX_POWER_DBM),
+            cpu_freqs_hz=f.positive_numbers(CPU_FREQS_HZ),
+            flops_per_cycle=f.number(FLOPS_PER_CYCLE, positive=True),
+        )
+
+
+@dataclass(frozen=True)
+class DeviceProfileReply:
+    """Node -> server: its device id (partition-id) and device profile (simulated or measured)."""
+
+    partition_id: int
+    cpu_hz: float
+    flops_per_cycle: float
+    tx_power_w: float
+    distance_m: float
+
+    @classmethod
+    def from_profile(cls, partition: int, profile: DeviceProfile) -> DeviceProfileReply:
+        return cls(
+            partition_id=int(partition),
+            cpu_hz=float(profile.cpu_hz),
+            flops_per_cycle=float(profile.flops_per_cycle),
+            tx_power_w=float(profile.tx_power_w),
+            distance_m=float(profile.distance_m),
+        )
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, object]) -> DeviceProfileReply | None:
+        """The profile a board measured and put in its node config, or ``None`` if it sets none of the keys.
+
+        Setting only some of ``cpu-hz``, ``flops-per-cycle``, ``tx-power-w``, ``distance-m`` is
+        an error (``ValueError`` naming the missing keys).
+        """
+        present = [key for key in PROFILE_KEYS if key in node_config]
+        if not present:
+            return None
+        missing = [key for key in PROFILE_KEYS if key not in node_config]
+        if missing:
+            raise ValueError(f"node config sets {present} but not {missing}: a measured profile needs all four")
+        f = _Fields(node_config, "node config", ValueError)
+        return cls(
+            partition_id=partition_id(node_config),
+            cpu_hz=f.number(CPU_HZ, positive=True),
+            flops_per_cycle=f.number(FLOPS_PER_CYCLE, positive=True),
+            tx_power_w=f.number(TX_POWER_W, positive=True),
+            distance_m=f.number(DISTANCE_M, positive=True),
+        )
+
+    def to_profile(self) -> DeviceProfile:
+        return DeviceProfile(
+            cpu_hz=self.cpu_hz,
+            flops_per_cycle=self.flops_per_cycle,
+            tx_power_w=self.tx_power_w,
+            distance_m=self.distance_m,
+        )
+
+    def to_content(self) -> RecordDict:
+        config = ConfigRecord(
+            {
+                PARTITION_ID: int(self.partition_id),
+                CPU_HZ: float(self.cpu_hz),
+                FLOPS_PER_CYCLE: float(self.flops_per_cycle),
+                TX_POWER_W: float(self.tx_power_w),
+                DISTANCE_M: float(self.distance_m),
+            }
+        )
+        return RecordDict({CONFIG: config})
+
+    def to_reply(self, query: Message) -> Message:
+        return Message(self.to_content(), reply_to=query)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> DeviceProfileReply:
+        """Parse and check a profile reply (:class:`InvalidReplyError` naming the key)."""
+        f = _config(content, "device profile reply", InvalidReplyError)
+        return cls(
+            partition_id=f.integer(PARTITION_ID),
+            cpu_hz=f.number(CPU_HZ, positive=True),
+            flops_per_cycle=f.number(FLOPS_PER_CYCLE, positive=True),
+            tx_power_w=f.number(TX_POWER_W, positive=True),
+            distance_m=f.number(DISTANCE_M, positive=True),
+        )
+
+
+# ------------------------------------------------------------------------------ train
+@dataclass(frozen=True)
+class TrainSetup:
+    """The run-wide part of every train instruction: data, model and local-training settings."""
+
+    seed: int
+    dataset: str
+    data_root: str
+    num_devices: int
+    partition: str
+    shards_per_device: int
+    model: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    learning_rate: float
+    local_steps: int
+    batch_size: int
+    memory_friendly: bool
+
+    def to_config(self) -> dict[str, int | float | str | bool | list[int]]:
+        return {
+            SEED: int(self.seed),
+            DATASET: self.dataset,
+            DATA_ROOT: self.data_root,
+            NUM_DEVICES: int(self.num_devices),
+            PARTITION: self.partition,
+            SHARDS_PER_DEVICE: int(self.shards_per_device),
+            MODEL: self.model,
+            INPUT_SHAPE: [int(d) for d in self.input_shape],
+            NUM_CLASSES: int(self.num_classes),
+            LEARNING_RATE: float(self.learning_rate),
+            LOCAL_STEPS: int(self.local_steps),
+            BATCH_SIZE: int(self.batch_size),
+            MEMORY_FRIENDLY: bool(self.memory_friendly),
+        }
+
+    @classmethod
+    def _from_fields(cls, f: _Fields) -> TrainSetup:
+        c, h, w = f.positive_ints(INPUT_SHAPE, 3)
+        return cls(
+            seed=f.integer(SEED),
+            dataset=f.text(DATASET),
+            data_root=f.text(DATA_ROOT),
+            num_devices=f.integer(NUM_DEVICES, minimum=1),
+            partition=f.text(PARTITION),
+            shards_per_device=f.integer(SHARDS_PER_DEVICE, minimum=1),
+            model=f.text(MODEL),
+            input_shape=(c, h, w),
+            num_classes=f.integer(NUM_CLASSES, minimum=1),
+            learning_rate=f.number(LEARNING_RATE, positive=True),
+            local_steps=f.integer(LOCAL_STEPS, minimum=1),
+            batch_size=f.integer(BATCH_SIZE, minimum=1),
+            memory_friendly=f.flag(MEMORY_FRIENDLY),
+        )
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays
+class TrainInstruction:
+    """Server -> one scheduled node: train this sub-model in this round.
+
+    ``arrays`` are the sliced float32 sub-model arrays named ``names`` (the region map's
+    ``param_names``); ``kept`` holds one sorted index array per region group.
+    """
+
+    MESSAGE_TYPE: ClassVar[str] = MessageType.TRAIN
+
+    round: int
+    device: int
+    setup: TrainSetup
+    names: tuple[str, ...]
+    arrays: tuple[np.ndarray, ...]
+    kept: tuple[np.ndarray, ...]
+
+    @property
+    def downlink_bytes(self) -> int:
+        """float32 sub-model bytes plus 4 bytes (int32) per kept region index."""
+        return sum(WIRE_DTYPE.itemsize * int(a.size) for a in self.arrays) + KEPT_INDEX_BYTES * sum(
+            int(k.size) for k in self.kept
+        )
+
+    def to_content(self) -> RecordDict:
+        config = ConfigRecord({**self.setup.to_config(), ROUND: int(self.round), DEVICE: int(self.device)})
+        arrays = _to_array_record(self.names, [np.asarray(a, dtype=WIRE_DTYPE) for a in self.arrays])
+        kept = ArrayRecord({str(g): Array(np.asarray(k, dtype=KEPT_DTYPE)) for g, k in enumerate(self.kept)})
+        return RecordDict({ARRAYS: arrays, KEPT: kept, CONFIG: config})
+
+    def to_message(self, dst_node_id: int) -> Message:
+        return Message(self.to_content(), dst_node_id=dst_node_id, message_type=self.MESSAGE_TYPE)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> TrainInstruction:
+        """Parse and check an instruction (``ValueError`` naming the key, record or array).
+
+        Checks what the message alone determines; :meth:`for_model` then checks it against the
+        model's region map (names, group count, index range, sub-model shapes).
+        """
+        where = "train instruction"
+        f = _config(content, where, ValueError)
+        setup = TrainSetup._from_fields(f)
+        names, arrays = _wire_arrays(_arrays(content, ARRAYS, where, ValueError), where, ValueError)
+        kept_record = _arrays(content, KEPT, where, ValueError)
+        groups = [str(g) for g in range(len(kept_record))]
+        if sorted(kept_record.keys()) != sorted(groups):
+            raise ValueError(f"{where}: {KEPT!r} entries must be named 0..{len(groups) - 1}, got {list(kept_record)}")
+        kept = []
+        for g in groups:
+            idx = kept_record[g].numpy()
+            if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+                raise ValueError(
+                    f"{where}: {KEPT!r} entry {g} must be a 1-d integer array, got {idx.dtype} {idx.shape}"
+                )
+            kept.append(idx.astype(np.int64))
+        return cls(
+            round=f.integer(ROUND, minimum=1),
+            device=f.integer(DEVICE),
+            setup=setup,
+            names=names,
+            arrays=arrays,
+            kept=tuple(kept),
+        )
+
+    def for_model(self, region_map: RegionMap) -> tuple[list[np.ndarray], KeptIndices]:
+        """The arrays in ``region_map.param_names`` order and the checked kept indices.
+
+        Raises ``ValueError`` when the instruction does not describe a sub-model of that model.
+        """
+        where = "train instruction"
+        try:
+            kept = check_kept(region_map, self.kept)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {KEPT!r}: {exc}") from exc
+        arrays = _in_order(self.names, self.arrays, region_map.param_names, where, ValueError)
+        expected = submodel_shapes(region_map, keep_counts_of(kept))
+        _check_shapes(region_map.param_names, arrays, expected, where, ValueError)
+        return arrays, kept
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays
+class TrainReply:
+    """Node -> server: the sub-model's cumulative gradient (or ``g - G_k``) and training metrics."""
+
+    device: int
+    names: tuple[str, ...]
+    gradient: tuple[np.ndarray, ...]
+    num_examples: int
+    train_loss: float
+    fit_seconds: float
+
+    @property
+    def uplink_bytes(self) -> int:
+        """float32 gradient bytes (no indices: the server knows what it sent)."""
+        return sum(WIRE_DTYPE.itemsize * int(g.size) for g in self.gradient)
+
+    def to_content(self) -> RecordDict:
+        metrics = MetricRecord(
+            {
+                NUM_EXAMPLES: int(self.num_examples),
+                TRAIN_LOSS: float(self.train_loss),
+                DEVICE: int(self.device),
+                FIT_SECONDS: float(self.fit_seconds),
+            }
+        )
+        arrays = _to_array_record(self.names, [np.asarray(g, dtype=WIRE_DTYPE) for g in self.gradient])
+        return RecordDict({ARRAYS: arrays, METRICS: metrics})
+
+    def to_reply(self, instruction: Message) -> Message:
+        return Message(self.to_content(), reply_to=instruction)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> TrainReply:
+        """Parse and check a reply (:class:`InvalidReplyError` naming the key, record or array)."""
+        where = "train reply"
+        if METRICS not in content.metric_records:
+            raise InvalidReplyError(f"{where}: no {METRICS!r} metric record")
+        f = _Fields(content.metric_records[METRICS], where, InvalidReplyError)
+        device = f.integer(DEVICE)
+        num_examples = f.integer(NUM_EXAMPLES, minimum=1)
+        train_loss = f.number(TRAIN_LOSS, minimum=0.0)
+        fit_seconds = f.number(FIT_SECONDS, minimum=0.0)
+        names, gradient = _wire_arrays(_arrays(content, ARRAYS, where, InvalidReplyError), where, InvalidReplyError)
+        return cls(
+            device=device,
+            names=names,
+            gradient=gradient,
+            num_examples=num_examples,
+            train_loss=train_loss,
+            fit_seconds=fit_seconds,
+        )
+
+    def for_model(self, region_map: RegionMap, kept: KeptIndices) -> list[np.ndarray]:
+        """The gradient in ``region_map.param_names`` order, checked against the sub-model ``kept`` describes."""
+        where = f"train reply of device {self.device}"
+        arrays = _in_order(self.names, self.gradient, region_map.param_names, where, InvalidReplyError)
+        expected = submodel_shapes(region_map, keep_counts_of(kept))
+        _check_shapes(region_map.param_names, arrays, expected, where, InvalidReplyError)
+        return arrays
+
+
+# ------------------------------------------------------------------------------ metrics to Flower
+@dataclass(frozen=True)
+class RoundMetrics:
+    """What ``aggregate_train`` returns to Flower."""
+
+    num_updates: int
+    num_failures: int
+
+    def to_record(self) -> MetricRecord:
+        return MetricRecord({NUM_UPDATES: int(self.num_updates), NUM_FAILURES: int(self.num_failures)})
+
+
+@dataclass(frozen=True)
+class EvaluationMetrics:
+    """What the central evaluation (``evaluate_fn``) returns to Flower."""
+
+    accuracy: float
+    loss: float
+
+    def to_record(self) -> MetricRecord:
+        return MetricRecord({ACCURACY: float(self.accuracy), LOSS: float(self.loss)})
+
+
+# ------------------------------------------------------------------------------ client state
 def arrays_to_record(names: Sequence[str], arrays: Sequence[np.ndarray]) -> ArrayRecord:
-    """Named arrays -> ArrayRecord (insertion order kept, names checked later on receipt)."""
+    """Named arrays -> ArrayRecord (insertion order kept); for the client's own ``context.state``."""
     if len(names) != len(arrays):
         raise ValueError(f"{len(names)} names for {len(arrays)} arrays")
-    return ArrayRecord({name: Array(np.ascontiguousarray(a)) for name, a in zip(names, arrays, strict=True)})
+    return _to_array_record(names, arrays)
 
 
-def record_to_arrays(record: ArrayRecord, names: Sequence[str]) -> list[np.ndarray]:
-    """ArrayRecord -> arrays in ``names`` order; a missing or extra name is an InvalidReplyError."""
-    keys = list(record.keys())
-    if sorted(keys) != sorted(names):
-        missing = sorted(set(names) - set(keys))
-        extra = sorted(set(keys) - set(names))
-        raise InvalidReplyError(
-            f"array names differ from the expected ones (missing {missing[:3]}, unexpected {extra[:3]})"
-        )
-    return [record[name].numpy() for name in names]
-
-
-def kept_to_record(kept: Sequence[np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({str(g): Array(np.asarray(idx, dtype=np.int32)) for g, idx in enumerate(kept)})
-
-
-def record_to_kept(record: ArrayRecord, num_groups: int) -> list[np.ndarray]:
-    names = [str(g) for g in range(num_groups)]
-    return [a.astype(np.int64) for a in record_to_arrays(record, names)]
+def record_to_arrays(record: ArrayRecord, names: Iterable[str]) -> list[np.ndarray]:
+    """ArrayRecord -> arrays in ``names`` order (``ValueError`` on a missing or extra name)."""
+    wanted = list(names)
+    return _in_order(list(record.keys()), [a.numpy() for a in record.values()], wanted, "array record", ValueError)

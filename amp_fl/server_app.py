@@ -1,4 +1,4 @@
-"""The AMP-FL ServerApp (Flower Message API). All the work happens in ``amp_fl.experiments.runner``."""
+"""The AMP-FL ServerApp (Flower Message API). All the work happens in ``amp_fl.experiments.runner.run_server``."""
 
 from __future__ import annotations
 

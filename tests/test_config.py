@@ -89,7 +89,11 @@ def test_scheduler_options_reach_the_constructor_arguments():
     cfg = load_config({"scheduling": {"name": "full_model", "selection": "random", "deadline_s": 2}})
     assert cfg.scheduling.options(pruning_ratio=0.3) == {"selection": "random", "deadline_s": 2.0}
     cfg = load_config({"scheduling": {"name": "fixed_ratio", "num_scheduled": 4, "selection": "random"}})
-    assert cfg.scheduling.options(pruning_ratio=0.3) == {"pruning_ratio": 0.3, "num_scheduled": 4, "selection": "random"}
+    assert cfg.scheduling.options(pruning_ratio=0.3) == {
+        "pruning_ratio": 0.3,
+        "num_scheduled": 4,
+        "selection": "random",
+    }
     cfg = load_config({"scheduling": {"name": "pr", "assignment": "matching"}})
     assert cfg.scheduling.options(pruning_ratio=0.3) == {"assignment": "matching"}
     assert load_config({}).scheduling.options(pruning_ratio=0.3) == {}
@@ -150,3 +154,13 @@ def test_unreadable_run_config_file_is_named(tmp_path):
     with pytest.raises(ValueError, match="missing.json"):
         config_from_run_config({"config-file": str(tmp_path / "missing.json")})
     assert config_from_run_config({"config-file": ""}).num_devices == 100
+
+
+def test_preflight_rejects_a_pruning_ratio_that_empties_a_layer_of_the_model() -> None:
+    """The launcher's preflight checks ``pruning.ratio`` against the real model's region map."""
+    from amp_fl.experiments.launch import preflight
+
+    values = {"dataset": {"name": "mnist5k"}, "scheduling": {"name": "fixed_ratio", "num_scheduled": 5}}
+    with pytest.raises(ConfigError, match=r"pruning\.ratio: 0\.99 leaves a layer of 6 regions of model 'cnn' empty"):
+        preflight(load_config({**values, "pruning": {"ratio": 0.99}}))
+    assert preflight(load_config({**values, "pruning": {"ratio": 0.8}})).used == "mnist5k"

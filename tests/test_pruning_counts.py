@@ -11,12 +11,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from amp_fl.pruning.counts import (
     forward_flops_per_sample,
+    keep_counts_for_fraction,
     submodel_array_count,
     submodel_param_count,
     submodel_shapes,
     training_flops_per_sample,
 )
-from amp_fl.pruning.policies import keep_counts_for_fraction
 from amp_fl.pruning.regions import region_map
 from amp_fl.pruning.submodel import build_submodel
 

@@ -7,17 +7,18 @@ import math
 import numpy as np
 import pytest
 
+from amp_fl.pruning.counts import keep_counts, keep_counts_for_fraction
 from amp_fl.pruning.policies import (
     SelectionContext,
     available_policies,
     build_policy,
+    device_rng,
     infeasible_layers,
     is_feasible,
-    keep_counts_for_fraction,
     rolling_window,
-    select_top_aoi,
+    tie_break_jitter,
+    top_aoi_indices,
 )
-from amp_fl.pruning.policies.base import context_rng
 from amp_fl.pruning.regions import RegionMap, region_map
 
 
@@ -103,10 +104,13 @@ def test_aoi_breaks_ties_with_the_shared_seeded_rule(cnn_map: RegionMap) -> None
     counts = [2, 4, 60]
     ctx = SelectionContext(cnn_map, server_round=5, device_id=9, ages=ages)
     kept = build_policy("aoi", seed=21).select(counts, ctx)
-    # Same picks as aoi.select_top_aoi with the generator derived from (seed, round, device).
-    rng = context_rng(21, ctx)
-    for k, a, c in zip(kept, ages, counts, strict=True):
-        np.testing.assert_array_equal(k, select_top_aoi(a, c, rng))
+    # Same picks as Algorithm 1's batched function with the jitter of (seed, round, device),
+    # drawn for all groups in group order from the device's own generator.
+    jitter = device_rng(21, 5, 9).random(sum(a.size for a in ages))
+    np.testing.assert_array_equal(jitter, tie_break_jitter(21, 5, [9], jitter.size)[0])
+    (batched,) = top_aoi_indices([a[None] for a in ages], [counts], jitter[None])
+    for k, b in zip(kept, batched, strict=True):
+        np.testing.assert_array_equal(k, b)
     assert set(kept[0]) < {1, 2, 3, 5}  # the two kept are among the four age-3 regions
     assert np.all(ages[2][kept[2]] == 1)  # 60 of the 64 odd (age-1) neurons
     flat = SelectionContext(cnn_map, server_round=5, device_id=9, ages=np.concatenate(ages))
@@ -183,7 +187,7 @@ def test_random_is_reproducible_per_seed_and_varies_across_seeds_devices_rounds(
     assert [k.tolist() for k in policy.select(counts, SelectionContext(resnet_map, server_round=1))] == picks(3)
 
 
-def test_keep_counts_for_fraction_floors_and_flags_zero_layers() -> None:
+def test_keep_counts_floor_and_flag_zero_layers() -> None:
     assert keep_counts_for_fraction([6, 16, 128], 0.5) == [3, 8, 64]
     assert keep_counts_for_fraction([6, 16, 128], 0.1) == [0, 1, 12]
     assert keep_counts_for_fraction([100], 0.29) == [29]  # 0.29 * 100 = 28.999999999999996 in floats
@@ -191,5 +195,17 @@ def test_keep_counts_for_fraction_floors_and_flags_zero_layers() -> None:
     assert infeasible_layers(keep_counts_for_fraction([6, 16, 128], 0.1)) == [0]
     assert not is_feasible([0, 1, 12]) and is_feasible([1, 1, 1])
     for bad in (-0.1, 1.5, float("nan")):
-        with pytest.raises(ValueError, match="keep fraction"):
+        with pytest.raises(ValueError, match=r"^kappa: keep fractions must be in \[0, 1\]"):
             keep_counts_for_fraction([6], bad)
+    with pytest.raises(ValueError, match="^layer_sizes: "):
+        keep_counts(0.5, [6, 0])
+
+
+def test_keep_counts_is_vectorised_over_any_shape_of_kappa() -> None:
+    kappa = np.array([[0.5, 0.1], [0.29, 1.0], [0.0, 0.57]])
+    counts = keep_counts(kappa, [6, 16, 100])
+    assert counts.shape == (3, 2, 3) and counts.dtype == np.int64
+    for index in np.ndindex(kappa.shape):
+        assert counts[index].tolist() == keep_counts_for_fraction([6, 16, 100], float(kappa[index]))
+    assert counts[1, 0].tolist() == [1, 4, 29] and counts[2, 1].tolist() == [3, 9, 57]
+    assert keep_counts(0.5, [6]).shape == (1,)

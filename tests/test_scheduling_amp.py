@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from amp_fl.pruning.policies.aoi import select_top_aoi
+from amp_fl.pruning.policies.aoi import tie_break_jitter, top_aoi_indices
 from amp_fl.scheduling import (
     AmpScheduler,
     AoITable,
@@ -17,7 +17,6 @@ from amp_fl.scheduling import (
     kept_weights,
     max_weight_matching,
     solve_p4,
-    top_aoi_indices,
     top_square_sums,
 )
 from amp_fl.wireless import (
@@ -27,11 +26,11 @@ from amp_fl.wireless import (
     RayleighChannel,
     SystemModel,
     WirelessConfig,
-    derive_rng,
     paper_latency_config,
 )
 
 NOISE_W = 1e6 * 10 ** (-20.4)
+FLOOR_SLACK = 1e-9  # the documented rounding of Eq. (16)'s counts (amp_fl.pruning.counts.keep_counts)
 
 
 # ---------------------------------------------------------------- helpers
@@ -54,7 +53,7 @@ def reference_omega(kappa: np.ndarray, table: AoITable) -> np.ndarray:
     omega = np.zeros((num_devices, num_rbs), dtype=np.int64)
     for k in range(num_devices):
         for r in range(num_rbs):
-            counts = [math.floor(kappa[k, r] * size) for size in table.layer_sizes]
+            counts = [math.floor(kappa[k, r] * size + FLOOR_SLACK) for size in table.layer_sizes]
             if min(counts) == 0:
                 continue
             for layer, c in zip(table.layers(), counts, strict=True):
@@ -85,27 +84,27 @@ def brute_force_best(weights: np.ndarray) -> int:
 
 
 def assert_valid(schedule: Schedule, system: SystemModel, state: ChannelState, table: AoITable) -> None:
-    """Constraints (8a)-(8d), keep counts from (16), top-AoI kept regions, consistent weights."""
+    """Constraints Eqs. (8a)-(8d), keep counts from Eq. (16), top-AoI kept regions, consistent weights."""
     costs = system.pair_costs(state)
     devices, rbs = schedule.device_ids, schedule.rb_ids
-    assert np.unique(devices).size == devices.size  # (8b) one RB per device
-    assert np.unique(rbs).size == rbs.size  # (8c) one device per RB
+    assert np.unique(devices).size == devices.size  # Eq. (8b): one RB per device
+    assert np.unique(rbs).size == rbs.size  # Eq. (8c): one device per RB
     assert np.all((rbs >= 0) & (rbs < system.num_rbs)) and np.all(np.diff(devices) > 0)
-    # (8a): compute + upload at the realised pruning ratio within T_max.
+    # Eq. (8a): compute + upload at the realised pruning ratio within T_max.
     assert np.all(schedule.latency_s <= system.latency.t_max_s * (1 + 1e-12))
     if devices.size:
         assert schedule.round_latency_s == pytest.approx(schedule.latency_s.max(), rel=1e-15)
     np.testing.assert_array_equal(schedule.keep_fraction, costs.keep_fraction[devices, rbs])
-    expected_counts = np.floor(schedule.keep_fraction[:, None] * np.array(table.layer_sizes)).astype(int)
-    np.testing.assert_array_equal(schedule.keep_counts, expected_counts)
+    expected_counts = np.floor(schedule.keep_fraction[:, None] * np.array(table.layer_sizes) + FLOOR_SLACK)
+    np.testing.assert_array_equal(schedule.keep_counts, expected_counts.astype(int))
     assert np.all(schedule.keep_counts >= 1)
     for s, device in enumerate(devices):
-        for layer, (ages, kept) in enumerate(zip(table.layers(), schedule.kept_indices[s], strict=True)):
+        for layer, (layer_ages, kept) in enumerate(zip(table.layers(), schedule.kept_indices[s], strict=True)):
             assert kept.size == schedule.keep_counts[s, layer]
             assert np.all(np.diff(kept) > 0)
-            dropped = np.setdiff1d(np.arange(ages.shape[1]), kept)
+            dropped = np.setdiff1d(np.arange(layer_ages.shape[1]), kept)
             if kept.size and dropped.size:
-                assert ages[device, kept].min() >= ages[device, dropped].max()  # Algorithm 1: oldest kept
+                assert layer_ages[device, kept].min() >= layer_ages[device, dropped].max()  # Algorithm 1: oldest kept
     np.testing.assert_array_equal(schedule.weights, kept_weights(table, devices, schedule.kept_indices))
     assert schedule.objective == int(schedule.weights.sum())
     assert np.all(schedule.weights > 0)
@@ -133,7 +132,7 @@ def hand_case() -> tuple[SystemModel, ChannelState, AoITable]:
 def test_hand_case_weights_and_matching() -> None:
     system, state, table = hand_case()
     costs = system.pair_costs(state)
-    # Omega (eq. 18), sum of (tau + 1)^2 over the kept oldest regions:
+    # Omega (Eq. (18)), sum of (tau + 1)^2 over the kept oldest regions:
     # (0,0): layer 0 top 2 {5, 3} -> 36 + 16 = 52; layer 1 top 7 {9..3} -> 100+81+64+49+36+25+16 = 371 -> 423
     # (0,1): 52 + top 5 {9..5} -> 100+81+64+49+36 = 330 -> 382
     # (1,0): 3 * 4 + 9 * 49 = 453      (1,1): 3 * 4 + 8 * 49 = 404
@@ -243,22 +242,56 @@ def test_matching_ignores_zero_weight_pairs() -> None:
 
 
 # ---------------------------------------------------------------- tie rule and seeding
-def test_kept_indices_follow_the_aoi_policy_rule() -> None:
-    """top_aoi_indices for one device draws exactly what select_top_aoi draws, layer by layer."""
-    table = AoITable.from_array(np.random.default_rng(0).integers(0, 3, (4, 30)), [5, 10, 15])
-    counts = np.array([[2, 7, 4]])
-    ours = top_aoi_indices(table, np.array([2]), counts, np.random.default_rng(99))[0]
-    rng = np.random.default_rng(99)
-    theirs = [select_top_aoi(layer[2], int(c), rng) for layer, c in zip(table.layers(), counts[0], strict=True)]
-    for a, b in zip(ours, theirs, strict=True):
-        np.testing.assert_array_equal(a, b)
+def test_top_aoi_indices_of_one_device_equal_its_row_of_a_batch() -> None:
+    """Algorithm 1 in a batch gives each device what a batch of one (the policy's call) gives it."""
+    table = AoITable.from_array(np.random.default_rng(0).integers(0, 3, (6, 30)), [5, 10, 15])
+    devices = np.array([4, 0, 2])
+    counts = np.array([[2, 7, 4], [5, 1, 15], [0, 10, 3]])
+    batch = top_aoi_indices(
+        [layer[devices] for layer in table.layers()], counts, tie_break_jitter(3, 9, devices, table.num_regions)
+    )
+    for s, device in enumerate(devices):
+        (alone,) = top_aoi_indices(
+            [layer[device : device + 1] for layer in table.layers()],
+            counts[s : s + 1],
+            tie_break_jitter(3, 9, [device], table.num_regions),
+        )
+        for layer, (a, b) in enumerate(zip(batch[s], alone, strict=True)):
+            np.testing.assert_array_equal(a, b)
+            assert a.size == counts[s, layer] and np.all(np.diff(a) > 0)
+            rest = np.setdiff1d(np.arange(table.layer_sizes[layer]), a)
+            if a.size and rest.size:
+                assert table.layer(layer)[device, a].min() >= table.layer(layer)[device, rest].max()
 
 
-def test_scheduler_uses_its_seeded_generator() -> None:
+def test_tie_break_jitter_is_per_device_in_layer_order() -> None:
+    """Row s is the device's own generator, (seed, round, device), drawn for all layers at once."""
+    jitter = tie_break_jitter(5, 2, [7, 1], 12)
+    for row, device in zip(jitter, [7, 1], strict=True):
+        rng = np.random.default_rng(np.random.SeedSequence([5, 2, device]))
+        np.testing.assert_array_equal(row, np.concatenate([rng.random(4), rng.random(8)]))
+    np.testing.assert_array_equal(tie_break_jitter(5, 2, [1], 12)[0], jitter[1])
+    assert not np.array_equal(tie_break_jitter(5, 3, [1], 12), jitter[1:])
+
+
+def test_top_aoi_indices_rejects_bad_counts_and_keeps_ties_deterministic() -> None:
+    ages = [np.array([[1, 1, 1, 0]])]
+    with pytest.raises(ValueError, match="keep_counts"):
+        top_aoi_indices(ages, [[5]], np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="jitter"):
+        top_aoi_indices(ages, [[1]], np.zeros((1, 3)))
+    # Equal priorities at the threshold (equal age and equal jitter): the lower indices are kept.
+    (kept,) = top_aoi_indices(ages, [[2]], np.zeros((1, 4)))
+    np.testing.assert_array_equal(kept[0], [0, 1])
+
+
+def test_scheduler_uses_the_per_device_tie_break() -> None:
     system, state, table = random_instance(3, 12, 3, [4, 6])
     schedule = AmpScheduler(system, seed=21).schedule(7, state, table)
-    rng = derive_rng(21, "scheduler.amp", 7)
-    expected = top_aoi_indices(table, schedule.device_ids, schedule.keep_counts, rng)
+    assert schedule.num_scheduled > 0
+    jitter = tie_break_jitter(21, 7, schedule.device_ids, table.num_regions)
+    rows = [layer[schedule.device_ids] for layer in table.layers()]
+    expected = top_aoi_indices(rows, schedule.keep_counts, jitter)
     for ours, theirs in zip(schedule.kept_indices, expected, strict=True):
         for a, b in zip(ours, theirs, strict=True):
             np.testing.assert_array_equal(a, b)
@@ -292,7 +325,7 @@ def test_schedule_then_update_resets_kept_regions() -> None:
     system, state, table = random_instance(8, 10, 3, [4, 6], max_age=9)
     before = table.ages.copy()
     schedule = AmpScheduler(system, seed=0).schedule(0, state, table)
-    table.apply(schedule)
+    table.update(schedule.device_ids, schedule.kept_indices)
     expected = before + 1
     for device, kept in zip(schedule.device_ids, schedule.kept_indices, strict=True):
         expected[device, np.concatenate([kept[0], kept[1] + 4])] = 0

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from amp_fl.pruning.counts import keep_counts
 from amp_fl.wireless import (
     ChannelState,
     DevicePopulation,
@@ -18,7 +19,6 @@ from amp_fl.wireless import (
     WirelessConfig,
     dbm_to_watt,
     feasible_pairs,
-    layer_keep_counts,
     paper_latency_config,
     realised_keep_fraction,
     round_latency,
@@ -85,7 +85,7 @@ def test_hand_case_latencies_and_keep_fraction() -> None:
     np.testing.assert_allclose(costs.upload_full_s, [[0.1, 0.2], [0.06020599913279624, 0.1]], rtol=1e-12)
     expected_kappa = [[0.7071067811865476, 0.5773502691896257], [0.9525710573034134, 0.816496580927726]]
     np.testing.assert_allclose(costs.keep_fraction, expected_kappa, rtol=1e-12)
-    counts = layer_keep_counts(costs.keep_fraction, HAND_LAYERS)
+    counts = keep_counts(costs.keep_fraction, HAND_LAYERS)
     np.testing.assert_array_equal(counts, [[[2, 7], [2, 5]], [[3, 9], [3, 8]]])
     expected_kept = [[9 / 14, 7 / 14], [12 / 14, 11 / 14]]
     np.testing.assert_allclose(realised_keep_fraction(counts, HAND_LAYERS), expected_kept, rtol=1e-15)

@@ -2,9 +2,9 @@
 
 One process (a Ray actor in simulation, ``flwr-clientapp`` on a board) may serve many nodes, so
 datasets, partitions and region maps are cached per process, keyed by what defines them.
-Everything a client needs arrives in the server's messages; its identity is the node config's
-``partition-id``. A board can report measured hardware with ``--node-config`` keys
-``cpu-hz``, ``flops-per-cycle``, ``tx-power-w``, ``distance-m``.
+Everything a client needs arrives in the server's messages (:mod:`amp_fl.protocol`); its identity
+is the node config's ``partition-id``. A board can report measured hardware with the
+``--node-config`` keys of :data:`amp_fl.protocol.PROFILE_KEYS`.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from amp_fl import protocol as P
 from amp_fl.client.trainer import ModelInfo, SubModelTrainer, TrainSettings
 from amp_fl.data.datasets import ArraySplit, load_dataset
 from amp_fl.data.partition import partition
-from amp_fl.pruning.regions import RegionMap, region_map
-from amp_fl.wireless.config import WirelessConfig
+from amp_fl.pruning.regions import KeptIndices, RegionMap, region_map
+from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
 from amp_fl.wireless.devices import simulated_device_profile
 from amp_fl.wireless.seeding import derive_rng
 
@@ -35,99 +35,70 @@ def _partitions(name: str, root: str, num_devices: int, scheme: str, shards: int
     return partition(data.train.labels, num_devices, scheme, shards, seed)
 
 
-def local_data(cfg: ConfigRecord, device: int) -> ArraySplit:
-    """This device's partition of the training set, as the server's config describes it."""
-    name, root = str(cfg["dataset"]), str(cfg["data-root"])
+def local_data(setup: P.TrainSetup, device: int) -> ArraySplit:
+    """This device's partition of the training set, as the server's train setup describes it."""
     parts = _partitions(
-        name, root, int(cfg["num-devices"]), str(cfg["partition"]), int(cfg["shards-per-device"]), int(cfg["seed"])
+        setup.dataset, setup.data_root, setup.num_devices, setup.partition, setup.shards_per_device, setup.seed
     )
-    train = load_dataset(name, root, download=False).train
+    train = load_dataset(setup.dataset, setup.data_root, download=False).train
     idx = parts[device]
     return ArraySplit(train.images[idx], train.labels[idx])
 
 
-@lru_cache(maxsize=4)
-def _region_map(model: str, input_shape: tuple[int, int, int], num_classes: int) -> RegionMap:
-    return region_map(model, input_shape, num_classes)
-
-
-def model_info(cfg: ConfigRecord) -> ModelInfo:
-    shape = tuple(int(v) for v in cfg["input-shape"])  # type: ignore[union-attr]
-    return ModelInfo(str(cfg["model"]), (shape[0], shape[1], shape[2]), int(cfg["num-classes"]))
-
-
-def device_id(context: Context) -> int:
-    return int(context.node_config["partition-id"])
+def model_info(setup: P.TrainSetup) -> ModelInfo:
+    return ModelInfo(setup.model, setup.input_shape, setup.num_classes)
 
 
 @app.query()
 def report_profile(msg: Message, context: Context) -> Message:
-    """Tell the server who this node is and what it can do (simulated from the seed, or measured)."""
-    cfg = msg.content[P.CONFIG]
-    device = device_id(context)
-    node_cfg = context.node_config
-    if all(key in node_cfg for key in P.PROFILE_KEYS):
-        values = {key: float(node_cfg[key]) for key in P.PROFILE_KEYS}  # measured on a real board
-    else:
-        wireless = WirelessConfig(
-            cell_radius_m=float(cfg["cell-radius-m"]),
-            min_distance_m=float(cfg["min-distance-m"]),
-            tx_power_dbm=float(cfg["tx-power-dbm"]),
-            cpu_freqs_hz=tuple(float(f) for f in cfg["cpu-freqs-hz"]),  # type: ignore[union-attr]
-            flops_per_cycle=float(cfg["flops-per-cycle"]),
-        )
-        profile = simulated_device_profile(device, int(cfg["seed"]), wireless)
-        values = {
-            "cpu-hz": profile.cpu_hz,
-            "flops-per-cycle": profile.flops_per_cycle,
-            "tx-power-w": profile.tx_power_w,
-            "distance-m": profile.distance_m,
-        }
-    reply = ConfigRecord({"partition-id": device, **values})
-    return Message(RecordDict({P.CONFIG: reply}), reply_to=msg)
+    """Tell the server who this node is and what it can do (measured on a board, or simulated from the seed)."""
+    query = P.ProfileQuery.from_content(msg.content)
+    reply = P.DeviceProfileReply.from_node_config(context.node_config)
+    if reply is None:
+        device = P.partition_id(context.node_config)
+        profile = simulated_device_profile(device, query.seed, query.wireless())
+        reply = P.DeviceProfileReply.from_profile(device, profile)
+    return reply.to_reply(msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Rebuild the sub-model, train it, return its cumulative gradient (or ``g - G_k``)."""
     torch.set_num_threads(1)  # one actor per core; more threads would oversubscribe and slow both
-    cfg = msg.content[P.CONFIG]
-    device = device_id(context)
-    if int(cfg["device"]) != device:
-        raise ValueError(f"message for device {cfg['device']} delivered to node with partition-id {device}")
-    info = model_info(cfg)
-    regions = _region_map(info.name, info.input_shape, info.num_classes)
-    names = regions.param_names
-    arrays = P.record_to_arrays(msg.content[P.ARRAYS], names)
-    kept = P.record_to_kept(msg.content[P.KEPT], len(regions.groups))
-    settings = TrainSettings(float(cfg["learning-rate"]), int(cfg["local-steps"]), int(cfg["batch-size"]))
-    rng = derive_rng(int(cfg["seed"]), "client.batches", device, int(cfg["round"]))
+    instruction = P.TrainInstruction.from_content(msg.content)
+    device = P.partition_id(context.node_config)
+    if instruction.device != device:
+        raise ValueError(f"train instruction for device {instruction.device} delivered to partition-id {device}")
+    setup = instruction.setup
+    info = model_info(setup)
+    regions = region_map(info.name, info.input_shape, info.num_classes)
+    arrays, kept = instruction.for_model(regions)
+    settings = TrainSettings(setup.learning_rate, setup.local_steps, setup.batch_size)
+    rng = derive_rng(setup.seed, "client.batches", device, instruction.round)
     started = time.perf_counter()
-    trainer = SubModelTrainer(local_data(cfg, device), info, regions)
-    gradient, samples, metrics = trainer.fit(arrays, kept, settings, rng)
+    result = SubModelTrainer(local_data(setup, device), info, regions).fit(arrays, kept, settings, rng)
     fit_s = time.perf_counter() - started
-    if bool(cfg["memory-friendly"]):
+    gradient = result.gradient
+    if setup.memory_friendly:
         gradient = _difference_to_own_cache(context, regions, kept, gradient)
-    content = RecordDict(
-        {
-            P.ARRAYS: P.arrays_to_record(names, gradient),
-            P.METRICS: MetricRecord(
-                {"num-examples": samples, "train-loss": metrics["train_loss"], "device": device, "fit-seconds": fit_s}
-            ),
-        }
+    reply = P.TrainReply(
+        device=device,
+        names=tuple(regions.param_names),
+        gradient=tuple(gradient),
+        num_examples=result.num_examples,
+        train_loss=result.train_loss,
+        fit_seconds=fit_s,
     )
-    return Message(content, reply_to=msg)
+    return reply.to_reply(msg)
 
 
 def _difference_to_own_cache(
-    context: Context, regions: RegionMap, kept: list[np.ndarray], gradient: list[np.ndarray]
+    context: Context, regions: RegionMap, kept: KeptIndices, gradient: list[np.ndarray]
 ) -> list[np.ndarray]:
     """Algorithm 3, device side: upload ``g - G_k`` on the held entries and set ``G_k <- g`` there.
 
     G_k lives in ``context.state`` (full-model shaped), so the server needs no per-device cache.
     """
-    from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
-
     names = regions.param_names
     if P.STATE_CACHE in context.state.array_records:
         cache = P.record_to_arrays(context.state.array_records[P.STATE_CACHE], names)
@@ -142,4 +113,4 @@ def _difference_to_own_cache(
     return difference
 
 
-__all__ = ["ArrayRecord", "app"]
+__all__ = ["app"]

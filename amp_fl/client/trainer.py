@@ -1,8 +1,9 @@
 """NumPy-in / NumPy-out local training of a sliced sub-model (the PIU's work, no Flower here).
 
-``SubModelTrainer.fit`` follows ``NumPyClient.fit``'s shape: arrays and a config in, arrays, the
-number of examples and metrics out. It rebuilds the physically smaller sub-model from the received
-arrays and kept indices, runs ``local_steps`` SGD steps and returns the cumulative gradient
+``SubModelTrainer.fit`` follows ``NumPyClient.fit``'s shape: arrays and settings in, a
+:class:`FitResult` (arrays, number of examples, training loss) out. It builds the physically
+smaller sub-model directly from the received arrays and kept indices (no random initialisation
+that would be overwritten), runs ``local_steps`` SGD steps and returns the cumulative gradient
 ``g = (w_start - w_end) / eta`` (the paper's step 4).
 """
 
@@ -24,6 +25,13 @@ class TrainSettings:
     learning_rate: float
     local_steps: int
     batch_size: int
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays
+class FitResult:
+    gradient: list[np.ndarray]  # float32, the sub-model's shapes
+    num_examples: int
+    train_loss: float  # mean over the local steps
 
 
 @dataclass(frozen=True)
@@ -52,16 +60,17 @@ class SubModelTrainer:
 
     def fit(
         self, arrays: list[np.ndarray], kept: KeptIndices, settings: TrainSettings, rng: np.random.Generator
-    ) -> tuple[list[np.ndarray], int, dict[str, float]]:
-        """Train the sub-model given by ``arrays``/``kept``; return (cumulative gradient, samples, metrics)."""
-        module = build_submodel(self.model.name, self.model.input_shape, self.model.num_classes, self.region_map, kept)
-        load_arrays(module, arrays)
-        start = [a.copy() for a in module_arrays(module)]
+    ) -> FitResult:
+        """Train the sub-model given by ``arrays``/``kept``; return its cumulative gradient and loss."""
+        module = build_submodel(
+            self.model.name, self.model.input_shape, self.model.num_classes, self.region_map, kept, arrays=arrays
+        )
+        start = module_arrays(module)  # copies
         loss_sum = self._sgd(module, settings, rng)
         end = module_arrays(module)
         gradient = [((s - e) / settings.learning_rate).astype(np.float32) for s, e in zip(start, end, strict=True)]
         samples = settings.local_steps * settings.batch_size
-        return gradient, samples, {"train_loss": loss_sum / settings.local_steps}
+        return FitResult(gradient, samples, loss_sum / settings.local_steps)
 
     def _sgd(self, module: nn.Module, settings: TrainSettings, rng: np.random.Generator) -> float:
         module.train()

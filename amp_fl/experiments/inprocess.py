@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from amp_fl import protocol as P
 from amp_fl.config import RunConfig
 from amp_fl.experiments.launch import preflight, write_run_config
 from amp_fl.experiments.runner import run_server
@@ -37,7 +38,7 @@ class InProcessGrid(Grid):
             FIRST_NODE_ID + k: Context(
                 run_id=run_id,
                 node_id=FIRST_NODE_ID + k,
-                node_config={"partition-id": k, "num-partitions": num_nodes},
+                node_config=dict(P.simulation_node_config(k, num_nodes)),
                 state=RecordDict(),
                 run_config={},
             )

@@ -4,7 +4,11 @@ The Hydra entry point (``python -m amp_fl``) and the tests call :func:`launch`. 
 config and the data before any Flower process starts, writes the resolved config to the run
 folder, runs ``flwr run`` on a local-simulation connection (Ray backend, one SuperNode per PIU)
 with a project-local ``FLWR_HOME`` and runtime dependency installation disabled, and stops the
-background SuperLink that ``:local:`` leaves running.
+background SuperLink that ``:local:`` leaves running (also when the launcher is interrupted).
+
+Flower's output goes to the run folder's ``flower.log``; the terminal shows a progress view read
+from ``metrics.csv`` (:mod:`amp_fl.experiments.progress`), or also the full log with ``verbose``.
+:func:`cli_errors` turns the failures a user can fix into one ``error: ...`` line.
 """
 
 from __future__ import annotations
@@ -16,18 +20,33 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
-from amp_fl.config import RunConfig, config_to_dict
+from amp_fl.config import RunConfig, check_keep_counts, check_partition, config_to_dict
 from amp_fl.data.datasets import (
     DATASET_RESOLUTION,
+    DatasetUnavailableError,
     ResolvedDataset,
     load_dataset,
     resolve_dataset,
     save_resolution,
 )
-from amp_fl.data.partition import partition
+from amp_fl.errors import ConfigError
+from amp_fl.experiments.progress import (
+    FLOWER_LOG,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    LogPump,
+    MetricsTail,
+    ProgressView,
+    one_line,
+    progress_view,
+)
+from amp_fl.pruning.regions import region_map
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONNECTION = "local"
@@ -39,8 +58,21 @@ address = ":local:"
 """
 
 
+POLL_S = 0.5  # how often the launcher reads metrics.csv while Flower runs
+STOP_GRACE_S = 5.0  # after SIGTERM, before SIGKILL
+LOG_TAIL_LINES = 20  # lines of flower.log shown when a run fails
+
+
 class RunFailedError(RuntimeError):
-    """``flwr run`` or the ServerApp did not complete; the message says where to look."""
+    """``flwr run`` or the ServerApp did not complete; the message says where to look (``flower.log``)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The launcher got SIGINT, SIGTERM or SIGHUP; Flower has been stopped by the time it propagates."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def flwr_home() -> Path:
@@ -60,8 +92,10 @@ def preflight(cfg: RunConfig) -> ResolvedDataset:
     """
     root = str(Path(cfg.dataset.root).expanduser().resolve())
     resolved = resolve_dataset(cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback)
-    labels = load_dataset(resolved.used, root, cfg.dataset.download).train.labels
-    partition(labels, cfg.num_devices, cfg.dataset.partition, cfg.dataset.shards_per_device, cfg.seed)
+    dataset = load_dataset(resolved.used, root, cfg.dataset.download)
+    check_partition(cfg, dataset.train.labels)  # ConfigError naming the key (e.g. dataset.shards_per_device)
+    regions = region_map(cfg.model.name, dataset.input_shape, dataset.num_classes)
+    check_keep_counts(cfg, regions.layer_sizes)  # ConfigError naming pruning.ratio
     return resolved
 
 
@@ -150,16 +184,79 @@ def stop_flower_processes(home: Path, grace_s: float = 5.0) -> int:
     return len(targets)
 
 
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGINT/SIGTERM/SIGHUP raise :class:`RunInterrupted` (once: later ones are ignored while cleaning up)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        for other in signums:
+            signal.signal(other, signal.SIG_IGN)
+        raise RunInterrupted(signum)
+
+    for signum in signums:
+        signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _terminate(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _run_flower(command: list[str], env: dict[str, str], run_dir: Path, view: ProgressView, verbose: bool) -> int:
+    """Run ``flwr run``: its output to ``flower.log`` (and the terminal if ``verbose``), rows to ``view``."""
+    proc = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    pump = LogPump(proc.stdout, run_dir / FLOWER_LOG, echo=sys.stdout if verbose else None)
+    pump.start()
+    tail = MetricsTail(run_dir / METRICS_FILE)
+    try:
+        with view:
+            while True:
+                try:
+                    proc.wait(timeout=POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    view.update(tail.poll())
+            view.update(tail.poll())
+    finally:
+        _terminate(proc)  # a no-op unless interrupted
+        pump.join(timeout=10)
+        proc.stdout.close()
+    return proc.returncode
+
+
 def launch(cfg: RunConfig, run_dir: Path) -> Path:
     """Run ``cfg`` through ``flwr run``; returns the run folder (raises RunFailedError on failure).
 
     Local simulation by default; with ``deployment.superlink`` set, on that SuperLink and the
-    SuperNodes connected to it (the ServerApp must be able to read ``run_dir``).
+    SuperNodes connected to it (the ServerApp must be able to read ``run_dir``). Flower's output
+    is written to ``run_dir/flower.log``; the terminal shows the progress (``cfg.verbose``: and
+    Flower's output). On SIGINT/SIGTERM/SIGHUP, Flower is stopped and :class:`RunInterrupted` raised.
     """
     cfg.validate()
     resolved = preflight(cfg)
     run_dir = run_dir.resolve()
     config_file = write_run_config(cfg, run_dir, resolved)
+    for stale in (METRICS_FILE, SUMMARY_FILE):  # never show (or trust) a previous run's outputs
+        (run_dir / stale).unlink(missing_ok=True)
     home = flwr_home()
     env = {
         **os.environ,
@@ -170,19 +267,60 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
         # flwr starts flower-superlink by name: the venv's bin must come first on PATH.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
-    stop_flower_processes(home)  # a SuperLink left by an interrupted run would hold the port
+    view = progress_view(cfg.num_rounds, run_dir, verbose=cfg.verbose)
+    with _stop_signals():
+        stop_flower_processes(home)  # a SuperLink left by an interrupted run would hold the port
+        try:
+            returncode = _run_flower(flwr_command(cfg, config_file, home), env, run_dir, view, cfg.verbose)
+        finally:
+            stop_flower_processes(home)
+    summary_path = run_dir / SUMMARY_FILE
     try:
-        completed = subprocess.run(flwr_command(cfg, config_file, home), cwd=PROJECT_ROOT, env=env, check=False)
-    finally:
-        stop_flower_processes(home)
-    summary_path = run_dir / "summary.json"
-    status = json.loads(summary_path.read_text()).get("status") if summary_path.exists() else "no summary written"
-    if completed.returncode != 0 or status != "completed":
+        status = json.loads(summary_path.read_text()).get("status", "no status in summary.json")
+    except (OSError, ValueError):
+        status = "no summary written"
+    if returncode != 0 or status != "completed":
+        view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
+        where = f"see {run_dir / FLOWER_LOG}"
+        if cfg.deployment.superlink is None:
+            where += f" and {home / 'local-superlink' / 'superlink.log'}"
         raise RunFailedError(
-            f"Flower run failed (flwr exit code {completed.returncode}, status: {status}); "
-            f"see the log above and {home / 'local-superlink' / 'superlink.log'}"
+            f"Flower run failed (flwr exit code {returncode}, status: {one_line(str(status))}); {where}"
         )
+    view.summary()
     return run_dir
+
+
+DATASET_HINT = "or dataset.fallback=mnist5k to fall back to it with a warning (as experiment=main does)"
+
+
+@contextlib.contextmanager
+def cli_errors(run_dir: Path | None = None) -> Iterator[None]:
+    """Command-line front ends: what a user can fix ends in ONE ``error: ...`` line on stderr and an exit code.
+
+    Bad input (config, data-dependent, dataset unavailable): exit 2. A failed Flower run: exit 1
+    (its log's tail was printed above). Interrupted: Flower stopped, exit 128 + the signal number.
+    """
+    try:
+        yield
+    except ConfigError as exc:
+        _exit(f"error: {exc}", 2, exc)
+    except DatasetUnavailableError as exc:
+        message = str(exc)
+        if "offline choices" in message and "dataset.fallback" not in message:
+            message += f"; {DATASET_HINT}"
+        _exit(f"error: {message}", 2, exc)
+    except RunFailedError as exc:
+        _exit(f"error: {exc}", 1, exc)
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+        where = f"; the rounds that finished are in {run_dir / METRICS_FILE}" if run_dir is not None else ""
+        _exit(f"interrupted ({signal.Signals(signum).name}): Flower stopped{where}", 128 + signum, exc)
+
+
+def _exit(message: str, code: int, cause: BaseException) -> None:
+    print(one_line(message), file=sys.stderr, flush=True)
+    raise SystemExit(code) from cause
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", type=Path, help="a RunConfig as JSON (e.g. a run's run_config.json)")
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
-    launch(load_config(json.loads(args.config.read_text())), args.run_dir)
+    with cli_errors(args.run_dir):
+        launch(load_config(json.loads(args.config.read_text())), args.run_dir)
 
 
 if __name__ == "__main__":

@@ -85,12 +85,18 @@ class MetricsWriter:
             csv.writer(f).writerow([_fmt(values[c]) for c in METRIC_COLUMNS])
 
 
-def progress_line(row: RoundRow, num_rounds: int) -> str:
-    return (
-        f"[amp-fl] round {row.round:4d}/{num_rounds}  sim {row.sim_time_s:9.3f} s  acc {row.accuracy:6.4f}  "
-        f"loss {row.loss:7.4f}  scheduled {row.num_scheduled:3d}  keep {row.mean_keep_ratio:5.3f}  "
-        f"aoi {row.avg_aoi:7.2f}  wall {row.wall_time_s:7.1f} s"
+def progress_line(row: RoundRow, num_rounds: int, eta_s: float | None = None) -> str:
+    """One short plain-text progress line (the launcher's view when stdout is not a terminal)."""
+    width = len(str(num_rounds))
+    keep = "    -" if math.isnan(row.mean_keep_ratio) else f"{row.mean_keep_ratio:5.3f}"
+    line = (
+        f"[amp-fl] round {row.round:{width}d}/{num_rounds}  sim {row.sim_time_s:9.3f} s  "
+        f"acc {row.accuracy:6.4f}  keep {keep}"
     )
+    if eta_s is not None:
+        hours, rest = divmod(max(0, round(eta_s)), 3600)
+        line += f"  ETA {hours}:{rest // 60:02d}:{rest % 60:02d}"
+    return line
 
 
 def time_to_accuracy(rows: list[RoundRow], target: float) -> dict[str, float | int | None]:
@@ -118,8 +124,8 @@ def write_figures(run_dir: Path, rows: list[RoundRow], title: str) -> list[Path]
 
     if not rows:
         return []
-    rounds = [r.round for r in rows]
-    figures = {
+    rounds = [float(r.round) for r in rows]
+    figures: dict[str, tuple[list[float], list[float], str, str]] = {
         "accuracy_vs_sim_time.png": (
             [r.sim_time_s for r in rows],
             [r.accuracy for r in rows],

@@ -2,12 +2,15 @@
 
 - :mod:`.regions`: which slices of which arrays form each prunable region (derived by tracing).
 - :mod:`.submodel`: extract / build / scatter sub-models.
-- :mod:`.counts`: parameter and FLOP counts of a sub-model without building it.
+- :mod:`.counts`: keep counts of Eq. (16); parameter and FLOP counts of a sub-model without building it.
 - :mod:`.policies`: which regions a device keeps (aoi, importance, random, static, rolling).
 """
 
 from .counts import (
+    check_layer_sizes,
     forward_flops_per_sample,
+    keep_counts,
+    keep_counts_for_fraction,
     submodel_array_count,
     submodel_param_count,
     submodel_shapes,
@@ -20,7 +23,6 @@ from .policies import (
     build_policy,
     infeasible_layers,
     is_feasible,
-    keep_counts_for_fraction,
 )
 from .regions import (
     ArrayRule,
@@ -47,11 +49,13 @@ __all__ = [
     "build_policy",
     "build_submodel",
     "check_kept",
+    "check_layer_sizes",
     "extract_arrays",
     "forward_flops_per_sample",
     "held_masks",
     "infeasible_layers",
     "is_feasible",
+    "keep_counts",
     "keep_counts_for_fraction",
     "keep_counts_of",
     "load_arrays",

@@ -40,8 +40,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.func import functional_call
 
-KeptIndices = list[np.ndarray]
-"""One sorted, unique ``int64`` index array per group, in ``RegionMap.groups`` order."""
+KeptIndices = Sequence[np.ndarray]
+"""One device's sub-model: one sorted, unique ``int64`` index array per group, in ``RegionMap.groups`` order.
+
+Collections over devices are spelled ``tuple[KeptIndices, ...]`` (``Schedule.kept_indices``).
+"""
 
 ArrayRole = Literal["weight", "bias", "norm_affine", "norm_stat", "counter"]
 LayerKind = Literal["conv", "linear"]
@@ -193,7 +196,7 @@ class RegionMap:
                 return i
         raise ValueError(f"no region group named {name!r}; groups: {[g.name for g in self.groups]}")
 
-    def full_kept(self) -> KeptIndices:
+    def full_kept(self) -> list[np.ndarray]:
         """Kept indices that keep every region (the full model)."""
         return [np.arange(g.size, dtype=np.int64) for g in self.groups]
 
@@ -545,7 +548,7 @@ def _cached_region_map(name: str, input_shape: tuple[int, ...], num_classes: int
     return region_map_for(model, input_shape)
 
 
-def check_kept(region_map: RegionMap, kept: Sequence[Any]) -> KeptIndices:
+def check_kept(region_map: RegionMap, kept: Sequence[Any]) -> list[np.ndarray]:
     """Validate kept index sets and return them as ``int64`` arrays.
 
     Raises
@@ -556,7 +559,7 @@ def check_kept(region_map: RegionMap, kept: Sequence[Any]) -> KeptIndices:
     """
     if len(kept) != len(region_map.groups):
         raise ValueError(f"expected {len(region_map.groups)} kept index sets (one per group), got {len(kept)}")
-    out: KeptIndices = []
+    out: list[np.ndarray] = []
     for group, idx in zip(region_map.groups, kept, strict=True):
         arr = np.asarray(idx)
         if arr.ndim != 1:

@@ -178,6 +178,12 @@ def held_masks(region_map: RegionMap, kept: KeptIndices) -> list[np.ndarray]:
 # Modules.
 
 
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's 2-D size (torch types it ``tuple[int, ...]`` on the module, ``tuple[int, int]`` in ``__init__``)."""
+    first, second = values
+    return int(first), int(second)
+
+
 def _shrunk_module(module: nn.Module, prefix: str, shapes: Mapping[str, tuple[int, ...]]) -> nn.Module:
     """An uninitialised (``meta``) copy of ``module`` with the sub-model's widths."""
 
@@ -186,16 +192,15 @@ def _shrunk_module(module: nn.Module, prefix: str, shapes: Mapping[str, tuple[in
 
     if isinstance(module, nn.Conv2d):
         out_ch, in_ch = shape("weight")[:2]
-        # (torch types kernel_size/stride/dilation as tuple[int, ...] on the module, tuple[int, int] in __init__.)
         return nn.Conv2d(
             in_ch,
             out_ch,
-            module.kernel_size,
-            module.stride,
-            module.padding,  # type: ignore[arg-type]
-            module.dilation,
+            _pair(module.kernel_size),
+            _pair(module.stride),
+            module.padding if isinstance(module.padding, str) else _pair(module.padding),
+            _pair(module.dilation),
             module.groups,
-            module.bias is not None,  # type: ignore[arg-type]
+            module.bias is not None,
             module.padding_mode,
             device="meta",
         )

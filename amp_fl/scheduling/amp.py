@@ -3,7 +3,7 @@
 The paper runs Algorithm 1 (a sort per layer) for each of the K x R device/RB pairs and then
 solves the LP relaxation P4. Two observations make this much cheaper with the same optimum:
 
-1. Omega(k, r) (eq. 18) is the sum of the ``c_l(k, r) = floor(kappa_{k,r} I_l)`` largest values
+1. Omega(k, r) (Eq. (18)) is the sum of the ``c_l(k, r) = floor(kappa_{k,r} I_l)`` largest values
    of ``(tau + 1)^2`` in each layer. That sum depends on the *values* of the largest ages only,
    not on which of several equal-age regions a tie-break keeps. So sort each device's ages once
    per layer (a plain integer sort), take prefix sums, and read Omega for every RB off the
@@ -13,8 +13,10 @@ solves the LP relaxation P4. Two observations make this much cheaper with the sa
    maximum-weight full assignment of the smaller side is also a maximum-weight partial matching;
    pairs matched at weight 0 (infeasible) are simply not scheduled.
 
-The tie-break between equal ages (the seeded rule of ``aoi_priority_order``) is applied only to
-the scheduled devices, to pick *which* regions they keep.
+The tie-break between equal ages (Algorithm 1's seeded jitter, see
+:mod:`amp_fl.pruning.policies.aoi`) is applied only to the scheduled devices, to pick *which*
+regions they keep; it is the shared AoI pruning step of every scheduler
+(:func:`~amp_fl.scheduling.assign.schedule_with_aoi_pruning`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from amp_fl.pruning.counts import keep_counts
 from amp_fl.scheduling.aoi_table import AoITable
-from amp_fl.scheduling.schedule import Schedule, SchedulerBase, assemble_schedule, top_aoi_indices
+from amp_fl.scheduling.assign import schedule_with_aoi_pruning
+from amp_fl.scheduling.schedule import Schedule, Scheduler
 from amp_fl.wireless.channel import ChannelState
-from amp_fl.wireless.latency import feasible_pairs, layer_keep_count, layer_keep_counts
+from amp_fl.wireless.latency import feasible_pairs
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 
@@ -45,7 +49,7 @@ def top_square_sums(ages: np.ndarray, counts: np.ndarray) -> np.ndarray:
     # memory traffic of the two passes that follow the sort. int64 otherwise.
     oldest = int(ascending[:, -1].max()) if ascending.size else 0
     dtype = np.int32 if (oldest + 1) ** 2 * size <= _INT32_MAX else np.int64
-    squared = ascending.astype(dtype, copy=ascending.dtype != dtype)
+    squared: np.ndarray = ascending.astype(dtype, copy=ascending.dtype != dtype)
     squared += 1
     squared *= squared
     prefix = np.empty((ages.shape[0], size + 1), dtype=dtype)
@@ -57,12 +61,12 @@ def top_square_sums(ages: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def aoi_weight_matrix(keep_fraction: np.ndarray, layer_ages: Sequence[np.ndarray]) -> np.ndarray:
-    """Omega(k, r) of eq. (18) for every device/RB pair, (K, R) int64; 0 for infeasible pairs.
+    """Omega(k, r) of Eq. (18) for every device/RB pair, (K, R) int64; 0 for infeasible pairs.
 
     Parameters
     ----------
     keep_fraction : (K, R) float array
-        kappa_{k,r} of eq. (16).
+        kappa_{k,r} of Eq. (16).
     layer_ages : sequence of (K, I_l) int arrays
         tau_{k,t-1} per layer (e.g. ``AoITable.layers()``).
     """
@@ -77,9 +81,10 @@ def aoi_weight_matrix(keep_fraction: np.ndarray, layer_ages: Sequence[np.ndarray
         return weights
     all_rows = rows.size == num_devices
     kappa = keep_fraction if all_rows else keep_fraction[rows]
+    counts = keep_counts(kappa, sizes)  # (rows, R, L)
     total = np.zeros((rows.size, num_rbs), dtype=np.int64)
-    for ages, size in zip(layer_ages, sizes, strict=True):
-        total += top_square_sums(ages if all_rows else ages[rows], layer_keep_count(kappa, size))
+    for layer, ages in enumerate(layer_ages):
+        total += top_square_sums(ages if all_rows else ages[rows], counts[..., layer])
     total[~(feasible if all_rows else feasible[rows])] = 0
     weights[rows] = total
     return weights
@@ -102,16 +107,16 @@ def max_weight_matching(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows[r[positive]].astype(np.int64), c[positive].astype(np.int64)
 
 
-class AmpScheduler(SchedulerBase):
-    """AMP-FL's scheduler: maximise the AoI objective (14) subject to the deadline (8a) and OFDMA (8b-8d).
+class AmpScheduler(Scheduler):
+    """AMP-FL's scheduler: maximise the AoI objective, Eq. (14), s.t. the deadline, Eq. (8a), and OFDMA, Eqs. (8b)-(8d).
 
     Parameters
     ----------
     system : SystemModel
         Devices, radio and latency budget.
     seed : int
-        Run seed; round t's tie-break draws come from a generator derived from (seed, t), so a
-        round's schedule depends only on its inputs and the seed.
+        Run seed; the tie-breaks of device k in round t come from (seed, t, k), so a round's
+        schedule depends only on its inputs and the seed.
     """
 
     name = "amp"
@@ -120,12 +125,8 @@ class AmpScheduler(SchedulerBase):
         costs = self.round_costs(round, channel_state, aoi_table)
         weights = aoi_weight_matrix(costs.keep_fraction, aoi_table.layers())
         devices, rbs = max_weight_matching(weights)
-        kappa = costs.keep_fraction[devices, rbs]
-        counts = layer_keep_counts(kappa, aoi_table.layer_sizes)
-        rng = self.round_rng(round)
-        kept = top_aoi_indices(aoi_table, devices, counts, rng)
         # Omega read off the matrix equals the kept regions' weight: the tie-break changes which
         # equal-age regions are kept, not their ages (tested against kept_weights).
-        return assemble_schedule(
-            round, costs, aoi_table, devices, rbs, kappa, counts, kept, weights=weights[devices, rbs]
+        return schedule_with_aoi_pruning(
+            round, costs, aoi_table, devices, rbs, self.seed, weights=weights[devices, rbs]
         )

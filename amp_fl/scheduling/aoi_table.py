@@ -1,4 +1,4 @@
-"""Age of information of every device's cached gradient, per model region (eq. 9).
+"""Age of information of every device's cached gradient, per model region (Eq. (9)).
 
 ``tau[k, i]`` counts the rounds since device k last uploaded a fresh gradient for region i.
 Regions are numbered layer by layer (layer 0's regions first), matching the pruning engine's
@@ -8,20 +8,17 @@ Regions are numbered layer by layer (layer 0's regions first), matching the prun
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from amp_fl.errors import require
-from amp_fl.wireless.latency import check_layer_sizes
+from amp_fl.errors import check_argument
+from amp_fl.pruning.counts import check_layer_sizes
+from amp_fl.pruning.regions import KeptIndices
 
-if TYPE_CHECKING:  # schedule.py imports this module; import only for the annotation
-    from amp_fl.scheduling.schedule import Schedule
-
-# int32 halves the memory and sorting time of a K x I table (K = 10,000 x I = 3,360 for
-# VGG-11 is 134 MB instead of 269 MB); an age cannot reach 2^31 - 1 in any feasible run,
-# and `update` refuses to overflow rather than wrap. (The int64 weights (18) of a 512-region
-# layer would overflow only past ages of about 1.3e8 rounds.)
+# int32 halves the memory and sorting time of a K x I table (K = 10,000 devices x I = 2,880
+# regions of VGG-11 = 28.8M ages: 115 MB instead of 230 MB); an age cannot reach 2^31 - 1 in
+# any feasible run, and `update` refuses to overflow rather than wrap. (The int64 weights of
+# Eq. (18) of a 512-region layer would overflow only past ages of about 1.3e8 rounds.)
 AGE_DTYPE = np.int32
 _AGE_LIMIT = int(np.iinfo(AGE_DTYPE).max) - 1
 
@@ -40,9 +37,9 @@ class AoITable:
     """
 
     def __init__(self, num_devices: int, layer_sizes: Sequence[int], initial_age: int = 0) -> None:
-        require(int(num_devices) >= 1, "wireless.num_devices", f"must be >= 1, got {num_devices!r}")
-        require(
-            0 <= int(initial_age) <= _AGE_LIMIT, "aoi.initial_age", f"must be in [0, {_AGE_LIMIT}], got {initial_age!r}"
+        check_argument(int(num_devices) >= 1, "num_devices", f"must be >= 1, got {num_devices!r}")
+        check_argument(
+            0 <= int(initial_age) <= _AGE_LIMIT, "initial_age", f"must be in [0, {_AGE_LIMIT}], got {initial_age!r}"
         )
         self.layer_sizes = check_layer_sizes(layer_sizes)
         self.offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(self.layer_sizes)]))
@@ -96,11 +93,8 @@ class AoITable:
         """Average age over all devices and regions (the paper's "average AoI", Figs. 6b, 10)."""
         return float(self._ages.mean(dtype=np.float64))
 
-    def copy(self) -> AoITable:
-        return AoITable.from_array(self._ages, self.layer_sizes)
-
-    def update(self, device_ids: Sequence[int] | np.ndarray, kept_indices: Sequence[Sequence[np.ndarray]]) -> None:
-        """Advance one round by eq. (9).
+    def update(self, device_ids: Sequence[int] | np.ndarray, kept_indices: Sequence[KeptIndices]) -> None:
+        """Advance one round by Eq. (9).
 
         ``tau <- 0`` for every region a scheduled device kept (and so uploaded), ``tau + 1`` for
         every other (device, region): pruned regions and unscheduled devices age.
@@ -109,8 +103,9 @@ class AoITable:
         ----------
         device_ids : sequence of int
             Devices whose update arrived this round, each at most once.
-        kept_indices : sequence (per device) of sequences (per layer) of int arrays
-            Local region indices each device kept in each layer.
+        kept_indices : sequence (per device) of :data:`~amp_fl.pruning.regions.KeptIndices`
+            Local region indices each device kept in each layer (e.g. a schedule's
+            ``device_ids`` and ``kept_indices``).
         """
         device_ids = np.asarray(device_ids, dtype=np.int64).reshape(-1)
         if len(kept_indices) != device_ids.size:
@@ -128,11 +123,7 @@ class AoITable:
         for device, cols in zip(device_ids, columns, strict=True):
             self._ages[device, cols] = 0
 
-    def apply(self, schedule: Schedule) -> None:
-        """Update with a :class:`~amp_fl.scheduling.schedule.Schedule` (its arrived devices and kept regions)."""
-        self.update(schedule.device_ids, schedule.kept_indices)
-
-    def _global_columns(self, per_layer: Sequence[np.ndarray]) -> np.ndarray:
+    def _global_columns(self, per_layer: KeptIndices) -> np.ndarray:
         """Map one device's per-layer local indices to columns of the table."""
         if len(per_layer) != self.num_layers:
             raise ValueError(f"kept indices must list {self.num_layers} layers, got {len(per_layer)}")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from amp_fl.pruning.counts import keep_counts
+from amp_fl.pruning.policies.aoi import tie_break_jitter, top_aoi_indices
 from amp_fl.scheduling.aoi_table import AoITable
-from amp_fl.scheduling.schedule import Schedule, assemble_schedule, top_aoi_indices
-from amp_fl.wireless.latency import PairCosts, layer_keep_counts
+from amp_fl.scheduling.schedule import Schedule, assemble_schedule
+from amp_fl.wireless.latency import PairCosts
 
 
 def greedy_pairs(
@@ -80,10 +82,31 @@ def schedule_with_aoi_pruning(
     aoi_table: AoITable,
     devices: np.ndarray,
     rbs: np.ndarray,
-    rng: np.random.Generator,
+    seed: int,
+    *,
+    keep_fraction: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> Schedule:
-    """Prune each chosen device at its pair's kappa (eq. 16), keeping its oldest regions (Algorithm 1)."""
-    kappa = costs.keep_fraction[devices, rbs]
-    counts = layer_keep_counts(kappa, aoi_table.layer_sizes).reshape(devices.size, aoi_table.num_layers)
-    kept = top_aoi_indices(aoi_table, devices, counts, rng)
-    return assemble_schedule(round, costs, aoi_table, devices, rbs, kappa, counts, kept)
+    """Prune each chosen device at its keep fraction, keeping its oldest regions (Algorithm 1).
+
+    Parameters
+    ----------
+    round, costs, aoi_table
+        The round, its pair costs and the ages before it.
+    devices, rbs : (S,) int arrays
+        The chosen device/RB pairs.
+    seed : int
+        Run seed: the tie-break jitter of each device is derived from (seed, round, device)
+        (:func:`~amp_fl.pruning.policies.aoi.tie_break_jitter`), as the ``aoi`` policy does.
+    keep_fraction : (S,) float array, optional
+        The fraction each sub-model is sized from; default the pair's kappa of Eq. (16).
+    weights : (S,) int array, optional
+        Omega of each device (Eq. (18)) when the caller has it already; else computed from the
+        kept regions.
+    """
+    devices = np.asarray(devices, dtype=np.int64).reshape(-1)
+    kappa = costs.keep_fraction[devices, rbs] if keep_fraction is None else keep_fraction
+    counts = keep_counts(kappa, aoi_table.layer_sizes).reshape(devices.size, aoi_table.num_layers)
+    jitter = tie_break_jitter(seed, round, devices, aoi_table.num_regions)
+    kept = top_aoi_indices([ages[devices] for ages in aoi_table.layers()], counts, jitter)
+    return assemble_schedule(round, costs, aoi_table, devices, rbs, kappa, counts, kept, weights=weights)

@@ -13,12 +13,12 @@ import numpy as np
 
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.scheduling.assign import assign_in_device_order, schedule_with_aoi_pruning
-from amp_fl.scheduling.schedule import Schedule, SchedulerBase
+from amp_fl.scheduling.schedule import Schedule, Scheduler
 from amp_fl.wireless.channel import ChannelState
 from amp_fl.wireless.latency import feasible_pairs
 
 
-class CScheduler(SchedulerBase):
+class CScheduler(Scheduler):
     """Largest-channel-gain scheduling with AoI pruning (see module docstring)."""
 
     name = "channel"
@@ -28,5 +28,4 @@ class CScheduler(SchedulerBase):
         feasible = feasible_pairs(costs.keep_fraction, aoi_table.layer_sizes)
         order = np.lexsort((np.arange(channel_state.num_devices), -channel_state.gains))
         devices, rbs = assign_in_device_order(order, feasible, rb_score=costs.rates)
-        rng = self.round_rng(round)
-        return schedule_with_aoi_pruning(round, costs, aoi_table, devices, rbs, rng)
+        return schedule_with_aoi_pruning(round, costs, aoi_table, devices, rbs, self.seed)

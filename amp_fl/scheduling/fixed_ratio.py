@@ -1,14 +1,15 @@
 """Fixed-ratio mode (paper Figs. 2-5): every scheduled device is pruned by the same ratio beta and
 exactly ``num_scheduled`` devices train per round; the latency budget is not enforced.
 
-Keep counts: ``floor((1 - beta) I_l + 1e-9)`` per layer (the tolerance stops ``0.57 * 100 =
-56.99999999999999`` from losing a region to floating point); every layer must keep >= 1.
+Keep counts: :func:`~amp_fl.pruning.counts.keep_counts` of ``1 - beta``, the rule of Eq. (16)
+(``floor((1 - beta) I_l)``, with its floating-point slack); every layer must keep >= 1.
 
 Device selection (``selection``):
 - ``"aoi"`` (default): AMP-FL's objective with the keep counts fixed. Omega_k no longer depends
   on the RB, so the maximum-weight matching is simply the ``num_scheduled`` devices of largest
-  Omega_k (eq. 18); ties are broken by the same seeded rule as region ties
-  (``aoi_priority_order``), so in round 0, when all ages are equal, the pick is uniformly random.
+  Omega_k (Eq. (18)); ties are broken by the same seeded-jitter rule as region ties
+  (Algorithm 1, :func:`~amp_fl.pruning.policies.aoi.top_aoi_indices`, with jitter from this
+  round's generator), so in round 0, when all ages are equal, the pick is uniformly random.
 - ``"random"``: ``num_scheduled`` devices uniformly at random.
 
 Only devices with a positive rate (a usable channel) are candidates. The chosen devices get RBs
@@ -20,39 +21,40 @@ indices while keeping ``keep_counts``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from amp_fl.errors import require
-from amp_fl.pruning.policies.aoi import aoi_priority_order
-from amp_fl.pruning.policies.base import keep_counts_for_fraction
+from amp_fl.errors import check_argument
+from amp_fl.pruning.counts import keep_counts
+from amp_fl.pruning.policies.aoi import top_aoi_indices
 from amp_fl.scheduling.amp import top_square_sums
 from amp_fl.scheduling.aoi_table import AoITable
-from amp_fl.scheduling.schedule import Schedule, SchedulerBase, assemble_schedule, top_aoi_indices
+from amp_fl.scheduling.assign import schedule_with_aoi_pruning
+from amp_fl.scheduling.schedule import Schedule, Scheduler
 from amp_fl.wireless.channel import ChannelState
-from amp_fl.wireless.latency import SystemModel, check_layer_sizes
+from amp_fl.wireless.latency import SystemModel
 
-SELECTIONS = ("aoi", "random")
+FixedRatioSelection = Literal["aoi", "random"]
+FIXED_RATIO_SELECTIONS: tuple[FixedRatioSelection, ...] = get_args(FixedRatioSelection)
 
 
 def fixed_keep_counts(pruning_ratio: float, layer_sizes: Sequence[int]) -> np.ndarray:
-    """Regions kept per layer at pruning ratio beta: ``floor((1 - beta) I_l)``, (L,) int64.
+    """Regions kept per layer at pruning ratio beta: ``keep_counts(1 - beta, layer_sizes)``, (L,) int64.
 
-    Raises ConfigError (``pruning.ratio``) when a layer would keep no region.
+    Raises ValueError (naming ``pruning_ratio``) when a layer would keep no region.
     """
-    sizes = check_layer_sizes(layer_sizes)
-    # The same rounding as the pruning policies use, so both sides agree on every count.
-    counts = np.array(keep_counts_for_fraction(sizes, 1.0 - pruning_ratio), dtype=np.int64)
-    require(
+    counts = keep_counts(1.0 - pruning_ratio, layer_sizes)
+    check_argument(
         bool(counts.min() >= 1),
-        "pruning.ratio",
-        f"{pruning_ratio} leaves a layer of {int(sizes[np.argmin(counts)])} regions empty",
+        "pruning_ratio",
+        f"{pruning_ratio} leaves a layer of {int(layer_sizes[int(np.argmin(counts))])} regions empty",
     )
     return counts
 
 
-class FixedRatioScheduler(SchedulerBase):
+class FixedRatioScheduler(Scheduler):
     """Fixed pruning ratio, fixed number of devices per round (see module docstring).
 
     Parameters
@@ -69,20 +71,29 @@ class FixedRatioScheduler(SchedulerBase):
     name = "fixed_ratio"
 
     def __init__(
-        self, system: SystemModel, seed: int, pruning_ratio: float, num_scheduled: int, selection: str = "aoi"
+        self,
+        system: SystemModel,
+        seed: int,
+        pruning_ratio: float,
+        num_scheduled: int,
+        selection: FixedRatioSelection = "aoi",
     ) -> None:
-        require(
+        check_argument(
             isinstance(pruning_ratio, int | float) and 0.0 <= pruning_ratio < 1.0,
-            "pruning.ratio",
+            "pruning_ratio",
             f"must be in [0, 1), got {pruning_ratio!r}",
         )
         limit = min(system.num_devices, system.num_rbs)
-        require(
+        check_argument(
             isinstance(num_scheduled, int) and 1 <= num_scheduled <= limit,
-            "scheduling.num_scheduled",
+            "num_scheduled",
             f"must be an integer in [1, min(K, R) = {limit}], got {num_scheduled!r}",
         )
-        require(selection in SELECTIONS, "scheduling.selection", f"must be one of {SELECTIONS}, got {selection!r}")
+        check_argument(
+            selection in FIXED_RATIO_SELECTIONS,
+            "selection",
+            f"must be one of {FIXED_RATIO_SELECTIONS}, got {selection!r}",
+        )
         super().__init__(system, seed)
         self.pruning_ratio = float(pruning_ratio)
         self.num_scheduled = int(num_scheduled)
@@ -93,18 +104,29 @@ class FixedRatioScheduler(SchedulerBase):
         counts = fixed_keep_counts(self.pruning_ratio, aoi_table.layer_sizes)
         rng = self.round_rng(round)
         candidates = np.flatnonzero((costs.rates > 0).any(axis=1))
-        if self.selection == "aoi":
-            omega = self._device_weights(aoi_table, counts)[candidates]
-            devices = candidates[aoi_priority_order(omega, rng)[: self.num_scheduled]]
+        size = min(self.num_scheduled, candidates.size)
+        omega: np.ndarray | None = None
+        if size == 0:
+            devices = candidates
+        elif self.selection == "aoi":
+            omega = self._device_weights(aoi_table, counts)
+            # Algorithm 1's rule on one "layer" whose regions are the candidate devices.
+            (chosen,) = top_aoi_indices([omega[None, candidates]], [[size]], rng.random((1, candidates.size)))[0]
+            devices = candidates[chosen]
         else:
-            devices = rng.choice(candidates, size=min(self.num_scheduled, candidates.size), replace=False)
-        devices = np.sort(devices).astype(np.int64)
+            devices = np.sort(rng.choice(candidates, size=size, replace=False))
         rows, rbs = linear_sum_assignment(costs.rates[devices], maximize=True)
-        devices = devices[rows]
-        per_device_counts = np.broadcast_to(counts, (devices.size, counts.size))
-        kept = top_aoi_indices(aoi_table, devices, per_device_counts, rng)
-        keep = np.full(devices.size, 1.0 - self.pruning_ratio)
-        return assemble_schedule(round, costs, aoi_table, devices, rbs, keep, per_device_counts, kept)
+        devices = devices[rows].astype(np.int64)
+        return schedule_with_aoi_pruning(
+            round,
+            costs,
+            aoi_table,
+            devices,
+            rbs,
+            self.seed,
+            keep_fraction=np.full(devices.size, 1.0 - self.pruning_ratio),
+            weights=None if omega is None else omega[devices],
+        )
 
     @staticmethod
     def _device_weights(aoi_table: AoITable, counts: np.ndarray) -> np.ndarray:

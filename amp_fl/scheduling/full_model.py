@@ -17,20 +17,23 @@ slowest device. The AoI weights of the full model are reported as the objective 
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import numpy as np
 
-from amp_fl.errors import require
+from amp_fl.errors import check_argument
+from amp_fl.pruning.regions import KeptIndices
 from amp_fl.scheduling.amp import max_weight_matching
 from amp_fl.scheduling.aoi_table import AoITable
-from amp_fl.scheduling.schedule import KeptIndices, Schedule, SchedulerBase, assemble_schedule
+from amp_fl.scheduling.schedule import Schedule, Scheduler, assemble_schedule
 from amp_fl.wireless.channel import ChannelState
 from amp_fl.wireless.latency import SystemModel
 
-SELECTIONS = ("rate", "random")
+FullModelSelection = Literal["rate", "random"]
+FULL_MODEL_SELECTIONS: tuple[FullModelSelection, ...] = get_args(FullModelSelection)
 
 
-class FullModelScheduler(SchedulerBase):
+class FullModelScheduler(Scheduler):
     """Full-model selection for Synchronous FL (see module docstring).
 
     Parameters
@@ -45,14 +48,18 @@ class FullModelScheduler(SchedulerBase):
     name = "full_model"
 
     def __init__(
-        self, system: SystemModel, seed: int, selection: str = "rate", deadline_s: float | None = None
+        self, system: SystemModel, seed: int, selection: FullModelSelection = "rate", deadline_s: float | None = None
     ) -> None:
-        require(selection in SELECTIONS, "scheduling.selection", f"must be one of {SELECTIONS}, got {selection!r}")
-        require(
+        check_argument(
+            selection in FULL_MODEL_SELECTIONS,
+            "selection",
+            f"must be one of {FULL_MODEL_SELECTIONS}, got {selection!r}",
+        )
+        check_argument(
             deadline_s is None
             or (isinstance(deadline_s, int | float) and math.isfinite(deadline_s) and deadline_s > 0),
-            "scheduling.deadline_s",
-            f"must be a positive number of seconds or null, got {deadline_s!r}",
+            "deadline_s",
+            f"must be a positive number of seconds or None, got {deadline_s!r}",
         )
         super().__init__(system, seed)
         self.selection = selection
@@ -72,7 +79,7 @@ class FullModelScheduler(SchedulerBase):
         everything = tuple(np.arange(size) for size in aoi_table.layer_sizes)
         for indices in everything:
             indices.setflags(write=False)
-        kept: KeptIndices = tuple(everything for _ in range(devices.size))
+        kept: tuple[KeptIndices, ...] = tuple(everything for _ in range(devices.size))
         return assemble_schedule(
             round,
             costs,

@@ -3,7 +3,7 @@ deadline with the smallest pruning ratio, each pruned by AMP-FL's AoI rule at it
 
 "Minimal sum of pruning ratios" alone is minimised by scheduling nobody, so the rule used is:
 fill up to R RBs with feasible pairs, preferring pairs whose realised pruning ratio
-``beta = 1 - sum_l floor(kappa I_l) / I`` (eq. 3) is smallest.
+``beta = 1 - sum_l floor(kappa I_l) / I`` (Eq. (3)) is smallest.
 
 Assignment rules (``assignment``):
 - ``"greedy"`` (default): repeatedly take the free device/RB pair with the smallest beta (ties:
@@ -15,32 +15,38 @@ Assignment rules (``assignment``):
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 
-from amp_fl.errors import require
+from amp_fl.errors import check_argument
+from amp_fl.pruning.counts import keep_counts
 from amp_fl.scheduling.amp import max_weight_matching
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.scheduling.assign import greedy_pairs, schedule_with_aoi_pruning
-from amp_fl.scheduling.schedule import Schedule, SchedulerBase
+from amp_fl.scheduling.schedule import Schedule, Scheduler
 from amp_fl.wireless.channel import ChannelState
-from amp_fl.wireless.latency import SystemModel, layer_keep_counts, realised_keep_fraction
+from amp_fl.wireless.latency import SystemModel, realised_keep_fraction
 
-ASSIGNMENTS = ("greedy", "matching")
+PRAssignment = Literal["greedy", "matching"]
+PR_ASSIGNMENTS: tuple[PRAssignment, ...] = get_args(PRAssignment)
 
 
-class PRScheduler(SchedulerBase):
-    """Smallest-pruning-ratio scheduling with AoI pruning (see module docstring)."""
+class PRScheduler(Scheduler):
+    """Smallest-pruning-ratio scheduling with AoI pruning; ``assignment`` as in the module docstring."""
 
     name = "pr"
 
-    def __init__(self, system: SystemModel, seed: int, assignment: str = "greedy") -> None:
-        require(assignment in ASSIGNMENTS, "scheduling.assignment", f"must be one of {ASSIGNMENTS}, got {assignment!r}")
+    def __init__(self, system: SystemModel, seed: int, assignment: PRAssignment = "greedy") -> None:
+        check_argument(
+            assignment in PR_ASSIGNMENTS, "assignment", f"must be one of {PR_ASSIGNMENTS}, got {assignment!r}"
+        )
         super().__init__(system, seed)
         self.assignment = assignment
 
     def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
         costs = self.round_costs(round, channel_state, aoi_table)
-        counts = layer_keep_counts(costs.keep_fraction, aoi_table.layer_sizes)
+        counts = keep_counts(costs.keep_fraction, aoi_table.layer_sizes)
         kept_fraction = realised_keep_fraction(counts, aoi_table.layer_sizes)
         feasible = counts.min(axis=-1) >= 1
         num_rbs = self.system.num_rbs
@@ -48,5 +54,4 @@ class PRScheduler(SchedulerBase):
             devices, rbs = greedy_pairs(kept_fraction, feasible, num_rbs, tie_score=costs.keep_fraction)
         else:
             devices, rbs = max_weight_matching(np.where(feasible, (num_rbs + 1) + kept_fraction, 0.0))
-        rng = self.round_rng(round)
-        return schedule_with_aoi_pruning(round, costs, aoi_table, devices, rbs, rng)
+        return schedule_with_aoi_pruning(round, costs, aoi_table, devices, rbs, self.seed)

@@ -3,19 +3,19 @@ each pruned by AMP-FL's AoI rule at its kappa.
 
 Rule: visit devices in a seeded random order; each takes a uniformly random free RB among those
 it is feasible on (skipped if none); stop once all R RBs are taken. Round t's draws come from a
-generator derived from (seed, t).
+generator derived from (seed, t); the AoI tie-breaks of device k from (seed, t, k).
 """
 
 from __future__ import annotations
 
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.scheduling.assign import assign_in_device_order, schedule_with_aoi_pruning
-from amp_fl.scheduling.schedule import Schedule, SchedulerBase
+from amp_fl.scheduling.schedule import Schedule, Scheduler
 from amp_fl.wireless.channel import ChannelState
 from amp_fl.wireless.latency import feasible_pairs
 
 
-class RandomScheduler(SchedulerBase):
+class RandomScheduler(Scheduler):
     """Random feasible scheduling with AoI pruning (see module docstring)."""
 
     name = "random"
@@ -26,4 +26,4 @@ class RandomScheduler(SchedulerBase):
         rng = self.round_rng(round)
         order = rng.permutation(self.system.num_devices)
         devices, rbs = assign_in_device_order(order, feasible, rng=rng)
-        return schedule_with_aoi_pruning(round, costs, aoi_table, devices, rbs, rng)
+        return schedule_with_aoi_pruning(round, costs, aoi_table, devices, rbs, self.seed)

@@ -1,17 +1,15 @@
 """Scheduler registry: ``build_scheduler(name, system, seed=..., **options)``.
 
-Like torchvision's ``get_model``: each scheduler class is registered once under a unique name;
-options are keyword arguments of its constructor and are checked eagerly, with errors naming
-the config key (``scheduling.name``, ``scheduling.<option>``).
+Like torchvision's ``get_model``: every :class:`~amp_fl.scheduling.schedule.Scheduler` subclass
+is registered once under its class attribute ``name``; options are keyword arguments of its
+constructor and are checked eagerly, with ``ValueError`` messages naming the option.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from amp_fl.errors import ConfigError
 from amp_fl.scheduling.amp import AmpScheduler
 from amp_fl.scheduling.c_scheduling import CScheduler
 from amp_fl.scheduling.fixed_ratio import FixedRatioScheduler
@@ -22,19 +20,38 @@ from amp_fl.scheduling.random_scheduling import RandomScheduler
 from amp_fl.scheduling.schedule import Scheduler
 from amp_fl.wireless.latency import SystemModel
 
-SchedulerFactory = Callable[..., Scheduler]
-_REGISTRY: dict[str, SchedulerFactory] = {}
+SchedulerType = TypeVar("SchedulerType", bound=type[Scheduler])
+
+_SCHEDULERS: dict[str, type[Scheduler]] = {}
+_BUILT_IN = ("system", "seed")  # constructor arguments every scheduler takes; not options
 
 
-def register_scheduler(name: str, factory: SchedulerFactory) -> None:
-    """Register ``factory(system, seed, **options)`` under ``name``; a duplicate name is an error."""
-    if name in _REGISTRY:
-        raise ValueError(f"scheduler {name!r} is already registered")
-    _REGISTRY[name] = factory
+def register_scheduler(cls: SchedulerType) -> SchedulerType:
+    """Register a scheduler class under its ``name`` (usable as a class decorator); a duplicate name is an error."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name' to be registered")
+    if name in _SCHEDULERS:
+        raise ValueError(f"scheduler {name!r} is already registered ({_SCHEDULERS[name].__name__})")
+    _SCHEDULERS[name] = cls
+    return cls
+
+
+for _cls in (
+    AmpScheduler,
+    PaperRouteScheduler,
+    PRScheduler,
+    CScheduler,
+    RandomScheduler,
+    FixedRatioScheduler,
+    FullModelScheduler,
+):
+    register_scheduler(_cls)
 
 
 def available_schedulers() -> list[str]:
-    return sorted(_REGISTRY)
+    """Names accepted by :func:`build_scheduler`."""
+    return sorted(_SCHEDULERS)
 
 
 def build_scheduler(name: str, system: SystemModel, *, seed: int, **options: Any) -> Scheduler:
@@ -43,31 +60,24 @@ def build_scheduler(name: str, system: SystemModel, *, seed: int, **options: Any
     Names: ``amp`` (AMP-FL), ``paper_route`` (the paper's K x R sorts + LP), ``pr``, ``channel``,
     ``random`` (scheduling baselines with AoI pruning), ``fixed_ratio`` (Figs. 2-5; needs
     ``pruning_ratio`` and ``num_scheduled``), ``full_model`` (Synchronous FL).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, an option the scheduler does not take, a missing required option,
+        or an invalid value (each message names the scheduler and the option).
     """
-    if name not in _REGISTRY:
-        raise ConfigError(
-            "scheduling.name", f"unknown scheduler {name!r}; choose from {', '.join(available_schedulers())}"
-        )
-    factory = _REGISTRY[name]
-    parameters = inspect.signature(factory).parameters
-    accepted = [p for p in parameters if p not in ("system", "seed")]
+    if name not in _SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose from {', '.join(available_schedulers())}")
+    cls = _SCHEDULERS[name]
+    parameters = inspect.signature(cls).parameters
+    accepted = [key for key in parameters if key not in _BUILT_IN]
     for key in options:
         if key not in accepted:
-            listed = ", ".join(accepted) or "none"
-            raise ConfigError(f"scheduling.{key}", f"not an option of scheduler {name!r}; accepted: {listed}")
-    for key, parameter in parameters.items():
-        if key not in ("system", "seed") and parameter.default is inspect.Parameter.empty and key not in options:
-            raise ConfigError(f"scheduling.{key}", f"required by scheduler {name!r}")
-    return factory(system, seed, **options)
-
-
-for _name, _factory in (
-    ("amp", AmpScheduler),
-    ("paper_route", PaperRouteScheduler),
-    ("pr", PRScheduler),
-    ("channel", CScheduler),
-    ("random", RandomScheduler),
-    ("fixed_ratio", FixedRatioScheduler),
-    ("full_model", FullModelScheduler),
-):
-    register_scheduler(_name, _factory)
+            raise ValueError(
+                f"unknown scheduler option {key!r} for {name!r}; accepted: {', '.join(accepted) or 'none'}"
+            )
+    for key in accepted:
+        if parameters[key].default is inspect.Parameter.empty and key not in options:
+            raise ValueError(f"scheduler {name!r} needs option {key!r}")
+    return cls(system, seed, **options)

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import ClassVar
 
 import numpy as np
 
-from amp_fl.pruning.policies.aoi import aoi_priority_order
+from amp_fl.pruning.regions import KeptIndices
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.wireless.channel import ChannelState
 from amp_fl.wireless.latency import PairCosts, SystemModel, device_latencies, realised_keep_fraction, round_latency
 from amp_fl.wireless.seeding import check_seed, derive_rng
 
-KeptIndices = tuple[tuple[np.ndarray, ...], ...]
-
 
 def _frozen(array: np.ndarray, dtype: type) -> np.ndarray:
-    out = np.array(array, dtype=dtype)
+    out: np.ndarray = np.array(array, dtype=dtype)
     out.setflags(write=False)
     return out
 
@@ -39,20 +38,21 @@ class Schedule:
     rb_ids : (S,) int array
         The RB each of them uses.
     keep_fraction : (S,) float array
-        The fraction the sub-model was sized from: kappa of eq. (16) for AMP-FL and its
+        The fraction the sub-model was sized from: kappa of Eq. (16) for AMP-FL and its
         scheduling baselines, ``1 - beta`` in fixed-ratio mode, 1 for the full model.
     keep_counts : (S, L) int array
-        Regions kept per layer, ``floor(keep_fraction * I_l)``.
-    kept_indices : tuple (per device) of tuples (per layer) of sorted int arrays
-        Local indices of the kept regions of every layer.
+        Regions kept per layer, ``floor(keep_fraction * I_l)``
+        (:func:`~amp_fl.pruning.counts.keep_counts`).
+    kept_indices : tuple (per device) of :data:`~amp_fl.pruning.regions.KeptIndices`
+        Each device's sorted local indices of the kept regions of every layer.
     weights : (S,) int array
-        Omega of each device's sub-model, ``sum over kept i of (tau_i + 1)^2`` (eq. 18).
+        Omega of each device's sub-model, ``sum over kept i of (tau_i + 1)^2`` (Eq. (18)).
     compute_latency_s, upload_latency_s : (S,) float arrays
-        Eqs. (6), (7) at the realised pruning ratio (eq. 3).
+        Eqs. (6), (7) at the realised pruning ratio (Eq. (3)).
     round_latency_s : float
         Length of the round on the simulated clock.
     objective : int
-        Sum of ``weights``, the value of problem P~ (14) this schedule reaches.
+        Sum of ``weights``, the value of problem P~ (Eq. (14)) this schedule reaches.
     dropped_device_ids, dropped_rb_ids : int arrays
         Devices that were selected and transmitted but missed a round deadline (full-model
         baseline only); their updates are not aggregated and their ages are not reset.
@@ -64,7 +64,7 @@ class Schedule:
     rb_ids: np.ndarray
     keep_fraction: np.ndarray
     keep_counts: np.ndarray
-    kept_indices: KeptIndices
+    kept_indices: tuple[KeptIndices, ...]
     weights: np.ndarray
     compute_latency_s: np.ndarray
     upload_latency_s: np.ndarray
@@ -79,12 +79,12 @@ class Schedule:
 
     @property
     def realised_keep_fraction(self) -> np.ndarray:
-        """``1 - beta`` of each sub-model: kept regions over all regions (eq. 3)."""
+        """``1 - beta`` of each sub-model: kept regions over all regions (Eq. (3))."""
         return realised_keep_fraction(self.keep_counts, self.layer_sizes)
 
     @property
     def pruning_ratio(self) -> np.ndarray:
-        """beta of each sub-model (eq. 3)."""
+        """beta of each sub-model (Eq. (3))."""
         return 1.0 - self.realised_keep_fraction
 
     @property
@@ -92,7 +92,7 @@ class Schedule:
         """Compute plus upload time of each scheduled device."""
         return self.compute_latency_s + self.upload_latency_s
 
-    def kept_for(self, device_id: int) -> tuple[np.ndarray, ...]:
+    def kept_for(self, device_id: int) -> KeptIndices:
         """Kept indices per layer of ``device_id`` (``KeyError`` if it is not scheduled)."""
         where = np.flatnonzero(self.device_ids == device_id)
         if where.size == 0:
@@ -100,18 +100,32 @@ class Schedule:
         return self.kept_indices[int(where[0])]
 
 
-class SchedulerBase:
-    """What every scheduler here shares: the system model, the run seed, per-round inputs.
+class Scheduler(ABC):
+    """Picks devices, RBs and sub-models for one round; what every scheduler shares.
 
-    A round's random draws come from a generator derived from (seed, "scheduler.<name>", round),
-    so a round's schedule depends only on its inputs and the seed (and survives a restart).
+    Subclasses set :attr:`name` (their registry name) and implement :meth:`schedule`. A round's
+    random draws come from :meth:`round_rng`, a generator derived from (seed, "scheduler.<name>",
+    round), and Algorithm 1's tie-breaks from the per-device generators of
+    :func:`~amp_fl.pruning.policies.aoi.tie_break_jitter`, so a round's schedule depends only on
+    its inputs and the seed (and survives a restart).
+
+    Parameters
+    ----------
+    system : SystemModel
+        Devices, radio and latency budget.
+    seed : int
+        Run seed (non-negative).
     """
 
-    name = "base"
+    name: ClassVar[str]
 
     def __init__(self, system: SystemModel, seed: int) -> None:
         self.system = system
         self.seed = check_seed(seed)
+
+    @abstractmethod
+    def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
+        """Schedule round ``round`` given this round's channel and the ages before it (tau_{t-1})."""
 
     def round_costs(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> PairCosts:
         """Validate this round's inputs; rates, full-model latencies and keep fractions of all pairs."""
@@ -119,52 +133,14 @@ class SchedulerBase:
         return self.system.pair_costs(channel_state)
 
     def round_rng(self, round: int) -> np.random.Generator:
+        """This scheduler's generator for round ``round`` (device and RB draws, not region tie-breaks)."""
         return derive_rng(self.seed, f"scheduler.{self.name}", int(round))
 
 
-@runtime_checkable
-class Scheduler(Protocol):
-    """Picks devices, RBs and sub-models for one round."""
-
-    name: str
-
-    def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
-        """Schedule round ``round`` given this round's channel and the ages before it (tau_{t-1})."""
-        ...
-
-
-def top_aoi_indices(
-    aoi_table: AoITable, device_ids: np.ndarray, keep_counts: np.ndarray, rng: np.random.Generator
-) -> KeptIndices:
-    """Algorithm 1 for the scheduled devices: per layer, the ``keep_counts[s, l]`` oldest regions.
-
-    Uses :func:`~amp_fl.pruning.policies.aoi.aoi_priority_order` (oldest first, ties in seeded
-    random order), so the scheduler and the ``aoi`` pruning policy apply one rule; for a single
-    device the result equals ``select_top_aoi`` layer by layer with the same generator. One call
-    per layer orders all scheduled devices at once.
-    """
-    device_ids = np.asarray(device_ids, dtype=np.int64)
-    if device_ids.size == 0:
-        return ()
-    keep_counts = np.asarray(keep_counts, dtype=np.int64).reshape(device_ids.size, aoi_table.num_layers)
-    per_device: list[list[np.ndarray]] = [[] for _ in range(device_ids.size)]
-    rows = np.arange(device_ids.size)
-    for layer, ages in enumerate(aoi_table.layers()):
-        order = aoi_priority_order(ages[device_ids], rng)
-        counts = keep_counts[:, layer]
-        # Sort every device's kept prefix in one call: entries past a device's count get a
-        # sentinel (the layer size) that sorts last, then each row is cut at its count.
-        head = order[:, : int(counts.max(initial=0))].copy()
-        head[np.arange(head.shape[1])[None, :] >= counts[:, None]] = ages.shape[1]
-        head.sort(axis=1)
-        head.setflags(write=False)
-        for s in rows:
-            per_device[s].append(head[s, : counts[s]])
-    return tuple(tuple(layers) for layers in per_device)
-
-
-def kept_weights(aoi_table: AoITable, device_ids: np.ndarray, kept_indices: KeptIndices) -> np.ndarray:
-    """Omega of each device's kept regions, ``sum (tau + 1)^2`` (eq. 18), exact in int64."""
+def kept_weights(
+    aoi_table: AoITable, device_ids: Sequence[int] | np.ndarray, kept_indices: Sequence[KeptIndices]
+) -> np.ndarray:
+    """Omega of each device's kept regions, ``sum (tau + 1)^2`` (Eq. (18)), exact in int64."""
     weights = np.zeros(len(kept_indices), dtype=np.int64)
     ages = aoi_table.ages
     offsets = aoi_table.offsets
@@ -184,13 +160,13 @@ def assemble_schedule(
     rb_ids: Sequence[int] | np.ndarray,
     keep_fraction: Sequence[float] | np.ndarray,
     keep_counts: np.ndarray,
-    kept_indices: KeptIndices,
+    kept_indices: Sequence[KeptIndices],
     deadline_s: float | None = None,
     weights: np.ndarray | None = None,
 ) -> Schedule:
     """Build a :class:`Schedule` from chosen pairs and sub-models: latencies, weights, objective.
 
-    ``weights`` (Omega per device, eq. 18) is recomputed from the kept regions unless the
+    ``weights`` (Omega per device, Eq. (18)) is recomputed from the kept regions unless the
     caller already has it (AMP-FL reads it off its weight matrix). With ``deadline_s``, devices
     whose latency exceeds it are moved to ``dropped_*`` and the round lasts ``deadline_s`` if
     anyone was dropped (the server stops waiting then).

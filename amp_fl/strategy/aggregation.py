@@ -1,4 +1,4 @@
-"""AMP-FL's global update, pure NumPy (no Flower): gradient cache (2), compensation scopes, Algorithm 3.
+"""AMP-FL's global update, pure NumPy (no Flower): the gradient cache of Eq. (2), compensation scopes, Algorithm 3.
 
 All arrays are full-model shaped, in the region map's parameter order. A device's upload is first
 scattered to full shape with an element-wise ``held`` mask (see ``amp_fl.pruning.submodel``).
@@ -11,10 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 Arrays = list[np.ndarray]
+
+Compensation = Literal["all", "scheduled", "none"]
+"""Whose cached gradients fill the pruned entries of the global step.
+
+``all``: every device's cache (Eq. (2), the paper's AMP-FL); ``scheduled``: only this round's
+devices; ``none``: no compensation, fresh gradients only (Proposed-wGC)."""
+COMPENSATION_SCOPES: tuple[Compensation, ...] = get_args(Compensation)
 
 
 @dataclass(frozen=True)

@@ -3,36 +3,40 @@
 It holds the server's state (global weights, AoI table, gradient cache or Gbar, the wireless
 channel, the scheduler and the pruning policy) and fills Flower's round hooks:
 
-- ``configure_train``: observe the channel, schedule devices / RBs / keep counts, choose the kept
-  regions, and send each scheduled node its physically sliced sub-model;
+- ``configure_train``: observe the channel, schedule devices / RBs / keep counts, let the pruning
+  policy choose the kept regions, and send each scheduled node its physically sliced sub-model;
 - ``aggregate_train``: validate the replies, scatter them to full shape, update the gradient
-  cache (2) or Gbar (Algorithm 3), the AoI table (9) and the global model;
+  cache of Eq. (2) or Gbar (Algorithm 3), the AoI table (Eq. (9)) and the global model, then hand
+  the round's :class:`RoundReport` to the ``on_round_end`` hook;
 - evaluation is central (``evaluate_fn`` of ``Strategy.start``), so ``configure_evaluate`` sends
   nothing.
 
-The maths lives in ``amp_fl.strategy.aggregation`` and the other packages; this module is glue.
+The maths lives in ``amp_fl.strategy.aggregation`` and the other packages, the message formats in
+``amp_fl.protocol``; this module is glue.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from amp_fl import protocol as P
 from amp_fl.errors import InvalidReplyError
-from amp_fl.pruning.counts import submodel_shapes
 from amp_fl.pruning.policies import PruningPolicy, SelectionContext
-from amp_fl.pruning.regions import RegionMap
+from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.scheduling.schedule import Schedule, Scheduler
 from amp_fl.strategy.aggregation import (
+    COMPENSATION_SCOPES,
+    Compensation,
     DeviceUpdate,
     GradientCache,
     MemoryFriendlyAggregate,
@@ -43,33 +47,97 @@ from amp_fl.wireless.channel import Channel
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_DEVICE = -1  # key of ``RoundReport.failures`` for a reply from a node that maps to no device
+
 
 @dataclass(frozen=True)
 class AmpFlSettings:
+    """The global step's settings.
+
+    Parameters
+    ----------
+    learning_rate : float
+        eta of the global step ``w <- w - eta * direction``.
+    compensation : {"all", "scheduled", "none"}
+        Whose cached gradients fill pruned entries (:data:`~amp_fl.strategy.aggregation.COMPENSATION_SCOPES`).
+    memory_friendly : bool
+        Algorithm 3: clients keep their own caches and upload ``g - G_k``; needs ``compensation="all"``.
+    """
+
     learning_rate: float
-    compensation: str = "all"  # all | scheduled | none
+    compensation: Compensation = "all"
     memory_friendly: bool = False
-    reply_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate: must be a finite number > 0, got {self.learning_rate}")
+        if self.compensation not in COMPENSATION_SCOPES:
+            raise ValueError(f"compensation: choose from {', '.join(COMPENSATION_SCOPES)}, got {self.compensation!r}")
+        if self.memory_friendly and self.compensation != "all":
+            raise ValueError("memory_friendly: Algorithm 3 reproduces compensation='all' only")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RoundReport:
-    """What happened in one round, for the metrics file (filled by the hooks)."""
+    """What happened in one round, handed to the ``on_round_end`` hook after the global update.
+
+    Device-keyed mappings are keyed by device id; ``failures`` may hold :data:`UNKNOWN_DEVICE`.
+    """
 
     round: int
     schedule: Schedule
-    sent_devices: list[int] = field(default_factory=list)
-    received_devices: list[int] = field(default_factory=list)
-    failures: dict[int, str] = field(default_factory=dict)
+    sent_devices: tuple[int, ...]
+    received_devices: tuple[int, ...]
+    failures: Mapping[int, str]
+    downlink_bytes: int
+    uplink_bytes_per_device: Mapping[int, int]
+    train_loss: Mapping[int, float]  # mean local training loss, as reported
+    client_fit_s: Mapping[int, float]  # wall time of local training, as reported
+    mean_aoi: float  # average age over all devices and regions after this round's Eq. (9) update
+
+    @property
+    def uplink_bytes(self) -> int:
+        return sum(self.uplink_bytes_per_device.values())
+
+    @property
+    def mean_train_loss(self) -> float:
+        return float(np.mean(list(self.train_loss.values()))) if self.train_loss else math.nan
+
+
+@dataclass
+class _PendingRound:
+    """What ``configure_train`` sent, for ``aggregate_train`` to check the replies against."""
+
+    round: int
+    schedule: Schedule
+    kept: dict[int, KeptIndices] = field(default_factory=dict)  # device -> kept indices, in send order
     downlink_bytes: int = 0
-    uplink_bytes: int = 0
-    uplink_bytes_per_device: dict[int, int] = field(default_factory=dict)
-    client_fit_s: dict[int, float] = field(default_factory=dict)  # wall time of local training, as reported
-    mean_train_loss: float = float("nan")
 
 
 class AmpFlStrategy(Strategy):
-    """AMP-FL: AoI-driven scheduling and pruning with historical-gradient compensation."""
+    """AMP-FL: AoI-driven scheduling and pruning with historical-gradient compensation.
+
+    Parameters
+    ----------
+    region_map : RegionMap
+        The global model's regions.
+    initial_weights : sequence of np.ndarray
+        The global model, in ``region_map.param_names`` order.
+    scheduler : Scheduler
+        Picks devices, RBs and keep counts each round.
+    channel : Channel
+        The wireless channel the scheduler observes.
+    policy : PruningPolicy
+        Chooses each scheduled device's kept regions for the scheduler's keep counts.
+    device_nodes : dict[int, int]
+        Device id -> Flower node id.
+    train_setup : amp_fl.protocol.TrainSetup
+        The run-wide part of every train instruction.
+    settings : AmpFlSettings
+        The global step's settings.
+    on_round_end : callable, optional
+        Called with the round's :class:`RoundReport` at the end of ``aggregate_train``.
+    """
 
     def __init__(
         self,
@@ -80,9 +148,15 @@ class AmpFlStrategy(Strategy):
         channel: Channel,
         policy: PruningPolicy,
         device_nodes: dict[int, int],
-        client_config: dict[str, object],
+        train_setup: P.TrainSetup,
         settings: AmpFlSettings,
+        on_round_end: Callable[[RoundReport], None] | None = None,
     ) -> None:
+        if train_setup.memory_friendly != settings.memory_friendly:
+            raise ValueError(
+                f"train_setup.memory_friendly ({train_setup.memory_friendly}) and settings.memory_friendly "
+                f"({settings.memory_friendly}) must agree"
+            )
         self.region_map = region_map
         self.weights = [np.array(w, dtype=np.float32) for w in initial_weights]
         self.shapes = [w.shape for w in self.weights]
@@ -91,102 +165,107 @@ class AmpFlStrategy(Strategy):
         self.policy = policy
         self.device_nodes = dict(device_nodes)
         self.node_devices = {node: device for device, node in self.device_nodes.items()}
-        self.client_config = dict(client_config)
+        self.train_setup = train_setup
         self.settings = settings
+        self.on_round_end = on_round_end
         num_devices = len(device_nodes)
         self.aoi = AoITable(num_devices, region_map.layer_sizes)
         self.cache = GradientCache(num_devices, self.shapes) if not settings.memory_friendly else None
         self.gbar = MemoryFriendlyAggregate(num_devices, self.shapes) if settings.memory_friendly else None
-        self._pending: dict[int, list[np.ndarray]] = {}
-        self.reports: list[RoundReport] = []
+        self._pending: _PendingRound | None = None
 
     # ------------------------------------------------------------------ train
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         schedule = self.scheduler.schedule(server_round, self.channel.observe(server_round), self.aoi)
-        report = RoundReport(server_round, schedule)
-        self.reports.append(report)
-        self._pending = {}
+        pending = _PendingRound(server_round, schedule)
+        self._pending = pending
         messages = []
         for row, device in enumerate(int(d) for d in schedule.device_ids):
-            kept = self._kept_for(server_round, device, schedule, row)
-            self._pending[device] = kept
-            sub_arrays = extract_arrays(self.weights, self.region_map, kept)
-            content = RecordDict(
-                {
-                    P.ARRAYS: P.arrays_to_record(self.region_map.param_names, sub_arrays),
-                    P.KEPT: P.kept_to_record(kept),
-                    P.CONFIG: ConfigRecord({**self.client_config, "round": server_round, "device": device}),
-                }
+            context = SelectionContext(
+                region_map=self.region_map,
+                server_round=server_round,
+                device_id=device,
+                ages=[layer_ages[device].copy() for layer_ages in self.aoi.layers()],  # tau_{t-1}, frozen
+                global_arrays=self.weights,
             )
-            report.downlink_bytes += sum(a.nbytes for a in sub_arrays) + sum(4 * len(k) for k in kept)
-            report.sent_devices.append(device)
-            messages.append(Message(content=content, message_type="train", dst_node_id=self.device_nodes[device]))
+            kept = self.policy.select([int(c) for c in schedule.keep_counts[row]], context)
+            instruction = P.TrainInstruction(
+                round=server_round,
+                device=device,
+                setup=self.train_setup,
+                names=tuple(self.region_map.param_names),
+                arrays=tuple(extract_arrays(self.weights, self.region_map, kept)),
+                kept=tuple(kept),
+            )
+            pending.kept[device] = kept
+            pending.downlink_bytes += instruction.downlink_bytes
+            messages.append(instruction.to_message(self.device_nodes[device]))
         return messages
-
-    def _kept_for(self, server_round: int, device: int, schedule: Schedule, row: int) -> list[np.ndarray]:
-        """The scheduler's AoI choice, or the configured policy's choice for the same keep counts."""
-        if self.policy.name == "aoi":
-            return [np.asarray(k, dtype=np.int64) for k in schedule.kept_indices[row]]
-        ctx = SelectionContext(
-            region_map=self.region_map,
-            server_round=server_round,
-            device_id=device,
-            ages=[self.aoi.layer(layer)[device] for layer in range(self.aoi.num_layers)],
-            global_arrays=self.weights,
-        )
-        return self.policy.select([int(c) for c in schedule.keep_counts[row]], ctx)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        report = self.reports[-1]
-        updates, losses = [], []
-        for reply in sorted(replies, key=lambda m: self.node_devices.get(m.metadata.src_node_id, -1)):
-            device = self.node_devices.get(reply.metadata.src_node_id)
+        pending = self._pending
+        if pending is None or pending.round != server_round:
+            raise ValueError(f"server_round: aggregate_train({server_round}) without configure_train for that round")
+        updates: list[DeviceUpdate] = []
+        failures: dict[int, str] = {}
+        uplink: dict[int, int] = {}
+        losses: dict[int, float] = {}
+        fit_s: dict[int, float] = {}
+        for message in sorted(replies, key=lambda m: self.node_devices.get(m.metadata.src_node_id, UNKNOWN_DEVICE)):
+            device = self.node_devices.get(message.metadata.src_node_id)
             try:
-                update, loss, nbytes = self._parse_reply(reply, device)
+                update, reply = self._parse_reply(message, device, pending)
             except InvalidReplyError as exc:
-                report.failures[-1 if device is None else device] = str(exc)
+                failures[UNKNOWN_DEVICE if device is None else device] = str(exc)
                 log.warning("round %d: dropped reply of device %s: %s", server_round, device, exc)
                 continue
             updates.append(update)
-            losses.append(loss)
-            report.uplink_bytes += nbytes
-            report.uplink_bytes_per_device[update.device] = nbytes
-            report.received_devices.append(update.device)
-        for device in sorted(set(report.sent_devices) - set(report.received_devices) - set(report.failures)):
-            report.failures[device] = "no reply"
+            uplink[update.device] = reply.uplink_bytes
+            losses[update.device] = reply.train_loss
+            fit_s[update.device] = reply.fit_seconds
+        for device in sorted(set(pending.kept) - set(uplink) - set(failures)):
+            failures[device] = "no reply"
         self.weights = apply_global_step(self.weights, self._direction(updates), self.settings.learning_rate)
-        self._update_ages(updates)
-        report.mean_train_loss = float(np.mean(losses)) if losses else float("nan")
-        metrics = MetricRecord({"num-updates": len(updates), "num-failures": len(report.failures)})
-        return ArrayRecord(self.weights), metrics
+        self._update_ages(updates, pending)
+        self._pending = None
+        report = RoundReport(
+            round=server_round,
+            schedule=pending.schedule,
+            sent_devices=tuple(pending.kept),
+            received_devices=tuple(u.device for u in updates),
+            failures=failures,
+            downlink_bytes=pending.downlink_bytes,
+            uplink_bytes_per_device=uplink,
+            train_loss=losses,
+            client_fit_s=fit_s,
+            mean_aoi=self.aoi.mean_age(),
+        )
+        if self.on_round_end is not None:
+            self.on_round_end(report)
+        metrics = P.RoundMetrics(num_updates=len(updates), num_failures=len(failures))
+        return ArrayRecord(self.weights), metrics.to_record()
 
-    def _parse_reply(self, reply: Message, device: int | None) -> tuple[DeviceUpdate, float, int]:
+    def _parse_reply(
+        self, message: Message, device: int | None, pending: _PendingRound
+    ) -> tuple[DeviceUpdate, P.TrainReply]:
         """Check a reply against what was sent; scatter it to full shape."""
-        if device is None or device not in self._pending:
-            raise InvalidReplyError(f"reply from node {reply.metadata.src_node_id}, which was not sent work this round")
-        if reply.has_error():
-            raise InvalidReplyError(f"client error: {reply.error.reason}")
-        if P.ARRAYS not in reply.content.array_records:
-            raise InvalidReplyError(f"reply has no {P.ARRAYS!r} record")
-        kept = self._pending[device]
-        record = reply.content.array_records[P.ARRAYS]
-        values = P.record_to_arrays(record, self.region_map.param_names)
-        expected = submodel_shapes(self.region_map, [len(k) for k in kept])
-        for name, got, want in zip(self.region_map.param_names, values, expected, strict=True):
-            if got.shape != want:
-                raise InvalidReplyError(f"array {name!r} has shape {got.shape}, expected {want}")
-            if not np.all(np.isfinite(got)):
-                raise InvalidReplyError(f"array {name!r} contains NaN or infinite values")
+        if device is None or device not in pending.kept:
+            raise InvalidReplyError(
+                f"reply from node {message.metadata.src_node_id}, which was not sent work this round"
+            )
+        if message.has_error():
+            raise InvalidReplyError(f"client error: {message.error.reason}")
+        reply = P.TrainReply.from_content(message.content)
+        if reply.device != device:
+            raise InvalidReplyError(f"reply of the node of device {device} says it comes from device {reply.device}")
+        kept = pending.kept[device]
+        values = reply.for_model(self.region_map, kept)
         full, held = scatter_arrays(values, self.region_map, kept, self.shapes)
-        metrics = reply.content.metric_records.get(P.METRICS)
-        loss = float(metrics["train-loss"]) if metrics is not None and "train-loss" in metrics else float("nan")
-        if metrics is not None and "fit-seconds" in metrics:
-            self.reports[-1].client_fit_s[device] = float(metrics["fit-seconds"])
-        return DeviceUpdate(device, full, held), loss, sum(v.nbytes for v in values)
+        return DeviceUpdate(device, full, held), reply
 
     def _direction(self, updates: list[DeviceUpdate]) -> list[np.ndarray]:
         """The aggregate the global step subtracts, per compensation scope."""
@@ -201,11 +280,11 @@ class AmpFlStrategy(Strategy):
             return self.cache.mean_over([u.device for u in updates])
         return self.cache.mean_over_all()
 
-    def _update_ages(self, updates: list[DeviceUpdate]) -> None:
+    def _update_ages(self, updates: list[DeviceUpdate], pending: _PendingRound) -> None:
         """Eq. (9) for the devices whose update actually arrived."""
         received = {u.device for u in updates}
-        devices = [d for d in self._pending if d in received]
-        self.aoi.update(np.asarray(devices, dtype=np.int64), [self._pending[d] for d in devices])
+        devices = [d for d in pending.kept if d in received]
+        self.aoi.update(np.asarray(devices, dtype=np.int64), [pending.kept[d] for d in devices])
 
     # ------------------------------------------------------------- evaluation
     def configure_evaluate(

@@ -19,8 +19,6 @@ from amp_fl.wireless.latency import (
     full_compute_latency,
     full_upload_latency,
     keep_fraction,
-    layer_keep_count,
-    layer_keep_counts,
     realised_keep_fraction,
     round_latency,
 )
@@ -47,8 +45,6 @@ __all__ = [
     "full_compute_latency",
     "full_upload_latency",
     "keep_fraction",
-    "layer_keep_count",
-    "layer_keep_counts",
     "paper_latency_config",
     "realised_keep_fraction",
     "round_latency",

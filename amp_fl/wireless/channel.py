@@ -1,4 +1,4 @@
-"""Uplink channel: per-round gains and interference, and the Shannon rates they give (eq. 7).
+"""Uplink channel: per-round gains and interference, and the Shannon rates they give (Eq. (7)).
 
 ``Channel.observe(round)`` is the one hook the server calls per round. ``RayleighChannel``
 simulates Sec. V's model; ``MeasuredChannel`` carries gains reported by a real deployment.
@@ -34,7 +34,7 @@ class ChannelState:
     Parameters
     ----------
     gains : (K,) float array
-        Linear power gain ``h_k`` of every device (constant within the round, eq. 7). A gain of
+        Linear power gain ``h_k`` of every device (constant within the round, Eq. (7)). A gain of
         0 means the device cannot transmit this round: its rate is 0 and it is never scheduled.
     interference_w : (R,) float array
         Inter-cell interference power ``I_r`` on every RB, in watts.
@@ -63,7 +63,7 @@ def shannon_rates(
     bandwidth_hz: float,
     noise_power_w: float,
 ) -> np.ndarray:
-    """Rate of every device on every RB, ``B log2(1 + p_k h_k / (I_r + B N0))`` (eq. 7), shape (K, R).
+    """Rate of every device on every RB, ``B log2(1 + p_k h_k / (I_r + B N0))`` (Eq. (7)), shape (K, R).
 
     The received power ``p_k h_k`` is a column and the RB's noise-plus-interference a row, so
     one broadcast gives the whole K x R matrix.

@@ -150,7 +150,7 @@ class WirelessConfig:
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    """What one round of local training and upload costs, eqs. (6), (7) and the deadline (8a).
+    """What one round of local training and upload costs, Eqs. (6), (7) and the deadline (8a).
 
     Parameters
     ----------

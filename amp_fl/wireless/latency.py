@@ -1,8 +1,9 @@
-"""Latency model (eqs. 3, 6, 7) and the keep fraction that meets the deadline (eq. 16).
+"""Latency model (Eqs. (3), (6), (7)) and the keep fraction that meets the deadline (Eq. (16)).
 
 A sub-model keeping the fraction ``1 - beta`` of every layer's regions costs ``(1 - beta)^2``
-of the full model's compute (6) and upload (7). Everything here is vectorised over devices
-(rows) and RBs (columns).
+of the full model's compute, Eq. (6), and upload, Eq. (7). Everything here is vectorised over devices
+(rows) and RBs (columns). Regions kept per layer at a keep fraction are
+:func:`amp_fl.pruning.counts.keep_counts`, the one rule shared with the schedulers and policies.
 """
 
 from __future__ import annotations
@@ -12,39 +13,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from amp_fl.errors import require
+from amp_fl.errors import check_argument
+from amp_fl.pruning.counts import check_layer_sizes, keep_counts
 from amp_fl.wireless.channel import ChannelState, shannon_rates
 from amp_fl.wireless.config import LatencyConfig, WirelessConfig
 from amp_fl.wireless.devices import DevicePopulation
 
 
-def check_layer_sizes(layer_sizes: Sequence[int]) -> tuple[int, ...]:
-    """Return ``layer_sizes`` as a tuple of ints after checking each layer has at least one region."""
-    sizes = tuple(int(s) for s in layer_sizes)
-    require(
-        len(sizes) >= 1 and all(s >= 1 for s in sizes),
-        "layer_sizes",
-        f"need >= 1 layer of >= 1 region each, got {list(layer_sizes)}",
-    )
-    return sizes
-
-
 def full_compute_latency(latency: LatencyConfig, cpu_hz: np.ndarray, flops_per_cycle: np.ndarray) -> np.ndarray:
-    """Full-model compute time ``lambda L_b C / (f_k n_k)`` (eq. 6 at beta = 0), shape (K,)."""
+    """Full-model compute time ``lambda L_b C / (f_k n_k)`` (Eq. (6) at beta = 0), shape (K,)."""
     return latency.flops_per_round / (
         np.asarray(cpu_hz, dtype=np.float64) * np.asarray(flops_per_cycle, dtype=np.float64)
     )
 
 
 def full_upload_latency(latency: LatencyConfig, rates: np.ndarray) -> np.ndarray:
-    """Full-model upload time ``Q q / r`` (eq. 7 at beta = 0), same shape as ``rates``; ``inf`` where the rate is 0."""
+    """Full-model upload time ``Q q / r`` (Eq. (7) at beta = 0), shape of ``rates``; ``inf`` where the rate is 0."""
     rates = np.asarray(rates, dtype=np.float64)
     with np.errstate(divide="ignore"):
         return latency.payload_bits / rates
 
 
 def keep_fraction(t_max_s: float, compute_s: np.ndarray, upload_s: np.ndarray) -> np.ndarray:
-    """Largest keep fraction meeting the deadline, ``min(sqrt(T_max / (T^L + T^U)), 1)`` (eq. 16).
+    """Largest keep fraction meeting the deadline, ``min(sqrt(T_max / (T^L + T^U)), 1)`` (Eq. (16)).
 
     ``compute_s`` and ``upload_s`` are full-model times and broadcast against each other
     (a (K, 1) column of compute times against a (K, R) matrix of upload times). An infinite
@@ -54,29 +45,19 @@ def keep_fraction(t_max_s: float, compute_s: np.ndarray, upload_s: np.ndarray) -
     return np.minimum(np.sqrt(t_max_s / total), 1.0)
 
 
-def layer_keep_count(kappa: np.ndarray, layer_size: int) -> np.ndarray:
-    """Regions kept in one layer of ``layer_size`` regions: ``floor(kappa * I_l)`` (Algorithm 1, line 2)."""
-    return np.floor(np.asarray(kappa, dtype=np.float64) * layer_size).astype(np.int64)
-
-
-def layer_keep_counts(kappa: np.ndarray, layer_sizes: Sequence[int]) -> np.ndarray:
-    """Per-layer keep counts for every keep fraction, shape ``kappa.shape + (L,)``."""
-    sizes = check_layer_sizes(layer_sizes)
-    return np.stack([layer_keep_count(kappa, size) for size in sizes], axis=-1)
-
-
 def feasible_pairs(kappa: np.ndarray, layer_sizes: Sequence[int]) -> np.ndarray:
-    """Whether a keep fraction leaves every layer at least one region.
+    """Whether a keep fraction leaves every layer at least one region (shape of ``kappa``).
 
-    ``floor(kappa * I_l) >= 1`` holds for every layer exactly when it holds for the smallest
-    one (floating-point multiplication by a positive number is monotone), so one layer decides.
+    A count ``floor(kappa * I_l + slack) >= 1`` holds for every layer exactly when it holds for
+    the smallest one (floating-point multiplication by a positive number is monotone), so one
+    layer decides.
     """
-    return layer_keep_count(kappa, min(check_layer_sizes(layer_sizes))) >= 1
+    return keep_counts(kappa, (min(check_layer_sizes(layer_sizes)),))[..., 0] >= 1
 
 
-def realised_keep_fraction(keep_counts: np.ndarray, layer_sizes: Sequence[int]) -> np.ndarray:
-    """``1 - beta`` of a realised sub-model: kept regions over all regions (eq. 3), shape ``keep_counts.shape[:-1]``."""
-    return np.asarray(keep_counts).sum(axis=-1) / float(sum(check_layer_sizes(layer_sizes)))
+def realised_keep_fraction(counts: np.ndarray, layer_sizes: Sequence[int]) -> np.ndarray:
+    """``1 - beta`` of a realised sub-model: kept regions over all regions (Eq. (3)), shape ``counts.shape[:-1]``."""
+    return np.asarray(counts).sum(axis=-1) / float(sum(check_layer_sizes(layer_sizes)))
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compare fields explicitly
@@ -86,9 +67,9 @@ class PairCosts:
     Attributes
     ----------
     rates : (K, R) array, bit/s
-    compute_full_s : (K,) array, full-model compute time (6)
-    upload_full_s : (K, R) array, full-model upload time (7)
-    keep_fraction : (K, R) array, kappa of eq. (16)
+    compute_full_s : (K,) array, full-model compute time, Eq. (6)
+    upload_full_s : (K, R) array, full-model upload time, Eq. (7)
+    keep_fraction : (K, R) array, kappa of Eq. (16)
     """
 
     rates: np.ndarray
@@ -119,10 +100,10 @@ class SystemModel:
     def __post_init__(self) -> None:
         self.wireless.validate()
         self.latency.validate()
-        require(
+        check_argument(
             self.devices.num_devices == self.wireless.num_devices,
-            "wireless.num_devices",
-            f"is {self.wireless.num_devices} but {self.devices.num_devices} device profiles were given",
+            "devices",
+            f"has {self.devices.num_devices} device profiles but wireless.num_devices is {self.wireless.num_devices}",
         )
         # Compute time does not depend on the channel: compute it once.
         compute = full_compute_latency(self.latency, self.devices.cpu_hz, self.devices.flops_per_cycle)
@@ -150,7 +131,7 @@ class SystemModel:
             )
 
     def rates(self, state: ChannelState) -> np.ndarray:
-        """Shannon rate of every device on every RB, (K, R) (eq. 7)."""
+        """Shannon rate of every device on every RB, (K, R) (Eq. (7))."""
         self.check_state(state)
         radio = self.wireless
         power = self.devices.tx_power_w
@@ -169,7 +150,7 @@ def device_latencies(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Compute and upload time of each scheduled device at its realised keep fraction ``1 - beta``.
 
-    Both scale with ``(1 - beta)^2`` (eqs. 4-7).
+    Both scale with ``(1 - beta)^2`` (Eqs. (4)-(7)).
     """
     scale = np.asarray(kept_fraction, dtype=np.float64) ** 2
     return scale * costs.compute_full_s[device_ids], scale * costs.upload_full_s[device_ids, rb_ids]

@@ -1,14 +1,12 @@
 """Pruning policies: which regions a device keeps, given how many it may keep."""
 
-from .aoi import aoi_priority_order, select_top_aoi
-from .aoi_policy import AoIPolicy
+from .aoi import AoIPolicy, tie_break_jitter, top_aoi_indices
 from .base import (
     PruningPolicy,
     SelectionContext,
-    context_rng,
+    device_rng,
     infeasible_layers,
     is_feasible,
-    keep_counts_for_fraction,
     validate_keep_counts,
 )
 from .dropout import FederatedDropoutPolicy
@@ -25,16 +23,15 @@ __all__ = [
     "RollingPolicy",
     "SelectionContext",
     "StaticPolicy",
-    "aoi_priority_order",
     "available_policies",
     "build_policy",
-    "context_rng",
+    "device_rng",
     "infeasible_layers",
     "is_feasible",
-    "keep_counts_for_fraction",
     "region_l1_norms",
     "register_policy",
     "rolling_window",
-    "select_top_aoi",
+    "tie_break_jitter",
+    "top_aoi_indices",
     "validate_keep_counts",
 ]

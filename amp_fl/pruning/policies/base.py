@@ -1,13 +1,13 @@
-"""The interface every pruning policy implements, and the keep-count rules shared by all.
+"""The interface every pruning policy implements, and the feasibility rules shared by all.
 
 A policy answers one question per device per round: given how many regions each group may
-keep (``keep_counts``, from the keep fraction of eq. (16)), *which* regions? It returns
+keep (``keep_counts``, from the keep fraction of Eq. (16) by
+:func:`~amp_fl.pruning.counts.keep_counts`), *which* regions? It returns
 :data:`~amp_fl.pruning.regions.KeptIndices`: one sorted unique ``int64`` array per group.
 """
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,12 +15,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from amp_fl.errors import check_argument
 from amp_fl.pruning.regions import KeptIndices, RegionMap, check_kept
-
-# floor(fraction * I_l) is taken after adding this slack, so that a product that should be an
-# integer but lands just below it in floating point (0.29 * 100 = 28.999999999999996) is not
-# rounded down a whole region.
-_FLOOR_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
@@ -73,16 +69,6 @@ class SelectionContext:
         return per_group
 
 
-def keep_counts_for_fraction(layer_sizes: Sequence[int], fraction: float) -> list[int]:
-    """Regions kept per layer at keep fraction ``fraction``: ``floor(fraction * I_l)`` (spec eq. (16)).
-
-    A zero count means the device cannot train this sub-model (see :func:`infeasible_layers`).
-    """
-    if not math.isfinite(fraction) or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"keep fraction must be in [0, 1], got {fraction}")
-    return [min(int(size), math.floor(fraction * int(size) + _FLOOR_SLACK)) for size in layer_sizes]
-
-
 def infeasible_layers(keep_counts: Sequence[int]) -> list[int]:
     """Indices of layers that keep no region: a sub-model with any of them cannot be trained."""
     return [i for i, count in enumerate(keep_counts) if int(count) <= 0]
@@ -113,14 +99,14 @@ def validate_keep_counts(region_map: RegionMap, keep_counts: Sequence[int]) -> l
     return counts
 
 
-def context_rng(seed: int, ctx: SelectionContext) -> np.random.Generator:
-    """Generator for one (seed, round, device) draw.
+def device_rng(seed: int, server_round: int, device_id: int) -> np.random.Generator:
+    """Generator for one ``(seed, round, device)`` draw.
 
-    Derived from the policy's seed and the round and device rather than advanced call by call,
-    so a device's picks do not depend on the order in which the server asks for devices, nor
-    on how many other devices it asked for first.
+    Derived from the run seed and the round and device rather than advanced call by call, so a
+    device's picks do not depend on the order in which the server asks for devices, nor on how
+    many other devices it asked for first, nor on whether a scheduler or a policy asks.
     """
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(ctx.server_round), int(ctx.device_id)]))
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(server_round), int(device_id)]))
 
 
 class PruningPolicy(ABC):
@@ -140,8 +126,7 @@ class PruningPolicy(ABC):
     name: ClassVar[str]
 
     def __init__(self, seed: int = 0) -> None:
-        if int(seed) < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
+        check_argument(int(seed) >= 0, "seed", f"must be non-negative, got {seed}")
         self.seed = int(seed)
 
     def select(self, keep_counts: Sequence[int], ctx: SelectionContext) -> KeptIndices:

@@ -6,7 +6,7 @@ import numpy as np
 
 from amp_fl.pruning.regions import KeptIndices
 
-from .base import PruningPolicy, SelectionContext, context_rng
+from .base import PruningPolicy, SelectionContext, device_rng
 
 
 class FederatedDropoutPolicy(PruningPolicy):
@@ -15,7 +15,7 @@ class FederatedDropoutPolicy(PruningPolicy):
     name = "random"
 
     def _select(self, keep_counts: list[int], ctx: SelectionContext) -> KeptIndices:
-        rng = context_rng(self.seed, ctx)
+        rng = device_rng(self.seed, ctx.server_round, ctx.device_id)
         return [
             np.sort(rng.choice(size, size=count, replace=False)).astype(np.int64)
             for size, count in zip(ctx.region_map.layer_sizes, keep_counts, strict=True)

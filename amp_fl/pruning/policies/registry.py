@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .aoi_policy import AoIPolicy
+from .aoi import AoIPolicy
 from .base import PruningPolicy
 from .dropout import FederatedDropoutPolicy
 from .importance import ImportancePolicy

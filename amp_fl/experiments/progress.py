@@ -1,0 +1,405 @@
+"""What the launcher shows while a Flower run goes on: a progress view fed by ``metrics.csv``.
+
+The ServerApp appends one row per round to ``metrics.csv`` and flushes it as the round ends
+(:class:`~amp_fl.experiments.results.MetricsWriter`); :class:`MetricsTail` reads the new complete
+rows of that file (a missing file or a half-written last line is simply "nothing new yet").
+Flower's own output goes to the run folder's ``flower.log`` (:class:`LogPump`), never to the
+terminal unless ``verbose`` is set.
+
+Two views of the same rows:
+
+- :class:`LiveProgress` (stdout is a terminal): a ``rich`` progress bar with round k/N, simulated
+  time, accuracy, keep ratio and ETA.
+- :class:`PlainProgress` (pipes, CI logs, ``verbose``): short plain lines, one every few rounds
+  (:func:`~amp_fl.experiments.results.progress_line`).
+
+Both end with the same short summary (:func:`summary_lines`).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import re
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, TextIO, get_type_hints
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from amp_fl.experiments.results import RoundRow, progress_line
+
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+FLOWER_LOG = "flower.log"
+PREFIX = "[amp-fl]"
+# Plain view: about this many progress lines per run, and at least one every PLAIN_MAX_SILENCE_S.
+PLAIN_LINES_PER_RUN = 20
+PLAIN_MAX_SILENCE_S = 60.0
+# ETA: median wall time of the last few rounds (robust to the slow first round: Ray start-up).
+ETA_WINDOW = 10
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+_ROW_TYPES = get_type_hints(RoundRow)
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal colour/cursor escape sequences (Flower colours its log records)."""
+    return _ANSI_ESCAPE.sub("", text)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) folded into one space."""
+    return " ".join(text.split())
+
+
+def format_duration(seconds: float) -> str:
+    """``h:mm:ss`` (like rich's time columns)."""
+    h, rest = divmod(max(0, round(seconds)), 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+# ---------------------------------------------------------------- reading metrics.csv
+
+
+def parse_row(header: list[str], fields: list[str]) -> RoundRow | None:
+    """One ``metrics.csv`` row as a :class:`RoundRow`; None when it is not a complete, numeric row.
+
+    Columns missing from the header read as NaN (floats) or 0 (integers), so a reader keeps working
+    when a column is added or removed; ``round`` is required.
+    """
+    if len(fields) != len(header) or "round" not in header:
+        return None
+    values = dict(zip(header, fields, strict=True))
+    kwargs: dict[str, Any] = {}
+    try:
+        for name, hint in _ROW_TYPES.items():
+            raw = values.get(name)
+            if hint is int:
+                kwargs[name] = int(float(raw)) if raw not in (None, "", "nan") else 0
+            else:
+                kwargs[name] = float(raw) if raw not in (None, "") else math.nan
+    except (TypeError, ValueError):
+        return None
+    return RoundRow(**kwargs)
+
+
+class MetricsTail:
+    """Incremental reader of a ``metrics.csv`` that another process is appending to.
+
+    :meth:`poll` returns the rows completed since the last call. It never fails on a file that is
+    missing (not created yet), truncated or rewritten (read again from the start), or that ends in a
+    half-written line (left for the next poll, when its newline has arrived).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._identity: tuple[int, int] | None = None
+        self._header: list[str] | None = None
+
+    def poll(self) -> list[RoundRow]:
+        try:
+            with self.path.open("rb") as f:
+                stat = os.fstat(f.fileno())
+                identity = (stat.st_dev, stat.st_ino)
+                if identity != self._identity or stat.st_size < self._offset:
+                    self._identity, self._offset, self._header = identity, 0, None
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:  # not there yet (or gone): nothing new
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self._offset += end + 1
+        rows = []
+        for fields in csv.reader(data[: end + 1].decode("utf-8", errors="replace").splitlines()):
+            if not fields:
+                continue
+            if self._header is None:
+                self._header = fields
+                continue
+            row = parse_row(self._header, fields)
+            if row is not None:
+                rows.append(row)
+        return rows
+
+
+def read_metrics(path: Path) -> list[RoundRow]:
+    """Every complete row of ``path`` (``[]`` when the file does not exist yet)."""
+    return MetricsTail(path).poll()
+
+
+def estimate_eta(rows: list[RoundRow], num_rounds: int) -> float | None:
+    """Seconds left: the rounds still to run times the median wall time of the last few rounds."""
+    if not rows:
+        return None
+    remaining = num_rounds - rows[-1].round
+    if remaining <= 0:
+        return 0.0
+    recent = rows[-(ETA_WINDOW + 1) :]
+    durations = [
+        (b.wall_time_s - a.wall_time_s) / (b.round - a.round)
+        for a, b in itertools.pairwise(recent)
+        if b.round > a.round and math.isfinite(b.wall_time_s - a.wall_time_s)
+    ]
+    if not durations:
+        return None
+    return remaining * max(0.0, statistics.median(durations))
+
+
+# ---------------------------------------------------------------- Flower's output
+
+
+class LogPump(threading.Thread):
+    """Copies a process's output, line by line, to ``log_path`` (escape codes removed), flushing each line.
+
+    With ``echo``, every line is also written there (``verbose``: the full Flower log on the terminal).
+    """
+
+    def __init__(self, stream: IO[bytes], log_path: Path, echo: TextIO | None = None) -> None:
+        super().__init__(name="flower-log-pump", daemon=True)
+        self.stream = stream
+        self.log_path = log_path
+        self.echo = echo
+        self._echo_colours = bool(echo is not None and echo.isatty())
+
+    def run(self) -> None:
+        # Keeps reading whatever happens to the log or the terminal: a full pipe would stall Flower.
+        log: TextIO | None
+        try:
+            log = self.log_path.open("w", encoding="utf-8")
+        except OSError:
+            log = None
+        try:
+            for raw in iter(self.stream.readline, b""):
+                line = raw.decode("utf-8", errors="replace")
+                plain = strip_ansi(line)
+                if log is not None:
+                    try:
+                        log.write(plain)
+                        log.flush()
+                    except OSError:
+                        log = None
+                if self.echo is not None:
+                    try:
+                        self.echo.write(line if self._echo_colours else plain)
+                        self.echo.flush()
+                    except (OSError, ValueError):  # terminal gone: keep writing the log
+                        self.echo = None
+        finally:
+            if log is not None:
+                log.close()
+
+
+def log_tail(path: Path, lines: int = 20) -> list[str]:
+    """The last ``lines`` non-empty lines of a text file (``[]`` if it cannot be read)."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            tail = deque((strip_ansi(line).rstrip() for line in f if line.strip()), maxlen=lines)
+    except OSError:
+        return []
+    return list(tail)
+
+
+# ---------------------------------------------------------------- the summary
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def summary_lines(run_dir: Path, rows: list[RoundRow], num_rounds: int, wall_s: float) -> list[str]:
+    """The few lines printed when a run completes: accuracy, simulated time, dataset, where the results are."""
+    summary = read_summary(run_dir)
+    done = summary.get("rounds_completed")
+    if not isinstance(done, int):
+        done = rows[-1].round if rows else 0
+    final = summary.get("final_accuracy", rows[-1].accuracy if rows else None)
+    best_row = max(rows, key=lambda r: r.accuracy if math.isfinite(r.accuracy) else -1.0, default=None)
+    best = summary.get("best_accuracy", best_row.accuracy if best_row else None)
+    sim = summary.get("final_sim_time_s", rows[-1].sim_time_s if rows else None)
+
+    def acc(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
+
+    best_at = ""
+    if best_row is not None and isinstance(best, int | float) and math.isclose(best_row.accuracy, best, abs_tol=1e-9):
+        best_at = f" (round {best_row.round})"
+    sim_text = f"{sim:.3f} s" if isinstance(sim, int | float) else "n/a"
+    lines = [
+        f"{PREFIX} finished {done}/{num_rounds} rounds in {format_duration(wall_s)}: "
+        f"final accuracy {acc(final)}, best {acc(best)}{best_at}, simulated time {sim_text}"
+    ]
+    used, requested = summary.get("dataset_used"), summary.get("dataset_requested")
+    if used and requested and used != requested:
+        lines.append(f"{PREFIX} dataset: {used} (fallback: {requested!r} was unavailable; see summary.json)")
+    lines.append(f"{PREFIX} results in {run_dir} (metrics.csv, summary.json, schedule.jsonl, *.png, {FLOWER_LOG})")
+    return lines
+
+
+# ---------------------------------------------------------------- the views
+
+
+class ProgressView:
+    """Shows rows as they arrive; ``with view:`` around the run, then :meth:`summary` or :meth:`failure`."""
+
+    def __init__(self, num_rounds: int, run_dir: Path, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.num_rounds = num_rounds
+        self.run_dir = run_dir
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
+        self.rows: list[RoundRow] = []
+        self.started = time.monotonic()
+        self._eta: float | None = None
+        self._eta_at = 0.0
+        self._lock = threading.Lock()
+
+    # --- context: the live part of the view
+    def __enter__(self) -> ProgressView:
+        self.started = time.monotonic()
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.write(f"{PREFIX} run folder: {self.run_dir} (Flower's log: {FLOWER_LOG})")
+
+    def stop(self) -> None:
+        pass
+
+    def update(self, new_rows: list[RoundRow]) -> None:
+        """New rows (possibly none: then only the clock and the ETA move)."""
+        if new_rows:
+            self.rows.extend(new_rows)
+            self._eta = estimate_eta(self.rows, self.num_rounds)
+            self._eta_at = time.monotonic()
+        self.show(new_rows)
+
+    def show(self, new_rows: list[RoundRow]) -> None:
+        raise NotImplementedError
+
+    def eta(self) -> float | None:
+        """The latest estimate, counted down since it was made."""
+        if self._eta is None:
+            return None
+        return max(0.0, self._eta - (time.monotonic() - self._eta_at))
+
+    # --- after the run
+    def write(self, line: str, err: bool = False) -> None:
+        stream = self.err if err else self.out
+        with self._lock:
+            stream.write(line + "\n")
+            stream.flush()
+
+    def summary(self) -> None:
+        for line in summary_lines(self.run_dir, self.rows, self.num_rounds, time.monotonic() - self.started):
+            self.write(line)
+
+    def failure(self, log_path: Path, lines: int = 20) -> None:
+        done = self.rows[-1].round if self.rows else 0
+        tail = log_tail(log_path, lines)
+        self.write(f"{PREFIX} Flower run failed after {done}/{self.num_rounds} rounds", err=True)
+        if tail:
+            self.write(f"{PREFIX} last {len(tail)} lines of {log_path}:", err=True)
+            for line in tail:
+                self.write(f"    {line}", err=True)
+
+
+class PlainProgress(ProgressView):
+    """Short plain lines: about :data:`PLAIN_LINES_PER_RUN` per run, the last round always."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.every = max(1, math.ceil(self.num_rounds / PLAIN_LINES_PER_RUN))
+        self._last_line = time.monotonic()
+
+    def start(self) -> None:
+        super().start()
+        self.write(f"{PREFIX} starting Flower ({self.num_rounds} rounds)")
+        self._last_line = time.monotonic()
+
+    def show(self, new_rows: list[RoundRow]) -> None:
+        for row in new_rows:
+            quiet_too_long = time.monotonic() - self._last_line >= PLAIN_MAX_SILENCE_S
+            if row.round % self.every == 0 or row.round >= self.num_rounds or quiet_too_long:
+                self.write(progress_line(row, self.num_rounds, self.eta()))
+                self._last_line = time.monotonic()
+
+
+class LiveProgress(ProgressView):
+    """A ``rich`` progress bar, redrawn in place (stdout is a terminal)."""
+
+    def __init__(self, *args: Any, console: Console | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.console = console if console is not None else Console(file=self.out)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+            refresh_per_second=4,
+            expand=True,
+        )
+        self.task = self.progress.add_task("starting Flower", total=self.num_rounds, stats="")
+
+    def write(self, line: str, err: bool = False) -> None:
+        if err:
+            super().write(line, err=True)
+        else:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def start(self) -> None:
+        super().start()
+        self.progress.start()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def stats(self) -> str:
+        if not self.rows:
+            return ""
+        row = self.rows[-1]
+        keep = "-" if math.isnan(row.mean_keep_ratio) else f"{row.mean_keep_ratio:.2f}"
+        eta = self.eta()
+        eta_text = "-" if eta is None else format_duration(eta)
+        return f"sim {row.sim_time_s:.3f} s  acc {row.accuracy:.4f}  keep {keep}  ETA {eta_text}"
+
+    def show(self, new_rows: list[RoundRow]) -> None:
+        if not self.rows:
+            self.progress.update(self.task, description="starting Flower", stats="")
+            return
+        done, width = self.rows[-1].round, len(str(self.num_rounds))
+        description = f"round {done:{width}d}/{self.num_rounds}"
+        self.progress.update(self.task, completed=done, description=description, stats=self.stats())
+
+
+def progress_view(num_rounds: int, run_dir: Path, verbose: bool = False, out: TextIO | None = None) -> ProgressView:
+    """A live bar when ``out`` (stdout) is a terminal and not ``verbose``; plain lines otherwise."""
+    out = out if out is not None else sys.stdout
+    console = Console(file=out)
+    if console.is_terminal and not verbose:
+        return LiveProgress(num_rounds, run_dir, out=out, console=console)
+    return PlainProgress(num_rounds, run_dir, out=out)

@@ -1,0 +1,199 @@
+"""Recording a run: central evaluation, one metrics row and one schedule line per round, the summary.
+
+:class:`Recorder` only uses what Flower and the strategy hand it: Flower passes the global
+model's ``arrays`` to ``evaluate_fn`` (the recorder's ``__call__``), and the strategy hands each
+round's :class:`~amp_fl.strategy.amp_fl.RoundReport` to ``on_round_end``. Rows are written and
+flushed to ``metrics.csv`` as each round ends; progress goes to the ``amp_fl.progress`` logger
+(one INFO line per round), never to stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, MetricRecord
+
+from amp_fl import protocol as P
+from amp_fl.client.trainer import evaluate_arrays
+from amp_fl.config import RunConfig, config_to_dict
+from amp_fl.data.datasets import ArraySplit
+from amp_fl.experiments.results import MetricsWriter, RoundRow, time_to_accuracy
+from amp_fl.experiments.wiring import RunData
+from amp_fl.pruning.regions import RegionMap
+from amp_fl.strategy.amp_fl import RoundReport
+from amp_fl.wireless.config import LatencyConfig
+from amp_fl.wireless.devices import DeviceProfile
+
+progress_log = logging.getLogger("amp_fl.progress")
+
+
+def schedule_record(report: RoundReport) -> dict[str, Any]:
+    """One line of ``schedule.jsonl``: who trained on which RB with which sub-model, and what it cost."""
+    s = report.schedule
+    return {
+        "round": report.round,
+        "device_ids": s.device_ids.tolist(),
+        "rb_ids": s.rb_ids.tolist(),
+        "keep_fraction": s.keep_fraction.tolist(),
+        "keep_counts": s.keep_counts.tolist(),
+        "compute_latency_s": s.compute_latency_s.tolist(),
+        "upload_latency_s": s.upload_latency_s.tolist(),
+        "round_latency_s": float(s.round_latency_s),
+        "objective": float(s.objective),
+        "uplink_bytes": {str(k): v for k, v in sorted(report.uplink_bytes_per_device.items())},
+        "failures": {str(k): v for k, v in sorted(report.failures.items())},
+        "client_fit_s": {str(k): round(v, 4) for k, v in sorted(report.client_fit_s.items())},
+    }
+
+
+@dataclass
+class Recorder:
+    """Central evaluation + per-round row; ``evaluate_fn`` of ``Strategy.start`` and the strategy's ``on_round_end``.
+
+    ``initial_avg_aoi`` is the average AoI before round 1 (the AoI table starts at 0).
+    """
+
+    model: torch.nn.Module
+    test_data: ArraySplit
+    eval_batch_size: int
+    writer: MetricsWriter
+    num_rounds: int
+    initial_avg_aoi: float = 0.0
+    sim_time_s: float = 0.0
+    latest_arrays: list[np.ndarray] | None = None  # the global model last evaluated
+    _report: RoundReport | None = field(default=None, init=False, repr=False)
+
+    def on_round_end(self, report: RoundReport) -> None:
+        """The strategy's hook: keep the round's report for the row written when Flower evaluates."""
+        self._report = report
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        weights = arrays.to_numpy_ndarrays()
+        accuracy, loss = evaluate_arrays(weights, self.model, self.test_data, self.eval_batch_size)
+        self.latest_arrays = weights
+        report = self._take_report(server_round)
+        row = self._row(server_round, accuracy, loss, report)
+        self.writer.append(row)
+        if report is not None:
+            self.writer.append_schedule(schedule_record(report))
+        progress_log.info(
+            "round %d/%d sim %.3f s acc %.4f loss %.4f scheduled %d keep %.3f aoi %.2f wall %.1f s",
+            row.round,
+            self.num_rounds,
+            row.sim_time_s,
+            row.accuracy,
+            row.loss,
+            row.num_scheduled,
+            row.mean_keep_ratio,
+            row.avg_aoi,
+            row.wall_time_s,
+        )
+        return P.EvaluationMetrics(accuracy=accuracy, loss=loss).to_record()
+
+    def _take_report(self, server_round: int) -> RoundReport | None:
+        report, self._report = self._report, None
+        if server_round == 0:
+            return None
+        if report is None or report.round != server_round:
+            got = "none" if report is None else f"round {report.round}"
+            raise ValueError(f"server_round: no round report for round {server_round} (got {got})")
+        return report
+
+    def _row(self, server_round: int, accuracy: float, loss: float, report: RoundReport | None) -> RoundRow:
+        if report is None:
+            return RoundRow(
+                round=server_round,
+                sim_time_s=self.sim_time_s,
+                round_latency_s=0.0,
+                accuracy=accuracy,
+                loss=loss,
+                train_loss=math.nan,
+                avg_aoi=self.initial_avg_aoi,
+                num_scheduled=0,
+                num_received=0,
+                num_failed=0,
+                mean_keep_ratio=math.nan,
+                uplink_bytes=0,
+                downlink_bytes=0,
+                objective=0.0,
+                wall_time_s=self.writer.elapsed(),
+            )
+        schedule = report.schedule
+        self.sim_time_s += float(schedule.round_latency_s)
+        keep = schedule.realised_keep_fraction
+        return RoundRow(
+            round=server_round,
+            sim_time_s=self.sim_time_s,
+            round_latency_s=float(schedule.round_latency_s),
+            accuracy=accuracy,
+            loss=loss,
+            train_loss=report.mean_train_loss,
+            avg_aoi=report.mean_aoi,
+            num_scheduled=schedule.num_scheduled,
+            num_received=len(report.received_devices),
+            num_failed=len(report.failures),
+            mean_keep_ratio=float(keep.mean()) if keep.size else math.nan,
+            uplink_bytes=report.uplink_bytes,
+            downlink_bytes=report.downlink_bytes,
+            objective=float(schedule.objective),
+            wall_time_s=self.writer.elapsed(),
+        )
+
+
+def summary_base(
+    cfg: RunConfig, data: RunData, latency: LatencyConfig, regions: RegionMap, profiles: list[DeviceProfile]
+) -> dict[str, Any]:
+    """What ``summary.json`` says about the run's setup (written before round 0)."""
+    device_profiles = [
+        {
+            "device": k,
+            "cpu_hz": p.cpu_hz,
+            "flops_per_cycle": p.flops_per_cycle,
+            "tx_power_w": p.tx_power_w,
+            "distance_m": p.distance_m,
+        }
+        for k, p in enumerate(profiles)
+    ]
+    return {
+        "config": config_to_dict(cfg),
+        "dataset_requested": data.resolved.requested,
+        "dataset_used": data.resolved.used,
+        "dataset_fallback_reason": data.resolved.fallback_reason,
+        "dataset_source": data.data.source,
+        "train_samples": len(data.data.train),
+        "test_samples": len(data.data.test),
+        "model_cost": {
+            "num_params": latency.num_params,
+            "flops_per_sample": latency.flops_per_sample,
+            "t_max_s": latency.t_max_s,
+        },
+        "num_regions": regions.num_regions,
+        "layer_sizes": list(regions.layer_sizes),
+        "device_profiles": device_profiles,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def summary_outcome(rows: list[RoundRow], status: str, target_accuracy: float, started: float) -> dict[str, Any]:
+    """What ``summary.json`` says about how the run went (written when it ends, however it ends)."""
+    final = rows[-1] if rows else None
+    return {
+        "status": status,
+        "rounds_completed": final.round if final else 0,
+        "final_accuracy": final.accuracy if final else None,
+        "final_loss": final.loss if final else None,
+        "best_accuracy": max((r.accuracy for r in rows), default=None),
+        "final_sim_time_s": final.sim_time_s if final else None,
+        "time_to_target_accuracy": time_to_accuracy(rows, target_accuracy),
+        "wall_time_s": time.time() - started,
+        "total_uplink_bytes": sum(r.uplink_bytes for r in rows),
+        "total_downlink_bytes": sum(r.downlink_bytes for r in rows),
+    }

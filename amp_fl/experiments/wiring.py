@@ -1,0 +1,127 @@
+"""Wiring: build every server-side component of a run from its validated :class:`RunConfig`.
+
+The dataset the run uses, the initial global model, its latency constants (Q, C, T_max), the
+run-wide train setup sent to clients, and the :class:`AmpFlStrategy` with its system model,
+channel, scheduler and pruning policy. Nothing here talks to nodes or writes files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amp_fl import protocol as P
+from amp_fl.config import RunConfig
+from amp_fl.data.datasets import (
+    DATASET_RESOLUTION,
+    Dataset,
+    ResolvedDataset,
+    load_dataset,
+    load_resolution,
+    resolve_dataset,
+)
+from amp_fl.models import build_model, count_parameters
+from amp_fl.pruning.counts import training_flops_per_sample
+from amp_fl.pruning.policies import build_policy
+from amp_fl.pruning.regions import RegionMap
+from amp_fl.scheduling import build_scheduler
+from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, RoundReport
+from amp_fl.wireless.channel import RayleighChannel
+from amp_fl.wireless.config import PAPER_MODEL_COSTS, LatencyConfig
+from amp_fl.wireless.devices import DevicePopulation, DeviceProfile
+from amp_fl.wireless.latency import SystemModel
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The dataset a run uses: what was asked for and why it changed, the arrays, and their folder."""
+
+    resolved: ResolvedDataset
+    data: Dataset
+    root: str
+
+
+def run_data(cfg: RunConfig, run_dir: Path) -> RunData:
+    """Load the run's dataset, reusing the launcher's resolution (so a download is never tried twice)."""
+    root = str(Path(cfg.dataset.root).expanduser().resolve())
+    resolved = load_resolution(run_dir / DATASET_RESOLUTION, cfg.dataset.name) or resolve_dataset(
+        cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback
+    )
+    return RunData(resolved, load_dataset(resolved.used, root, cfg.dataset.download), root)
+
+
+def initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
+    """The global model, initialised from the run seed without touching torch's global RNG."""
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        return build_model(cfg.model.name, num_classes=data.num_classes, input_shape=data.input_shape)
+
+
+def latency_config(cfg: RunConfig, model: torch.nn.Module, regions: RegionMap) -> LatencyConfig:
+    """Q, C, T_max: the paper's constants for its models, or counted from the model."""
+    steps, batch = cfg.train.local_steps, cfg.train.batch_size
+    paper = PAPER_MODEL_COSTS.get(cfg.model.name)
+    if cfg.model.cost_model == "paper" and paper is not None:
+        t_max = cfg.model.t_max_s if cfg.model.t_max_s is not None else paper.t_max_s
+        return LatencyConfig(
+            paper.num_params, paper.flops_per_sample, t_max, local_steps=steps, batch_size=batch
+        ).validate()
+    if cfg.model.t_max_s is None:
+        raise ValueError(f"model.t_max_s must be set for model {cfg.model.name!r} (no paper preset)")
+    flops = training_flops_per_sample(regions, regions.layer_sizes)
+    return LatencyConfig(
+        count_parameters(model), float(flops), cfg.model.t_max_s, local_steps=steps, batch_size=batch
+    ).validate()
+
+
+def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
+    """What every train instruction tells the client besides its round, device and arrays."""
+    c, h, w = data.data.input_shape
+    return P.TrainSetup(
+        seed=cfg.seed,
+        dataset=data.resolved.used,
+        data_root=data.root,
+        num_devices=cfg.num_devices,
+        partition=cfg.dataset.partition,
+        shards_per_device=cfg.dataset.shards_per_device,
+        model=cfg.model.name,
+        input_shape=(int(c), int(h), int(w)),
+        num_classes=data.data.num_classes,
+        learning_rate=cfg.train.learning_rate,
+        local_steps=cfg.train.local_steps,
+        batch_size=cfg.train.batch_size,
+        memory_friendly=cfg.strategy.memory_friendly,
+    )
+
+
+def build_strategy(
+    cfg: RunConfig,
+    *,
+    regions: RegionMap,
+    initial_weights: Sequence[np.ndarray],
+    latency: LatencyConfig,
+    device_nodes: dict[int, int],
+    profiles: Sequence[DeviceProfile],
+    setup: P.TrainSetup,
+    on_round_end: Callable[[RoundReport], None] | None = None,
+) -> AmpFlStrategy:
+    """The AMP-FL strategy for the discovered devices: system model, channel, scheduler and policy."""
+    population = DevicePopulation.from_profiles(profiles)
+    system = SystemModel(cfg.wireless, latency, population)
+    return AmpFlStrategy(
+        region_map=regions,
+        initial_weights=initial_weights,
+        scheduler=build_scheduler(
+            cfg.scheduling.name, system, seed=cfg.seed, **cfg.scheduling.options(cfg.pruning.ratio)
+        ),
+        channel=RayleighChannel(cfg.wireless, population.distance_m, cfg.seed),
+        policy=build_policy(cfg.pruning.policy, cfg.seed),
+        device_nodes=device_nodes,
+        train_setup=setup,
+        settings=AmpFlSettings(cfg.train.learning_rate, cfg.strategy.compensation, cfg.strategy.memory_friendly),
+        on_round_end=on_round_end,
+    )
