@@ -10,7 +10,10 @@ traceback.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
+from typing import TextIO
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +23,21 @@ from amp_fl.config import load_config
 from amp_fl.experiments.launch import cli_errors, launch
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def show_warning_on_one_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Warnings meant for the user (e.g. a dataset fallback) as one line, without a source excerpt."""
+    print(f"[amp-fl] warning: {message}", file=file if file is not None else sys.stderr, flush=True)
+
+
+warnings.showwarning = show_warning_on_one_line
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -25,8 +24,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -198,11 +195,13 @@ def resolve_dataset(name: str, root: str, download: bool, fallback: str | None) 
     except DatasetUnavailableError as exc:
         if not fallback or fallback == name:
             raise
+        # One line for the terminal; the full reason (download errors, offline choices) is
+        # recorded in the run's dataset.json and summary.json.
         message = (
-            f"DATASET FALLBACK: {name!r} is unavailable ({exc}). Using {fallback!r} instead; "
-            f"results are NOT {name!r} results. Set dataset.fallback=null to make this an error."
+            f"DATASET FALLBACK: {name!r} is unavailable under {root} (reason in summary.json). "
+            f"Using {fallback!r} instead; results are NOT {name!r} results. "
+            "Set dataset.fallback=null to make this an error."
         )
-        log.warning(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         load_dataset(fallback, root, download)
         return ResolvedDataset(name, fallback, str(exc))
