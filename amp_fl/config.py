@@ -15,14 +15,18 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 
+from amp_fl.client.objectives import LOCAL_OBJECTIVES, LocalObjective
 from amp_fl.data.datasets import DATASETS
+from amp_fl.deployment.provenance import CHANNEL_MODES, ChannelMode
 from amp_fl.errors import ConfigError, require
 from amp_fl.models import available_models
+from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningMethod, imp_steps_needed
 from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
 from amp_fl.wireless.config import WirelessConfig
+from amp_fl.wireless.over_the_air import OtaSettings
 
 Partition = Literal["iid", "shards"]
 CostModel = Literal["paper", "model"]
@@ -186,12 +190,26 @@ class SchedulingConfig:
 
 @dataclass
 class StrategyConfig:
+    """The server's aggregation and the FL method's local objective.
+
+    ``local_objective``: what each device minimises, ``sgd`` (AMP-FL, Synchronous FL), ``fedprox``
+    (needs ``proximal_mu`` >= 0) or ``apfl`` (needs ``apfl_alpha`` in [0, 1] and full-model
+    scheduling). ``personal_eval_interval``: every this many rounds (and at the last) each device
+    scores its personalised model on its own label distribution (``personal_accuracy`` in
+    metrics.csv); null never.
+    """
+
     compensation: Compensation = "all"
     memory_friendly: bool = False
     target_accuracy: float = 0.9
     eval_batch_size: int = 1000
+    local_objective: LocalObjective = "sgd"
+    proximal_mu: float | None = None
+    apfl_alpha: float | None = None
+    personal_eval_interval: int | None = None
 
     def validate(self) -> None:
+        self._validate_objective()
         require(
             self.compensation in COMPENSATION_SCOPES,
             "strategy.compensation",
@@ -207,6 +225,40 @@ class StrategyConfig:
             not (self.memory_friendly and self.compensation != "all"),
             "strategy.memory_friendly",
             "Algorithm 3 reproduces compensation=all only; set strategy.compensation=all",
+        )
+
+    def _validate_objective(self) -> None:
+        require(
+            self.local_objective in LOCAL_OBJECTIVES,
+            "strategy.local_objective",
+            f"choose from {', '.join(LOCAL_OBJECTIVES)}, got {self.local_objective!r}",
+        )
+        for key, value, taker in (
+            ("proximal_mu", self.proximal_mu, "fedprox"),
+            ("apfl_alpha", self.apfl_alpha, "apfl"),
+        ):
+            if self.local_objective == taker:
+                require(value is not None, f"strategy.{key}", f"local_objective={taker} needs it (e.g. method={taker})")
+            else:
+                require(
+                    value is None,
+                    f"strategy.{key}",
+                    f"only local_objective={taker} takes it (not {self.local_objective}); set it to null",
+                )
+        require(
+            self.proximal_mu is None or (math.isfinite(self.proximal_mu) and self.proximal_mu >= 0),
+            "strategy.proximal_mu",
+            f"must be a finite number >= 0, got {self.proximal_mu}",
+        )
+        require(
+            self.apfl_alpha is None or 0.0 <= self.apfl_alpha <= 1.0,
+            "strategy.apfl_alpha",
+            f"must be in [0, 1], got {self.apfl_alpha}",
+        )
+        require(
+            self.personal_eval_interval is None or self.personal_eval_interval >= 1,
+            "strategy.personal_eval_interval",
+            f"must be >= 1 round or null, got {self.personal_eval_interval}",
         )
 
 
@@ -231,8 +283,31 @@ class DeploymentConfig:
     superlink: str | None = None  # "host:port" of the SuperLink's Control API; None: local simulation
     insecure: bool = True
     root_certificates: str | None = None  # CA certificate for a TLS SuperLink (then insecure=false)
+    # ``measured``: devices that report ``uplink-rate-bps`` are scheduled with that rate (the others
+    # with simulated Rayleigh fading); ``simulated``: Rayleigh fading for every device.
+    channel: ChannelMode = "measured"
+    # Simulation only: the address of a running Ray cluster (``ray start --head``) to run the
+    # ClientApp actors on, e.g. "10.0.0.2:6379"; None: a Ray instance on this machine.
+    ray_address: str | None = None
 
     def validate(self) -> None:
+        require(
+            self.channel in CHANNEL_MODES,
+            "deployment.channel",
+            f"choose from {', '.join(CHANNEL_MODES)}, got {self.channel!r}",
+        )
+        require(
+            self.ray_address is None or self.superlink is None,
+            "deployment.ray_address",
+            "a Ray cluster runs simulations; a run on a SuperLink (deployment.superlink) uses its SuperNodes",
+        )
+        if self.ray_address is not None:
+            host, _, port = self.ray_address.removeprefix("ray://").rpartition(":")
+            require(
+                bool(host) and port.isdigit() and 0 < int(port) < 65536,
+                "deployment.ray_address",
+                f"expected host:port of the Ray head (GCS), got {self.ray_address!r}",
+            )
         if self.superlink is None:
             return
         host, _, port = self.superlink.rpartition(":")
@@ -245,6 +320,109 @@ class DeploymentConfig:
             self.insecure or self.root_certificates is not None,
             "deployment.root_certificates",
             "a TLS connection (insecure=false) needs the CA certificate",
+        )
+
+
+@dataclass
+class SparsityConfig:
+    """Sparse FedAvg with global unstructured magnitude pruning (the OTA-FL / IMP paper's setting).
+
+    ``enabled``: run sparse FedAvg (:mod:`amp_fl.strategy.sparse_fedavg`) instead of AMP-FL (the
+    ``strategy``, ``scheduling`` and ``pruning`` sections are then unused). ``method``: ``imp``
+    (every ``interval`` rounds from ``first_round`` on, prune ``rate`` of the remaining conv/linear
+    weights by global magnitude until ``target``) or ``one_shot`` (prune to ``target`` after
+    ``first_round``); ``first_round`` 0 prunes the initial model. ``rewind_round``: at every step,
+    reset the survivors to the global model after that round (0: the initial model; null: no
+    rewinding). ``participation``: fraction of the PIUs that train each round (1: full participation).
+    """
+
+    enabled: bool = False
+    method: PruningMethod = "imp"
+    target: float = 0.0
+    rate: float = 0.2
+    first_round: int = 5
+    interval: int = 5
+    rewind_round: int | None = None
+    participation: float = 1.0
+
+    def validate(self) -> None:
+        require(
+            self.method in PRUNING_METHODS,
+            "sparsity.method",
+            f"choose from {', '.join(PRUNING_METHODS)}, got {self.method!r}",
+        )
+        require(0.0 <= self.target < 1.0, "sparsity.target", f"must be in [0, 1), got {self.target}")
+        require(0.0 < self.rate <= 1.0, "sparsity.rate", f"must be in (0, 1], got {self.rate}")
+        require(self.first_round >= 0, "sparsity.first_round", f"must be >= 0, got {self.first_round}")
+        require(self.interval >= 1, "sparsity.interval", f"must be >= 1, got {self.interval}")
+        require(
+            self.rewind_round is None or 0 <= self.rewind_round <= self.first_round,
+            "sparsity.rewind_round",
+            f"must be null or in [0, sparsity.first_round={self.first_round}], got {self.rewind_round}",
+        )
+        require(
+            0.0 < self.participation <= 1.0,
+            "sparsity.participation",
+            f"must be in (0, 1], got {self.participation}",
+        )
+
+    def last_pruning_round(self) -> int | None:
+        """The round after which ``target`` is reached (IMP step count without rounding); None if nothing is pruned."""
+        if self.target == 0.0:
+            return None
+        if self.method == "one_shot":
+            return self.first_round
+        return self.first_round + (imp_steps_needed(self.target, self.rate) - 1) * self.interval
+
+
+@dataclass
+class OtaConfig:
+    """Over-the-air aggregation (:mod:`amp_fl.wireless.over_the_air`): the PIUs transmit at once, analog.
+
+    ``enabled``: aggregate over the air, in sparse FedAvg (``sparsity.enabled``) or in AMP-FL
+    (which then needs ``strategy.compensation=none``: the server receives only the superposition,
+    never one PIU's gradient for its cache). ``snr_db``: P0 / N0 in dB (null: noiseless receiver);
+    ``power_budget``: P0 per channel use; ``truncation_threshold``: PIUs whose estimated channel gain
+    ``|h|^2`` (mean 1) is below it stay silent; ``estimation_error_var``: variance of the PIUs'
+    channel-estimation error; ``normalise``: normalise each update before sending.
+    """
+
+    enabled: bool = False
+    snr_db: float | None = 20.0
+    power_budget: float = 1.0
+    truncation_threshold: float = 0.1
+    estimation_error_var: float = 0.0
+    normalise: bool = True
+
+    def validate(self) -> None:
+        require(
+            self.snr_db is None or math.isfinite(self.snr_db),
+            "ota.snr_db",
+            f"must be a finite number of dB or null, got {self.snr_db}",
+        )
+        require(
+            math.isfinite(self.power_budget) and self.power_budget > 0,
+            "ota.power_budget",
+            f"must be a finite number > 0, got {self.power_budget}",
+        )
+        require(
+            math.isfinite(self.truncation_threshold) and self.truncation_threshold > 0,
+            "ota.truncation_threshold",
+            f"must be a number > 0 (inverting a deep fade needs unbounded power), got {self.truncation_threshold}",
+        )
+        require(
+            math.isfinite(self.estimation_error_var) and self.estimation_error_var >= 0,
+            "ota.estimation_error_var",
+            f"must be a finite number >= 0, got {self.estimation_error_var}",
+        )
+
+    def settings(self) -> OtaSettings:
+        return OtaSettings(
+            snr_db=self.snr_db,
+            power_budget=self.power_budget,
+            truncation_threshold=self.truncation_threshold,
+            estimation_error_var=self.estimation_error_var,
+            normalise=self.normalise,
         )
 
 
@@ -264,6 +442,8 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    ota: OtaConfig = field(default_factory=OtaConfig)
 
     @property
     def num_devices(self) -> int:
@@ -282,8 +462,16 @@ class RunConfig:
             self.strategy,
             self.simulation,
             self.deployment,
+            self.sparsity,
+            self.ota,
         ):
             section.validate()
+        check_ota_imp(self)
+        require(
+            self.strategy.local_objective != "apfl" or self.scheduling.name == "full_model",
+            "strategy.local_objective",
+            f"apfl mixes full models: it needs scheduling.name=full_model, not {self.scheduling.name!r}",
+        )
         if self.scheduling.num_scheduled is not None:
             require(
                 self.scheduling.num_scheduled <= min(self.wireless.num_rbs, self.wireless.num_devices),
@@ -292,6 +480,35 @@ class RunConfig:
                 f"and {self.wireless.num_devices} devices",
             )
         return self
+
+
+def check_ota_imp(cfg: RunConfig) -> None:
+    """The ``sparsity`` and ``ota`` sections against the rest of the configuration."""
+    if cfg.sparsity.enabled:
+        require(
+            cfg.strategy.local_objective == "sgd",
+            "strategy.local_objective",
+            f"sparse FedAvg (sparsity.enabled) trains with plain sgd, got {cfg.strategy.local_objective!r}",
+        )
+        require(
+            not cfg.strategy.memory_friendly,
+            "strategy.memory_friendly",
+            "sparse FedAvg (sparsity.enabled) keeps no gradient caches; set it to false",
+        )
+        last = cfg.sparsity.last_pruning_round()
+        require(
+            last is None or last < cfg.num_rounds,
+            "num_rounds",
+            f"{cfg.sparsity.method} reaches sparsity.target={cfg.sparsity.target} after round {last}; "
+            f"num_rounds must exceed it (or raise sparsity.rate, lower sparsity.interval / sparsity.first_round)",
+        )
+    elif cfg.ota.enabled:
+        require(
+            cfg.strategy.compensation == "none" and not cfg.strategy.memory_friendly,
+            "strategy.compensation",
+            "AMP-FL over the air (ota.enabled) needs compensation=none and memory_friendly=false: the server "
+            f"receives only the sum of the updates, no single PIU's gradient (got {cfg.strategy.compensation!r})",
+        )
 
 
 def _build(cls: type, values: Any, prefix: str) -> Any:

@@ -19,7 +19,13 @@ Messages
     (round, device and the run's :class:`TrainSetup`);
     client -> :class:`TrainReply`: ``arrays`` (the cumulative gradient, or ``g - G_k`` in
     memory-friendly mode, shaped like the sub-model) and ``metrics`` (num-examples, train-loss,
-    device, fit-seconds).
+    device, fit-seconds). The setup's ``local-objective`` (sgd, fedprox with ``proximal-mu``, apfl
+    with ``apfl-alpha``) says what the device minimises (:mod:`amp_fl.client.objectives`).
+``evaluate`` (every node, at the personal-evaluation rounds only)
+    server -> :class:`EvaluateInstruction`: the full global model and the run's setup;
+    client -> :class:`EvaluateReply`: the device's personalised model (APFL's mix, otherwise the
+    global model) scored on test samples of its own label distribution
+    (:mod:`amp_fl.client.personal`).
 
 Byte accounting
 ---------------
@@ -32,12 +38,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
+from amp_fl.client.objectives import LOCAL_OBJECTIVES, LocalObjective
+from amp_fl.deployment.provenance import COMPUTE_SOURCES, RADIO_SOURCES, REPORTED, SIMULATED, ReportedDeviceProfile
 from amp_fl.errors import InvalidReplyError
 from amp_fl.pruning.counts import submodel_shapes
 from amp_fl.pruning.regions import KeptIndices, RegionMap, check_kept, keep_counts_of
@@ -50,6 +58,7 @@ KEPT = "kept"
 CONFIG = "config"
 METRICS = "metrics"
 STATE_CACHE = "amp-fl-gradient-cache"  # the client's context.state record for memory-friendly AMP-FL
+STATE_PERSONAL = "amp-fl-apfl-personal-model"  # the client's context.state record of APFL's personal model v_k
 
 # ------------------------------------------------------------------------------ keys
 # Node config (Flower's simulation sets both; a deployed SuperNode gets them from --node-config).
@@ -61,6 +70,15 @@ FLOPS_PER_CYCLE = "flops-per-cycle"
 TX_POWER_W = "tx-power-w"
 DISTANCE_M = "distance-m"
 PROFILE_KEYS = (CPU_HZ, FLOPS_PER_CYCLE, TX_POWER_W, DISTANCE_M)
+# Optional node-config keys of a board (:class:`NodeProfileSettings`).
+MEASURE_COMPUTE = "measure-compute"  # true: time SGD steps of the run's model when queried
+UPLINK_RATE_BPS = "uplink-rate-bps"  # the board's uplink rate on one RB, bit/s (also in the reply)
+# Profile reply: where the numbers came from (amp_fl.deployment.provenance).
+COMPUTE_SOURCE = "compute-source"
+RADIO_SOURCE = "radio-source"
+MEASURED_FLOPS_PER_S = "measured-flops-per-s"
+# Profile query: the model a board asked to measure itself trains (with MODEL, INPUT_SHAPE, NUM_CLASSES, BATCH_SIZE).
+FLOPS_PER_SAMPLE = "flops-per-sample"
 # Profile query.
 SEED = "seed"
 CELL_RADIUS_M = "cell-radius-m"
@@ -82,11 +100,20 @@ LEARNING_RATE = "learning-rate"
 LOCAL_STEPS = "local-steps"
 BATCH_SIZE = "batch-size"
 MEMORY_FRIENDLY = "memory-friendly"
+LOCAL_OBJECTIVE = "local-objective"
+PROXIMAL_MU = "proximal-mu"
+APFL_ALPHA = "apfl-alpha"
+# Evaluate instruction config.
+EVAL_BATCH_SIZE = "eval-batch-size"
 # Train reply metrics.
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
 FIT_SECONDS = "fit-seconds"
-# Metrics the ServerApp hands back to Flower (aggregate_train, evaluate_fn).
+# Evaluate reply metrics.
+PERSONAL_ACCURACY = "personal-accuracy"
+PERSONAL_LOSS = "personal-loss"
+PERSONALISED = "personalised"  # 1: the device scored its own personalised model; 0: the global model
+# Metrics the ServerApp hands back to Flower (aggregate_train, aggregate_evaluate, evaluate_fn).
 NUM_UPDATES = "num-updates"
 NUM_FAILURES = "num-failures"
 ACCURACY = "accuracy"
@@ -120,10 +147,20 @@ class _Fields:
             raise self.fail(key, f"must be >= {minimum}, got {value}")
         return int(value)
 
-    def number(self, key: str, *, positive: bool = False, minimum: float | None = None) -> float:
-        return self._number(key, self._get(key), positive=positive, minimum=minimum)
+    def number(
+        self, key: str, *, positive: bool = False, minimum: float | None = None, maximum: float | None = None
+    ) -> float:
+        return self._number(key, self._get(key), positive=positive, minimum=minimum, maximum=maximum)
 
-    def _number(self, key: str, value: object, *, positive: bool = False, minimum: float | None = None) -> float:
+    def _number(
+        self,
+        key: str,
+        value: object,
+        *,
+        positive: bool = False,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(key, f"must be a number, got {type(value).__name__} {value!r}")
         number = float(value)
@@ -133,12 +170,20 @@ class _Fields:
             raise self.fail(key, f"must be > 0, got {number}")
         if minimum is not None and number < minimum:
             raise self.fail(key, f"must be >= {minimum}, got {number}")
+        if maximum is not None and number > maximum:
+            raise self.fail(key, f"must be <= {maximum}, got {number}")
         return number
 
     def text(self, key: str) -> str:
         value = self._get(key)
         if not isinstance(value, str) or not value:
             raise self.fail(key, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def choice(self, key: str, choices: Sequence[str]) -> str:
+        value = self.text(key)
+        if value not in choices:
+            raise self.fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
 
     def flag(self, key: str) -> bool:
@@ -233,7 +278,87 @@ def simulation_node_config(partition: int, num_partitions: int) -> dict[str, int
     return {PARTITION_ID: int(partition), NUM_PARTITIONS: int(num_partitions)}
 
 
+@dataclass(frozen=True)
+class NodeProfileSettings:
+    """What a board's node config says about its profile (every part optional).
+
+    ``cpu-hz`` + ``flops-per-cycle`` (compute) and ``tx-power-w`` + ``distance-m`` (radio) are
+    reported in pairs; ``measure-compute=true`` asks the board to time SGD steps of the run's
+    model instead of reporting its compute pair; ``uplink-rate-bps`` is its measured uplink rate
+    on one RB. A part left out is simulated from the run seed
+    (:func:`amp_fl.deployment.profiles.resolve_profile_reply`).
+    """
+
+    partition_id: int
+    cpu_hz: float | None = None
+    flops_per_cycle: float | None = None
+    tx_power_w: float | None = None
+    distance_m: float | None = None
+    measure_compute: bool = False
+    uplink_rate_bps: float | None = None
+
+    @property
+    def compute_reported(self) -> bool:
+        return self.cpu_hz is not None
+
+    @property
+    def radio_reported(self) -> bool:
+        return self.tx_power_w is not None
+
+    @property
+    def reports_anything(self) -> bool:
+        return self.compute_reported or self.radio_reported or self.measure_compute or self.uplink_rate_bps is not None
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, object]) -> NodeProfileSettings:
+        """Parse and check (``ValueError`` naming the key: an incomplete pair, a bad value, a conflict)."""
+        f = _Fields(node_config, "node config", ValueError)
+        values: dict[str, float | None] = {}
+        for pair in ((CPU_HZ, FLOPS_PER_CYCLE), (TX_POWER_W, DISTANCE_M)):
+            present = [key for key in pair if key in node_config]
+            if len(present) == 1:
+                missing = [key for key in pair if key not in node_config]
+                raise ValueError(f"node config sets {present} but not {missing}: {pair[0]} and {pair[1]} go together")
+            for key in pair:
+                values[key] = f.number(key, positive=True) if present else None
+        measure = node_config.get(MEASURE_COMPUTE, False)
+        if isinstance(measure, str) and measure.lower() in ("true", "false"):
+            measure = measure.lower() == "true"
+        if not isinstance(measure, bool):
+            raise ValueError(f"node config: key {MEASURE_COMPUTE!r} must be true or false, got {measure!r}")
+        if measure and values[CPU_HZ] is not None:
+            raise ValueError(
+                f"node config sets both {MEASURE_COMPUTE}=true and {CPU_HZ}/{FLOPS_PER_CYCLE}: "
+                "report or measure, not both"
+            )
+        rate = f.number(UPLINK_RATE_BPS, positive=True) if UPLINK_RATE_BPS in node_config else None
+        return cls(
+            partition_id=partition_id(node_config),
+            cpu_hz=values[CPU_HZ],
+            flops_per_cycle=values[FLOPS_PER_CYCLE],
+            tx_power_w=values[TX_POWER_W],
+            distance_m=values[DISTANCE_M],
+            measure_compute=measure,
+            uplink_rate_bps=rate,
+        )
+
+
 # ------------------------------------------------------------------------------ query
+@dataclass(frozen=True)
+class ComputeBenchmark:
+    """The model a board asked to measure itself (``measure-compute=true``) trains, and its cost unit.
+
+    ``flops_per_sample`` is C of the server's latency model (the paper's constant or the exact
+    count), so the board can report its throughput in the units Eq. (6) divides by.
+    """
+
+    model: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    batch_size: int
+    flops_per_sample: float
+
+
 @dataclass(frozen=True)
 class ProfileQuery:
     """Server -> every node at round 0: who are you, and what can you do?
@@ -250,9 +375,12 @@ class ProfileQuery:
     tx_power_dbm: float
     cpu_freqs_hz: tuple[float, ...]
     flops_per_cycle: float
+    benchmark: ComputeBenchmark | None = None  # what a board that measures itself trains
 
     @classmethod
-    def from_wireless(cls, seed: int, wireless: WirelessConfig) -> ProfileQuery:
+    def from_wireless(
+        cls, seed: int, wireless: WirelessConfig, benchmark: ComputeBenchmark | None = None
+    ) -> ProfileQuery:
         return cls(
             seed=int(seed),
             cell_radius_m=float(wireless.cell_radius_m),
@@ -260,6 +388,7 @@ class ProfileQuery:
             tx_power_dbm=float(wireless.tx_power_dbm),
             cpu_freqs_hz=tuple(float(f) for f in wireless.cpu_freqs_hz),
             flops_per_cycle=float(wireless.flops_per_cycle),
+            benchmark=benchmark,
         )
 
     def wireless(self) -> WirelessConfig:
@@ -283,6 +412,13 @@ class ProfileQuery:
                 FLOPS_PER_CYCLE: float(self.flops_per_cycle),
             }
         )
+        if self.benchmark is not None:
+            b = self.benchmark
+            config[MODEL] = b.model
+            config[INPUT_SHAPE] = [int(d) for d in b.input_shape]
+            config[NUM_CLASSES] = int(b.num_classes)
+            config[BATCH_SIZE] = int(b.batch_size)
+            config[FLOPS_PER_SAMPLE] = float(b.flops_per_sample)
         return RecordDict({CONFIG: config})
 
     def to_message(self, dst_node_id: int) -> Message:
@@ -296,6 +432,16 @@ class ProfileQuery:
         radius = f.number(CELL_RADIUS_M, positive=True)
         if radius <= min_distance:
             raise f.fail(CELL_RADIUS_M, f"must exceed {MIN_DISTANCE_M} ({min_distance}), got {radius}")
+        benchmark = None
+        if MODEL in content.config_records[CONFIG]:
+            c, h, w = f.positive_ints(INPUT_SHAPE, 3)
+            benchmark = ComputeBenchmark(
+                model=f.text(MODEL),
+                input_shape=(c, h, w),
+                num_classes=f.integer(NUM_CLASSES, minimum=1),
+                batch_size=f.integer(BATCH_SIZE, minimum=1),
+                flops_per_sample=f.number(FLOPS_PER_SAMPLE, positive=True),
+            )
         return cls(
             seed=f.integer(SEED),
             cell_radius_m=radius,
@@ -303,57 +449,97 @@ class ProfileQuery:
             tx_power_dbm=f.number(TX_POWER_DBM),
             cpu_freqs_hz=f.positive_numbers(CPU_FREQS_HZ),
             flops_per_cycle=f.number(FLOPS_PER_CYCLE, positive=True),
+            benchmark=benchmark,
         )
 
 
 @dataclass(frozen=True)
 class DeviceProfileReply:
-    """Node -> server: its device id (partition-id) and device profile (simulated or measured)."""
+    """Node -> server: its device id (partition-id) and device profile (simulated, reported or measured).
+
+    ``compute_source`` / ``radio_source`` say where the numbers came from
+    (:mod:`amp_fl.deployment.provenance`); they do not take part in equality, which compares
+    the profile itself. ``uplink_rate_bps``: the board's reported uplink rate, if any;
+    ``measured_flops_per_s``: its measured throughput in exact FLOPs, if it measured itself.
+    """
 
     partition_id: int
     cpu_hz: float
     flops_per_cycle: float
     tx_power_w: float
     distance_m: float
+    uplink_rate_bps: float | None = None
+    compute_source: str = field(default=SIMULATED, compare=False)
+    radio_source: str = field(default=SIMULATED, compare=False)
+    measured_flops_per_s: float | None = field(default=None, compare=False)
 
     @classmethod
     def from_profile(cls, partition: int, profile: DeviceProfile) -> DeviceProfileReply:
+        reported = profile if isinstance(profile, ReportedDeviceProfile) else None
         return cls(
             partition_id=int(partition),
             cpu_hz=float(profile.cpu_hz),
             flops_per_cycle=float(profile.flops_per_cycle),
             tx_power_w=float(profile.tx_power_w),
             distance_m=float(profile.distance_m),
+            uplink_rate_bps=reported.uplink_rate_bps if reported else None,
+            compute_source=reported.compute_source if reported else SIMULATED,
+            radio_source=reported.radio_source if reported else SIMULATED,
+            measured_flops_per_s=reported.measured_flops_per_s if reported else None,
         )
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, object]) -> DeviceProfileReply | None:
-        """The profile a board measured and put in its node config, or ``None`` if it sets none of the keys.
+        """The whole profile a board reported in its node config, or ``None`` if it sets none of the keys.
 
         Setting only some of ``cpu-hz``, ``flops-per-cycle``, ``tx-power-w``, ``distance-m`` is
-        an error (``ValueError`` naming the missing keys).
+        an error (``ValueError`` naming the missing keys); a board that reports only part of its
+        profile, or measures itself, is answered by
+        :func:`amp_fl.deployment.profiles.resolve_profile_reply`, which fills in the rest.
         """
-        present = [key for key in PROFILE_KEYS if key in node_config]
-        if not present:
+        settings = NodeProfileSettings.from_node_config(node_config)
+        if not (settings.compute_reported or settings.radio_reported):
             return None
+        present = [key for key in PROFILE_KEYS if key in node_config]
         missing = [key for key in PROFILE_KEYS if key not in node_config]
         if missing:
-            raise ValueError(f"node config sets {present} but not {missing}: a measured profile needs all four")
-        f = _Fields(node_config, "node config", ValueError)
+            raise ValueError(f"node config sets {present} but not {missing}: a reported profile needs all four")
+        assert settings.cpu_hz is not None and settings.flops_per_cycle is not None
+        assert settings.tx_power_w is not None and settings.distance_m is not None
         return cls(
-            partition_id=partition_id(node_config),
-            cpu_hz=f.number(CPU_HZ, positive=True),
-            flops_per_cycle=f.number(FLOPS_PER_CYCLE, positive=True),
-            tx_power_w=f.number(TX_POWER_W, positive=True),
-            distance_m=f.number(DISTANCE_M, positive=True),
+            partition_id=settings.partition_id,
+            cpu_hz=settings.cpu_hz,
+            flops_per_cycle=settings.flops_per_cycle,
+            tx_power_w=settings.tx_power_w,
+            distance_m=settings.distance_m,
+            uplink_rate_bps=settings.uplink_rate_bps,
+            compute_source=REPORTED,
+            radio_source=REPORTED,
         )
 
     def to_profile(self) -> DeviceProfile:
-        return DeviceProfile(
+        """The profile; a :class:`ReportedDeviceProfile` (which keeps the provenance) unless all simulated."""
+        if (self.compute_source, self.radio_source, self.uplink_rate_bps, self.measured_flops_per_s) == (
+            SIMULATED,
+            SIMULATED,
+            None,
+            None,
+        ):
+            return DeviceProfile(
+                cpu_hz=self.cpu_hz,
+                flops_per_cycle=self.flops_per_cycle,
+                tx_power_w=self.tx_power_w,
+                distance_m=self.distance_m,
+            )
+        return ReportedDeviceProfile(
             cpu_hz=self.cpu_hz,
             flops_per_cycle=self.flops_per_cycle,
             tx_power_w=self.tx_power_w,
             distance_m=self.distance_m,
+            compute_source=self.compute_source,
+            radio_source=self.radio_source,
+            uplink_rate_bps=self.uplink_rate_bps,
+            measured_flops_per_s=self.measured_flops_per_s,
         )
 
     def to_content(self) -> RecordDict:
@@ -364,8 +550,14 @@ class DeviceProfileReply:
                 FLOPS_PER_CYCLE: float(self.flops_per_cycle),
                 TX_POWER_W: float(self.tx_power_w),
                 DISTANCE_M: float(self.distance_m),
+                COMPUTE_SOURCE: self.compute_source,
+                RADIO_SOURCE: self.radio_source,
             }
         )
+        if self.uplink_rate_bps is not None:
+            config[UPLINK_RATE_BPS] = float(self.uplink_rate_bps)
+        if self.measured_flops_per_s is not None:
+            config[MEASURED_FLOPS_PER_S] = float(self.measured_flops_per_s)
         return RecordDict({CONFIG: config})
 
     def to_reply(self, query: Message) -> Message:
@@ -375,19 +567,36 @@ class DeviceProfileReply:
     def from_content(cls, content: RecordDict) -> DeviceProfileReply:
         """Parse and check a profile reply (:class:`InvalidReplyError` naming the key)."""
         f = _config(content, "device profile reply", InvalidReplyError)
+        record = content.config_records[CONFIG]
+        sources: dict[str, str] = {}
+        for key, allowed in ((COMPUTE_SOURCE, COMPUTE_SOURCES), (RADIO_SOURCE, RADIO_SOURCES)):
+            sources[key] = f.text(key) if key in record else SIMULATED
+            if sources[key] not in allowed:
+                raise f.fail(key, f"must be one of {', '.join(allowed)}, got {sources[key]!r}")
         return cls(
             partition_id=f.integer(PARTITION_ID),
             cpu_hz=f.number(CPU_HZ, positive=True),
             flops_per_cycle=f.number(FLOPS_PER_CYCLE, positive=True),
             tx_power_w=f.number(TX_POWER_W, positive=True),
             distance_m=f.number(DISTANCE_M, positive=True),
+            uplink_rate_bps=f.number(UPLINK_RATE_BPS, positive=True) if UPLINK_RATE_BPS in record else None,
+            compute_source=sources[COMPUTE_SOURCE],
+            radio_source=sources[RADIO_SOURCE],
+            measured_flops_per_s=(
+                f.number(MEASURED_FLOPS_PER_S, positive=True) if MEASURED_FLOPS_PER_S in record else None
+            ),
         )
 
 
 # ------------------------------------------------------------------------------ train
 @dataclass(frozen=True)
 class TrainSetup:
-    """The run-wide part of every train instruction: data, model and local-training settings."""
+    """The run-wide part of every train and evaluate instruction: data, model and local-training settings.
+
+    ``local_objective`` is what a device minimises (:mod:`amp_fl.client.objectives`);
+    ``proximal_mu`` is FedProx's mu (read by ``fedprox`` only), ``apfl_alpha`` APFL's mixing
+    weight (read by ``apfl`` only).
+    """
 
     seed: int
     dataset: str
@@ -402,6 +611,9 @@ class TrainSetup:
     local_steps: int
     batch_size: int
     memory_friendly: bool
+    local_objective: LocalObjective = "sgd"
+    proximal_mu: float = 0.0
+    apfl_alpha: float = 0.0
 
     def to_config(self) -> dict[str, int | float | str | bool | list[int]]:
         return {
@@ -418,6 +630,9 @@ class TrainSetup:
             LOCAL_STEPS: int(self.local_steps),
             BATCH_SIZE: int(self.batch_size),
             MEMORY_FRIENDLY: bool(self.memory_friendly),
+            LOCAL_OBJECTIVE: self.local_objective,
+            PROXIMAL_MU: float(self.proximal_mu),
+            APFL_ALPHA: float(self.apfl_alpha),
         }
 
     @classmethod
@@ -437,7 +652,17 @@ class TrainSetup:
             local_steps=f.integer(LOCAL_STEPS, minimum=1),
             batch_size=f.integer(BATCH_SIZE, minimum=1),
             memory_friendly=f.flag(MEMORY_FRIENDLY),
+            local_objective=_local_objective(f.choice(LOCAL_OBJECTIVE, LOCAL_OBJECTIVES)),
+            proximal_mu=f.number(PROXIMAL_MU, minimum=0.0),
+            apfl_alpha=f.number(APFL_ALPHA, minimum=0.0, maximum=1.0),
         )
+
+
+def _local_objective(name: str) -> LocalObjective:
+    for objective in LOCAL_OBJECTIVES:  # narrows the checked string to the Literal type
+        if objective == name:
+            return objective
+    raise ValueError(f"unknown local objective {name!r}")
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
@@ -582,6 +807,112 @@ class TrainReply:
         return arrays
 
 
+# ------------------------------------------------------------------------------ evaluate
+@dataclass(frozen=True, eq=False)  # holds arrays
+class EvaluateInstruction:
+    """Server -> every node at a personal-evaluation round: score your personalised model.
+
+    ``arrays`` are the full global model's float32 arrays named ``names`` (the region map's
+    ``param_names``); ``batch_size`` is the evaluation batch.
+    """
+
+    MESSAGE_TYPE: ClassVar[str] = MessageType.EVALUATE
+
+    round: int
+    device: int
+    setup: TrainSetup
+    batch_size: int
+    names: tuple[str, ...]
+    arrays: tuple[np.ndarray, ...]
+
+    def to_content(self) -> RecordDict:
+        config = ConfigRecord(
+            {
+                **self.setup.to_config(),
+                ROUND: int(self.round),
+                DEVICE: int(self.device),
+                EVAL_BATCH_SIZE: int(self.batch_size),
+            }
+        )
+        arrays = _to_array_record(self.names, [np.asarray(a, dtype=WIRE_DTYPE) for a in self.arrays])
+        return RecordDict({ARRAYS: arrays, CONFIG: config})
+
+    def to_message(self, dst_node_id: int) -> Message:
+        return Message(self.to_content(), dst_node_id=dst_node_id, message_type=self.MESSAGE_TYPE)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> EvaluateInstruction:
+        """Parse and check an evaluate instruction (``ValueError`` naming the key, record or array)."""
+        where = "evaluate instruction"
+        f = _config(content, where, ValueError)
+        setup = TrainSetup._from_fields(f)
+        names, arrays = _wire_arrays(_arrays(content, ARRAYS, where, ValueError), where, ValueError)
+        return cls(
+            round=f.integer(ROUND, minimum=1),
+            device=f.integer(DEVICE),
+            setup=setup,
+            batch_size=f.integer(EVAL_BATCH_SIZE, minimum=1),
+            names=names,
+            arrays=arrays,
+        )
+
+    def for_model(self, region_map: RegionMap) -> list[np.ndarray]:
+        """The arrays in ``region_map.param_names`` order, checked to be the full model's shapes."""
+        where = "evaluate instruction"
+        arrays = _in_order(self.names, self.arrays, region_map.param_names, where, ValueError)
+        _check_shapes(region_map.param_names, arrays, region_map.shapes, where, ValueError)
+        return arrays
+
+
+@dataclass(frozen=True)
+class EvaluateReply:
+    """Node -> server: its personalised model's label-weighted test accuracy and loss.
+
+    ``num_examples`` is the number of test samples scored; ``personalised`` is ``True`` when the
+    device scored its own personalised model (APFL, after its first training round) and ``False``
+    when it scored the global model.
+    """
+
+    device: int
+    accuracy: float
+    loss: float
+    num_examples: int
+    personalised: bool
+
+    def to_content(self) -> RecordDict:
+        metrics = MetricRecord(
+            {
+                DEVICE: int(self.device),
+                PERSONAL_ACCURACY: float(self.accuracy),
+                PERSONAL_LOSS: float(self.loss),
+                NUM_EXAMPLES: int(self.num_examples),
+                PERSONALISED: int(self.personalised),
+            }
+        )
+        return RecordDict({METRICS: metrics})
+
+    def to_reply(self, instruction: Message) -> Message:
+        return Message(self.to_content(), reply_to=instruction)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> EvaluateReply:
+        """Parse and check an evaluate reply (:class:`InvalidReplyError` naming the key)."""
+        where = "evaluate reply"
+        if METRICS not in content.metric_records:
+            raise InvalidReplyError(f"{where}: no {METRICS!r} metric record")
+        f = _Fields(content.metric_records[METRICS], where, InvalidReplyError)
+        personalised = f.integer(PERSONALISED)
+        if personalised > 1:
+            raise f.fail(PERSONALISED, f"must be 0 or 1, got {personalised}")
+        return cls(
+            device=f.integer(DEVICE),
+            accuracy=f.number(PERSONAL_ACCURACY, minimum=0.0, maximum=1.0),
+            loss=f.number(PERSONAL_LOSS, minimum=0.0),
+            num_examples=f.integer(NUM_EXAMPLES, minimum=1),
+            personalised=bool(personalised),
+        )
+
+
 # ------------------------------------------------------------------------------ metrics to Flower
 @dataclass(frozen=True)
 class RoundMetrics:
@@ -592,6 +923,24 @@ class RoundMetrics:
 
     def to_record(self) -> MetricRecord:
         return MetricRecord({NUM_UPDATES: int(self.num_updates), NUM_FAILURES: int(self.num_failures)})
+
+
+@dataclass(frozen=True)
+class PersonalMetrics:
+    """What ``aggregate_evaluate`` returns to Flower: the mean personalised accuracy and loss over devices."""
+
+    accuracy: float
+    loss: float
+    num_devices: int
+
+    def to_record(self) -> MetricRecord:
+        return MetricRecord(
+            {
+                PERSONAL_ACCURACY: float(self.accuracy),
+                PERSONAL_LOSS: float(self.loss),
+                NUM_DEVICES: int(self.num_devices),
+            }
+        )
 
 
 @dataclass(frozen=True)

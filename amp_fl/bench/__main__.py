@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("submodel", "scheduler", "simulation")
+BENCHMARKS = ("submodel", "scheduler", "simulation", "scale")
 
 
 def main(argv: list[str]) -> int:

@@ -5,6 +5,12 @@ datasets, partitions and region maps are cached per process, keyed by what defin
 Everything a client needs arrives in the server's messages (:mod:`amp_fl.protocol`); its identity
 is the node config's ``partition-id``. A board can report measured hardware with the
 ``--node-config`` keys of :data:`amp_fl.protocol.PROFILE_KEYS`.
+
+Durable per-device state lives in Flower's ``context.state`` (kept across rounds for the same
+node, in simulation and deployment): the gradient cache G_k of memory-friendly AMP-FL
+(Algorithm 3) and APFL's personal model v_k. The local objective (SGD, FedProx, APFL) is the
+trainer's (:mod:`amp_fl.client.objectives`); the ``evaluate`` handler scores the device's
+personalised model on its own label distribution (:mod:`amp_fl.client.personal`).
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from amp_fl import protocol as P
+from amp_fl.client.objectives import mix_arrays
+from amp_fl.client.personal import evaluate_on_label_distribution, label_frequencies
 from amp_fl.client.trainer import ModelInfo, SubModelTrainer, TrainSettings
 from amp_fl.data.datasets import ArraySplit, load_dataset
 from amp_fl.data.partition import partition
+from amp_fl.deployment.profiles import resolve_profile_reply
 from amp_fl.pruning.regions import KeptIndices, RegionMap, region_map
-from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
-from amp_fl.wireless.devices import simulated_device_profile
+from amp_fl.pruning.submodel import build_submodel, extract_arrays, scatter_arrays
 from amp_fl.wireless.seeding import derive_rng
 
 app = ClientApp()
@@ -49,16 +57,33 @@ def model_info(setup: P.TrainSetup) -> ModelInfo:
     return ModelInfo(setup.model, setup.input_shape, setup.num_classes)
 
 
+def batch_rng(setup: P.TrainSetup, device: int, server_round: int) -> np.random.Generator:
+    """The generator of ``device``'s mini-batches in ``server_round``: a function of (seed, device, round) only."""
+    return derive_rng(setup.seed, "client.batches", device, server_round)
+
+
+def train_settings(setup: P.TrainSetup) -> TrainSettings:
+    """The local-training settings of the server's train setup (objective included)."""
+    return TrainSettings(
+        setup.learning_rate,
+        setup.local_steps,
+        setup.batch_size,
+        objective=setup.local_objective,
+        proximal_mu=setup.proximal_mu,
+        alpha=setup.apfl_alpha,
+    )
+
+
 @app.query()
 def report_profile(msg: Message, context: Context) -> Message:
-    """Tell the server who this node is and what it can do (measured on a board, or simulated from the seed)."""
+    """Tell the server who this node is and what it can do: reported or measured on a board, else simulated.
+
+    The node config may report the compute and radio parts, ask for a throughput benchmark on
+    the run's model (``measure-compute=true``) and give an uplink rate; what it leaves out is
+    simulated from the seed (:func:`amp_fl.deployment.profiles.resolve_profile_reply`).
+    """
     query = P.ProfileQuery.from_content(msg.content)
-    reply = P.DeviceProfileReply.from_node_config(context.node_config)
-    if reply is None:
-        device = P.partition_id(context.node_config)
-        profile = simulated_device_profile(device, query.seed, query.wireless())
-        reply = P.DeviceProfileReply.from_profile(device, profile)
-    return reply.to_reply(msg)
+    return resolve_profile_reply(context.node_config, query).to_reply(msg)
 
 
 @app.train()
@@ -73,11 +98,19 @@ def train(msg: Message, context: Context) -> Message:
     info = model_info(setup)
     regions = region_map(info.name, info.input_shape, info.num_classes)
     arrays, kept = instruction.for_model(regions)
-    settings = TrainSettings(setup.learning_rate, setup.local_steps, setup.batch_size)
-    rng = derive_rng(setup.seed, "client.batches", device, instruction.round)
+    settings = train_settings(setup)
+    personal = None
+    if settings.objective == "apfl":
+        if any(k.size != g.size for k, g in zip(kept, regions.groups, strict=True)):
+            raise ValueError("train instruction: the apfl objective trains the full model, got a pruned sub-model")
+        stored = _personal_model(context, regions)
+        personal = stored if stored is not None else [a.copy() for a in arrays]  # v_k starts at the first w
+    rng = batch_rng(setup, device, instruction.round)
     started = time.perf_counter()
-    result = SubModelTrainer(local_data(setup, device), info, regions).fit(arrays, kept, settings, rng)
+    result = SubModelTrainer(local_data(setup, device), info, regions).fit(arrays, kept, settings, rng, personal)
     fit_s = time.perf_counter() - started
+    if result.personal is not None:
+        context.state.array_records[P.STATE_PERSONAL] = P.arrays_to_record(regions.param_names, result.personal)
     gradient = result.gradient
     if setup.memory_friendly:
         gradient = _difference_to_own_cache(context, regions, kept, gradient)
@@ -90,6 +123,49 @@ def train(msg: Message, context: Context) -> Message:
         fit_seconds=fit_s,
     )
     return reply.to_reply(msg)
+
+
+@app.evaluate()
+def evaluate_personal(msg: Message, context: Context) -> Message:
+    """Score this device's personalised model on test samples of its own labels, weighted as it holds them.
+
+    APFL's personalised model is ``alpha v_k + (1 - alpha) w``; before the device first trains,
+    and for the other objectives, it is the global model ``w`` itself.
+    """
+    torch.set_num_threads(1)
+    instruction = P.EvaluateInstruction.from_content(msg.content)
+    device = P.partition_id(context.node_config)
+    if instruction.device != device:
+        raise ValueError(f"evaluate instruction for device {instruction.device} delivered to partition-id {device}")
+    setup = instruction.setup
+    info = model_info(setup)
+    regions = region_map(info.name, info.input_shape, info.num_classes)
+    model_arrays = instruction.for_model(regions)
+    personal = _personal_model(context, regions) if setup.local_objective == "apfl" else None
+    if personal is not None:
+        trainable = [rule.is_parameter for rule in regions.arrays]
+        model_arrays = mix_arrays(personal, model_arrays, setup.apfl_alpha, trainable)
+    model = build_submodel(
+        info.name, info.input_shape, info.num_classes, regions, regions.full_kept(), arrays=model_arrays
+    )
+    weights = label_frequencies(local_data(setup, device).labels, setup.num_classes)
+    test = load_dataset(setup.dataset, setup.data_root, download=False).test
+    score = evaluate_on_label_distribution(model, test, weights, instruction.batch_size)
+    reply = P.EvaluateReply(
+        device=device,
+        accuracy=score.accuracy,
+        loss=score.loss,
+        num_examples=score.num_samples,
+        personalised=personal is not None,
+    )
+    return reply.to_reply(msg)
+
+
+def _personal_model(context: Context, regions: RegionMap) -> list[np.ndarray] | None:
+    """APFL's personal model v_k from ``context.state`` (full-model shaped), or ``None`` before its first round."""
+    if P.STATE_PERSONAL not in context.state.array_records:
+        return None
+    return P.record_to_arrays(context.state.array_records[P.STATE_PERSONAL], regions.param_names)
 
 
 def _difference_to_own_cache(
@@ -112,5 +188,8 @@ def _difference_to_own_cache(
     context.state.array_records[P.STATE_CACHE] = P.arrays_to_record(names, cache)
     return difference
 
+
+# Sparse FedAvg's handler (train.masked, amp_fl.client.masked) registers itself on ``app`` when imported.
+from amp_fl.client import masked as _masked  # noqa: E402, F401
 
 __all__ = ["app"]

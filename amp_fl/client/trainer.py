@@ -3,8 +3,10 @@
 ``SubModelTrainer.fit`` follows ``NumPyClient.fit``'s shape: arrays and settings in, a
 :class:`FitResult` (arrays, number of examples, training loss) out. It builds the physically
 smaller sub-model directly from the received arrays and kept indices (no random initialisation
-that would be overwritten), runs ``local_steps`` SGD steps and returns the cumulative gradient
-``g = (w_start - w_end) / eta`` (the paper's step 4).
+that would be overwritten), runs ``local_steps`` steps of the configured local objective
+(:mod:`amp_fl.client.objectives`: plain SGD, FedProx or APFL) and returns the cumulative gradient
+``g = (w_start - w_end) / eta`` (the paper's step 4), the trained weights ``w_end`` and, for APFL,
+the updated personal model.
 """
 
 from __future__ import annotations
@@ -15,23 +17,53 @@ import numpy as np
 import torch
 from torch import nn
 
+from amp_fl.client.objectives import (
+    LOCAL_OBJECTIVES,
+    LocalObjective,
+    apfl_step,
+    check_alpha,
+    check_proximal_mu,
+    fedprox_step,
+    sgd_step,
+)
 from amp_fl.data.datasets import ArraySplit
+from amp_fl.errors import check_argument
 from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import build_submodel, load_arrays, module_arrays
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """Local training: ``local_steps`` steps of ``objective`` with step size ``learning_rate``.
+
+    ``proximal_mu`` is FedProx's mu (used by ``objective="fedprox"``), ``alpha`` APFL's mixing
+    weight (used by ``objective="apfl"``).
+    """
+
     learning_rate: float
     local_steps: int
     batch_size: int
+    objective: LocalObjective = "sgd"
+    proximal_mu: float = 0.0
+    alpha: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_argument(
+            self.objective in LOCAL_OBJECTIVES,
+            "objective",
+            f"must be one of {', '.join(LOCAL_OBJECTIVES)}, got {self.objective!r}",
+        )
+        check_proximal_mu(self.proximal_mu)
+        check_alpha(self.alpha)
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
 class FitResult:
-    gradient: list[np.ndarray]  # float32, the sub-model's shapes
+    gradient: list[np.ndarray]  # float32, the sub-model's shapes: (w_start - w_end) / eta
     num_examples: int
-    train_loss: float  # mean over the local steps
+    train_loss: float  # mean of f(w) over the local steps (the data loss, without FedProx's term)
+    weights: list[np.ndarray]  # w_end, float32, the sub-model's shapes
+    personal: list[np.ndarray] | None = None  # APFL: the updated personal model v (same shapes)
 
 
 @dataclass(frozen=True)
@@ -59,31 +91,69 @@ class SubModelTrainer:
         self.region_map = region_map
 
     def fit(
-        self, arrays: list[np.ndarray], kept: KeptIndices, settings: TrainSettings, rng: np.random.Generator
+        self,
+        arrays: list[np.ndarray],
+        kept: KeptIndices,
+        settings: TrainSettings,
+        rng: np.random.Generator,
+        personal: list[np.ndarray] | None = None,
     ) -> FitResult:
-        """Train the sub-model given by ``arrays``/``kept``; return its cumulative gradient and loss."""
-        module = build_submodel(
-            self.model.name, self.model.input_shape, self.model.num_classes, self.region_map, kept, arrays=arrays
+        """Train the sub-model given by ``arrays``/``kept``; return its cumulative gradient and loss.
+
+        ``personal`` (APFL only, required there) is the device's personal model in the same
+        shapes as ``arrays``; the result carries its updated copy.
+        """
+        check_argument(
+            (personal is not None) == (settings.objective == "apfl"),
+            "personal",
+            f"the personal model is needed by, and only by, the apfl objective (objective={settings.objective!r})",
         )
+        module = self._build(arrays, kept)
+        personal_module = self._build(personal, kept) if personal is not None else None
         start = module_arrays(module)  # copies
-        loss_sum = self._sgd(module, settings, rng)
+        loss_sum = self._train(module, personal_module, settings, rng)
         end = module_arrays(module)
         gradient = [((s - e) / settings.learning_rate).astype(np.float32) for s, e in zip(start, end, strict=True)]
         samples = settings.local_steps * settings.batch_size
-        return FitResult(gradient, samples, loss_sum / settings.local_steps)
+        return FitResult(
+            gradient,
+            samples,
+            loss_sum / settings.local_steps,
+            weights=end,
+            personal=module_arrays(personal_module) if personal_module is not None else None,
+        )
 
-    def _sgd(self, module: nn.Module, settings: TrainSettings, rng: np.random.Generator) -> float:
+    def _build(self, arrays: list[np.ndarray], kept: KeptIndices) -> nn.Module:
+        m = self.model
+        return build_submodel(m.name, m.input_shape, m.num_classes, self.region_map, kept, arrays=arrays)
+
+    def _train(
+        self, module: nn.Module, personal: nn.Module | None, settings: TrainSettings, rng: np.random.Generator
+    ) -> float:
+        """``local_steps`` steps of the settings' objective; returns the sum of the mini-batch losses f(w)."""
         module.train()
-        optimiser = torch.optim.SGD(module.parameters(), lr=settings.learning_rate)
+        lr = settings.learning_rate
+        optimiser = torch.optim.SGD(module.parameters(), lr=lr)
         loss_fn = nn.CrossEntropyLoss()
+        # FedProx's w_g: the received model, frozen.
+        anchor = [p.detach().clone() for p in module.parameters()] if settings.objective == "fedprox" else []
+        personal_optimiser = None
+        if personal is not None:
+            personal.train()
+            personal_optimiser = torch.optim.SGD(personal.parameters(), lr=lr)
         loss_sum = 0.0
         for idx in batch_indices(len(self.labels), settings.batch_size, settings.local_steps, rng):
             index = torch.from_numpy(idx)
-            optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(module(self.images[index]), self.labels[index])
-            loss.backward()
-            optimiser.step()
-            loss_sum += float(loss.detach())
+            x, y = self.images[index], self.labels[index]
+            if settings.objective == "fedprox":
+                loss_sum += fedprox_step(module, optimiser, x, y, loss_fn, anchor=anchor, mu=settings.proximal_mu)
+            elif settings.objective == "apfl":
+                assert personal is not None and personal_optimiser is not None  # checked in fit
+                loss_sum += apfl_step(
+                    module, optimiser, personal, personal_optimiser, x, y, loss_fn, alpha=settings.alpha
+                )
+            else:
+                loss_sum += sgd_step(module, optimiser, x, y, loss_fn)
         return loss_sum
 
 

@@ -35,6 +35,8 @@ from amp_fl.data.datasets import (
     resolve_dataset,
     save_resolution,
 )
+from amp_fl.deployment.ray_cluster import RAY_ADDRESS
+from amp_fl.deployment.topology import free_port
 from amp_fl.errors import ConfigError
 from amp_fl.experiments.progress import (
     FLOWER_LOG,
@@ -58,6 +60,7 @@ address = ":local:"
 """
 
 
+LOCAL_SUPERLINK_PORT = "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"  # read by flwr for its `:local:` SuperLink
 POLL_S = 0.5  # how often the launcher reads metrics.csv while Flower runs
 STOP_GRACE_S = 5.0  # after SIGTERM, before SIGKILL
 LOG_TAIL_LINES = 20  # lines of flower.log shown when a run fails
@@ -267,6 +270,11 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
         # flwr starts flower-superlink by name: the venv's bin must come first on PATH.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
+    # A local simulation's SuperLink listens on a free port (Flower's default, 39091, is shared by
+    # every concurrent run on the machine); deployment.ray_address puts the actors on that cluster.
+    env.setdefault(LOCAL_SUPERLINK_PORT, str(free_port()))
+    if cfg.deployment.ray_address is not None:
+        env[RAY_ADDRESS] = cfg.deployment.ray_address
     view = progress_view(cfg.num_rounds, run_dir, verbose=cfg.verbose)
     with _stop_signals():
         stop_flower_processes(home)  # a SuperLink left by an interrupted run would hold the port

@@ -88,7 +88,9 @@ def parse_row(header: list[str], fields: list[str]) -> RoundRow | None:
             if hint is int:
                 kwargs[name] = int(float(raw)) if raw not in (None, "", "nan") else 0
             else:
-                kwargs[name] = float(raw) if raw not in (None, "") else math.nan
+                value = float(raw) if raw not in (None, "") else math.nan
+                # One NaN object (math.nan), so a parsed row equals the RoundRow it was written from.
+                kwargs[name] = math.nan if math.isnan(value) else value
     except (TypeError, ValueError):
         return None
     return RoundRow(**kwargs)
@@ -246,6 +248,12 @@ def summary_lines(run_dir: Path, rows: list[RoundRow], num_rounds: int, wall_s: 
         f"{PREFIX} finished {done}/{num_rounds} rounds in {format_duration(wall_s)}: "
         f"final accuracy {acc(final)}, best {acc(best)}{best_at}, simulated time {sim_text}"
     ]
+    personal = summary.get("personal_accuracy")
+    if isinstance(personal, dict) and isinstance(personal.get("accuracy"), int | float):
+        lines.append(
+            f"{PREFIX} personalised accuracy {personal['accuracy']:.4f} (round {personal.get('round')}; "
+            "mean over devices, each on its own labels)"
+        )
     used, requested = summary.get("dataset_used"), summary.get("dataset_requested")
     if used and requested and used != requested:
         lines.append(f"{PREFIX} dataset: {used} (fallback: {requested!r} was unavailable; see summary.json)")

@@ -9,6 +9,7 @@ flushed to ``metrics.csv`` as each round ends; progress goes to the ``amp_fl.pro
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import platform
@@ -24,10 +25,11 @@ from amp_fl import protocol as P
 from amp_fl.client.trainer import evaluate_arrays
 from amp_fl.config import RunConfig, config_to_dict
 from amp_fl.data.datasets import ArraySplit
-from amp_fl.experiments.results import MetricsWriter, RoundRow, time_to_accuracy
+from amp_fl.deployment.provenance import profile_provenance
+from amp_fl.experiments.results import MetricsWriter, RoundRow, last_personal_accuracy, time_to_accuracy
 from amp_fl.experiments.wiring import RunData
 from amp_fl.pruning.regions import RegionMap
-from amp_fl.strategy.amp_fl import RoundReport
+from amp_fl.strategy.amp_fl import PersonalEvaluation, RoundReport
 from amp_fl.wireless.config import LatencyConfig
 from amp_fl.wireless.devices import DeviceProfile
 
@@ -69,10 +71,15 @@ class Recorder:
     sim_time_s: float = 0.0
     latest_arrays: list[np.ndarray] | None = None  # the global model last evaluated
     _report: RoundReport | None = field(default=None, init=False, repr=False)
+    _personal: PersonalEvaluation | None = field(default=None, init=False, repr=False)
 
     def on_round_end(self, report: RoundReport) -> None:
         """The strategy's hook: keep the round's report for the row written when Flower evaluates."""
         self._report = report
+
+    def on_personal_evaluation(self, evaluation: PersonalEvaluation) -> None:
+        """The strategy's hook (before Flower's central evaluation of the same round): the devices' personal scores."""
+        self._personal = evaluation
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         weights = arrays.to_numpy_ndarrays()
@@ -80,6 +87,9 @@ class Recorder:
         self.latest_arrays = weights
         report = self._take_report(server_round)
         row = self._row(server_round, accuracy, loss, report)
+        personal, self._personal = self._personal, None
+        if personal is not None and personal.round == server_round:
+            row = dataclasses.replace(row, personal_accuracy=personal.mean_accuracy)
         self.writer.append(row)
         if report is not None:
             self.writer.append_schedule(schedule_record(report))
@@ -158,6 +168,7 @@ def summary_base(
             "flops_per_cycle": p.flops_per_cycle,
             "tx_power_w": p.tx_power_w,
             "distance_m": p.distance_m,
+            **profile_provenance(p, cfg.deployment.channel, deployment=cfg.deployment.superlink is not None),
         }
         for k, p in enumerate(profiles)
     ]
@@ -193,6 +204,7 @@ def summary_outcome(rows: list[RoundRow], status: str, target_accuracy: float, s
         "best_accuracy": max((r.accuracy for r in rows), default=None),
         "final_sim_time_s": final.sim_time_s if final else None,
         "time_to_target_accuracy": time_to_accuracy(rows, target_accuracy),
+        "personal_accuracy": last_personal_accuracy(rows),
         "wall_time_s": time.time() - started,
         "total_uplink_bytes": sum(r.uplink_bytes for r in rows),
         "total_downlink_bytes": sum(r.downlink_bytes for r in rows),

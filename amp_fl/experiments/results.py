@@ -20,6 +20,7 @@ METRIC_COLUMNS = (
     "round_latency_s",
     "accuracy",
     "loss",
+    "personal_accuracy",
     "train_loss",
     "avg_aoi",
     "num_scheduled",
@@ -50,6 +51,8 @@ class RoundRow:
     downlink_bytes: int
     objective: float
     wall_time_s: float
+    # Mean over devices of each one's personalised accuracy on its own label distribution; NaN when not measured.
+    personal_accuracy: float = math.nan
 
 
 def _fmt(value: Any) -> str:
@@ -105,6 +108,14 @@ def time_to_accuracy(rows: list[RoundRow], target: float) -> dict[str, float | i
         if row.accuracy >= target:
             return {"target": target, "round": row.round, "sim_time_s": row.sim_time_s}
     return {"target": target, "round": None, "sim_time_s": None}
+
+
+def last_personal_accuracy(rows: list[RoundRow]) -> dict[str, float | int | None]:
+    """The latest measured mean personalised accuracy and its round (``None`` when never measured)."""
+    for row in reversed(rows):
+        if not math.isnan(row.personal_accuracy):
+            return {"accuracy": row.personal_accuracy, "round": row.round}
+    return {"accuracy": None, "round": None}
 
 
 def write_summary(run_dir: Path, payload: dict[str, Any]) -> Path:

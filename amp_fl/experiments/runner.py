@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from amp_fl import protocol as P
+from amp_fl.deployment.profiles import compute_benchmark
 from amp_fl.experiments.discovery import discover_devices, wait_for_nodes
 from amp_fl.experiments.recorder import Recorder, summary_base, summary_outcome
 from amp_fl.experiments.results import MetricsWriter, write_figures, write_summary
@@ -39,7 +40,8 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
 
     timeout_s = cfg.simulation.node_wait_timeout_s
     nodes = wait_for_nodes(grid, cfg.num_devices, timeout_s)
-    query = P.ProfileQuery.from_wireless(cfg.seed, cfg.wireless)
+    benchmark = compute_benchmark(cfg.model.name, data.data.input_shape, data.data.num_classes, latency)
+    query = P.ProfileQuery.from_wireless(cfg.seed, cfg.wireless, benchmark)
     device_nodes, profiles = discover_devices(grid, query, nodes, cfg.num_devices, timeout_s)
 
     writer = MetricsWriter(run_dir)
@@ -59,6 +61,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         profiles=profiles,
         setup=train_setup(cfg, data),
         on_round_end=recorder.on_round_end,
+        on_personal_evaluation=recorder.on_personal_evaluation,
     )
     started = time.time()
     base = summary_base(cfg, data, latency, regions, profiles)

@@ -24,16 +24,19 @@ from amp_fl.data.datasets import (
     load_resolution,
     resolve_dataset,
 )
+from amp_fl.deployment.channel import build_channel
+from amp_fl.experiments.sparse_wiring import build_sparse_fedavg
 from amp_fl.models import build_model, count_parameters
 from amp_fl.pruning.counts import training_flops_per_sample
 from amp_fl.pruning.policies import build_policy
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.scheduling import build_scheduler
-from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, RoundReport
-from amp_fl.wireless.channel import RayleighChannel
+from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, PersonalEvaluation, RoundReport
+from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy
 from amp_fl.wireless.config import PAPER_MODEL_COSTS, LatencyConfig
 from amp_fl.wireless.devices import DevicePopulation, DeviceProfile
 from amp_fl.wireless.latency import SystemModel
+from amp_fl.wireless.over_the_air import OverTheAirChannel
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,9 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
         local_steps=cfg.train.local_steps,
         batch_size=cfg.train.batch_size,
         memory_friendly=cfg.strategy.memory_friendly,
+        local_objective=cfg.strategy.local_objective,
+        proximal_mu=0.0 if cfg.strategy.proximal_mu is None else cfg.strategy.proximal_mu,
+        apfl_alpha=0.0 if cfg.strategy.apfl_alpha is None else cfg.strategy.apfl_alpha,
     )
 
 
@@ -108,8 +114,23 @@ def build_strategy(
     profiles: Sequence[DeviceProfile],
     setup: P.TrainSetup,
     on_round_end: Callable[[RoundReport], None] | None = None,
-) -> AmpFlStrategy:
-    """The AMP-FL strategy for the discovered devices: system model, channel, scheduler and policy."""
+    on_personal_evaluation: Callable[[PersonalEvaluation], None] | None = None,
+) -> AmpFlStrategy | SparseFedAvgStrategy:
+    """The AMP-FL strategy for the discovered devices: system model, channel, scheduler and policy.
+
+    With ``sparsity.enabled``: sparse FedAvg with magnitude pruning instead (:mod:`.sparse_wiring`).
+    """
+    if cfg.sparsity.enabled:
+        return build_sparse_fedavg(
+            cfg,
+            regions=regions,
+            initial_weights=initial_weights,
+            latency=latency,
+            device_nodes=device_nodes,
+            profiles=profiles,
+            setup=setup,
+            on_round_end=on_round_end,
+        )
     population = DevicePopulation.from_profiles(profiles)
     system = SystemModel(cfg.wireless, latency, population)
     return AmpFlStrategy(
@@ -118,10 +139,25 @@ def build_strategy(
         scheduler=build_scheduler(
             cfg.scheduling.name, system, seed=cfg.seed, **cfg.scheduling.options(cfg.pruning.ratio)
         ),
-        channel=RayleighChannel(cfg.wireless, population.distance_m, cfg.seed),
+        channel=build_channel(
+            cfg.wireless,
+            population,
+            profiles,
+            cfg.seed,
+            deployment=cfg.deployment.superlink is not None,
+            mode=cfg.deployment.channel,
+        ),
         policy=build_policy(cfg.pruning.policy, cfg.seed),
         device_nodes=device_nodes,
         train_setup=setup,
-        settings=AmpFlSettings(cfg.train.learning_rate, cfg.strategy.compensation, cfg.strategy.memory_friendly),
+        settings=AmpFlSettings(
+            cfg.train.learning_rate,
+            cfg.strategy.compensation,
+            cfg.strategy.memory_friendly,
+            personal_eval_interval=cfg.strategy.personal_eval_interval,
+            eval_batch_size=cfg.strategy.eval_batch_size,
+        ),
         on_round_end=on_round_end,
+        on_personal_evaluation=on_personal_evaluation,
+        over_the_air=OverTheAirChannel(cfg.ota.settings(), cfg.seed) if cfg.ota.enabled else None,
     )

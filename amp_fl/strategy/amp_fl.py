@@ -8,8 +8,15 @@ channel, the scheduler and the pruning policy) and fills Flower's round hooks:
 - ``aggregate_train``: validate the replies, scatter them to full shape, update the gradient
   cache of Eq. (2) or Gbar (Algorithm 3), the AoI table (Eq. (9)) and the global model, then hand
   the round's :class:`RoundReport` to the ``on_round_end`` hook;
-- evaluation is central (``evaluate_fn`` of ``Strategy.start``), so ``configure_evaluate`` sends
-  nothing.
+- the global model is evaluated centrally (``evaluate_fn`` of ``Strategy.start``);
+  ``configure_evaluate`` asks every device for its *personalised* accuracy (its own model on
+  test samples of its own labels: APFL's mix of personal and global model, otherwise the global
+  model) only every ``personal_eval_interval`` rounds and at the last round, and
+  ``aggregate_evaluate`` hands the result to the ``on_personal_evaluation`` hook.
+
+With ``scheduling=full_model`` and ``compensation="none"`` this strategy is Synchronous FL
+(FedAvg over the scheduled devices: ``w - eta * mean(g_k) = mean(w_k)``); FedProx and APFL are
+the same server with another local objective on the clients (``TrainSetup.local_objective``).
 
 The maths lives in ``amp_fl.strategy.aggregation`` and the other packages, the message formats in
 ``amp_fl.protocol``; this module is glue.
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy import Result, Strategy
 
 from amp_fl import protocol as P
 from amp_fl.errors import InvalidReplyError
@@ -44,6 +51,7 @@ from amp_fl.strategy.aggregation import (
     fresh_mean,
 )
 from amp_fl.wireless.channel import Channel
+from amp_fl.wireless.over_the_air import OverTheAirChannel
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +70,18 @@ class AmpFlSettings:
         Whose cached gradients fill pruned entries (:data:`~amp_fl.strategy.aggregation.COMPENSATION_SCOPES`).
     memory_friendly : bool
         Algorithm 3: clients keep their own caches and upload ``g - G_k``; needs ``compensation="all"``.
+    personal_eval_interval : int or None
+        Ask every device for its personalised accuracy every this many rounds and at the last
+        round; ``None`` never asks.
+    eval_batch_size : int
+        Batch size of the devices' personalised evaluation.
     """
 
     learning_rate: float
     compensation: Compensation = "all"
     memory_friendly: bool = False
+    personal_eval_interval: int | None = None
+    eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -75,6 +90,21 @@ class AmpFlSettings:
             raise ValueError(f"compensation: choose from {', '.join(COMPENSATION_SCOPES)}, got {self.compensation!r}")
         if self.memory_friendly and self.compensation != "all":
             raise ValueError("memory_friendly: Algorithm 3 reproduces compensation='all' only")
+        if self.personal_eval_interval is not None and self.personal_eval_interval < 1:
+            raise ValueError(f"personal_eval_interval: must be >= 1 or None, got {self.personal_eval_interval}")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size: must be >= 1, got {self.eval_batch_size}")
+
+
+def personal_evaluation_due(server_round: int, interval: int | None, num_rounds: int | None) -> bool:
+    """Whether round ``server_round`` asks the devices for their personalised accuracy.
+
+    Every ``interval`` rounds and at the last round (``num_rounds``, when known); never when
+    ``interval`` is ``None``.
+    """
+    if interval is None:
+        return False
+    return server_round % interval == 0 or server_round == num_rounds
 
 
 @dataclass(frozen=True)
@@ -102,6 +132,32 @@ class RoundReport:
     @property
     def mean_train_loss(self) -> float:
         return float(np.mean(list(self.train_loss.values()))) if self.train_loss else math.nan
+
+
+@dataclass(frozen=True)
+class PersonalEvaluation:
+    """The devices' personalised scores in one round, handed to the ``on_personal_evaluation`` hook.
+
+    ``accuracy`` and ``loss`` are label-weighted (each device on its own label distribution,
+    :mod:`amp_fl.client.personal`), keyed by device; ``personalised`` lists the devices that
+    scored their own personalised model (APFL, after their first training round) rather than the
+    global model; ``failures`` maps a device (or :data:`UNKNOWN_DEVICE`) to why its reply was dropped.
+    """
+
+    round: int
+    accuracy: Mapping[int, float]
+    loss: Mapping[int, float]
+    personalised: tuple[int, ...]
+    failures: Mapping[int, str]
+
+    @property
+    def mean_accuracy(self) -> float:
+        """Unweighted mean over the devices that replied (each device counts once); NaN if none did."""
+        return float(np.mean(list(self.accuracy.values()))) if self.accuracy else math.nan
+
+    @property
+    def mean_loss(self) -> float:
+        return float(np.mean(list(self.loss.values()))) if self.loss else math.nan
 
 
 @dataclass
@@ -137,6 +193,13 @@ class AmpFlStrategy(Strategy):
         The global step's settings.
     on_round_end : callable, optional
         Called with the round's :class:`RoundReport` at the end of ``aggregate_train``.
+    on_personal_evaluation : callable, optional
+        Called with the round's :class:`PersonalEvaluation` at the end of ``aggregate_evaluate``,
+        in the rounds that ask for one (before Flower's central ``evaluate_fn`` of that round).
+    over_the_air : OverTheAirChannel, optional
+        Aggregate over the analog channel (:mod:`amp_fl.wireless.over_the_air`): each entry is
+        averaged over the transmitting PIUs whose sub-model held it, plus receiver noise; PIUs
+        below the truncation threshold stay silent. Needs ``compensation="none"``.
     """
 
     def __init__(
@@ -151,7 +214,12 @@ class AmpFlStrategy(Strategy):
         train_setup: P.TrainSetup,
         settings: AmpFlSettings,
         on_round_end: Callable[[RoundReport], None] | None = None,
+        on_personal_evaluation: Callable[[PersonalEvaluation], None] | None = None,
+        over_the_air: OverTheAirChannel | None = None,
     ) -> None:
+        if over_the_air is not None and (settings.compensation != "none" or settings.memory_friendly):
+            raise ValueError("over_the_air: needs compensation='none' (the server receives only the sum of updates)")
+        self.over_the_air = over_the_air
         if train_setup.memory_friendly != settings.memory_friendly:
             raise ValueError(
                 f"train_setup.memory_friendly ({train_setup.memory_friendly}) and settings.memory_friendly "
@@ -168,6 +236,9 @@ class AmpFlStrategy(Strategy):
         self.train_setup = train_setup
         self.settings = settings
         self.on_round_end = on_round_end
+        self.on_personal_evaluation = on_personal_evaluation
+        self.num_rounds: int | None = None  # known once ``start`` runs (the last round is always evaluated)
+        self._evaluating_round: int | None = None
         num_devices = len(device_nodes)
         self.aoi = AoITable(num_devices, region_map.layer_sizes)
         self.cache = GradientCache(num_devices, self.shapes) if not settings.memory_friendly else None
@@ -229,7 +300,11 @@ class AmpFlStrategy(Strategy):
             fit_s[update.device] = reply.fit_seconds
         for device in sorted(set(pending.kept) - set(uplink) - set(failures)):
             failures[device] = "no reply"
-        self.weights = apply_global_step(self.weights, self._direction(updates), self.settings.learning_rate)
+        if self.over_the_air is not None:
+            direction, updates = self._over_the_air_direction(server_round, updates, failures)
+        else:
+            direction = self._direction(updates)
+        self.weights = apply_global_step(self.weights, direction, self.settings.learning_rate)
         self._update_ages(updates, pending)
         self._pending = None
         report = RoundReport(
@@ -280,28 +355,120 @@ class AmpFlStrategy(Strategy):
             return self.cache.mean_over([u.device for u in updates])
         return self.cache.mean_over_all()
 
+    def _over_the_air_direction(
+        self, server_round: int, updates: list[DeviceUpdate], failures: dict[int, str]
+    ) -> tuple[list[np.ndarray], list[DeviceUpdate]]:
+        """Per-region mean over the transmitting PIUs, received over the air; silent PIUs dropped (and listed)."""
+        assert self.over_the_air is not None
+        if not updates:
+            return fresh_mean(updates, self.shapes), updates
+        result = self.over_the_air.aggregate(
+            server_round, [u.device for u in updates], [u.values for u in updates], [u.held for u in updates]
+        )
+        for device in result.channel.silent:
+            failures[device] = "silent: channel gain below the truncation threshold"
+        sent = set(result.channel.transmitters)
+        return result.estimate, [u for u in updates if u.device in sent]
+
     def _update_ages(self, updates: list[DeviceUpdate], pending: _PendingRound) -> None:
         """Eq. (9) for the devices whose update actually arrived."""
         received = {u.device for u in updates}
         devices = [d for d in pending.kept if d in received]
         self.aoi.update(np.asarray(devices, dtype=np.int64), [pending.kept[d] for d in devices])
 
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Flower's round loop (``Strategy.start``); remembers ``num_rounds`` so the last round is evaluated."""
+        self.num_rounds = num_rounds
+        return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn)
+
     # ------------------------------------------------------------- evaluation
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return []  # the global model is evaluated centrally on the server's test set
+        """At personal-evaluation rounds, send every device the global model to score its personalised model.
+
+        (The global model itself is evaluated centrally, on the server's test set.) These messages
+        measure; they are not part of the simulated wireless round and cost it no time or bytes.
+        """
+        if not personal_evaluation_due(server_round, self.settings.personal_eval_interval, self.num_rounds):
+            self._evaluating_round = None
+            return []
+        self._evaluating_round = server_round
+        names = tuple(self.region_map.param_names)
+        messages = []
+        for device, node in sorted(self.device_nodes.items()):
+            instruction = P.EvaluateInstruction(
+                round=server_round,
+                device=device,
+                setup=self.train_setup,
+                batch_size=self.settings.eval_batch_size,
+                names=names,
+                arrays=tuple(self.weights),
+            )
+            messages.append(instruction.to_message(node))
+        return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return None
+        """Collect the devices' personalised scores; ``None`` in rounds that asked for none."""
+        if self._evaluating_round != server_round:
+            return None
+        self._evaluating_round = None
+        accuracy: dict[int, float] = {}
+        loss: dict[int, float] = {}
+        personalised: list[int] = []
+        failures: dict[int, str] = {}
+        for message in replies:
+            device = self.node_devices.get(message.metadata.src_node_id)
+            try:
+                if device is None:
+                    raise InvalidReplyError(f"evaluate reply from unknown node {message.metadata.src_node_id}")
+                if message.has_error():
+                    raise InvalidReplyError(f"client error: {message.error.reason}")
+                reply = P.EvaluateReply.from_content(message.content)
+                if reply.device != device:
+                    raise InvalidReplyError(
+                        f"evaluate reply of the node of device {device} names device {reply.device}"
+                    )
+            except InvalidReplyError as exc:
+                failures[UNKNOWN_DEVICE if device is None else device] = str(exc)
+                log.warning("round %d: dropped evaluate reply of device %s: %s", server_round, device, exc)
+                continue
+            accuracy[device], loss[device] = reply.accuracy, reply.loss
+            if reply.personalised:
+                personalised.append(device)
+        for device in sorted(set(self.device_nodes) - set(accuracy) - set(failures)):
+            failures[device] = "no reply"
+        evaluation = PersonalEvaluation(
+            round=server_round,
+            accuracy=dict(sorted(accuracy.items())),
+            loss=dict(sorted(loss.items())),
+            personalised=tuple(sorted(personalised)),
+            failures=failures,
+        )
+        if self.on_personal_evaluation is not None:
+            self.on_personal_evaluation(evaluation)
+        metrics = P.PersonalMetrics(evaluation.mean_accuracy, evaluation.mean_loss, len(accuracy))
+        return metrics.to_record() if accuracy else None
 
     def summary(self) -> None:
         log.info(
-            "AMP-FL: %d devices, %d region groups (%d regions), compensation=%s, memory_friendly=%s, policy=%s",
+            "AMP-FL: %d devices, %d region groups (%d regions), compensation=%s, memory_friendly=%s, policy=%s, "
+            "local objective=%s, personal evaluation every %s rounds",
             len(self.device_nodes),
             len(self.region_map.groups),
             self.region_map.num_regions,
             self.settings.compensation,
             self.settings.memory_friendly,
             self.policy.name,
+            self.train_setup.local_objective,
+            self.settings.personal_eval_interval,
         )

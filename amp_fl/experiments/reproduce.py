@@ -1,0 +1,537 @@
+"""Reproduce the paper's figures: ``python -m amp_fl.experiments.reproduce <figure|quick|all> [--scale paper|quick]``.
+
+For each figure (:mod:`amp_fl.experiments.figures`) the driver expands the design into runs
+(panel x swept value x method x seed), composes each run's configuration with Hydra from
+``conf/`` (the figure's ``experiment`` preset plus the run's overrides), runs the runs that are
+not complete yet, and writes ``reports/<name>/report.md`` with figures through
+:mod:`amp_fl.report`.
+
+Runs go to ``runs/reproduce/<name>/<run id>/``. A run is complete when its ``summary.json`` says
+``completed`` and its ``run_config.json`` is the configuration the design asks for now; anything
+else (never started, interrupted, failed, or made with other settings) is run again, so an
+interrupted reproduction resumes where it stopped when the same command is given again.
+
+Engines: ``inprocess`` (default) runs the same ServerApp and ClientApp code in one process per
+worker with :class:`~amp_fl.experiments.inprocess.InProcessGrid` (no SuperLink, no Ray; per the
+README its metrics equal the Flower engine's for the same seed) and runs ``--jobs`` runs side by
+side; ``flower`` launches each run through ``flwr run`` (the project's Flower path), one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amp_fl.experiments.figures import (
+    DATASETS,
+    FIGURES,
+    PAPER_FIGURES,
+    SCALES,
+    DatasetChoice,
+    Figure,
+    RunSpec,
+    Scale,
+    expand,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = PROJECT_ROOT / "conf"
+ENGINES = ("inprocess", "flower")
+# Keys of run_config.json that say where a run was written, not what it computes.
+LOCATION_KEYS = ("output_dir", "dataset.root")
+TIMING_FILE = "reproduce_timing.json"  # wall and CPU seconds of the run, written by the driver
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to execute: its spec, its resolved configuration and its folder."""
+
+    spec: RunSpec
+    values: dict[str, Any]
+    run_dir: Path
+
+
+def report_name(figure: Figure, scale: Scale, dataset: DatasetChoice) -> str:
+    """``fig8`` (paper scale, Fashion-MNIST), ``fig8-quick``, ``fig8-cifar10``; ``quick`` for the quick headline."""
+    name = figure.name
+    if scale.name != "paper" and figure.name != scale.name:
+        name += f"-{scale.name}"
+    if dataset.name != "fashion_mnist":
+        name += f"-{dataset.name}"
+    return name
+
+
+def compose_values(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+    """The resolved configuration (a plain mapping) Hydra composes from ``conf/config.yaml`` and ``overrides``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            conf = compose("config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ValueError(f"overrides: Hydra cannot compose {' '.join(overrides)}: {exc}") from exc
+    container = OmegaConf.to_container(conf, resolve=True)
+    assert isinstance(container, dict)
+    values: dict[str, Any] = {str(k): v for k, v in container.items()}
+    values.pop("hydra", None)
+    return values
+
+
+def expand_figure(figure: Figure, scale: Scale, dataset: DatasetChoice, extra: Sequence[str] = ()) -> list[RunSpec]:
+    """:func:`~amp_fl.experiments.figures.expand` with the preset's number of rounds read from ``conf/``."""
+    preset = [f"experiment={scale.preset_prefix}{figure.preset}", *dataset.overrides]
+    base_rounds = int(compose_values(preset)["num_rounds"])
+    return expand(figure, scale, dataset, tuple(extra), base_rounds)
+
+
+def _comparable(values: dict[str, Any]) -> dict[str, Any]:
+    from amp_fl.report.runs import flatten
+
+    flat = flatten(values)
+    return {k: v for k, v in flat.items() if k not in LOCATION_KEYS}
+
+
+def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:
+    """Whether ``run_dir`` holds a finished run of exactly ``values`` (locations aside)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        stored = json.loads((run_dir / "run_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if summary.get("status") != "completed":
+        return False
+    from amp_fl.config import config_to_dict, load_config
+
+    expected = _comparable(config_to_dict(load_config(values)))
+    return _comparable(stored) == expected and (run_dir / "metrics.csv").is_file()
+
+
+def plan(
+    figure: Figure, scale: Scale, dataset: DatasetChoice, runs_root: Path, extra: tuple[str, ...] = ()
+) -> tuple[list[RunSpec], list[Job], list[Job]]:
+    """The figure's runs, split into those already complete and those to run."""
+    specs = expand_figure(figure, scale, dataset, extra)
+    done: list[Job] = []
+    todo: list[Job] = []
+    for spec in specs:
+        values = compose_values(spec.overrides)
+        run_dir = runs_root / spec.run_id
+        values["output_dir"] = str(run_dir)
+        job = Job(spec, values, run_dir)
+        (done if is_complete(run_dir, values) else todo).append(job)
+    return specs, done, todo
+
+
+# ------------------------------------------------------------------------------------------ running
+def _run_inprocess(values: dict[str, Any], run_dir: str, threads: int | None) -> dict[str, Any]:
+    """One run through the in-process loop (module-level so a spawned worker can import it).
+
+    ``threads``: torch's intra-op threads in a worker process (None: leave as it is). Flower's
+    per-round INFO log is silenced; the run's progress is in its metrics.csv.
+    """
+    import torch
+
+    from amp_fl.config import load_config
+    from amp_fl.experiments.inprocess import run_in_process
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    flwr_log = logging.getLogger("flwr")
+    level = flwr_log.level
+    flwr_log.setLevel(logging.WARNING)
+    started, cpu = time.perf_counter(), time.process_time()
+    try:
+        run_in_process(load_config(values), Path(run_dir))
+    finally:
+        flwr_log.setLevel(level)
+    return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
+
+
+def _run_flower(values: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    from amp_fl.config import load_config
+    from amp_fl.experiments.launch import launch
+
+    started = time.perf_counter()
+    launch(load_config(values), Path(run_dir))
+    return {"wall_s": time.perf_counter() - started}
+
+
+def _clear(run_dir: Path) -> None:
+    """Remove a previous, incomplete attempt so nothing stale is read as a result."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
+def per_round_seconds(run_dir: Path) -> float:
+    """Median wall seconds per round of a finished run (from metrics.csv's wall_time_s)."""
+    try:
+        with (run_dir / "metrics.csv").open() as f:
+            wall = [float(r["wall_time_s"]) for r in csv.DictReader(f)]
+    except (OSError, KeyError, ValueError):
+        return float("nan")
+    steps = np.diff(np.asarray(wall))
+    return float(np.median(steps)) if steps.size else float("nan")
+
+
+def execute(jobs: Sequence[Job], engine: str, workers: int, log: Any = print) -> list[str]:
+    """Run ``jobs``; returns one line per failure (the others are complete on disk)."""
+    if not jobs:
+        return []
+    failures: list[str] = []
+    started = time.perf_counter()
+    total = len(jobs)
+    finished = 0
+
+    def report(job: Job, outcome: dict[str, Any] | None, error: BaseException | None) -> None:
+        nonlocal finished
+        finished += 1
+        elapsed = time.perf_counter() - started
+        eta = elapsed / finished * (total - finished)
+        if error is not None:
+            failures.append(f"{job.spec.run_id}: {type(error).__name__}: {error}")
+            log(f"[reproduce] {finished}/{total} FAILED {job.spec.run_id}: {type(error).__name__}: {error}")
+            return
+        assert outcome is not None
+        (job.run_dir / TIMING_FILE).write_text(json.dumps({**outcome, "engine": engine, "workers": workers}) + "\n")
+        try:
+            summary = json.loads((job.run_dir / "summary.json").read_text())
+            acc = f"final accuracy {summary.get('final_accuracy', float('nan')):.4f}"
+        except (OSError, ValueError):
+            acc = "no summary"
+        per_round = per_round_seconds(job.run_dir)
+        cpu = f", CPU {outcome['cpu_s']:.0f} s" if "cpu_s" in outcome else ""
+        log(
+            f"[reproduce] {finished}/{total} {job.spec.run_id}: {acc}, {outcome['wall_s']:.0f} s{cpu} "
+            f"({per_round:.2f} s/round); elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min"
+        )
+
+    for job in jobs:
+        _clear(job.run_dir)
+    if engine == "flower":
+        for job in jobs:
+            try:
+                report(job, _run_flower(job.values, str(job.run_dir)), None)
+            except Exception as exc:
+                report(job, None, exc)
+        return failures
+    if workers == 1:  # one at a time: in this process (torch keeps its own thread count)
+        for job in jobs:
+            try:
+                report(job, _run_inprocess(job.values, str(job.run_dir), None), None)
+            except Exception as exc:
+                report(job, None, exc)
+        return failures
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    try:
+        pending: dict[Future[dict[str, Any]], Job] = {
+            pool.submit(_run_inprocess, job.values, str(job.run_dir), threads): job for job in jobs
+        }
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = pending.pop(future)
+                try:
+                    report(job, future.result(), None)
+                except Exception as exc:
+                    report(job, None, exc)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return failures
+
+
+# ------------------------------------------------------------------------------------------ report
+def _settings_text(values: dict[str, Any], figure: Figure, jobs: Sequence[Job] = ()) -> str:
+    w = values["wireless"]
+    by_rounds: dict[int, list[str]] = {}
+    for job in jobs:
+        labels = by_rounds.setdefault(int(job.values["num_rounds"]), [])
+        if job.spec.series not in labels:
+            labels.append(job.spec.series)
+    rounds = (
+        ", ".join(f"{n} rounds ({', '.join(labels)})" for n, labels in by_rounds.items())
+        if len(by_rounds) > 1
+        else f"{values['num_rounds']} rounds"
+    )
+    parts = [
+        rounds,
+        f"K = {w['num_devices']} devices",
+        f"R = {w['num_rbs']} RBs (unless swept)",
+        f"model {values['model']['name']}",
+        f"{values['dataset']['partition']} partition, s = {values['dataset']['shards_per_device']} "
+        "(unless a panel sets it)",
+        f"learning rate {values['train']['learning_rate']}, {values['train']['local_steps']} local steps of "
+        f"batch {values['train']['batch_size']}",
+        f"preset conf/experiment/{values.get('_preset', figure.preset)}.yaml",
+    ]
+    return "; ".join(parts) + "."
+
+
+def _timing_lines(jobs: Sequence[Job]) -> list[str]:
+    """Wall and CPU time per method, as measured when the runs were made (a machine shared with other
+    work inflates wall time; CPU seconds of a single-threaded worker approximate an idle core's wall time)."""
+    rows = []
+    for job in jobs:
+        per_round = per_round_seconds(job.run_dir)
+        try:
+            timing = json.loads((job.run_dir / TIMING_FILE).read_text())
+        except (OSError, ValueError):
+            timing = {}
+        rounds = int(job.values["num_rounds"])
+        cpu = float(timing.get("cpu_s", float("nan")))
+        rows.append((job.spec.series, per_round, float(timing.get("wall_s", float("nan"))), cpu / rounds))
+    if not rows:
+        return ["No runs."]
+    lines = [
+        "Measured when the runs were made (wall seconds per round: median over the rounds of each run; "
+        "whole-run CPU seconds over rounds; total wall time of the method's runs). Workers running side by "
+        "side slow each other (on 2 cores, two workers each take about 1.8x a lone worker's time per round), "
+        "and other work on the machine inflates these times further.",
+        "",
+        "| method | runs | median wall s/round | CPU s/round (whole run / rounds) | wall time of its runs (min) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label in dict.fromkeys(r[0] for r in rows):
+        mine = [r for r in rows if r[0] == label]
+        per = [r[1] for r in mine if np.isfinite(r[1])]
+        tot = [r[2] for r in mine if np.isfinite(r[2])]
+        cpus = [r[3] for r in mine if np.isfinite(r[3])]
+        lines.append(
+            f"| {label} | {len(mine)} | {np.median(per) if per else float('nan'):.2f} | "
+            f"{np.median(cpus) if cpus else float('nan'):.2f} | {sum(tot) / 60:.1f} |"
+        )
+    return lines
+
+
+def report_targets(figure: Figure, scale: Scale, dataset: DatasetChoice) -> list[float]:
+    """The scale's (or the dataset's) targets, plus the targets of the paper's claims on this task."""
+    own = scale.targets if scale.targets is not None else dataset.targets
+    claimed = {c.target for c in figure.claims if c.target is not None and c.family == dataset.family}
+    return sorted({*own, *claimed})
+
+
+def build_report(
+    figure: Figure,
+    scale: Scale,
+    dataset: DatasetChoice,
+    specs: Sequence[RunSpec],
+    jobs: Sequence[Job],
+    report_dir: Path,
+    command: str,
+    engine: str,
+) -> Path:
+    from amp_fl.experiments.figure_report import panel_results, write_figure_report
+    from amp_fl.report.runs import RunFolderError, load_run
+
+    runs = {}
+    missing = []
+    for job in jobs:
+        if not is_complete(job.run_dir, job.values):
+            missing.append(job.spec.run_id)
+            continue
+        try:
+            runs[job.spec.run_id] = load_run(job.run_dir)
+        except RunFolderError as exc:
+            missing.append(f"{job.spec.run_id} ({exc})")
+    targets = report_targets(figure, scale, dataset)
+    panels = panel_results(figure, specs, runs, targets)
+    engine_text = {
+        "inprocess": "the in-process loop (`amp_fl/experiments/inprocess.py`: the project's ServerApp and ClientApp "
+        "code without SuperLink or Ray; per the README its metrics equal the Flower simulation engine's for "
+        "the same seed, which a test checks)",
+        "flower": "Flower's simulation engine (`flwr run`, one SuperNode per device)",
+    }[engine]
+    values = dict(jobs[0].values)
+    values["_preset"] = f"{scale.preset_prefix}{figure.preset}"
+    return write_figure_report(
+        figure=figure,
+        scale=scale,
+        dataset=dataset,
+        specs=specs,
+        panels=panels,
+        report_dir=report_dir,
+        command=command,
+        engine=engine_text,
+        settings=_settings_text(values, figure, jobs),
+        targets=scale.targets if scale.targets is not None else dataset.targets,
+        timing=_timing_lines([j for j in jobs if j.spec.run_id in runs]),
+        missing=missing,
+    )
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def reproduce(
+    name: str,
+    *,
+    scale_name: str | None = None,
+    dataset_name: str = "fashion_mnist",
+    engine: str = "inprocess",
+    jobs: int | None = None,
+    runs_dir: Path = PROJECT_ROOT / "runs" / "reproduce",
+    reports_dir: Path = PROJECT_ROOT / "reports",
+    command: str = "",
+    dry_run: bool = False,
+    extra: Sequence[str] = (),
+    log: Any = print,
+) -> list[Path]:
+    """Run (or resume) figure ``name`` (a figure, ``quick`` or ``all``) and write its report(s); returns the reports."""
+    if name == "all":
+        names: Sequence[str] = PAPER_FIGURES
+    elif name in FIGURES:
+        names = (name,)
+    else:
+        raise ValueError(f"name: unknown figure {name!r}; choose from {', '.join([*FIGURES, 'all'])}")
+    if scale_name is None:
+        scale_name = "quick" if name == "quick" else "paper"
+    if scale_name not in SCALES:
+        raise ValueError(f"scale: unknown scale {scale_name!r}; choose from {', '.join(SCALES)}")
+    if dataset_name not in DATASETS:
+        raise ValueError(f"dataset: unknown dataset {dataset_name!r}; choose from {', '.join(DATASETS)}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine: choose from {', '.join(ENGINES)}, got {engine!r}")
+    workers = jobs or (os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f"jobs: must be >= 1, got {workers}")
+    scale, dataset = SCALES[scale_name], DATASETS[dataset_name]
+    reports = []
+    for fig_name in names:
+        figure = FIGURES[fig_name]
+        out_name = report_name(figure, scale, dataset)
+        path = reproduce_figure(
+            figure,
+            scale,
+            dataset,
+            runs_root=runs_dir / out_name,
+            report_dir=reports_dir / out_name,
+            engine=engine,
+            workers=workers,
+            command=command,
+            dry_run=dry_run,
+            extra=extra,
+            log=log,
+        )
+        if path is not None:
+            reports.append(path)
+    return reports
+
+
+def reproduce_figure(
+    figure: Figure,
+    scale: Scale,
+    dataset: DatasetChoice,
+    *,
+    runs_root: Path,
+    report_dir: Path,
+    engine: str = "inprocess",
+    workers: int = 1,
+    command: str = "",
+    dry_run: bool = False,
+    extra: Sequence[str] = (),
+    log: Any = print,
+) -> Path | None:
+    """Run the figure's missing runs under ``runs_root`` and write ``report_dir/report.md`` (None for a dry run).
+
+    Raises ``RuntimeError`` listing the runs that failed, after writing the report of the others.
+    """
+    specs, done, todo = plan(figure, scale, dataset, runs_root, tuple(extra))
+    todo.sort(key=expected_cost, reverse=True)  # longest first: the workers finish together
+    rounds = sum(int(j.values["num_rounds"]) for j in todo)
+    log(
+        f"[reproduce] {report_dir.name}: {len(specs)} runs, {len(done)} complete, {len(todo)} to run "
+        f"({rounds} rounds; engine {engine}, {workers if engine == 'inprocess' else 1} at a time)"
+    )
+    if dry_run:
+        for job in todo:
+            log(f"  {job.spec.run_id}: python -m amp_fl {' '.join(job.spec.overrides)}")
+        return None
+    failures = execute(todo, engine, workers, log)
+    by_id = {j.spec.run_id: j for j in [*done, *todo]}
+    jobs = [by_id[s.run_id] for s in specs]
+    path = build_report(figure, scale, dataset, specs, jobs, report_dir, command, engine)
+    log(f"[reproduce] report: {path}")
+    if failures:
+        raise RuntimeError(f"{len(failures)} run(s) failed: " + "; ".join(failures))
+    return path
+
+
+def expected_cost(job: Job) -> float:
+    """A rough relative cost of a run, to start the longest first: rounds x devices trained per round.
+
+    APFL trains two models per step and evaluates personal models, about twice a plain run's cost here.
+    """
+    values = job.values
+    per_round = values["scheduling"].get("num_scheduled") or values["wireless"]["num_rbs"]
+    factor = 2.0 if values["strategy"].get("local_objective") == "apfl" else 1.0
+    return float(values["num_rounds"]) * float(per_round) * factor
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m amp_fl.experiments.reproduce",
+        description="Run the paper's figures (resuming what is complete) and write reports/<name>/report.md.",
+    )
+    parser.add_argument("figure", help=f"one of {', '.join(FIGURES)}, or all ({', '.join(PAPER_FIGURES)})")
+    parser.add_argument("--scale", choices=tuple(SCALES), help="paper (default) or quick (default for 'quick')")
+    parser.add_argument("--dataset", default="fashion_mnist", choices=tuple(DATASETS), help="default fashion_mnist")
+    parser.add_argument("--engine", default="inprocess", choices=ENGINES, help="default inprocess")
+    parser.add_argument("--jobs", type=int, help="in-process runs side by side (default: the number of CPUs)")
+    parser.add_argument("--runs-dir", type=Path, default=PROJECT_ROOT / "runs" / "reproduce")
+    parser.add_argument("--reports-dir", type=Path, default=PROJECT_ROOT / "reports")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs still to do and stop")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override added to every run, last (e.g. num_rounds=10 for a smoke test); repeatable",
+    )
+    args = parser.parse_args(argv)
+    command = shlex.join(
+        ["python", "-m", "amp_fl.experiments.reproduce", *(sys.argv[1:] if argv is None else list(argv))]
+    )
+    try:
+        reproduce(
+            args.figure,
+            scale_name=args.scale,
+            dataset_name=args.dataset,
+            engine=args.engine,
+            jobs=args.jobs,
+            runs_dir=args.runs_dir,
+            reports_dir=args.reports_dir,
+            command=command,
+            dry_run=args.dry_run,
+            extra=args.override,
+        )
+    except KeyboardInterrupt:
+        print("[reproduce] interrupted: give the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, RuntimeError) else 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

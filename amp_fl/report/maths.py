@@ -1,0 +1,201 @@
+"""The numbers of a comparison, as pure functions on arrays (no files, no plotting).
+
+* :func:`time_to_target`: the first round whose test accuracy reached a target, and its simulated time.
+* :func:`spread`: mean, sample standard deviation, minimum and maximum of one quantity over seeds.
+* :func:`speedups`: per-seed speedup of a method over a reference, ``T_reference / T_method``,
+  paired by seed; seeds where only one side reached the target give a bound, not a value.
+* :func:`step_resample`, :func:`band`: curves of several seeds on one grid (the model available at
+  each grid point: the last evaluated round at or before it), their mean and min-max band.
+* :func:`value_at`: a quantity as it stood at a given simulated time (e.g. accuracy after 50 s).
+
+Inputs are validated; a bad argument raises ``ValueError`` naming the parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from amp_fl.errors import check_argument
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Where a run first reached a target accuracy: the round and the simulated seconds at its end."""
+
+    round: int
+    sim_time_s: float
+
+
+def _curve(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, x_name: str, y_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    check_argument(xs.ndim == 1 and ys.ndim == 1, x_name, "expected 1-D sequences")
+    check_argument(xs.shape == ys.shape, y_name, f"has {ys.size} values but {x_name} has {xs.size}")
+    check_argument(bool(np.all(np.isfinite(xs))), x_name, "must be finite")
+    check_argument(bool(np.all(np.diff(xs) >= 0)), x_name, "must be non-decreasing")
+    return xs, ys
+
+
+def time_to_target(
+    rounds: Sequence[int] | np.ndarray,
+    sim_time_s: Sequence[float] | np.ndarray,
+    accuracy: Sequence[float] | np.ndarray,
+    target: float,
+) -> Hit | None:
+    """The first row whose accuracy is at least ``target`` (round 0, the initial model, counts); ``None`` if none.
+
+    ``rounds`` and ``sim_time_s`` are the run's round numbers and cumulative simulated clock, one per
+    evaluated round, in order; NaN accuracies never reach a target.
+    """
+    check_argument(0.0 < target <= 1.0, "target", f"must be an accuracy in (0, 1], got {target}")
+    r = np.asarray(rounds)
+    check_argument(r.ndim == 1 and r.size > 0, "rounds", "expected a non-empty 1-D sequence")
+    check_argument(bool(np.all(np.diff(r) > 0)), "rounds", "must be strictly increasing")
+    t, acc = _curve(sim_time_s, accuracy, "sim_time_s", "accuracy")
+    check_argument(t.size == r.size, "sim_time_s", f"has {t.size} values but rounds has {r.size}")
+    reached = np.flatnonzero(np.nan_to_num(acc, nan=-1.0) >= target)
+    if reached.size == 0:
+        return None
+    i = int(reached[0])
+    return Hit(round=int(r[i]), sim_time_s=float(t[i]))
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One quantity over seeds: how many, mean, sample standard deviation (n - 1; NaN below 2), min, max."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    max: float
+
+
+EMPTY = Spread(0, math.nan, math.nan, math.nan, math.nan)
+
+
+def spread(values: Sequence[float] | np.ndarray) -> Spread:
+    """Mean and spread of ``values`` (NaN entries are rejected: leave out seeds without a value)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        return EMPTY
+    check_argument(bool(np.all(np.isfinite(v))), "values", "must be finite (leave out seeds without a value)")
+    std = float(np.std(v, ddof=1)) if v.size >= 2 else math.nan
+    return Spread(int(v.size), float(v.mean()), std, float(v.min()), float(v.max()))
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """Speedup ``T_reference / T_method`` per seed, paired by seed.
+
+    ``exact``: seeds where both reached the target. ``at_least``: seeds where only the method
+    reached it; the reference's whole run (its last simulated time) over the method's time is a
+    lower bound. ``at_most``: seeds where only the reference reached it; the reference's time over
+    the method's whole run is an upper bound. Seeds where neither reached it appear in none.
+    """
+
+    exact: dict[int, float] = field(default_factory=dict)
+    at_least: dict[int, float] = field(default_factory=dict)
+    at_most: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def stats(self) -> Spread:
+        """Mean and spread over the seeds with an exact value."""
+        return spread(list(self.exact.values()))
+
+
+def speedups(
+    reference: Mapping[int, float | None],
+    method: Mapping[int, float | None],
+    reference_end: Mapping[int, float] | None = None,
+    method_end: Mapping[int, float] | None = None,
+) -> Speedup:
+    """Per-seed speedup of ``method`` over ``reference`` from their times to a target (``None``: not reached).
+
+    Only seeds present in both mappings are paired. ``reference_end`` / ``method_end`` (each run's
+    last simulated time) turn one-sided seeds into bounds (:class:`Speedup`); without them such
+    seeds are left out.
+    """
+    result = Speedup()
+    for seed in sorted(set(reference) & set(method)):
+        t_ref, t_m = reference[seed], method[seed]
+        for name, value in (("reference", t_ref), ("method", t_m)):
+            check_argument(
+                value is None or (math.isfinite(value) and value >= 0), name, f"seed {seed}: bad time {value}"
+            )
+        if t_ref is not None and t_m is not None:
+            if t_m > 0:
+                result.exact[seed] = t_ref / t_m
+            elif t_ref == 0:
+                result.exact[seed] = 1.0  # both at the start: no difference
+        elif t_m is not None and t_m > 0 and reference_end is not None and seed in reference_end:
+            result.at_least[seed] = reference_end[seed] / t_m
+        elif t_ref is not None and method_end is not None and method_end.get(seed, 0.0) > 0:
+            result.at_most[seed] = t_ref / method_end[seed]
+    return result
+
+
+def step_resample(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, grid: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """``y`` as a step function of ``x`` on ``grid``: the value of the last point with ``x <= g`` (NaN before any).
+
+    For accuracy against simulated time this is the model the server held at time ``g``. Points
+    sharing an ``x`` (e.g. rounds of zero latency) resolve to the last of them.
+    """
+    xs, ys = _curve(x, y, "x", "y")
+    g = np.asarray(grid, dtype=np.float64)
+    index = np.searchsorted(xs, g, side="right") - 1
+    out = np.full(g.shape, np.nan)
+    valid = index >= 0
+    out[valid] = ys[index[valid]]
+    return out
+
+
+def value_at(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, at: float) -> float:
+    """The value of the last point with ``x <= at`` (NaN if none): e.g. accuracy after 50 simulated seconds."""
+    return float(step_resample(x, y, [at])[0])
+
+
+@dataclass(frozen=True)
+class Band:
+    """Curves of several seeds on one grid: mean, pointwise min and max (NaN where no seed has a value)."""
+
+    grid: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    n: int
+
+
+def band(curves: Sequence[tuple[np.ndarray, np.ndarray]], grid: Sequence[float] | np.ndarray) -> Band:
+    """Mean line and min-max band of step-resampled ``(x, y)`` curves over ``grid``.
+
+    Choose a grid every curve covers (:func:`common_grid`) so that each point averages all seeds.
+    """
+    check_argument(len(curves) > 0, "curves", "need at least one curve")
+    g = np.asarray(grid, dtype=np.float64)
+    stacked = np.vstack([step_resample(x, y, g) for x, y in curves])
+    with np.errstate(all="ignore"):
+        valid = ~np.all(np.isnan(stacked), axis=0)
+        mean = np.full(g.shape, np.nan)
+        low = np.full(g.shape, np.nan)
+        high = np.full(g.shape, np.nan)
+        mean[valid] = np.nanmean(stacked[:, valid], axis=0)
+        low[valid] = np.nanmin(stacked[:, valid], axis=0)
+        high[valid] = np.nanmax(stacked[:, valid], axis=0)
+    return Band(g, mean, low, high, len(curves))
+
+
+def common_grid(ends: Sequence[float], points: int = 400, start: float = 0.0) -> np.ndarray:
+    """``points`` evenly spaced values from ``start`` to the smallest of ``ends`` (the span every curve covers)."""
+    check_argument(len(ends) > 0, "ends", "need at least one curve end")
+    check_argument(points >= 2, "points", f"must be >= 2, got {points}")
+    stop = float(min(ends))
+    check_argument(math.isfinite(stop) and stop >= start, "ends", f"must be finite and >= {start}, got {stop}")
+    return np.linspace(start, stop, points)

@@ -1,0 +1,260 @@
+"""Turning a :class:`~amp_fl.report.compare.Comparison` into Markdown tables and figures."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from amp_fl.report.compare import Comparison
+from amp_fl.report.maths import Speedup, Spread, band, common_grid
+from amp_fl.report.runs import Run
+
+FIGURE_POINTS = 400
+LEGEND_WIDTH = 60  # characters of a method's label in a legend
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def fmt_spread(s: Spread, digits: int = 2, scale: float = 1.0, unit: str = "") -> str:
+    """``mean ± std`` (std over seeds, n - 1); just the mean for one seed; ``—`` for none."""
+    if s.n == 0:
+        return "—"
+    mean = f"{scale * s.mean:.{digits}f}"
+    if s.n == 1 or math.isnan(s.std):
+        return f"{mean}{unit}"
+    return f"{mean} ± {scale * s.std:.{digits}f}{unit}"
+
+
+def fmt_range(s: Spread) -> str:
+    """Whole numbers over seeds: ``300``, or ``120-300`` when the seeds differ."""
+    if s.n == 0:
+        return "—"
+    return f"{s.min:.0f}" if s.min == s.max else f"{s.min:.0f}-{s.max:.0f}"
+
+
+def fmt_accuracy(s: Spread) -> str:
+    return fmt_spread(s, digits=2, scale=100.0)
+
+
+def fmt_reached(s: Spread, reached: int, seeds: int, digits: int, unit: str = "") -> str:
+    if reached == 0:
+        return f"not reached (0/{seeds})"
+    return f"{fmt_spread(s, digits=digits, unit=unit)} ({reached}/{seeds})"
+
+
+def fmt_speedup(sp: Speedup, is_reference: bool) -> str:
+    if is_reference:
+        return "1 (reference)"
+    parts = []
+    stats = sp.stats
+    if stats.n:
+        parts.append(f"{fmt_spread(stats, digits=2)}x ({stats.n} seed{'s' if stats.n > 1 else ''})")
+    if sp.at_least:
+        low = min(sp.at_least.values())
+        parts.append(f"≥ {low:.2f}x in {len(sp.at_least)} seed(s) where only this method reached it")
+    if sp.at_most:
+        high = max(sp.at_most.values())
+        parts.append(f"≤ {high:.2f}x in {len(sp.at_most)} seed(s) where only the reference reached it")
+    return "; ".join(parts) if parts else "—"
+
+
+def target_text(target: float) -> str:
+    return f"{100 * target:g} %"
+
+
+def summary_table(comparison: Comparison) -> list[str]:
+    """The main table: one row per method (final/best accuracy, time to each target, speedup)."""
+    head = ["method", "dataset used", "seeds", "rounds", "final accuracy (%)", "best accuracy (%)"]
+    at_time = comparison.ends_differ
+    if at_time:
+        head.append(f"accuracy at {comparison.common_time_s:.2f} s (%)")
+    personal = any(s.personal_accuracy.n for s in comparison.stats)
+    if personal:
+        head.append("personalised accuracy (%)")
+    for t in comparison.targets:
+        head += [f"rounds to {target_text(t)}", f"sim. seconds to {target_text(t)}"]
+        if comparison.reference is not None:
+            head.append(f"speedup at {target_text(t)}")
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for s in comparison.stats:
+        cells = [
+            s.label,
+            ", ".join(s.group.datasets),
+            ",".join(map(str, s.group.seeds)),
+            fmt_range(s.last_round),
+            fmt_accuracy(s.final_accuracy),
+            fmt_accuracy(s.best_accuracy),
+        ]
+        if at_time:
+            cells.append(fmt_accuracy(s.accuracy_at_common_time) if s.accuracy_at_common_time else "—")
+        if personal:
+            cells.append(fmt_accuracy(s.personal_accuracy))
+        for t in comparison.targets:
+            ts = s.targets[t]
+            cells.append(fmt_reached(ts.rounds, ts.reached, ts.seeds, digits=1))
+            cells.append(fmt_reached(ts.sim_time_s, ts.reached, ts.seeds, digits=2, unit=" s"))
+            if comparison.reference is not None:
+                cells.append(fmt_speedup(s.speedup[t], s.label == comparison.reference))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def runs_table(comparison: Comparison, root: Path | None = None) -> list[str]:
+    """One row per run folder: method, seed, status, rounds, simulated time, final accuracy."""
+    lines = [
+        "| method | seed | run folder | status | rounds | simulated s | final accuracy (%) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in comparison.stats:
+        for run in s.group.runs:
+            folder = _relative(run.path, root)
+            lines.append(
+                f"| {s.label} | {run.seed} | `{folder}` | {run.status} | {run.last_round} | "
+                f"{run.final_sim_time_s:.2f} | {pct(run.final_accuracy)} |"
+            )
+    return lines
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    if root is None:
+        return str(path)
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def notes_for(comparison: Comparison) -> list[str]:
+    """Warnings a reader must see: unfinished runs, mixed datasets, methods with different seeds."""
+    notes = []
+    for s in comparison.stats:
+        for run in s.group.runs:
+            if run.status != "completed":
+                notes.append(f"{s.label}, seed {run.seed}: status {run.status!r} ({run.last_round} rounds recorded).")
+        if len(s.group.datasets) > 1:
+            notes.append(f"{s.label}: its runs used different datasets ({', '.join(s.group.datasets)}).")
+    datasets = sorted({d for s in comparison.stats for d in s.group.datasets})
+    if len(datasets) > 1:
+        notes.append(f"The methods were not all run on the same dataset ({', '.join(datasets)}).")
+    for i, a in enumerate(comparison.stats):
+        for b in comparison.stats[i + 1 :]:
+            if _same_curves(a.group.runs, b.group.runs):
+                notes.append(
+                    f"{a.label} and {b.label} have the same test accuracy in every round of every seed "
+                    "(the same global model sequence)."
+                )
+    if comparison.ends_differ:
+        notes.append(
+            f"The runs end at different simulated times (rounds of different latencies); the column "
+            f"'accuracy at {comparison.common_time_s:.2f} s' compares every method at the time all runs reached."
+        )
+    seed_sets = {tuple(s.group.seeds) for s in comparison.stats}
+    if len(seed_sets) > 1:
+        notes.append("The methods do not share the same seeds; speedups pair only the seeds both have.")
+    return notes
+
+
+def _same_curves(a: Sequence[Run], b: Sequence[Run]) -> bool:
+    if [r.seed for r in a] != [r.seed for r in b]:
+        return False
+    return all(
+        x.accuracy.shape == y.accuracy.shape and bool(np.array_equal(x.accuracy, y.accuracy, equal_nan=True))
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+METHOD_TEXT = """How the numbers are computed: each method's runs are its seeds; "a ± b" is the mean and the
+sample standard deviation (n - 1) over seeds. Final accuracy is the test accuracy after the last
+round; best is the mean over seeds of each run's best evaluated accuracy; accuracy at a time is the
+model each seed held then; personalised accuracy (APFL) is the last measured mean over devices of
+each device's personalised model on its own label distribution. Time to a target is the first
+evaluated round whose test accuracy reached it (round 0, the initial model, counts) and the
+simulated wireless clock at the end of that round; its mean is over the seeds that reached the
+target, counted as (reached/seeds). The speedup of a method over the reference is, per seed,
+T_reference / T_method on the simulated clock, paired by seed and averaged over the seeds where
+both reached the target (above 1: faster than the reference); a seed where only one of them
+reached the target gives a bound (the other's whole run), listed separately. Curves: mean over
+seeds with the min-max band, each seed's accuracy taken as a step function (the model the server
+held at that time or round), up to where every seed of that method has data."""
+
+
+def plot_comparison(
+    comparison: Comparison, out_dir: Path, title: str = "", targets: Sequence[float] = ()
+) -> list[Path]:
+    """Several methods on one plot: accuracy vs simulated time, vs round, and average AoI vs round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    specs: list[tuple[str, str, str, str]] = [
+        ("accuracy_vs_sim_time.png", "sim_time_s", "accuracy", "simulated time (s)"),
+        ("accuracy_vs_round.png", "round", "accuracy", "round"),
+    ]
+    if all("avg_aoi" in r.columns for s in comparison.stats for r in s.group.runs):
+        specs.append(("avg_aoi_vs_round.png", "round", "avg_aoi", "round"))
+    paths = []
+    for name, x_key, y_key, x_label in specs:
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+        for i, s in enumerate(comparison.stats):
+            curves = [(_column(r, x_key), _column(r, y_key)) for r in s.group.runs]
+            grid = common_grid([float(x[-1]) for x, _ in curves], FIGURE_POINTS)
+            b = band(curves, grid)
+            scale = 100.0 if y_key == "accuracy" else 1.0
+            color = f"C{i % 10}"
+            label = textwrap.shorten(s.label, LEGEND_WIDTH, placeholder="...")
+            ax.plot(b.grid, scale * b.mean, color=color, lw=1.6, label=f"{label} (n={b.n})")
+            if b.n > 1:
+                ax.fill_between(b.grid, scale * b.low, scale * b.high, color=color, alpha=0.18, lw=0)
+        if y_key == "accuracy":
+            for t in targets:
+                ax.axhline(100 * t, color="grey", ls="--", lw=0.8)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("test accuracy (%)" if y_key == "accuracy" else "average AoI (rounds)")
+        if title:
+            ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / name)
+        plt.close(fig)
+        paths.append(out_dir / name)
+    return paths
+
+
+def _column(run: Run, key: str) -> np.ndarray:
+    return np.asarray(run.columns[key], dtype=np.float64)
+
+
+def markdown(
+    comparison: Comparison,
+    *,
+    title: str,
+    command: str,
+    figures: Sequence[Path],
+    out_dir: Path,
+    extra: Sequence[str] = (),
+) -> str:
+    """The whole ``report.md`` of a comparison (``extra``: sections inserted after the main table)."""
+    lines = [f"# {title}", "", f"Made by: `{command}`", ""]
+    datasets = sorted({d for s in comparison.stats for d in s.group.datasets})
+    lines += [f"Dataset actually used (from each run's summary.json): {', '.join(datasets)}.", ""]
+    if comparison.reference is not None:
+        lines += [f"Speedups are over **{comparison.reference}** (simulated time to the target).", ""]
+    lines += summary_table(comparison)
+    lines += ["", *extra]
+    notes = notes_for(comparison)
+    if notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{p.stem}]({_relative(p, out_dir)})" for p in figures]
+    lines += ["", "## Runs", "", *runs_table(comparison, Path.cwd()), "", METHOD_TEXT, ""]
+    return "\n".join(lines)

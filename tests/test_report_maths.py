@@ -1,0 +1,81 @@
+"""The report's maths (amp_fl.report.maths) against closed-form values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from amp_fl.report.maths import (
+    Hit,
+    band,
+    common_grid,
+    speedups,
+    spread,
+    step_resample,
+    time_to_target,
+    value_at,
+)
+
+
+def test_time_to_target_is_the_first_round_at_or_above_the_target():
+    rounds, sim, acc = [0, 1, 2, 3], [0.0, 0.5, 1.25, 2.0], [0.1, 0.69, 0.7, 0.9]
+    assert time_to_target(rounds, sim, acc, 0.7) == Hit(round=2, sim_time_s=1.25)
+    assert time_to_target(rounds, sim, acc, 0.9) == Hit(round=3, sim_time_s=2.0)
+    assert time_to_target(rounds, sim, acc, 0.95) is None
+    assert time_to_target(rounds, sim, acc, 0.1) == Hit(round=0, sim_time_s=0.0)  # the initial model counts
+
+
+def test_time_to_target_skips_nan_and_checks_its_arguments():
+    assert time_to_target([0, 1, 2], [0, 1, 2], [math.nan, math.nan, 0.8], 0.5) == Hit(2, 2.0)
+    with pytest.raises(ValueError, match="target"):
+        time_to_target([0, 1], [0, 1], [0.1, 0.2], 0.0)
+    with pytest.raises(ValueError, match="rounds"):
+        time_to_target([0, 2, 1], [0, 1, 2], [0.1, 0.2, 0.3], 0.5)
+    with pytest.raises(ValueError, match="sim_time_s"):
+        time_to_target([0, 1, 2], [0, 2, 1], [0.1, 0.2, 0.3], 0.5)
+    with pytest.raises(ValueError, match="accuracy"):
+        time_to_target([0, 1, 2], [0, 1, 2], [0.1, 0.2], 0.5)
+
+
+def test_spread_is_mean_sample_std_min_max():
+    s = spread([2.0, 4.0, 9.0])
+    assert (s.n, s.mean, s.min, s.max) == (3, 5.0, 2.0, 9.0)
+    assert s.std == pytest.approx(math.sqrt(((2 - 5) ** 2 + (4 - 5) ** 2 + (9 - 5) ** 2) / 2))
+    one = spread([3.0])
+    assert (one.n, one.mean) == (1, 3.0) and math.isnan(one.std)
+    assert spread([]).n == 0 and math.isnan(spread([]).mean)
+    with pytest.raises(ValueError, match="values"):
+        spread([1.0, math.nan])
+
+
+def test_speedups_pair_seeds_and_bound_one_sided_seeds():
+    reference = {0: 6.0, 1: None, 2: 4.0, 3: None, 7: 1.0}
+    method = {0: 2.0, 1: 4.0, 2: None, 3: None, 5: 1.0}
+    s = speedups(reference, method, reference_end={0: 10.0, 1: 12.0, 2: 8.0, 3: 9.0}, method_end={2: 16.0})
+    assert s.exact == {0: 3.0}
+    assert s.at_least == {1: 3.0}  # only the method reached it: reference's whole run / method's time
+    assert s.at_most == {2: 0.25}  # only the reference reached it: its time / method's whole run
+    assert s.stats.n == 1 and s.stats.mean == 3.0
+    plain = speedups({0: 3.0, 1: 8.0}, {0: 1.0, 1: 2.0})
+    assert plain.exact == {0: 3.0, 1: 4.0}
+    assert plain.stats.mean == 3.5 and plain.stats.std == pytest.approx(math.sqrt(0.5))
+
+
+def test_step_resample_holds_the_last_value_at_or_before_each_grid_point():
+    x, y = [0.0, 1.0, 1.0, 3.0], [0.1, 0.2, 0.3, 0.4]
+    out = step_resample(x, y, [-1.0, 0.0, 0.5, 1.0, 2.9, 3.0, 10.0])
+    assert math.isnan(out[0])
+    assert out[1:].tolist() == [0.1, 0.1, 0.3, 0.3, 0.4, 0.4]  # equal x: the last point wins
+    assert value_at(x, y, 2.0) == 0.3
+
+
+def test_band_is_pointwise_mean_min_max_over_curves():
+    a = (np.array([0.0, 1.0, 2.0]), np.array([0.0, 0.5, 1.0]))
+    b = (np.array([0.0, 2.0]), np.array([0.2, 0.6]))
+    grid = common_grid([2.0, 2.0], points=3)
+    assert grid.tolist() == [0.0, 1.0, 2.0]
+    got = band([a, b], grid)
+    assert got.mean.tolist() == pytest.approx([0.1, 0.35, 0.8])
+    assert got.low.tolist() == [0.0, 0.2, 0.6] and got.high.tolist() == [0.2, 0.5, 1.0]
+    assert got.n == 2
+    assert common_grid([5.0, 3.0], points=4).tolist() == [0.0, 1.0, 2.0, 3.0]  # the span every curve covers
