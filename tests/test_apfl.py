@@ -16,11 +16,12 @@ import pytest
 import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
+from tiny_linear import LR, X, Y, linear, weights_of
 from torch import nn
 
 from amp_fl import protocol as P
 from amp_fl.client.app import app as client_app
-from amp_fl.client.app import batch_rng, local_data, model_info, train_settings
+from amp_fl.client.local import batch_rng, local_data, model_info, train_settings
 from amp_fl.client.objectives import apfl_step, mix_arrays
 from amp_fl.client.personal import label_frequencies, label_weighted_score
 from amp_fl.client.trainer import SubModelTrainer, TrainSettings
@@ -33,21 +34,6 @@ from amp_fl.pruning.regions import region_map, region_map_for
 from amp_fl.pruning.submodel import load_arrays, module_arrays
 from amp_fl.strategy.amp_fl import UNKNOWN_DEVICE, personal_evaluation_due
 from amp_fl.wireless.devices import simulated_device_profile
-
-X = torch.tensor([[1.0, 1.0]])
-Y = torch.tensor([[0.0]])
-LR = 0.1
-
-
-def linear(weights) -> nn.Linear:
-    model = nn.Linear(2, 1, bias=False)
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([weights], dtype=torch.float32))
-    return model
-
-
-def weights_of(model: nn.Linear) -> list[float]:
-    return model.weight.detach().numpy().ravel().tolist()
 
 
 # ---------------------------------------------------------------------------- the maths

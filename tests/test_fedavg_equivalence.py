@@ -31,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg
 
 from amp_fl import protocol as P
-from amp_fl.client.app import batch_rng, local_data, model_info, train_settings
+from amp_fl.client.local import batch_rng, local_data, model_info, train_settings
 from amp_fl.client.trainer import SubModelTrainer
 from amp_fl.config import RunConfig, load_config
 from amp_fl.experiments.inprocess import InProcessGrid, run_in_process
@@ -66,6 +67,9 @@ def fedavg_client(setup: P.TrainSetup) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        # One intra-op thread, as our ClientApp trains: a thread count changes float summation order,
+        # and the test must not depend on which test set the process-wide count before it.
+        torch.set_num_threads(1)
         device = P.partition_id(context.node_config)
         server_round = int(msg.content.config_records["config"]["server-round"])
         weights = msg.content.array_records["arrays"].to_numpy_ndarrays()

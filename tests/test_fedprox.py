@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_linear import LR, X, Y, linear, weights_of
 from torch import nn
 
 from amp_fl.client.objectives import add_proximal_gradient, fedprox_step, proximal_gradient, sgd_step
@@ -18,21 +19,6 @@ from amp_fl.models import build_model
 from amp_fl.pruning.regions import region_map
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.wireless.seeding import derive_rng
-
-X = torch.tensor([[1.0, 1.0]])
-Y = torch.tensor([[0.0]])
-LR = 0.1
-
-
-def linear(weights) -> nn.Linear:
-    model = nn.Linear(2, 1, bias=False)
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([weights], dtype=torch.float32))
-    return model
-
-
-def weights_of(model: nn.Linear) -> list[float]:
-    return model.weight.detach().numpy().ravel().tolist()
 
 
 def test_proximal_gradient_is_mu_times_the_distance_to_the_global_model():

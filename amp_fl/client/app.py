@@ -16,7 +16,6 @@ personalised model on its own label distribution (:mod:`amp_fl.client.personal`)
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -24,54 +23,20 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from amp_fl import protocol as P
+from amp_fl.client.local import batch_rng, local_data, model_info, train_settings
+from amp_fl.client.masked import train_masked
 from amp_fl.client.objectives import mix_arrays
 from amp_fl.client.personal import evaluate_on_label_distribution, label_frequencies
-from amp_fl.client.trainer import ModelInfo, SubModelTrainer, TrainSettings
-from amp_fl.data.datasets import ArraySplit, load_dataset
-from amp_fl.data.partition import partition
+from amp_fl.client.trainer import SubModelTrainer
+from amp_fl.data.datasets import load_dataset
 from amp_fl.deployment.profiles import resolve_profile_reply
+from amp_fl.masked_protocol import MASKED_ACTION
 from amp_fl.pruning.regions import KeptIndices, RegionMap, region_map
 from amp_fl.pruning.submodel import build_submodel, extract_arrays, scatter_arrays
-from amp_fl.wireless.seeding import derive_rng
 
 app = ClientApp()
-
-
-@lru_cache(maxsize=8)
-def _partitions(name: str, root: str, num_devices: int, scheme: str, shards: int, seed: int) -> list[np.ndarray]:
-    data = load_dataset(name, root, download=False)
-    return partition(data.train.labels, num_devices, scheme, shards, seed)
-
-
-def local_data(setup: P.TrainSetup, device: int) -> ArraySplit:
-    """This device's partition of the training set, as the server's train setup describes it."""
-    parts = _partitions(
-        setup.dataset, setup.data_root, setup.num_devices, setup.partition, setup.shards_per_device, setup.seed
-    )
-    train = load_dataset(setup.dataset, setup.data_root, download=False).train
-    idx = parts[device]
-    return ArraySplit(train.images[idx], train.labels[idx])
-
-
-def model_info(setup: P.TrainSetup) -> ModelInfo:
-    return ModelInfo(setup.model, setup.input_shape, setup.num_classes)
-
-
-def batch_rng(setup: P.TrainSetup, device: int, server_round: int) -> np.random.Generator:
-    """The generator of ``device``'s mini-batches in ``server_round``: a function of (seed, device, round) only."""
-    return derive_rng(setup.seed, "client.batches", device, server_round)
-
-
-def train_settings(setup: P.TrainSetup) -> TrainSettings:
-    """The local-training settings of the server's train setup (objective included)."""
-    return TrainSettings(
-        setup.learning_rate,
-        setup.local_steps,
-        setup.batch_size,
-        objective=setup.local_objective,
-        proximal_mu=setup.proximal_mu,
-        alpha=setup.apfl_alpha,
-    )
+# Sparse FedAvg's handler (amp_fl.client.masked): Flower routes the strategy's ``train.masked`` messages to it.
+app.train(MASKED_ACTION)(train_masked)
 
 
 @app.query()
@@ -188,8 +153,5 @@ def _difference_to_own_cache(
     context.state.array_records[P.STATE_CACHE] = P.arrays_to_record(names, cache)
     return difference
 
-
-# Sparse FedAvg's handler (train.masked, amp_fl.client.masked) registers itself on ``app`` when imported.
-from amp_fl.client import masked as _masked  # noqa: E402, F401
 
 __all__ = ["app"]

@@ -6,7 +6,7 @@ pruned entries held at exactly zero: each masked parameter's gradient is multipl
 every step (so nothing, not even a future optimiser with momentum or weight decay, can revive
 one). It returns the update ``w_end - w_start``.
 
-:func:`train_masked` is registered on the project's ClientApp as ``@app.train("masked")``:
+:func:`train_masked` is registered on the project's ClientApp (:mod:`amp_fl.client.app`) for ``train.masked``:
 Flower routes the ``train.masked`` messages of :mod:`amp_fl.strategy.sparse_fedavg` to it,
 leaving AMP-FL's ``train`` handler untouched. It decodes the sparse global model
 (:class:`~amp_fl.masked_protocol.MaskedTrainInstruction`), trains, and replies with the
@@ -25,7 +25,7 @@ from flwr.app import Context, Message
 from torch import nn
 
 from amp_fl import protocol as P
-from amp_fl.client.app import app, batch_rng, local_data, model_info
+from amp_fl.client.local import batch_rng, local_data, model_info
 from amp_fl.client.objectives import sgd_step
 from amp_fl.client.trainer import ModelInfo, batch_indices
 from amp_fl.data.datasets import ArraySplit
@@ -112,7 +112,6 @@ class MaskedTrainer:
                 param.mul_(keep)
 
 
-@app.train(MaskedTrainInstruction.MESSAGE_TYPE.split(".", 1)[1])
 def train_masked(msg: Message, context: Context) -> Message:
     """Decode the sparse global model, train it with its mask, reply with the update's surviving values."""
     torch.set_num_threads(1)  # one actor per core, as AMP-FL's handler
