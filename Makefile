@@ -78,7 +78,7 @@ reproduce: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.reproduce all --scale paper
 
 # The reduced headline (Fig. 8(a): AMP-FL's compensation scopes against Synchronous FL, FedProx and
-# APFL, 3 seeds) in about 16 minutes on 2 idle cores: reports/quick/report.md.
+# APFL, 3 seeds) in about 21 minutes on 2 idle cores (42 CPU-minutes): reports/quick/report.md.
 reproduce-quick: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.reproduce quick
 
