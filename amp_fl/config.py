@@ -207,9 +207,24 @@ class StrategyConfig:
     proximal_mu: float | None = None
     apfl_alpha: float | None = None
     personal_eval_interval: int | None = None
+    # Reject a reply whose upload's L2 norm exceeds this (a board sending garbage); null: any finite norm.
+    max_update_norm: float | None = None
+    # Seconds the server waits for the round's replies (Flower's send_and_receive timeout); a
+    # scheduled PIU that has not replied by then counts as failed ("timeout") for that round.
+    reply_timeout_s: float = 600.0
 
     def validate(self) -> None:
         self._validate_objective()
+        require(
+            self.max_update_norm is None or (math.isfinite(self.max_update_norm) and self.max_update_norm > 0),
+            "strategy.max_update_norm",
+            f"must be a finite number > 0 or null, got {self.max_update_norm}",
+        )
+        require(
+            math.isfinite(self.reply_timeout_s) and self.reply_timeout_s > 0,
+            "strategy.reply_timeout_s",
+            f"must be a finite number of seconds > 0, got {self.reply_timeout_s}",
+        )
         require(
             self.compensation in COMPENSATION_SCOPES,
             "strategy.compensation",

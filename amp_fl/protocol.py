@@ -248,10 +248,14 @@ def _in_order(
 ) -> list[np.ndarray]:
     """``arrays`` (named ``names``) in ``wanted`` order; a missing or unexpected name is an error."""
     by_name = dict(zip(names, arrays, strict=True))
-    if sorted(by_name) != sorted(wanted):
-        missing = sorted(set(wanted) - set(by_name))
-        extra = sorted(set(by_name) - set(wanted))
-        raise error(f"{where}: array names differ from the model's (missing {missing[:3]}, unexpected {extra[:3]})")
+    # Missing and extra arrays are told apart: a truncated upload and a board sending more than
+    # asked are different faults to debug.
+    missing = sorted(set(wanted) - set(by_name))
+    if missing:
+        raise error(f"{where}: missing arrays {missing[:3]} ({len(missing)} of the model's {len(wanted)})")
+    extra = sorted(set(by_name) - set(wanted))
+    if extra:
+        raise error(f"{where}: unexpected extra arrays {extra[:3]} (the model has {len(wanted)})")
     return [by_name[n] for n in wanted]
 
 
@@ -756,6 +760,7 @@ class TrainReply:
     num_examples: int
     train_loss: float
     fit_seconds: float
+    round: int  # echoes the instruction's round, so a reply delayed into a later round is recognised
 
     @property
     def uplink_bytes(self) -> int:
@@ -769,6 +774,7 @@ class TrainReply:
                 TRAIN_LOSS: float(self.train_loss),
                 DEVICE: int(self.device),
                 FIT_SECONDS: float(self.fit_seconds),
+                ROUND: int(self.round),
             }
         )
         arrays = _to_array_record(self.names, [np.asarray(g, dtype=WIRE_DTYPE) for g in self.gradient])
@@ -788,6 +794,7 @@ class TrainReply:
         num_examples = f.integer(NUM_EXAMPLES, minimum=1)
         train_loss = f.number(TRAIN_LOSS, minimum=0.0)
         fit_seconds = f.number(FIT_SECONDS, minimum=0.0)
+        server_round = f.integer(ROUND, minimum=1)
         names, gradient = _wire_arrays(_arrays(content, ARRAYS, where, InvalidReplyError), where, InvalidReplyError)
         return cls(
             device=device,
@@ -796,15 +803,28 @@ class TrainReply:
             num_examples=num_examples,
             train_loss=train_loss,
             fit_seconds=fit_seconds,
+            round=server_round,
         )
 
     def for_model(self, region_map: RegionMap, kept: KeptIndices) -> list[np.ndarray]:
-        """The gradient in ``region_map.param_names`` order, checked against the sub-model ``kept`` describes."""
+        """The gradient in ``region_map.param_names`` order, checked against the sub-model ``kept`` describes.
+
+        The client sends no indices back (they would cost uplink), so a reply trained on other keep
+        counts than were sent shows as arrays of another sub-model's shape: the error says so.
+        """
         where = f"train reply of device {self.device}"
         arrays = _in_order(self.names, self.gradient, region_map.param_names, where, InvalidReplyError)
-        expected = submodel_shapes(region_map, keep_counts_of(kept))
-        _check_shapes(region_map.param_names, arrays, expected, where, InvalidReplyError)
+        counts = keep_counts_of(kept)
+        expected = submodel_shapes(region_map, counts)
+        try:
+            _check_shapes(region_map.param_names, arrays, expected, where, InvalidReplyError)
+        except InvalidReplyError as exc:
+            raise InvalidReplyError(f"{exc} for the keep counts sent {[int(c) for c in counts]}") from None
         return arrays
+
+    def norm(self) -> float:
+        """L2 norm of the whole upload (all arrays together), in float64 so a large update cannot overflow."""
+        return math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in self.gradient))
 
 
 # ------------------------------------------------------------------------------ evaluate

@@ -74,6 +74,7 @@ def _reply(cnn, instruction):
         num_examples=32,
         train_loss=0.7,
         fit_seconds=0.25,
+        round=instruction.round,
     )
 
 
@@ -271,7 +272,7 @@ def test_train_reply_errors_name_the_record_or_array(cnn):
         P.TrainReply.from_content(content)
     # Shapes are checked against the sub-model the server sent.
     reply = _reply(cnn, instruction)
-    wrong = P.TrainReply(7, reply.names, (np.zeros(1, np.float32), *reply.gradient[1:]), 1, 0.0, 0.0)
+    wrong = P.TrainReply(7, reply.names, (np.zeros(1, np.float32), *reply.gradient[1:]), 1, 0.0, 0.0, 4)
     with pytest.raises(InvalidReplyError, match=re.escape(regions.param_names[0]) + ".*shape"):
         wrong.for_model(regions, list(instruction.kept))
 

@@ -121,6 +121,7 @@ def train(msg: Message, context: Context) -> Message:
         num_examples=result.num_examples,
         train_loss=result.train_loss,
         fit_seconds=fit_s,
+        round=instruction.round,
     )
     return reply.to_reply(msg)
 

@@ -138,7 +138,12 @@ class Recorder:
         schedule = report.schedule
         self.sim_time_s += float(schedule.round_latency_s)
         keep = schedule.realised_keep_fraction
+        why = report.failure_counts
         return RoundRow(
+            failed_error=why["error"],
+            failed_timeout=why["timeout"],
+            failed_invalid=why["invalid"],
+            failed_silent=why["silent"],
             round=server_round,
             sim_time_s=self.sim_time_s,
             round_latency_s=float(schedule.round_latency_s),

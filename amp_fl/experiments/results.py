@@ -26,6 +26,12 @@ METRIC_COLUMNS = (
     "num_scheduled",
     "num_received",
     "num_failed",
+    # Why they failed (amp_fl.strategy.amp_fl.FAILURE_KINDS): the ClientApp raised, no reply within
+    # strategy.reply_timeout_s, a reply rejected by validation, silent over the air.
+    "failed_error",
+    "failed_timeout",
+    "failed_invalid",
+    "failed_silent",
     "mean_keep_ratio",
     "uplink_bytes",
     "downlink_bytes",
@@ -53,6 +59,10 @@ class RoundRow:
     wall_time_s: float
     # Mean over devices of each one's personalised accuracy on its own label distribution; NaN when not measured.
     personal_accuracy: float = math.nan
+    failed_error: int = 0
+    failed_timeout: int = 0
+    failed_invalid: int = 0
+    failed_silent: int = 0
 
 
 def _fmt(value: Any) -> str:

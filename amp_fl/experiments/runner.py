@@ -67,7 +67,13 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
     base = summary_base(cfg, data, latency, regions, profiles)
     write_summary(run_dir, {**base, "status": "running"})
     try:
-        strategy.start(grid, ArrayRecord(initial_weights), num_rounds=cfg.num_rounds, evaluate_fn=recorder)
+        strategy.start(
+            grid,
+            ArrayRecord(initial_weights),
+            num_rounds=cfg.num_rounds,
+            timeout=cfg.strategy.reply_timeout_s,
+            evaluate_fn=recorder,
+        )
         status = "completed"
     except BaseException as exc:
         status = f"failed: {type(exc).__name__}: {exc}"
