@@ -44,6 +44,7 @@ from typing import ClassVar
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
+from amp_fl.client.failures import FailureSettings
 from amp_fl.client.objectives import LOCAL_OBJECTIVES, LocalObjective
 from amp_fl.deployment.provenance import COMPUTE_SOURCES, RADIO_SOURCES, REPORTED, SIMULATED, ReportedDeviceProfile
 from amp_fl.errors import InvalidReplyError
@@ -103,6 +104,11 @@ MEMORY_FRIENDLY = "memory-friendly"
 LOCAL_OBJECTIVE = "local-objective"
 PROXIMAL_MU = "proximal-mu"
 APFL_ALPHA = "apfl-alpha"
+# The failure injector's settings (amp_fl.client.failures; all 0 in a normal run).
+FAIL_RAISE_PROB = "fail-raise-prob"
+FAIL_LATE_PROB = "fail-late-prob"
+FAIL_CORRUPT_PROB = "fail-corrupt-prob"
+FAIL_LATE_DELAY_S = "fail-late-delay-s"
 # Evaluate instruction config.
 EVAL_BATCH_SIZE = "eval-batch-size"
 # Train reply metrics.
@@ -618,6 +624,7 @@ class TrainSetup:
     local_objective: LocalObjective = "sgd"
     proximal_mu: float = 0.0
     apfl_alpha: float = 0.0
+    failures: FailureSettings = field(default_factory=FailureSettings)
 
     def to_config(self) -> dict[str, int | float | str | bool | list[int]]:
         return {
@@ -637,6 +644,10 @@ class TrainSetup:
             LOCAL_OBJECTIVE: self.local_objective,
             PROXIMAL_MU: float(self.proximal_mu),
             APFL_ALPHA: float(self.apfl_alpha),
+            FAIL_RAISE_PROB: float(self.failures.raise_prob),
+            FAIL_LATE_PROB: float(self.failures.late_prob),
+            FAIL_CORRUPT_PROB: float(self.failures.corrupt_prob),
+            FAIL_LATE_DELAY_S: float(self.failures.late_delay_s),
         }
 
     @classmethod
@@ -659,7 +670,16 @@ class TrainSetup:
             local_objective=_local_objective(f.choice(LOCAL_OBJECTIVE, LOCAL_OBJECTIVES)),
             proximal_mu=f.number(PROXIMAL_MU, minimum=0.0),
             apfl_alpha=f.number(APFL_ALPHA, minimum=0.0, maximum=1.0),
+            failures=_failure_settings(f),
         )
+
+
+def _failure_settings(f: _Fields) -> FailureSettings:
+    probs = [f.number(key, minimum=0.0, maximum=1.0) for key in (FAIL_RAISE_PROB, FAIL_LATE_PROB, FAIL_CORRUPT_PROB)]
+    if sum(probs) > 1.0:
+        raise f.fail(FAIL_RAISE_PROB, f"the three failure probabilities sum to {sum(probs)} > 1")
+    raise_prob, late_prob, corrupt_prob = probs
+    return FailureSettings(raise_prob, late_prob, corrupt_prob, late_delay_s=f.number(FAIL_LATE_DELAY_S, minimum=0.0))
 
 
 def _local_objective(name: str) -> LocalObjective:

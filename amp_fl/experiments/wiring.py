@@ -101,6 +101,7 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
         local_objective=cfg.strategy.local_objective,
         proximal_mu=0.0 if cfg.strategy.proximal_mu is None else cfg.strategy.proximal_mu,
         apfl_alpha=0.0 if cfg.strategy.apfl_alpha is None else cfg.strategy.apfl_alpha,
+        failures=cfg.failures.settings(),
     )
 
 
