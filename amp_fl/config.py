@@ -476,6 +476,16 @@ class FailuresConfig:
         return self.settings().enabled
 
 
+@dataclass
+class CheckpointConfig:
+    """Server checkpoints (:mod:`amp_fl.experiments.checkpoint`): ``every`` rounds (and after the last); 0: never."""
+
+    every: int = 1
+
+    def validate(self) -> None:
+        require(self.every >= 0, "checkpoint.every", f"must be >= 0 rounds (0: no checkpoints), got {self.every}")
+
+
 def check_failures(cfg: RunConfig) -> None:
     """The failure injector against the rest of the configuration."""
     if not cfg.failures.enabled:
@@ -518,6 +528,9 @@ class RunConfig:
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     ota: OtaConfig = field(default_factory=OtaConfig)
     failures: FailuresConfig = field(default_factory=FailuresConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # A run folder whose checkpoint this run continues (python -m amp_fl resume=runs/<run>).
+    resume: str | None = None
 
     @property
     def num_devices(self) -> int:
@@ -539,6 +552,7 @@ class RunConfig:
             self.sparsity,
             self.ota,
             self.failures,
+            self.checkpoint,
         ):
             section.validate()
         check_ota_imp(self)

@@ -221,13 +221,15 @@ def _terminate(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> 
         proc.wait()
 
 
-def _run_flower(command: list[str], env: dict[str, str], run_dir: Path, view: ProgressView, verbose: bool) -> int:
+def _run_flower(
+    command: list[str], env: dict[str, str], run_dir: Path, view: ProgressView, verbose: bool, append_log: bool = False
+) -> int:
     """Run ``flwr run``: its output to ``flower.log`` (and the terminal if ``verbose``), rows to ``view``."""
     proc = subprocess.Popen(
         command, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     assert proc.stdout is not None
-    pump = LogPump(proc.stdout, run_dir / FLOWER_LOG, echo=sys.stdout if verbose else None)
+    pump = LogPump(proc.stdout, run_dir / FLOWER_LOG, echo=sys.stdout if verbose else None, append=append_log)
     pump.start()
     tail = MetricsTail(run_dir / METRICS_FILE)
     try:
@@ -257,9 +259,12 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     cfg.validate()
     resolved = preflight(cfg)
     run_dir = run_dir.resolve()
+    if cfg.resume is not None:
+        check_resume(cfg, run_dir)
     config_file = write_run_config(cfg, run_dir, resolved)
-    for stale in (METRICS_FILE, SUMMARY_FILE):  # never show (or trust) a previous run's outputs
-        (run_dir / stale).unlink(missing_ok=True)
+    if cfg.resume is None:
+        for stale in (METRICS_FILE, SUMMARY_FILE):  # never show (or trust) a previous run's outputs
+            (run_dir / stale).unlink(missing_ok=True)
     home = flwr_home()
     env = {
         **os.environ,
@@ -279,7 +284,9 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     with _stop_signals():
         stop_flower_processes(home)  # a SuperLink left by an interrupted run would hold the port
         try:
-            returncode = _run_flower(flwr_command(cfg, config_file, home), env, run_dir, view, cfg.verbose)
+            returncode = _run_flower(
+                flwr_command(cfg, config_file, home), env, run_dir, view, cfg.verbose, append_log=cfg.resume is not None
+            )
         finally:
             stop_flower_processes(home)
     summary_path = run_dir / SUMMARY_FILE
@@ -297,6 +304,19 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
         )
     view.summary()
     return run_dir
+
+
+def check_resume(cfg: RunConfig, run_dir: Path) -> None:
+    """Before Flower starts: ``cfg.resume`` names ``run_dir``, whose checkpoint this configuration can continue."""
+    from amp_fl.experiments.checkpoint import check_resumable, check_state_matches, load_checkpoint
+
+    if Path(str(cfg.resume)).expanduser().resolve() != run_dir:
+        raise ConfigError("resume", f"{cfg.resume} is not the run folder {run_dir} (a run resumes in its own folder)")
+    check_resumable(cfg)
+    state = load_checkpoint(run_dir)
+    check_state_matches(cfg, state)
+    if state.round >= cfg.num_rounds:
+        raise ConfigError("resume", f"nothing to resume: the checkpoint in {run_dir} is after the last round")
 
 
 DATASET_HINT = "or dataset.fallback=mnist5k to fall back to it with a warning (as experiment=main does)"

@@ -74,14 +74,27 @@ def _fmt(value: Any) -> str:
 class MetricsWriter:
     """Appends rows to ``metrics.csv`` and remembers them for the summary and figures."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, resume_rows: list[RoundRow] | None = None) -> None:
+        """A new ``metrics.csv``; with ``resume_rows`` (a checkpoint's), it restarts from those rows.
+
+        Resuming rewrites the file from the checkpoint's rows and keeps the ``schedule.jsonl`` lines
+        of those rounds only: whatever a crashed server wrote after its last checkpoint is redone.
+        """
         self.path = run_dir / "metrics.csv"
         run_dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[RoundRow] = []
-        self._start = time.perf_counter()
+        rows = resume_rows or []
+        self._start = time.perf_counter() - (rows[-1].wall_time_s if rows else 0.0)  # wall time goes on
         with self.path.open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_COLUMNS)
-        (run_dir / "schedule.jsonl").write_text("")
+        schedule = run_dir / "schedule.jsonl"
+        last = rows[-1].round if rows else 0
+        kept = []
+        if rows and schedule.exists():
+            kept = [line for line in schedule.read_text().splitlines() if line and json.loads(line)["round"] <= last]
+        schedule.write_text("".join(line + "\n" for line in kept))
+        for row in rows:
+            self.append(row)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._start
