@@ -38,6 +38,7 @@ from amp_fl.data.datasets import (
 from amp_fl.deployment.ray_cluster import RAY_ADDRESS
 from amp_fl.deployment.topology import free_port
 from amp_fl.errors import ConfigError
+from amp_fl.experiments.processes import SERVER_APP_PROGRAMS, run_processes, stop_run_processes
 from amp_fl.experiments.progress import (
     FLOWER_LOG,
     METRICS_FILE,
@@ -144,47 +145,24 @@ def flwr_command(cfg: RunConfig, config_file: Path, home: Path) -> list[str]:
 
 
 def flower_processes(home: Path) -> list[int]:
-    """PIDs of SuperLink/SuperExec processes that belong to this FLWR_HOME."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(home) in cmdline and ("flower-superlink" in cmdline or "flower-superexec" in cmdline):
-            pids.append(int(proc.name))
-    return pids
+    """PIDs of the Flower and Ray processes of the run whose ``FLWR_HOME`` is ``home`` (orphans included)."""
+    return run_processes(home)
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
-    except OSError:
-        return []
+def stop_flower_processes(home: Path, grace_s: float = STOP_GRACE_S) -> int:
+    """Stop every Flower and Ray process of ``home``'s run: a stale SuperLink, a headless run, orphaned Ray agents."""
+    return stop_run_processes(home, grace_s)
 
 
-def stop_flower_processes(home: Path, grace_s: float = 5.0) -> int:
-    """Terminate the background SuperLink (and its SuperExec/children) of this FLWR_HOME."""
-    roots = flower_processes(home)
-    targets = set(roots)
-    for pid in roots:
-        stack = [pid]
-        while stack:
-            for child in _children(stack.pop()):
-                if child not in targets:
-                    targets.add(child)
-                    stack.append(child)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in targets:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in targets):
-            time.sleep(0.1)
-    return len(targets)
+def _start_watchdog(home: Path) -> subprocess.Popen[bytes]:
+    """A process that stops this run's Flower and Ray processes once the launcher is gone, even SIGKILLed."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "amp_fl.experiments.processes", str(os.getpid()), str(home)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C to the launcher's process group must not stop it first
+    )
 
 
 @contextlib.contextmanager
@@ -221,8 +199,49 @@ def _terminate(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> 
         proc.wait()
 
 
+SERVER_APP_DIED = -1000  # _run_flower's return code when the ServerApp process vanished mid-run
+SERVER_APP_GRACE_S = 5.0  # a finished ServerApp has written its status by then
+
+
+class ServerAppWatch:
+    """Notices a ServerApp process that vanished without finishing (e.g. SIGKILLed): ``flwr run`` would wait forever.
+
+    A local simulation hosts the ServerApp in ``flwr-simulation``; once it has been seen, its
+    absence for ``SERVER_APP_GRACE_S`` while ``summary.json`` still says ``running`` means it died.
+    """
+
+    def __init__(self, home: Path, run_dir: Path) -> None:
+        self.home, self.run_dir = home, run_dir
+        self.seen = False
+        self.gone_since: float | None = None
+
+    def died(self) -> bool:
+        if run_processes(self.home, SERVER_APP_PROGRAMS):
+            self.seen, self.gone_since = True, None
+            return False
+        if not self.seen:
+            return False
+        now = time.monotonic()
+        if self.gone_since is None:
+            self.gone_since = now
+        return now - self.gone_since >= SERVER_APP_GRACE_S and _status(self.run_dir) == "running"
+
+
+def _status(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / SUMMARY_FILE).read_text()).get("status", "no status in summary.json"))
+    except (OSError, ValueError):
+        return "no summary written"
+
+
 def _run_flower(
-    command: list[str], env: dict[str, str], run_dir: Path, view: ProgressView, verbose: bool, append_log: bool = False
+    command: list[str],
+    env: dict[str, str],
+    run_dir: Path,
+    view: ProgressView,
+    verbose: bool,
+    append_log: bool = False,
+    watch_server: bool = False,
 ) -> int:
     """Run ``flwr run``: its output to ``flower.log`` (and the terminal if ``verbose``), rows to ``view``."""
     proc = subprocess.Popen(
@@ -232,6 +251,7 @@ def _run_flower(
     pump = LogPump(proc.stdout, run_dir / FLOWER_LOG, echo=sys.stdout if verbose else None, append=append_log)
     pump.start()
     tail = MetricsTail(run_dir / METRICS_FILE)
+    server = ServerAppWatch(Path(env["FLWR_HOME"]), run_dir) if watch_server else None
     try:
         with view:
             while True:
@@ -240,6 +260,8 @@ def _run_flower(
                     break
                 except subprocess.TimeoutExpired:
                     view.update(tail.poll())
+                    if server is not None and server.died():
+                        return SERVER_APP_DIED
             view.update(tail.poll())
     finally:
         _terminate(proc)  # a no-op unless interrupted
@@ -282,18 +304,31 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
         env[RAY_ADDRESS] = cfg.deployment.ray_address
     view = progress_view(cfg.num_rounds, run_dir, verbose=cfg.verbose)
     with _stop_signals():
-        stop_flower_processes(home)  # a SuperLink left by an interrupted run would hold the port
+        # What a crashed or SIGKILLed launcher left (a SuperLink holding the port, a headless run,
+        # orphaned Ray agents) is stopped before anything starts.
+        stop_flower_processes(home)
+        watchdog = _start_watchdog(home)
         try:
             returncode = _run_flower(
-                flwr_command(cfg, config_file, home), env, run_dir, view, cfg.verbose, append_log=cfg.resume is not None
+                flwr_command(cfg, config_file, home),
+                env,
+                run_dir,
+                view,
+                cfg.verbose,
+                append_log=cfg.resume is not None,
+                watch_server=cfg.deployment.superlink is None,
             )
         finally:
             stop_flower_processes(home)
-    summary_path = run_dir / SUMMARY_FILE
-    try:
-        status = json.loads(summary_path.read_text()).get("status", "no status in summary.json")
-    except (OSError, ValueError):
-        status = "no summary written"
+            watchdog.kill()
+            watchdog.wait()
+    status = _status(run_dir)
+    if returncode == SERVER_APP_DIED:
+        view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
+        raise RunFailedError(
+            f"the ServerApp process stopped without finishing (killed?); the rounds done are in "
+            f"{run_dir / METRICS_FILE}; continue with: python -m amp_fl resume={run_dir}"
+        )
     if returncode != 0 or status != "completed":
         view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
         where = f"see {run_dir / FLOWER_LOG}"
