@@ -210,6 +210,8 @@ class StrategyConfig:
     personal_eval_interval: int | None = None
     # Reject a reply whose upload's L2 norm exceeds this (a board sending garbage); null: any finite norm.
     max_update_norm: float | None = None
+    # Scale a reply whose upload's L2 norm exceeds this down to it (a guard against divergence); null: off.
+    clip_update_norm: float | None = None
     # Seconds the server waits for the round's replies (Flower's send_and_receive timeout); a
     # scheduled PIU that has not replied by then counts as failed ("timeout") for that round.
     reply_timeout_s: float = 600.0
@@ -220,6 +222,11 @@ class StrategyConfig:
             self.max_update_norm is None or (math.isfinite(self.max_update_norm) and self.max_update_norm > 0),
             "strategy.max_update_norm",
             f"must be a finite number > 0 or null, got {self.max_update_norm}",
+        )
+        require(
+            self.clip_update_norm is None or (math.isfinite(self.clip_update_norm) and self.clip_update_norm > 0),
+            "strategy.clip_update_norm",
+            f"must be a finite number > 0 or null, got {self.clip_update_norm}",
         )
         require(
             math.isfinite(self.reply_timeout_s) and self.reply_timeout_s > 0,

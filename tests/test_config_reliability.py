@@ -49,6 +49,10 @@ LATE = {"late_prob": 0.2, "late_delay_s": 2.0}
         ({"strategy": {"reply_timeout_s": 0}}, "strategy.reply_timeout_s", "must be a finite number of seconds > 0"),
         ({"strategy": {"reply_timeout_s": math.nan}}, "strategy.reply_timeout_s", "got nan"),
         ({"strategy": {"reply_timeout_s": None}}, "strategy.reply_timeout_s", "must not be null"),
+        ({"strategy": {"clip_update_norm": -1.0}}, "strategy.clip_update_norm", "must be a finite number > 0 or null"),
+        ({"checkpoint": {"every": -1}}, "checkpoint.every", "must be >= 0 rounds (0: no checkpoints), got -1"),
+        ({"checkpoint": {"every": 1.5}}, "checkpoint.every", "expected int, got 1.5"),
+        ({"resume": 3}, "resume", "expected str | None, got 3"),
     ],
 )
 def test_reliability_settings_are_checked_with_the_key(values, key, problem):
@@ -85,8 +89,17 @@ def _cli(*args: str, tmp_path) -> subprocess.CompletedProcess[str]:
             "error: invalid config dataset.shards_per_device: 200 devices x 30 shards = 6000 shards "
             "but only 4000 samples",
         ),
+        (
+            ("resume=/nonexistent/run",),
+            "error: invalid config resume: /nonexistent/run is not a run folder (no run_config.json)",
+        ),
+        (
+            ("resume=/nonexistent/run", "num_rounds=3"),
+            "error: invalid config resume: continues the run's saved configuration; drop the other settings "
+            "(num_rounds=3)",
+        ),
     ],
-    ids=["failures", "shards-multirun"],
+    ids=["failures", "shards-multirun", "resume-nowhere", "resume-with-overrides"],
 )
 def test_command_line_mistake_is_one_error_line_and_exit_2(tmp_path, args, line):
     where = [f"hydra.sweep.dir={tmp_path / 'multi'}"] if args[0] == "-m" else [f"hydra.run.dir={tmp_path / 'run'}"]

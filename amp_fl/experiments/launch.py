@@ -329,6 +329,11 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
             f"the ServerApp process stopped without finishing (killed?); the rounds done are in "
             f"{run_dir / METRICS_FILE}; continue with: python -m amp_fl resume={run_dir}"
         )
+    if returncode == 0 and status.startswith("diverged"):
+        raise RunFailedError(
+            f"{status}; the metrics up to the last good round are in {run_dir / METRICS_FILE} (and its model in "
+            f"{run_dir / 'checkpoint.npz'}); try a smaller train.learning_rate or strategy.clip_update_norm"
+        )
     if returncode != 0 or status != "completed":
         view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
         where = f"see {run_dir / FLOWER_LOG}"

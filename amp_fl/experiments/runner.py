@@ -8,6 +8,7 @@ runs ``Strategy.start`` and writes the summary, the final model and the figures 
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from flwr.serverapp import Grid
 from amp_fl import protocol as P
 from amp_fl.config import RunConfig
 from amp_fl.deployment.profiles import compute_benchmark
+from amp_fl.errors import DivergedError
 from amp_fl.experiments.checkpoint import (
     Checkpointer,
     ServerState,
@@ -36,6 +38,8 @@ from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.strategy.amp_fl import AmpFlStrategy
 from amp_fl.strategy.resumed import ResumedRounds
+
+log = logging.getLogger(__name__)
 
 
 def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
@@ -76,11 +80,13 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         on_personal_evaluation=recorder.on_personal_evaluation,
     )
     completed = 0
+    checkpoints = None
     if isinstance(strategy, AmpFlStrategy):
         if resumed is not None:
             restore(strategy, recorder, resumed)
             completed = resumed.round
-        recorder.on_row = Checkpointer(run_dir, cfg, strategy, recorder)
+        checkpoints = Checkpointer(run_dir, cfg, strategy, recorder, saved_round=completed or None)
+        recorder.on_row = checkpoints
         strategy.num_rounds = cfg.num_rounds  # the last round is evaluated (set by start, which a resume skips)
     started = time.time()
     base = summary_base(cfg, data, latency, regions, profiles)
@@ -97,11 +103,18 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
             evaluate_fn=recorder,
         )
         status = "completed"
+    except DivergedError as exc:
+        # A clean stop, not a crash: the rows, the last good checkpoint and the model of the last
+        # good round stay; the summary says where and why (the launcher turns it into one line).
+        status = str(exc)
+        log.error("stopping: %s", exc)
     except BaseException as exc:
         status = f"failed: {type(exc).__name__}: {exc}"
         raise
     finally:
         outcome = summary_outcome(writer.rows, status, cfg.strategy.target_accuracy, started)
+        if checkpoints is not None:
+            outcome["last_checkpoint_round"] = checkpoints.saved_round
         write_summary(run_dir, {**base, **outcome})
         final = recorder.latest_arrays if recorder.latest_arrays is not None else initial_weights
         np.savez_compressed(run_dir / "final_model.npz", *final)

@@ -158,6 +158,7 @@ def build_strategy(
             personal_eval_interval=cfg.strategy.personal_eval_interval,
             eval_batch_size=cfg.strategy.eval_batch_size,
             max_update_norm=cfg.strategy.max_update_norm,
+            clip_update_norm=cfg.strategy.clip_update_norm,
         ),
         on_round_end=on_round_end,
         on_personal_evaluation=on_personal_evaluation,

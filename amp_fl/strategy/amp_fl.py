@@ -35,7 +35,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from amp_fl import protocol as P
-from amp_fl.errors import InvalidReplyError
+from amp_fl.errors import DivergedError, InvalidReplyError
 from amp_fl.pruning.policies import PruningPolicy, SelectionContext
 from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
@@ -90,6 +90,8 @@ class AmpFlSettings:
         Batch size of the devices' personalised evaluation.
     max_update_norm : float or None
         Reject a reply whose upload's L2 norm exceeds this (a board sending garbage); ``None`` accepts any finite norm.
+    clip_update_norm : float or None
+        Scale a reply whose upload's L2 norm exceeds this down to it (a guard against divergence); ``None``: off.
     """
 
     learning_rate: float
@@ -98,6 +100,7 @@ class AmpFlSettings:
     personal_eval_interval: int | None = None
     eval_batch_size: int = 1000
     max_update_norm: float | None = None
+    clip_update_norm: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -110,8 +113,10 @@ class AmpFlSettings:
             raise ValueError(f"personal_eval_interval: must be >= 1 or None, got {self.personal_eval_interval}")
         if self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size: must be >= 1, got {self.eval_batch_size}")
-        if self.max_update_norm is not None and not (math.isfinite(self.max_update_norm) and self.max_update_norm > 0):
-            raise ValueError(f"max_update_norm: must be a finite number > 0 or None, got {self.max_update_norm}")
+        for name in ("max_update_norm", "clip_update_norm"):
+            bound = getattr(self, name)
+            if bound is not None and not (math.isfinite(bound) and bound > 0):
+                raise ValueError(f"{name}: must be a finite number > 0 or None, got {bound}")
 
 
 def personal_evaluation_due(server_round: int, interval: int | None, num_rounds: int | None) -> bool:
@@ -336,7 +341,9 @@ class AmpFlStrategy(Strategy):
             direction, updates = self._over_the_air_direction(server_round, updates, failures)
         else:
             direction = self._direction(updates)
-        self.weights = apply_global_step(self.weights, direction, self.settings.learning_rate)
+        weights = apply_global_step(self.weights, direction, self.settings.learning_rate)
+        self._check_finite(server_round, direction, weights)  # the model stays the last finite one
+        self.weights = weights
         self._update_ages(updates, pending)
         self._pending = None
         report = RoundReport(
@@ -374,11 +381,26 @@ class AmpFlStrategy(Strategy):
             raise InvalidReplyError(f"reply for round {reply.round}, but this is round {pending.round}")
         kept = pending.kept[device]
         values = reply.for_model(self.region_map, kept)
+        norm = reply.norm()
         bound = self.settings.max_update_norm
-        if bound is not None and (norm := reply.norm()) > bound:
+        if bound is not None and norm > bound:
             raise InvalidReplyError(f"update norm {norm:.6g} exceeds the bound max_update_norm={bound:g}")
+        clip = self.settings.clip_update_norm
+        if clip is not None and norm > clip:
+            values = [(v * (clip / norm)).astype(v.dtype) for v in values]  # direction kept, length clip
         full, held = scatter_arrays(values, self.region_map, kept, self.shapes)
         return DeviceUpdate(device, full, held), reply
+
+    def _check_finite(self, server_round: int, direction: list[np.ndarray], weights: list[np.ndarray]) -> None:
+        """Raise :class:`DivergedError` naming the first array of the aggregate or the new model that is not finite.
+
+        Every reply was checked finite, so this is an overflow of the sum or of the step itself.
+        """
+        names = self.region_map.param_names
+        for what, arrays in (("the aggregate", direction), ("the global model", weights)):
+            for name, array in zip(names, arrays, strict=True):
+                if not np.all(np.isfinite(array)):
+                    raise DivergedError(server_round, f"{what} has NaN or infinite values in {name!r}")
 
     def _direction(self, updates: list[DeviceUpdate]) -> list[np.ndarray]:
         """The aggregate the global step subtracts, per compensation scope."""
