@@ -83,7 +83,8 @@ def test_a_diverged_run_stops_cleanly_with_its_metrics_and_last_good_checkpoint(
     values = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 6, "num_rbs": 3}, "num_rounds": 6}
     run = run_in_process(load_config(values), tmp_path)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "diverged at round 3: the global model has NaN or infinite values in 'features.3.weight'"
+    why = "the global model has NaN or infinite values in 'features.3.weight'"
+    assert summary["status"] == f"diverged at round 3: {why}"
     assert summary["last_checkpoint_round"] == 2
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["round"]) for r in rows] == [0, 1, 2]
