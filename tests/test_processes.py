@@ -1,8 +1,9 @@
 """Issue 11, item 2: the run's Flower and Ray processes are found (orphans too) and stopped; the watchdog.
 
-Stand-ins named like Flower's programs and Ray's processes (``exec -a ray::...``) are started with a
-test ``FLWR_HOME``; decoys show what must survive: the same program for another FLWR_HOME, and a
-process of this FLWR_HOME that is not Flower's or Ray's.
+Stand-ins named like Flower's programs and Ray's processes (``exec -a ray::...``) are started as the
+launcher starts them (its marker for a test ``FLWR_HOME`` in their environment); decoys show what
+must survive: the same programs of another run, a process of this run that is not Flower's or
+Ray's, and a SuperNode and a Ray process a user started with the same ``FLWR_HOME``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from amp_fl.experiments.processes import SERVER_APP_PROGRAMS, run_processes, stop_run_processes
+from amp_fl.experiments.processes import MARKER, SERVER_APP_PROGRAMS, run_processes, stop_run_processes
 
 SLEEPER = "import time; time.sleep(120)"
 
@@ -45,8 +46,11 @@ def spawn(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
 
-    def start(kind: str, home: Path, *, new_session: bool = True) -> int:
+    def start(kind: str, home: Path, *, launched: bool = True) -> int:
+        """``launched``: started by the launcher (carries its marker); else by a user, with the same FLWR_HOME."""
         env = {**os.environ, "FLWR_HOME": str(home)}
+        if launched:
+            env[MARKER] = str(home)
         if kind.startswith("ray::"):
             cmd = ["bash", "-c", f"exec -a {kind} {sys.executable} -c '{SLEEPER}'"]
         elif kind == "plain":
@@ -55,7 +59,7 @@ def spawn(tmp_path):
             script = bin_dir / kind
             script.write_text(SLEEPER)
             cmd = [sys.executable, str(script)]
-        proc = subprocess.Popen(cmd, env=env, start_new_session=new_session)
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
         procs.append(proc)
         return proc.pid
 
@@ -71,7 +75,13 @@ def test_run_processes_are_found_by_flwr_home_orphans_included(tmp_path, spawn):
     superexec = spawn("flower-superexec", home)
     simulation = spawn("flwr-simulation", home)
     agent = spawn("ray::DashboardAgent", home)  # what a SIGKILLed ServerApp leaves: parent 1 after its parent dies
-    decoys = [spawn("flower-superexec", other), spawn("ray::DashboardAgent", other), spawn("plain", home)]
+    decoys = [
+        spawn("flower-superexec", other),
+        spawn("ray::DashboardAgent", other),
+        spawn("plain", home),
+        spawn("flower-supernode", home, launched=False),  # a user's SuperNode (deployment) with the same FLWR_HOME
+        spawn("ray::raylet", home, launched=False),  # a user's Ray cluster (deployment.ray_address)
+    ]
     time.sleep(0.5)  # let bash exec into the renamed process
     assert run_processes(home) == sorted([superexec, simulation, agent])
     assert run_processes(home, SERVER_APP_PROGRAMS) == [simulation]

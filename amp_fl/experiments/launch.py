@@ -38,7 +38,7 @@ from amp_fl.data.datasets import (
 from amp_fl.deployment.ray_cluster import RAY_ADDRESS
 from amp_fl.deployment.topology import free_port
 from amp_fl.errors import ConfigError
-from amp_fl.experiments.processes import SERVER_APP_PROGRAMS, run_processes, stop_run_processes
+from amp_fl.experiments.processes import MARKER, SERVER_APP_PROGRAMS, run_processes, stop_run_processes
 from amp_fl.experiments.progress import (
     FLOWER_LOG,
     METRICS_FILE,
@@ -291,6 +291,7 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     env = {
         **os.environ,
         "FLWR_HOME": str(home),
+        MARKER: str(home),  # every process of this run inherits it: how they are found (and stopped) later
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
         "PYTHONUNBUFFERED": "1",

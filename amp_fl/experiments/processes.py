@@ -2,10 +2,13 @@
 
 Every process of a local Flower run (``flwr run``, the detached SuperLink, its SuperExec, the
 ``flwr-simulation`` process that hosts the ServerApp, and Ray's GCS, raylet, agents and actors)
-inherits the launcher's ``FLWR_HOME``. A process belongs to the run of ``home`` when it is one of
-those programs and ``FLWR_HOME`` in its environment (or its command line) is ``home``; that
-still finds Ray's agents after a SIGKILLed ServerApp left them orphaned (parent 1), where walking
-the process tree would not. The launcher and its ancestors are never matched.
+inherits the environment the launcher gives ``flwr run``, which carries :data:`MARKER` =
+``FLWR_HOME``. A process belongs to the run of ``home`` when it is one of those programs and
+carries the marker for ``home`` (or, for a SuperLink or SuperExec, names ``home`` on its command
+line); that still finds Ray's agents after a SIGKILLed ServerApp left them orphaned (parent 1),
+where walking the process tree would not. Only the launcher sets the marker, so a SuperLink, its
+SuperNodes or a Ray cluster that a user started (even with the same ``FLWR_HOME``) are never
+matched, nor are the launcher and its ancestors.
 
 :func:`watch` is the launcher's watchdog: a small process in its own session that stops the
 run's processes as soon as the launcher is gone, SIGKILL included (a SIGKILLed launcher cannot
@@ -33,6 +36,7 @@ FLOWER_PROGRAMS = frozenset(
         "flwr-clientapp",
     }
 )
+MARKER = "AMP_FL_LAUNCHED_FLWR_HOME"  # set by the launcher in the environment of `flwr run` only
 SERVER_APP_PROGRAMS = frozenset({"flwr-simulation", "flwr-serverapp"})  # where the ServerApp runs
 WATCH_POLL_S = 0.5
 
@@ -72,7 +76,7 @@ def _is_flower_or_ray(words: list[str]) -> set[str]:
 def run_processes(home: Path, programs: frozenset[str] | None = None) -> list[int]:
     """PIDs of the Flower/Ray processes of the run whose ``FLWR_HOME`` is ``home`` (``programs``: only those)."""
     home_s = str(home)
-    marker = f"FLWR_HOME={home_s}".encode()
+    marker = f"{MARKER}={home_s}".encode()
     skip = _ancestors_and_self()
     pids = []
     for proc in Path("/proc").iterdir():
@@ -81,12 +85,13 @@ def run_processes(home: Path, programs: frozenset[str] | None = None) -> list[in
         raw = _read(proc / "cmdline")
         if not raw:
             continue
-        words = raw.decode(errors="replace").split("\0")
+        raw_s = raw.decode(errors="replace")
+        words = raw_s.split("\0")
         kinds = _is_flower_or_ray(words)
         if not kinds or (programs is not None and not kinds & programs):
             continue
         environ = _read(proc / "environ") or b""
-        if marker in environ.split(b"\0") or any(home_s in w for w in words):
+        if marker in environ.split(b"\0") or (kinds & {"flower-superlink", "flower-superexec"} and home_s in raw_s):
             pids.append(int(proc.name))
     return sorted(pids)
 
