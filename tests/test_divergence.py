@@ -94,3 +94,21 @@ def test_a_diverged_run_stops_cleanly_with_its_metrics_and_last_good_checkpoint(
         for i, w in enumerate(state.weights):
             np.testing.assert_array_equal(z[f"arr_{i}"], w)
             assert np.isfinite(w).all()
+
+
+def test_launcher_ends_a_diverged_run_with_one_line_naming_round_and_cure(tmp_path, monkeypatch):
+    """A stand-in for ``flwr run`` that ends as a diverged ServerApp does (exit 0, status ``diverged ...``)."""
+    import sys
+
+    from amp_fl.experiments import launch as launch_mod
+
+    status = "diverged at round 3: the global model has NaN or infinite values in 'features.3.weight'"
+    script = f"import json, sys; open(sys.argv[1] + '/summary.json', 'w').write(json.dumps({{'status': {status!r}}}))"
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr_home"))
+    monkeypatch.setattr(launch_mod, "flwr_command", lambda cfg, f, home: [sys.executable, "-c", script, str(f.parent)])
+    values = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 6, "num_rbs": 3}, "num_rounds": 6}
+    with pytest.raises(launch_mod.RunFailedError) as info:
+        launch_mod.launch(load_config(values), tmp_path / "run")
+    message = str(info.value)
+    assert message.startswith(status + "; the metrics up to the last good round are in ")
+    assert message.endswith("try a smaller train.learning_rate or strategy.clip_update_norm")
