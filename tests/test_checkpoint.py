@@ -179,3 +179,21 @@ def test_a_changed_configuration_is_named(tmp_path):
         C.check_state_matches(changed, state)
     assert info.value.key == "train.learning_rate"
     C.check_state_matches(load_config({**BASE, "output_dir": str(run), "checkpoint": {"every": 5}}), state)
+
+
+def test_a_resumed_runs_saved_config_repeats_the_run_from_round_0(tmp_path, monkeypatch):
+    """``python -m amp_fl.experiments.launch runs/<run>/run_config.json runs/again`` repeats a run, also a
+    resumed one (whose run_config.json names its own folder in ``resume``)."""
+    from amp_fl.experiments import launch as launch_mod
+
+    seen = {}
+
+    def fake_launch(cfg, run_dir):
+        seen["resume"], seen["run_dir"] = cfg.resume, run_dir
+
+    monkeypatch.setattr(launch_mod, "launch", fake_launch)
+    values = {**C.config_to_dict(load_config(BASE)), "resume": str(tmp_path / "first")}
+    config = tmp_path / "run_config.json"
+    config.write_text(json.dumps(values, default=list))
+    launch_mod.main([str(config), str(tmp_path / "again")])
+    assert seen == {"resume": None, "run_dir": tmp_path / "again"}

@@ -403,7 +403,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
     with cli_errors(args.run_dir):
-        launch(load_config(json.loads(args.config.read_text())), args.run_dir)
+        values = json.loads(args.config.read_text())
+        # A saved config repeats its run from round 0, even one that was itself resumed
+        # (continuing a run is `python -m amp_fl resume=<run folder>`).
+        values["resume"] = None
+        launch(load_config(values), args.run_dir)
 
 
 if __name__ == "__main__":
