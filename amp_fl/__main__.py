@@ -20,6 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from amp_fl.config import load_config
+from amp_fl.errors import ConfigError
+from amp_fl.experiments.checkpoint import resume_config
 from amp_fl.experiments.launch import cli_errors, launch
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -46,11 +48,29 @@ def main(conf: DictConfig) -> None:
     # one line and SystemExit here (cli_errors).
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     with cli_errors(run_dir):
+        if conf.get("resume") is not None:
+            run_dir = Path(str(conf.resume)).expanduser().resolve()
+            _check_resume_overrides(list(HydraConfig.get().overrides.task))
+            cfg = resume_config(run_dir)
+            cfg.verbose = bool(conf.verbose)
+            print(f"[amp-fl] resuming {run_dir}", flush=True)
+            launch(cfg, run_dir)
+            return
         container = OmegaConf.to_container(conf, resolve=True)
         assert isinstance(container, dict)
         values = {str(key): value for key, value in container.items()}
         values["output_dir"] = str(run_dir)
         launch(load_config(values), run_dir)
+
+
+def _check_resume_overrides(overrides: list[str]) -> None:
+    """``resume=`` continues the saved configuration: any other setting on the command line is a mistake."""
+    allowed = ("resume=", "verbose=", "hydra.")
+    others = [o for o in overrides if not o.lstrip("+~").startswith(allowed)]
+    if others:
+        raise ConfigError(
+            "resume", f"continues the run's saved configuration; drop the other settings ({' '.join(others)})"
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 
+from amp_fl.client.failures import FailureSettings
 from amp_fl.client.objectives import LOCAL_OBJECTIVES, LocalObjective
 from amp_fl.data.datasets import DATASETS
 from amp_fl.deployment.provenance import CHANNEL_MODES, ChannelMode
@@ -207,9 +208,31 @@ class StrategyConfig:
     proximal_mu: float | None = None
     apfl_alpha: float | None = None
     personal_eval_interval: int | None = None
+    # Reject a reply whose upload's L2 norm exceeds this (a board sending garbage); null: any finite norm.
+    max_update_norm: float | None = None
+    # Scale a reply whose upload's L2 norm exceeds this down to it (a guard against divergence); null: off.
+    clip_update_norm: float | None = None
+    # Seconds the server waits for the round's replies (Flower's send_and_receive timeout); a
+    # scheduled PIU that has not replied by then counts as failed ("timeout") for that round.
+    reply_timeout_s: float = 600.0
 
     def validate(self) -> None:
         self._validate_objective()
+        require(
+            self.max_update_norm is None or (math.isfinite(self.max_update_norm) and self.max_update_norm > 0),
+            "strategy.max_update_norm",
+            f"must be a finite number > 0 or null, got {self.max_update_norm}",
+        )
+        require(
+            self.clip_update_norm is None or (math.isfinite(self.clip_update_norm) and self.clip_update_norm > 0),
+            "strategy.clip_update_norm",
+            f"must be a finite number > 0 or null, got {self.clip_update_norm}",
+        )
+        require(
+            math.isfinite(self.reply_timeout_s) and self.reply_timeout_s > 0,
+            "strategy.reply_timeout_s",
+            f"must be a finite number of seconds > 0, got {self.reply_timeout_s}",
+        )
         require(
             self.compensation in COMPENSATION_SCOPES,
             "strategy.compensation",
@@ -427,6 +450,73 @@ class OtaConfig:
 
 
 @dataclass
+class FailuresConfig:
+    """The failure injector (:mod:`amp_fl.client.failures`), for tests and studies: off by default.
+
+    Per scheduled PIU and round, with these probabilities (drawn from the run seed), the ClientApp
+    raises, replies ``late_delay_s`` seconds late (past ``strategy.reply_timeout_s``) or sends a
+    corrupted (NaN) reply.
+    """
+
+    raise_prob: float = 0.0
+    late_prob: float = 0.0
+    corrupt_prob: float = 0.0
+    late_delay_s: float = 0.0
+
+    def validate(self) -> None:
+        for name in ("raise_prob", "late_prob", "corrupt_prob"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and 0.0 <= value <= 1.0, f"failures.{name}", f"must be in [0, 1], got {value}")
+        total = self.raise_prob + self.late_prob + self.corrupt_prob
+        require(total <= 1.0, "failures.raise_prob", f"raise_prob + late_prob + corrupt_prob = {total} > 1")
+        require(
+            math.isfinite(self.late_delay_s) and self.late_delay_s >= 0,
+            "failures.late_delay_s",
+            f"must be a finite number of seconds >= 0, got {self.late_delay_s}",
+        )
+
+    def settings(self) -> FailureSettings:
+        return FailureSettings(self.raise_prob, self.late_prob, self.corrupt_prob, self.late_delay_s)
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings().enabled
+
+
+@dataclass
+class CheckpointConfig:
+    """Server checkpoints (:mod:`amp_fl.experiments.checkpoint`): ``every`` rounds (and after the last); 0: never."""
+
+    every: int = 1
+
+    def validate(self) -> None:
+        require(self.every >= 0, "checkpoint.every", f"must be >= 0 rounds (0: no checkpoints), got {self.every}")
+
+
+def check_failures(cfg: RunConfig) -> None:
+    """The failure injector against the rest of the configuration."""
+    if not cfg.failures.enabled:
+        return
+    require(
+        cfg.failures.late_prob == 0 or cfg.failures.late_delay_s > cfg.strategy.reply_timeout_s,
+        "failures.late_delay_s",
+        f"a late reply must miss the round: {cfg.failures.late_delay_s} s is not more than "
+        f"strategy.reply_timeout_s={cfg.strategy.reply_timeout_s} s",
+    )
+    require(
+        not cfg.strategy.memory_friendly,
+        "strategy.memory_friendly",
+        "Algorithm 3's client caches assume every upload arrives (a client updates G_k whether or not the "
+        "server got g - G_k); the failure injector needs memory_friendly=false",
+    )
+    require(
+        not cfg.sparsity.enabled,
+        "failures.raise_prob",
+        "the failure injector acts in the AMP-FL ClientApp only; sparse FedAvg (sparsity.enabled) does not inject",
+    )
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     num_rounds: int = 200
@@ -444,6 +534,10 @@ class RunConfig:
     deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     ota: OtaConfig = field(default_factory=OtaConfig)
+    failures: FailuresConfig = field(default_factory=FailuresConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # A run folder whose checkpoint this run continues (python -m amp_fl resume=runs/<run>).
+    resume: str | None = None
 
     @property
     def num_devices(self) -> int:
@@ -464,9 +558,12 @@ class RunConfig:
             self.deployment,
             self.sparsity,
             self.ota,
+            self.failures,
+            self.checkpoint,
         ):
             section.validate()
         check_ota_imp(self)
+        check_failures(self)
         require(
             self.strategy.local_objective != "apfl" or self.scheduling.name == "full_model",
             "strategy.local_objective",
@@ -545,14 +642,19 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         require(type(None) in allowed, key, "must not be null")
         return None
     if isinstance(value, bool):
-        require(bool in allowed, key, f"expected {hint}, got a boolean")
+        require(bool in allowed, key, f"expected {_type_name(hint)}, got a boolean")
         return value
     if float in allowed and isinstance(value, int | float):
         return float(value)
     for typ in (int, str):
         if typ in allowed and isinstance(value, typ):
             return value
-    raise ConfigError(key, f"expected {hint}, got {value!r}")
+    raise ConfigError(key, f"expected {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    """``float`` rather than ``<class 'float'>`` in a message (unions print as ``float | None`` already)."""
+    return str(getattr(hint, "__name__", hint))
 
 
 def load_config(values: dict[str, Any]) -> RunConfig:

@@ -35,3 +35,15 @@ def check_argument(condition: bool, name: str, problem: str) -> None:
 
 class InvalidReplyError(ValueError):
     """A client's reply cannot be aggregated (wrong shapes, missing records, non-finite values)."""
+
+
+class DivergedError(ArithmeticError):
+    """The global model (or the aggregate about to update it) is no longer finite: the run cannot go on.
+
+    ``round`` is the round whose update diverged; the model of the round before is the last good one.
+    """
+
+    def __init__(self, server_round: int, reason: str) -> None:
+        super().__init__(f"diverged at round {server_round}: {reason}")
+        self.round = server_round
+        self.reason = reason

@@ -44,6 +44,7 @@ from typing import ClassVar
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
+from amp_fl.client.failures import FailureSettings
 from amp_fl.client.objectives import LOCAL_OBJECTIVES, LocalObjective
 from amp_fl.deployment.provenance import COMPUTE_SOURCES, RADIO_SOURCES, REPORTED, SIMULATED, ReportedDeviceProfile
 from amp_fl.errors import InvalidReplyError
@@ -103,6 +104,11 @@ MEMORY_FRIENDLY = "memory-friendly"
 LOCAL_OBJECTIVE = "local-objective"
 PROXIMAL_MU = "proximal-mu"
 APFL_ALPHA = "apfl-alpha"
+# The failure injector's settings (amp_fl.client.failures; all 0 in a normal run).
+FAIL_RAISE_PROB = "fail-raise-prob"
+FAIL_LATE_PROB = "fail-late-prob"
+FAIL_CORRUPT_PROB = "fail-corrupt-prob"
+FAIL_LATE_DELAY_S = "fail-late-delay-s"
 # Evaluate instruction config.
 EVAL_BATCH_SIZE = "eval-batch-size"
 # Train reply metrics.
@@ -248,10 +254,14 @@ def _in_order(
 ) -> list[np.ndarray]:
     """``arrays`` (named ``names``) in ``wanted`` order; a missing or unexpected name is an error."""
     by_name = dict(zip(names, arrays, strict=True))
-    if sorted(by_name) != sorted(wanted):
-        missing = sorted(set(wanted) - set(by_name))
-        extra = sorted(set(by_name) - set(wanted))
-        raise error(f"{where}: array names differ from the model's (missing {missing[:3]}, unexpected {extra[:3]})")
+    # Missing and extra arrays are told apart: a truncated upload and a board sending more than
+    # asked are different faults to debug.
+    missing = sorted(set(wanted) - set(by_name))
+    if missing:
+        raise error(f"{where}: missing arrays {missing[:3]} ({len(missing)} of the model's {len(wanted)})")
+    extra = sorted(set(by_name) - set(wanted))
+    if extra:
+        raise error(f"{where}: unexpected extra arrays {extra[:3]} (the model has {len(wanted)})")
     return [by_name[n] for n in wanted]
 
 
@@ -614,6 +624,7 @@ class TrainSetup:
     local_objective: LocalObjective = "sgd"
     proximal_mu: float = 0.0
     apfl_alpha: float = 0.0
+    failures: FailureSettings = field(default_factory=FailureSettings)
 
     def to_config(self) -> dict[str, int | float | str | bool | list[int]]:
         return {
@@ -633,6 +644,10 @@ class TrainSetup:
             LOCAL_OBJECTIVE: self.local_objective,
             PROXIMAL_MU: float(self.proximal_mu),
             APFL_ALPHA: float(self.apfl_alpha),
+            FAIL_RAISE_PROB: float(self.failures.raise_prob),
+            FAIL_LATE_PROB: float(self.failures.late_prob),
+            FAIL_CORRUPT_PROB: float(self.failures.corrupt_prob),
+            FAIL_LATE_DELAY_S: float(self.failures.late_delay_s),
         }
 
     @classmethod
@@ -655,7 +670,16 @@ class TrainSetup:
             local_objective=_local_objective(f.choice(LOCAL_OBJECTIVE, LOCAL_OBJECTIVES)),
             proximal_mu=f.number(PROXIMAL_MU, minimum=0.0),
             apfl_alpha=f.number(APFL_ALPHA, minimum=0.0, maximum=1.0),
+            failures=_failure_settings(f),
         )
+
+
+def _failure_settings(f: _Fields) -> FailureSettings:
+    probs = [f.number(key, minimum=0.0, maximum=1.0) for key in (FAIL_RAISE_PROB, FAIL_LATE_PROB, FAIL_CORRUPT_PROB)]
+    if sum(probs) > 1.0:
+        raise f.fail(FAIL_RAISE_PROB, f"the three failure probabilities sum to {sum(probs)} > 1")
+    raise_prob, late_prob, corrupt_prob = probs
+    return FailureSettings(raise_prob, late_prob, corrupt_prob, late_delay_s=f.number(FAIL_LATE_DELAY_S, minimum=0.0))
 
 
 def _local_objective(name: str) -> LocalObjective:
@@ -756,6 +780,7 @@ class TrainReply:
     num_examples: int
     train_loss: float
     fit_seconds: float
+    round: int  # echoes the instruction's round, so a reply delayed into a later round is recognised
 
     @property
     def uplink_bytes(self) -> int:
@@ -769,6 +794,7 @@ class TrainReply:
                 TRAIN_LOSS: float(self.train_loss),
                 DEVICE: int(self.device),
                 FIT_SECONDS: float(self.fit_seconds),
+                ROUND: int(self.round),
             }
         )
         arrays = _to_array_record(self.names, [np.asarray(g, dtype=WIRE_DTYPE) for g in self.gradient])
@@ -788,6 +814,7 @@ class TrainReply:
         num_examples = f.integer(NUM_EXAMPLES, minimum=1)
         train_loss = f.number(TRAIN_LOSS, minimum=0.0)
         fit_seconds = f.number(FIT_SECONDS, minimum=0.0)
+        server_round = f.integer(ROUND, minimum=1)
         names, gradient = _wire_arrays(_arrays(content, ARRAYS, where, InvalidReplyError), where, InvalidReplyError)
         return cls(
             device=device,
@@ -796,15 +823,28 @@ class TrainReply:
             num_examples=num_examples,
             train_loss=train_loss,
             fit_seconds=fit_seconds,
+            round=server_round,
         )
 
     def for_model(self, region_map: RegionMap, kept: KeptIndices) -> list[np.ndarray]:
-        """The gradient in ``region_map.param_names`` order, checked against the sub-model ``kept`` describes."""
+        """The gradient in ``region_map.param_names`` order, checked against the sub-model ``kept`` describes.
+
+        The client sends no indices back (they would cost uplink), so a reply trained on other keep
+        counts than were sent shows as arrays of another sub-model's shape: the error says so.
+        """
         where = f"train reply of device {self.device}"
         arrays = _in_order(self.names, self.gradient, region_map.param_names, where, InvalidReplyError)
-        expected = submodel_shapes(region_map, keep_counts_of(kept))
-        _check_shapes(region_map.param_names, arrays, expected, where, InvalidReplyError)
+        counts = keep_counts_of(kept)
+        expected = submodel_shapes(region_map, counts)
+        try:
+            _check_shapes(region_map.param_names, arrays, expected, where, InvalidReplyError)
+        except InvalidReplyError as exc:
+            raise InvalidReplyError(f"{exc} for the keep counts sent {[int(c) for c in counts]}") from None
         return arrays
+
+    def norm(self) -> float:
+        """L2 norm of the whole upload (all arrays together), in float64 so a large update cannot overflow."""
+        return math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in self.gradient))
 
 
 # ------------------------------------------------------------------------------ evaluate

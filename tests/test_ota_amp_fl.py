@@ -105,7 +105,7 @@ def constant_client(values_by_device):
         device = P.partition_id(context.node_config)
         instruction = P.TrainInstruction.from_content(msg.content)
         arrays = tuple(np.full_like(a, values_by_device[device]) for a in instruction.arrays)
-        reply = P.TrainReply(device, instruction.names, arrays, 1, 1.0, 0.0)
+        reply = P.TrainReply(device, instruction.names, arrays, 1, 1.0, 0.0, instruction.round)
         return reply.to_reply(msg)
 
     return app

@@ -74,6 +74,7 @@ def _reply(cnn, instruction):
         num_examples=32,
         train_loss=0.7,
         fit_seconds=0.25,
+        round=instruction.round,
     )
 
 
@@ -145,7 +146,8 @@ def test_keys_are_kebab_case_and_distinct_per_message():
     for key in keys:
         assert re.fullmatch(r"[a-z]+(-[a-z]+)*", key), key
     config_keys = [*SETUP.to_config(), P.ROUND, P.DEVICE]
-    assert len(config_keys) == len(set(config_keys)) == 18  # incl. local-objective, proximal-mu, apfl-alpha
+    # incl. local-objective, proximal-mu, apfl-alpha and the failure injector's four fail-* keys
+    assert len(config_keys) == len(set(config_keys)) == 22
 
 
 # ------------------------------------------------------------------------------ validation
@@ -271,7 +273,7 @@ def test_train_reply_errors_name_the_record_or_array(cnn):
         P.TrainReply.from_content(content)
     # Shapes are checked against the sub-model the server sent.
     reply = _reply(cnn, instruction)
-    wrong = P.TrainReply(7, reply.names, (np.zeros(1, np.float32), *reply.gradient[1:]), 1, 0.0, 0.0)
+    wrong = P.TrainReply(7, reply.names, (np.zeros(1, np.float32), *reply.gradient[1:]), 1, 0.0, 0.0, 4)
     with pytest.raises(InvalidReplyError, match=re.escape(regions.param_names[0]) + ".*shape"):
         wrong.for_model(regions, list(instruction.kept))
 

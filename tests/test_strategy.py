@@ -80,9 +80,16 @@ class SilentChannel:
         return ChannelState(gains=np.ones(2), interference_w=np.ones(1))
 
 
-def _reply(device, names, arrays, loss=1.0):
+def _reply(device, instruction, arrays, loss=1.0):
+    """A well-formed reply to ``instruction`` (same round, same array names) carrying ``arrays``."""
     return P.TrainReply(
-        device=device, names=tuple(names), gradient=tuple(arrays), num_examples=1, train_loss=loss, fit_seconds=0.0
+        device=device,
+        names=tuple(instruction.names),
+        gradient=tuple(arrays),
+        num_examples=1,
+        train_loss=loss,
+        fit_seconds=0.0,
+        round=instruction.round,
     )
 
 
@@ -95,7 +102,7 @@ def scripted_client(values_by_device):
         device = P.partition_id(context.node_config)
         instruction = P.TrainInstruction.from_content(msg.content)
         arrays = [np.full_like(a, values_by_device[device]) for a in instruction.arrays]
-        return _reply(device, instruction.names, arrays).to_reply(msg)
+        return _reply(device, instruction, arrays).to_reply(msg)
 
     return app
 
@@ -251,7 +258,7 @@ def test_malformed_replies_are_dropped_not_aggregated(cnn):
     def bad(msg, context):
         device = P.partition_id(context.node_config)
         instruction = P.TrainInstruction.from_content(msg.content)
-        reply = _reply(device, instruction.names, [np.zeros((1,), dtype=np.float32) for _ in instruction.names])
+        reply = _reply(device, instruction, [np.zeros((1,), dtype=np.float32) for _ in instruction.names])
         content = reply.to_content()  # wrong shapes
         if device == 1:
             nan = [np.full_like(a, np.nan) for a in instruction.arrays]
@@ -278,8 +285,8 @@ def test_reply_without_metrics_or_from_the_wrong_device_is_dropped(cnn):
         device = P.partition_id(context.node_config)
         instruction = P.TrainInstruction.from_content(msg.content)
         if device == 0:  # claims to be device 1
-            return _reply(1, instruction.names, instruction.arrays).to_reply(msg)
-        content = _reply(device, instruction.names, instruction.arrays).to_content()
+            return _reply(1, instruction, instruction.arrays).to_reply(msg)
+        content = _reply(device, instruction, instruction.arrays).to_content()
         del content[P.METRICS]
         return Message(content, reply_to=msg)
 

@@ -23,6 +23,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from amp_fl import protocol as P
+from amp_fl.client.failures import InjectedFailure, corrupted, injected_failure
 from amp_fl.client.local import batch_rng, local_data, model_info, train_settings
 from amp_fl.client.masked import train_masked
 from amp_fl.client.objectives import mix_arrays
@@ -60,6 +61,9 @@ def train(msg: Message, context: Context) -> Message:
     if instruction.device != device:
         raise ValueError(f"train instruction for device {instruction.device} delivered to partition-id {device}")
     setup = instruction.setup
+    failure = injected_failure(setup.failures, setup.seed, instruction.round, device)  # None in a normal run
+    if failure == "raise":
+        raise InjectedFailure(f"injected failure: device {device} raises in round {instruction.round}")
     info = model_info(setup)
     regions = region_map(info.name, info.input_shape, info.num_classes)
     arrays, kept = instruction.for_model(regions)
@@ -79,6 +83,10 @@ def train(msg: Message, context: Context) -> Message:
     gradient = result.gradient
     if setup.memory_friendly:
         gradient = _difference_to_own_cache(context, regions, kept, gradient)
+    if failure == "corrupt":
+        gradient = corrupted(list(gradient))
+    elif failure == "late":
+        time.sleep(setup.failures.late_delay_s)  # past the server's reply timeout: the reply misses the round
     reply = P.TrainReply(
         device=device,
         names=tuple(regions.param_names),
@@ -86,6 +94,7 @@ def train(msg: Message, context: Context) -> Message:
         num_examples=result.num_examples,
         train_loss=result.train_loss,
         fit_seconds=fit_s,
+        round=instruction.round,
     )
     return reply.to_reply(msg)
 

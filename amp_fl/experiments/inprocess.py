@@ -10,12 +10,14 @@ real engines (``python -m amp_fl``, ``flwr run``); this is not a replacement for
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
@@ -47,6 +49,7 @@ class InProcessGrid(Grid):
         self._run: Run | None = None
         self._replies: dict[str, Message] = {}
         self._ids = itertools.count()
+        self._durations: dict[str, float] = {}
         # Messages built outside a Flower process need a task identity.
         TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = run_id, run_id, SERVER_NODE_ID
 
@@ -69,15 +72,36 @@ class InProcessGrid(Grid):
         ids = []
         for message in messages:
             msg_id = str(next(self._ids))
-            self._replies[msg_id] = self.client_app(message, self.contexts[message.metadata.dst_node_id])
+            started = time.perf_counter()
+            self._replies[msg_id] = self._call(message)
+            self._durations[msg_id] = time.perf_counter() - started
             ids.append(msg_id)
         return ids
+
+    def _call(self, message: Message) -> Message:
+        """The ClientApp's reply; an exception becomes an error reply, as Flower's engines make it."""
+        try:
+            return self.client_app(message, self.contexts[message.metadata.dst_node_id])
+        except Exception as exc:
+            reason = f"{type(exc)}:<'{exc}'>"  # Flower's format (simulation engine, vce_api)
+            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._replies.pop(i) for i in message_ids if i in self._replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return self.pull_messages(self.push_messages(messages))
+        """The replies, less those whose ClientApp call took longer than ``timeout`` seconds.
+
+        Nodes run one after another here; each call is timed on its own, as if the nodes had run
+        in parallel, so one slow node does not make the others late.
+        """
+        ids = list(self.push_messages(messages))
+        durations = {i: self._durations.pop(i) for i in ids}
+        if timeout is not None:
+            for i in ids:
+                if durations[i] > timeout:
+                    self._replies.pop(i, None)
+        return self.pull_messages(ids)
 
 
 def run_in_process(cfg: RunConfig, run_dir: Path) -> Path:

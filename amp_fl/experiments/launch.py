@@ -38,6 +38,7 @@ from amp_fl.data.datasets import (
 from amp_fl.deployment.ray_cluster import RAY_ADDRESS
 from amp_fl.deployment.topology import free_port
 from amp_fl.errors import ConfigError
+from amp_fl.experiments.processes import MARKER, SERVER_APP_PROGRAMS, run_processes, stop_run_processes
 from amp_fl.experiments.progress import (
     FLOWER_LOG,
     METRICS_FILE,
@@ -144,47 +145,24 @@ def flwr_command(cfg: RunConfig, config_file: Path, home: Path) -> list[str]:
 
 
 def flower_processes(home: Path) -> list[int]:
-    """PIDs of SuperLink/SuperExec processes that belong to this FLWR_HOME."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(home) in cmdline and ("flower-superlink" in cmdline or "flower-superexec" in cmdline):
-            pids.append(int(proc.name))
-    return pids
+    """PIDs of the Flower and Ray processes of the run whose ``FLWR_HOME`` is ``home`` (orphans included)."""
+    return run_processes(home)
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
-    except OSError:
-        return []
+def stop_flower_processes(home: Path, grace_s: float = STOP_GRACE_S) -> int:
+    """Stop every Flower and Ray process of ``home``'s run: a stale SuperLink, a headless run, orphaned Ray agents."""
+    return stop_run_processes(home, grace_s)
 
 
-def stop_flower_processes(home: Path, grace_s: float = 5.0) -> int:
-    """Terminate the background SuperLink (and its SuperExec/children) of this FLWR_HOME."""
-    roots = flower_processes(home)
-    targets = set(roots)
-    for pid in roots:
-        stack = [pid]
-        while stack:
-            for child in _children(stack.pop()):
-                if child not in targets:
-                    targets.add(child)
-                    stack.append(child)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in targets:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in targets):
-            time.sleep(0.1)
-    return len(targets)
+def _start_watchdog(home: Path) -> subprocess.Popen[bytes]:
+    """A process that stops this run's Flower and Ray processes once the launcher is gone, even SIGKILLed."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "amp_fl.experiments.processes", str(os.getpid()), str(home)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C to the launcher's process group must not stop it first
+    )
 
 
 @contextlib.contextmanager
@@ -221,15 +199,59 @@ def _terminate(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> 
         proc.wait()
 
 
-def _run_flower(command: list[str], env: dict[str, str], run_dir: Path, view: ProgressView, verbose: bool) -> int:
+SERVER_APP_DIED = -1000  # _run_flower's return code when the ServerApp process vanished mid-run
+SERVER_APP_GRACE_S = 5.0  # a finished ServerApp has written its status by then
+
+
+class ServerAppWatch:
+    """Notices a ServerApp process that vanished without finishing (e.g. SIGKILLed): ``flwr run`` would wait forever.
+
+    A local simulation hosts the ServerApp in ``flwr-simulation``; once it has been seen, its
+    absence for ``SERVER_APP_GRACE_S`` while ``summary.json`` still says ``running`` means it died.
+    """
+
+    def __init__(self, home: Path, run_dir: Path) -> None:
+        self.home, self.run_dir = home, run_dir
+        self.seen = False
+        self.gone_since: float | None = None
+
+    def died(self) -> bool:
+        if run_processes(self.home, SERVER_APP_PROGRAMS):
+            self.seen, self.gone_since = True, None
+            return False
+        if not self.seen:
+            return False
+        now = time.monotonic()
+        if self.gone_since is None:
+            self.gone_since = now
+        return now - self.gone_since >= SERVER_APP_GRACE_S and _status(self.run_dir) == "running"
+
+
+def _status(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / SUMMARY_FILE).read_text()).get("status", "no status in summary.json"))
+    except (OSError, ValueError):
+        return "no summary written"
+
+
+def _run_flower(
+    command: list[str],
+    env: dict[str, str],
+    run_dir: Path,
+    view: ProgressView,
+    verbose: bool,
+    append_log: bool = False,
+    watch_server: bool = False,
+) -> int:
     """Run ``flwr run``: its output to ``flower.log`` (and the terminal if ``verbose``), rows to ``view``."""
     proc = subprocess.Popen(
         command, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     assert proc.stdout is not None
-    pump = LogPump(proc.stdout, run_dir / FLOWER_LOG, echo=sys.stdout if verbose else None)
+    pump = LogPump(proc.stdout, run_dir / FLOWER_LOG, echo=sys.stdout if verbose else None, append=append_log)
     pump.start()
     tail = MetricsTail(run_dir / METRICS_FILE)
+    server = ServerAppWatch(Path(env["FLWR_HOME"]), run_dir) if watch_server else None
     try:
         with view:
             while True:
@@ -238,6 +260,8 @@ def _run_flower(command: list[str], env: dict[str, str], run_dir: Path, view: Pr
                     break
                 except subprocess.TimeoutExpired:
                     view.update(tail.poll())
+                    if server is not None and server.died():
+                        return SERVER_APP_DIED
             view.update(tail.poll())
     finally:
         _terminate(proc)  # a no-op unless interrupted
@@ -257,13 +281,17 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     cfg.validate()
     resolved = preflight(cfg)
     run_dir = run_dir.resolve()
+    if cfg.resume is not None:
+        check_resume(cfg, run_dir)
     config_file = write_run_config(cfg, run_dir, resolved)
-    for stale in (METRICS_FILE, SUMMARY_FILE):  # never show (or trust) a previous run's outputs
-        (run_dir / stale).unlink(missing_ok=True)
+    if cfg.resume is None:
+        for stale in (METRICS_FILE, SUMMARY_FILE):  # never show (or trust) a previous run's outputs
+            (run_dir / stale).unlink(missing_ok=True)
     home = flwr_home()
     env = {
         **os.environ,
         "FLWR_HOME": str(home),
+        MARKER: str(home),  # every process of this run inherits it: how they are found (and stopped) later
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
         "PYTHONUNBUFFERED": "1",
@@ -277,16 +305,36 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
         env[RAY_ADDRESS] = cfg.deployment.ray_address
     view = progress_view(cfg.num_rounds, run_dir, verbose=cfg.verbose)
     with _stop_signals():
-        stop_flower_processes(home)  # a SuperLink left by an interrupted run would hold the port
+        # What a crashed or SIGKILLed launcher left (a SuperLink holding the port, a headless run,
+        # orphaned Ray agents) is stopped before anything starts.
+        stop_flower_processes(home)
+        watchdog = _start_watchdog(home)
         try:
-            returncode = _run_flower(flwr_command(cfg, config_file, home), env, run_dir, view, cfg.verbose)
+            returncode = _run_flower(
+                flwr_command(cfg, config_file, home),
+                env,
+                run_dir,
+                view,
+                cfg.verbose,
+                append_log=cfg.resume is not None,
+                watch_server=cfg.deployment.superlink is None,
+            )
         finally:
             stop_flower_processes(home)
-    summary_path = run_dir / SUMMARY_FILE
-    try:
-        status = json.loads(summary_path.read_text()).get("status", "no status in summary.json")
-    except (OSError, ValueError):
-        status = "no summary written"
+            watchdog.kill()
+            watchdog.wait()
+    status = _status(run_dir)
+    if returncode == SERVER_APP_DIED:
+        view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
+        raise RunFailedError(
+            f"the ServerApp process stopped without finishing (killed?); the rounds done are in "
+            f"{run_dir / METRICS_FILE}; continue with: python -m amp_fl resume={run_dir}"
+        )
+    if returncode == 0 and status.startswith("diverged"):
+        raise RunFailedError(
+            f"{status}; the metrics up to the last good round are in {run_dir / METRICS_FILE} (and its model in "
+            f"{run_dir / 'checkpoint.npz'}); try a smaller train.learning_rate or strategy.clip_update_norm"
+        )
     if returncode != 0 or status != "completed":
         view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
         where = f"see {run_dir / FLOWER_LOG}"
@@ -297,6 +345,19 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
         )
     view.summary()
     return run_dir
+
+
+def check_resume(cfg: RunConfig, run_dir: Path) -> None:
+    """Before Flower starts: ``cfg.resume`` names ``run_dir``, whose checkpoint this configuration can continue."""
+    from amp_fl.experiments.checkpoint import check_resumable, check_state_matches, load_checkpoint
+
+    if Path(str(cfg.resume)).expanduser().resolve() != run_dir:
+        raise ConfigError("resume", f"{cfg.resume} is not the run folder {run_dir} (a run resumes in its own folder)")
+    check_resumable(cfg)
+    state = load_checkpoint(run_dir)
+    check_state_matches(cfg, state)
+    if state.round >= cfg.num_rounds:
+        raise ConfigError("resume", f"nothing to resume: the checkpoint in {run_dir} is after the last round")
 
 
 DATASET_HINT = "or dataset.fallback=mnist5k to fall back to it with a warning (as experiment=main does)"
@@ -342,7 +403,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
     with cli_errors(args.run_dir):
-        launch(load_config(json.loads(args.config.read_text())), args.run_dir)
+        values = json.loads(args.config.read_text())
+        # A saved config repeats its run from round 0, even one that was itself resumed
+        # (continuing a run is `python -m amp_fl resume=<run folder>`).
+        values["resume"] = None
+        launch(load_config(values), args.run_dir)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TextIO, get_type_hints
+from typing import IO, Any, Literal, TextIO, get_type_hints
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -170,10 +170,11 @@ class LogPump(threading.Thread):
     With ``echo``, every line is also written there (``verbose``: the full Flower log on the terminal).
     """
 
-    def __init__(self, stream: IO[bytes], log_path: Path, echo: TextIO | None = None) -> None:
+    def __init__(self, stream: IO[bytes], log_path: Path, echo: TextIO | None = None, append: bool = False) -> None:
         super().__init__(name="flower-log-pump", daemon=True)
         self.stream = stream
         self.log_path = log_path
+        self.mode: Literal["a", "w"] = "a" if append else "w"  # a resumed run adds to the stopped run's log
         self.echo = echo
         self._echo_colours = bool(echo is not None and echo.isatty())
 
@@ -181,7 +182,7 @@ class LogPump(threading.Thread):
         # Keeps reading whatever happens to the log or the terminal: a full pipe would stall Flower.
         log: TextIO | None
         try:
-            log = self.log_path.open("w", encoding="utf-8")
+            log = self.log_path.open(self.mode, encoding="utf-8")
         except OSError:
             log = None
         try:

@@ -14,6 +14,7 @@ import logging
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,7 @@ class Recorder:
     initial_avg_aoi: float = 0.0
     sim_time_s: float = 0.0
     latest_arrays: list[np.ndarray] | None = None  # the global model last evaluated
+    on_row: Callable[[int], None] | None = None  # called with the round once its row is written (checkpoints)
     _report: RoundReport | None = field(default=None, init=False, repr=False)
     _personal: PersonalEvaluation | None = field(default=None, init=False, repr=False)
 
@@ -93,6 +95,8 @@ class Recorder:
         self.writer.append(row)
         if report is not None:
             self.writer.append_schedule(schedule_record(report))
+        if self.on_row is not None:
+            self.on_row(server_round)
         progress_log.info(
             "round %d/%d sim %.3f s acc %.4f loss %.4f scheduled %d keep %.3f aoi %.2f wall %.1f s",
             row.round,
@@ -138,7 +142,12 @@ class Recorder:
         schedule = report.schedule
         self.sim_time_s += float(schedule.round_latency_s)
         keep = schedule.realised_keep_fraction
+        why = report.failure_counts
         return RoundRow(
+            failed_error=why["error"],
+            failed_timeout=why["timeout"],
+            failed_invalid=why["invalid"],
+            failed_silent=why["silent"],
             round=server_round,
             sim_time_s=self.sim_time_s,
             round_latency_s=float(schedule.round_latency_s),

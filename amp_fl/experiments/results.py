@@ -26,6 +26,12 @@ METRIC_COLUMNS = (
     "num_scheduled",
     "num_received",
     "num_failed",
+    # Why they failed (amp_fl.strategy.amp_fl.FAILURE_KINDS): the ClientApp raised, no reply within
+    # strategy.reply_timeout_s, a reply rejected by validation, silent over the air.
+    "failed_error",
+    "failed_timeout",
+    "failed_invalid",
+    "failed_silent",
     "mean_keep_ratio",
     "uplink_bytes",
     "downlink_bytes",
@@ -53,6 +59,10 @@ class RoundRow:
     wall_time_s: float
     # Mean over devices of each one's personalised accuracy on its own label distribution; NaN when not measured.
     personal_accuracy: float = math.nan
+    failed_error: int = 0
+    failed_timeout: int = 0
+    failed_invalid: int = 0
+    failed_silent: int = 0
 
 
 def _fmt(value: Any) -> str:
@@ -64,14 +74,27 @@ def _fmt(value: Any) -> str:
 class MetricsWriter:
     """Appends rows to ``metrics.csv`` and remembers them for the summary and figures."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, resume_rows: list[RoundRow] | None = None) -> None:
+        """A new ``metrics.csv``; with ``resume_rows`` (a checkpoint's), it restarts from those rows.
+
+        Resuming rewrites the file from the checkpoint's rows and keeps the ``schedule.jsonl`` lines
+        of those rounds only: whatever a crashed server wrote after its last checkpoint is redone.
+        """
         self.path = run_dir / "metrics.csv"
         run_dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[RoundRow] = []
-        self._start = time.perf_counter()
+        rows = resume_rows or []
+        self._start = time.perf_counter() - (rows[-1].wall_time_s if rows else 0.0)  # wall time goes on
         with self.path.open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_COLUMNS)
-        (run_dir / "schedule.jsonl").write_text("")
+        schedule = run_dir / "schedule.jsonl"
+        last = rows[-1].round if rows else 0
+        kept = []
+        if rows and schedule.exists():
+            kept = [line for line in schedule.read_text().splitlines() if line and json.loads(line)["round"] <= last]
+        schedule.write_text("".join(line + "\n" for line in kept))
+        for row in rows:
+            self.append(row)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._start

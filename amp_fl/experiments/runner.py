@@ -8,6 +8,7 @@ runs ``Strategy.start`` and writes the summary, the final model and the figures 
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,17 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from amp_fl import protocol as P
+from amp_fl.config import RunConfig
 from amp_fl.deployment.profiles import compute_benchmark
+from amp_fl.errors import DivergedError
+from amp_fl.experiments.checkpoint import (
+    Checkpointer,
+    ServerState,
+    check_resumable,
+    check_state_matches,
+    load_checkpoint,
+    restore,
+)
 from amp_fl.experiments.discovery import discover_devices, wait_for_nodes
 from amp_fl.experiments.recorder import Recorder, summary_base, summary_outcome
 from amp_fl.experiments.results import MetricsWriter, write_figures, write_summary
@@ -25,6 +36,10 @@ from amp_fl.experiments.run_config import config_from_run_config
 from amp_fl.experiments.wiring import build_strategy, initial_model, latency_config, run_data, train_setup
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import module_arrays
+from amp_fl.strategy.amp_fl import AmpFlStrategy
+from amp_fl.strategy.resumed import ResumedRounds
+
+log = logging.getLogger(__name__)
 
 
 def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
@@ -44,7 +59,8 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
     query = P.ProfileQuery.from_wireless(cfg.seed, cfg.wireless, benchmark)
     device_nodes, profiles = discover_devices(grid, query, nodes, cfg.num_devices, timeout_s)
 
-    writer = MetricsWriter(run_dir)
+    resumed = load_resume_state(cfg, run_dir)
+    writer = MetricsWriter(run_dir, resume_rows=resumed.rows if resumed is not None else None)
     recorder = Recorder(
         model=model,
         test_data=data.data.test,
@@ -63,17 +79,42 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         on_round_end=recorder.on_round_end,
         on_personal_evaluation=recorder.on_personal_evaluation,
     )
+    completed = 0
+    checkpoints = None
+    if isinstance(strategy, AmpFlStrategy):
+        if resumed is not None:
+            restore(strategy, recorder, resumed)
+            completed = resumed.round
+        checkpoints = Checkpointer(run_dir, cfg, strategy, recorder, saved_round=completed or None)
+        recorder.on_row = checkpoints
+        strategy.num_rounds = cfg.num_rounds  # the last round is evaluated (set by start, which a resume skips)
     started = time.time()
     base = summary_base(cfg, data, latency, regions, profiles)
+    if resumed is not None:
+        base["resumed_from_round"] = completed
     write_summary(run_dir, {**base, "status": "running"})
     try:
-        strategy.start(grid, ArrayRecord(initial_weights), num_rounds=cfg.num_rounds, evaluate_fn=recorder)
+        loop = strategy if completed == 0 else ResumedRounds(strategy, completed)
+        loop.start(
+            grid,
+            ArrayRecord(strategy.weights if completed else initial_weights),  # the checkpoint's model on resume
+            num_rounds=cfg.num_rounds,
+            timeout=cfg.strategy.reply_timeout_s,
+            evaluate_fn=recorder,
+        )
         status = "completed"
+    except DivergedError as exc:
+        # A clean stop, not a crash: the rows, the last good checkpoint and the model of the last
+        # good round stay; the summary says where and why (the launcher turns it into one line).
+        status = str(exc)
+        log.error("stopping: %s", exc)
     except BaseException as exc:
         status = f"failed: {type(exc).__name__}: {exc}"
         raise
     finally:
         outcome = summary_outcome(writer.rows, status, cfg.strategy.target_accuracy, started)
+        if checkpoints is not None:
+            outcome["last_checkpoint_round"] = checkpoints.saved_round
         write_summary(run_dir, {**base, **outcome})
         final = recorder.latest_arrays if recorder.latest_arrays is not None else initial_weights
         np.savez_compressed(run_dir / "final_model.npz", *final)
@@ -84,6 +125,16 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
             f"R={cfg.wireless.num_rbs}, scheduler={cfg.scheduling.name}",
         )
     return run_dir
+
+
+def load_resume_state(cfg: RunConfig, run_dir: Path) -> ServerState | None:
+    """The checkpoint to continue from when ``cfg.resume`` is set (checked against ``cfg``), else ``None``."""
+    if cfg.resume is None:
+        return None
+    check_resumable(cfg)
+    state = load_checkpoint(run_dir)
+    check_state_matches(cfg, state)
+    return state
 
 
 __all__ = ["config_from_run_config", "run_server"]

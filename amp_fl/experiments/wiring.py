@@ -101,6 +101,7 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
         local_objective=cfg.strategy.local_objective,
         proximal_mu=0.0 if cfg.strategy.proximal_mu is None else cfg.strategy.proximal_mu,
         apfl_alpha=0.0 if cfg.strategy.apfl_alpha is None else cfg.strategy.apfl_alpha,
+        failures=cfg.failures.settings(),
     )
 
 
@@ -156,6 +157,8 @@ def build_strategy(
             cfg.strategy.memory_friendly,
             personal_eval_interval=cfg.strategy.personal_eval_interval,
             eval_batch_size=cfg.strategy.eval_batch_size,
+            max_update_norm=cfg.strategy.max_update_norm,
+            clip_update_norm=cfg.strategy.clip_update_norm,
         ),
         on_round_end=on_round_end,
         on_personal_evaluation=on_personal_evaluation,

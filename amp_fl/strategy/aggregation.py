@@ -66,6 +66,21 @@ class GradientCache:
             total[held] += delta
             g_cached[held] = g_new[held]
 
+    def cached(self) -> list[Arrays | None]:
+        """Every device's G_k (``None`` for a device never received), for a checkpoint; not copies."""
+        return list(self._cache)
+
+    def restore(self, cached: Sequence[Arrays | None], total: Arrays) -> None:
+        """Set the table and its running sum from a checkpoint (the sum is stored, not recomputed, so
+        a resumed run adds in exactly the same order as an uninterrupted one)."""
+        if len(cached) != self.num_devices:
+            raise ValueError(f"cached: expected {self.num_devices} devices, got {len(cached)}")
+        for arrays in [*(c for c in cached if c is not None), total]:
+            if [a.shape for a in arrays] != self.shapes:
+                raise ValueError("cached: array shapes differ from the model's")
+        self._cache = [None if c is None else [np.array(a, dtype=np.float32) for a in c] for c in cached]
+        self.total = [np.array(t, dtype=np.float64) for t in total]
+
     def mean_over_all(self) -> Arrays:
         """(1/K) * sum_k G_k: compensation scope ``all``."""
         return [t / self.num_devices for t in self.total]

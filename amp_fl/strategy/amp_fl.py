@@ -35,7 +35,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from amp_fl import protocol as P
-from amp_fl.errors import InvalidReplyError
+from amp_fl.errors import DivergedError, InvalidReplyError
 from amp_fl.pruning.policies import PruningPolicy, SelectionContext
 from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
@@ -57,6 +57,19 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_DEVICE = -1  # key of ``RoundReport.failures`` for a reply from a node that maps to no device
 
+# Why a scheduled device's update did not count (``RoundReport.failure_kinds``; metrics.csv counts each):
+# the ClientApp raised (Flower's error reply), no reply within the reply timeout, a reply that failed
+# validation, or (over the air) a PIU silent below the truncation threshold.
+FAILURE_KINDS = ("error", "timeout", "invalid", "silent")
+
+
+def failure_kind_of(reason: str) -> str:
+    """The kind of a failure reason, for strategies whose reports list reasons only (sparse FedAvg)."""
+    for prefix, kind in (("client error", "error"), ("no reply", "timeout"), ("silent", "silent")):
+        if reason.startswith(prefix):
+            return kind
+    return "invalid"
+
 
 @dataclass(frozen=True)
 class AmpFlSettings:
@@ -75,6 +88,10 @@ class AmpFlSettings:
         round; ``None`` never asks.
     eval_batch_size : int
         Batch size of the devices' personalised evaluation.
+    max_update_norm : float or None
+        Reject a reply whose upload's L2 norm exceeds this (a board sending garbage); ``None`` accepts any finite norm.
+    clip_update_norm : float or None
+        Scale a reply whose upload's L2 norm exceeds this down to it (a guard against divergence); ``None``: off.
     """
 
     learning_rate: float
@@ -82,6 +99,8 @@ class AmpFlSettings:
     memory_friendly: bool = False
     personal_eval_interval: int | None = None
     eval_batch_size: int = 1000
+    max_update_norm: float | None = None
+    clip_update_norm: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -94,6 +113,10 @@ class AmpFlSettings:
             raise ValueError(f"personal_eval_interval: must be >= 1 or None, got {self.personal_eval_interval}")
         if self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size: must be >= 1, got {self.eval_batch_size}")
+        for name in ("max_update_norm", "clip_update_norm"):
+            bound = getattr(self, name)
+            if bound is not None and not (math.isfinite(bound) and bound > 0):
+                raise ValueError(f"{name}: must be a finite number > 0 or None, got {bound}")
 
 
 def personal_evaluation_due(server_round: int, interval: int | None, num_rounds: int | None) -> bool:
@@ -124,6 +147,15 @@ class RoundReport:
     train_loss: Mapping[int, float]  # mean local training loss, as reported
     client_fit_s: Mapping[int, float]  # wall time of local training, as reported
     mean_aoi: float  # average age over all devices and regions after this round's Eq. (9) update
+    failure_kinds: Mapping[int, str] = field(default_factory=dict)  # device -> one of FAILURE_KINDS
+
+    @property
+    def failure_counts(self) -> dict[str, int]:
+        """How many devices failed this round, per kind (every kind present, 0 when none)."""
+        counts = dict.fromkeys(FAILURE_KINDS, 0)
+        for device, reason in self.failures.items():
+            counts[self.failure_kinds.get(device) or failure_kind_of(reason)] += 1
+        return counts
 
     @property
     def uplink_bytes(self) -> int:
@@ -283,6 +315,7 @@ class AmpFlStrategy(Strategy):
             raise ValueError(f"server_round: aggregate_train({server_round}) without configure_train for that round")
         updates: list[DeviceUpdate] = []
         failures: dict[int, str] = {}
+        kinds: dict[int, str] = {}
         uplink: dict[int, int] = {}
         losses: dict[int, float] = {}
         fit_s: dict[int, float] = {}
@@ -291,7 +324,9 @@ class AmpFlStrategy(Strategy):
             try:
                 update, reply = self._parse_reply(message, device, pending)
             except InvalidReplyError as exc:
-                failures[UNKNOWN_DEVICE if device is None else device] = str(exc)
+                key = UNKNOWN_DEVICE if device is None else device
+                failures[key] = str(exc)
+                kinds[key] = "error" if message.has_error() else "invalid"
                 log.warning("round %d: dropped reply of device %s: %s", server_round, device, exc)
                 continue
             updates.append(update)
@@ -299,12 +334,16 @@ class AmpFlStrategy(Strategy):
             losses[update.device] = reply.train_loss
             fit_s[update.device] = reply.fit_seconds
         for device in sorted(set(pending.kept) - set(uplink) - set(failures)):
-            failures[device] = "no reply"
+            failures[device] = "no reply within the reply timeout"
+            kinds[device] = "timeout"
+            log.warning("round %d: no reply from device %d within the reply timeout", server_round, device)
         if self.over_the_air is not None:
             direction, updates = self._over_the_air_direction(server_round, updates, failures)
         else:
             direction = self._direction(updates)
-        self.weights = apply_global_step(self.weights, direction, self.settings.learning_rate)
+        weights = apply_global_step(self.weights, direction, self.settings.learning_rate)
+        self._check_finite(server_round, direction, weights)  # the model stays the last finite one
+        self.weights = weights
         self._update_ages(updates, pending)
         self._pending = None
         report = RoundReport(
@@ -318,6 +357,7 @@ class AmpFlStrategy(Strategy):
             train_loss=losses,
             client_fit_s=fit_s,
             mean_aoi=self.aoi.mean_age(),
+            failure_kinds={d: kinds.get(d, "silent") for d in failures},
         )
         if self.on_round_end is not None:
             self.on_round_end(report)
@@ -337,10 +377,30 @@ class AmpFlStrategy(Strategy):
         reply = P.TrainReply.from_content(message.content)
         if reply.device != device:
             raise InvalidReplyError(f"reply of the node of device {device} says it comes from device {reply.device}")
+        if reply.round != pending.round:
+            raise InvalidReplyError(f"reply for round {reply.round}, but this is round {pending.round}")
         kept = pending.kept[device]
         values = reply.for_model(self.region_map, kept)
+        norm = reply.norm()
+        bound = self.settings.max_update_norm
+        if bound is not None and norm > bound:
+            raise InvalidReplyError(f"update norm {norm:.6g} exceeds the bound max_update_norm={bound:g}")
+        clip = self.settings.clip_update_norm
+        if clip is not None and norm > clip:
+            values = [(v * (clip / norm)).astype(v.dtype) for v in values]  # direction kept, length clip
         full, held = scatter_arrays(values, self.region_map, kept, self.shapes)
         return DeviceUpdate(device, full, held), reply
+
+    def _check_finite(self, server_round: int, direction: list[np.ndarray], weights: list[np.ndarray]) -> None:
+        """Raise :class:`DivergedError` naming the first array of the aggregate or the new model that is not finite.
+
+        Every reply was checked finite, so this is an overflow of the sum or of the step itself.
+        """
+        names = self.region_map.param_names
+        for what, arrays in (("the aggregate", direction), ("the global model", weights)):
+            for name, array in zip(names, arrays, strict=True):
+                if not np.all(np.isfinite(array)):
+                    raise DivergedError(server_round, f"{what} has NaN or infinite values in {name!r}")
 
     def _direction(self, updates: list[DeviceUpdate]) -> list[np.ndarray]:
         """The aggregate the global step subtracts, per compensation scope."""

@@ -1,0 +1,199 @@
+"""Issue 11, item 1: server checkpoints and resume (in process: the same ServerApp and ClientApp code).
+
+The Flower simulation path with a SIGKILLed ServerApp is in ``tests/test_e2e_resume.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amp_fl.config import load_config
+from amp_fl.errors import ConfigError
+from amp_fl.experiments import checkpoint as C
+from amp_fl.experiments.inprocess import run_in_process
+from amp_fl.experiments.results import RoundRow
+
+BASE = {
+    "dataset": {"name": "mnist5k"},
+    "wireless": {"num_devices": 6, "num_rbs": 3},
+    "num_rounds": 7,
+    "seed": 5,
+    "strategy": {"compensation": "all"},
+}
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open() as f:
+        return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in csv.DictReader(f)]
+
+
+def _schedule(run: Path) -> list[dict]:
+    """schedule.jsonl without the measured client training times (wall clock)."""
+    lines = (run / "schedule.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "client_fit_s"} for line in lines]
+
+
+class Crash(BaseException):
+    """Stands for the server being killed (BaseException: nothing in the runner may swallow it)."""
+
+
+def _crash_after(monkeypatch, server_round: int) -> None:
+    """Stop the run right after round ``server_round``'s row is written (and its checkpoint, if one is due)."""
+    original = C.Checkpointer.__call__
+
+    def call(self, r):
+        original(self, r)
+        if r == server_round:
+            raise Crash(r)
+
+    monkeypatch.setattr(C.Checkpointer, "__call__", call)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    return run_in_process(load_config(BASE), tmp_path_factory.mktemp("whole"))
+
+
+@pytest.mark.parametrize(("every", "crash_after"), [(1, 3), (2, 5)])
+def test_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch, uninterrupted, every, crash_after):
+    """With ``every=2`` and a crash after round 5, metrics.csv already holds row 5 but the checkpoint is
+    round 4: the resume drops row 5 and redoes it. Either way every row (wall time aside), the schedule
+    log and the final model equal those of the uninterrupted run."""
+    values = {**BASE, "checkpoint": {"every": every}}
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _crash_after(m, crash_after)
+        with pytest.raises(Crash):
+            run_in_process(load_config(values), run)
+    assert len(_rows(run)) == crash_after + 1
+    saved = C.load_checkpoint(run)
+    assert saved.round == crash_after - crash_after % every
+    assert json.loads((run / "summary.json").read_text())["status"].startswith("failed: Crash")
+
+    cfg = C.resume_config(run)
+    assert cfg.checkpoint.every == every and cfg.resume == str(run.resolve())
+    run_in_process(cfg, run)
+    assert _rows(run) == _rows(uninterrupted)
+    assert _schedule(run) == _schedule(uninterrupted)
+    with np.load(run / "final_model.npz") as a, np.load(uninterrupted / "final_model.npz") as b:
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed_from_round"] == saved.round
+
+
+def test_checkpoint_holds_the_server_state(uninterrupted):
+    state = C.load_checkpoint(uninterrupted)
+    assert state.round == 7 and state.seed == 5 and len(state.rows) == 8
+    assert state.sim_time_s == pytest.approx(state.rows[-1].sim_time_s)
+    assert state.ages.shape[0] == 6 and state.gbar is None
+    assert state.cache is not None and state.cache_total is not None
+    # The running sum is the sum of the stored caches (what Eq. (2)'s 1/K scope divides).
+    stored = [c for c in state.cache if c is not None]
+    for i, total in enumerate(state.cache_total):
+        np.testing.assert_allclose(total, sum(c[i].astype(np.float64) for c in stored), atol=1e-6)
+    with np.load(uninterrupted / "final_model.npz") as z:
+        for i, w in enumerate(state.weights):
+            np.testing.assert_array_equal(w, z[f"arr_{i}"])
+
+
+def _state(round_: int) -> C.ServerState:
+    row = RoundRow(round_, 0.5, 0.1, 0.3, 2.0, 1.5, 0.7, 2, 2, 0, 0.6, 10, 20, 1.0, 3.0)
+    return C.ServerState(
+        round=round_,
+        seed=1,
+        weights=[np.full((2, 3), round_, dtype=np.float32)],
+        ages=np.zeros((2, 4), dtype=np.int64),
+        cache=[None, [np.ones((2, 3), dtype=np.float32)]],
+        cache_total=[np.ones((2, 3))],
+        gbar=None,
+        sim_time_s=0.1 + 0.2,  # 0.30000000000000004 must come back exactly
+        rows=[row],
+        config={"seed": 1},
+    )
+
+
+def test_checkpoint_write_is_atomic_and_round_trips(tmp_path):
+    C.save_checkpoint(tmp_path, _state(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [C.CHECKPOINT_FILE]  # no temporary left behind
+    # A crash while writing the next one leaves a partial temporary file: the last checkpoint still reads.
+    (tmp_path / (C.CHECKPOINT_FILE + ".tmp")).write_bytes(b"PK\x03\x04 half a zip")
+    state = C.load_checkpoint(tmp_path)
+    assert state.round == 3 and state.sim_time_s == 0.1 + 0.2
+    assert state.cache is not None and state.cache[0] is None
+    np.testing.assert_array_equal(state.cache[1][0], np.ones((2, 3)))
+    assert repr(state.rows) == repr(_state(3).rows)  # repr: NaN (personal_accuracy) != NaN
+    C.save_checkpoint(tmp_path, _state(4))  # replaces both the old file and the stale temporary
+    assert C.load_checkpoint(tmp_path).round == 4
+    assert not (tmp_path / (C.CHECKPOINT_FILE + ".tmp")).exists()
+
+
+def _saved_run(tmp_path: Path, **overrides) -> Path:
+    """A run folder with a run_config.json and a checkpoint of round 3, without running anything."""
+    values = {**BASE, **overrides, "output_dir": str(tmp_path)}
+    cfg = load_config(values)
+    (tmp_path / C.RUN_CONFIG_FILE).write_text(json.dumps(C.config_to_dict(cfg), default=list))
+    state = _state(3)
+    state.config = C.comparable_config(cfg)
+    C.save_checkpoint(tmp_path, state)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"strategy": {"memory_friendly": True}}, "Algorithm 3 (strategy.memory_friendly=true) keeps each PIU's"),
+        (
+            {"strategy": {"local_objective": "apfl", "apfl_alpha": 0.5}, "scheduling": {"name": "full_model"}},
+            "APFL keeps each PIU's personal model",
+        ),
+        ({"num_rounds": 3}, "nothing to resume: the checkpoint"),
+    ],
+)
+def test_resume_is_refused_with_the_reason(tmp_path, overrides, problem):
+    run = _saved_run(tmp_path, **overrides)
+    with pytest.raises(ConfigError) as info:
+        C.resume_config(run)
+    assert info.value.key == "resume" and problem in str(info.value)
+
+
+def test_resume_needs_a_run_folder_with_a_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="is not a run folder"):
+        C.resume_config(tmp_path / "nowhere")
+    run = _saved_run(tmp_path)
+    (run / C.CHECKPOINT_FILE).unlink()
+    with pytest.raises(ConfigError, match="no checkpoint in"):
+        C.resume_config(run)
+
+
+def test_a_changed_configuration_is_named(tmp_path):
+    run = _saved_run(tmp_path)
+    state = C.load_checkpoint(run)
+    changed = load_config({**BASE, "train": {"learning_rate": 0.01}, "output_dir": str(run)})
+    with pytest.raises(ConfigError) as info:
+        C.check_state_matches(changed, state)
+    assert info.value.key == "train.learning_rate"
+    C.check_state_matches(load_config({**BASE, "output_dir": str(run), "checkpoint": {"every": 5}}), state)
+
+
+def test_a_resumed_runs_saved_config_repeats_the_run_from_round_0(tmp_path, monkeypatch):
+    """``python -m amp_fl.experiments.launch runs/<run>/run_config.json runs/again`` repeats a run, also a
+    resumed one (whose run_config.json names its own folder in ``resume``)."""
+    from amp_fl.experiments import launch as launch_mod
+
+    seen = {}
+
+    def fake_launch(cfg, run_dir):
+        seen["resume"], seen["run_dir"] = cfg.resume, run_dir
+
+    monkeypatch.setattr(launch_mod, "launch", fake_launch)
+    values = {**C.config_to_dict(load_config(BASE)), "resume": str(tmp_path / "first")}
+    config = tmp_path / "run_config.json"
+    config.write_text(json.dumps(values, default=list))
+    launch_mod.main([str(config), str(tmp_path / "again")])
+    assert seen == {"resume": None, "run_dir": tmp_path / "again"}
