@@ -51,6 +51,9 @@ class DataConfig:
     fallback: str | None = None
     partition: str = "shards"
     shards_per_device: int = 2
+    # Share of the training set held out (stratified, seeded) before partitioning, evaluated each round
+    # as val_accuracy / val_loss; tuning chooses on it, never on the test set. 0: none held out.
+    validation_fraction: float = 0.0
 
     def validate(self) -> None:
         require(
@@ -67,6 +70,11 @@ class DataConfig:
             f"unknown scheme {self.partition!r}; choose from {', '.join(PARTITION_SCHEMES)}",
         )
         require(self.shards_per_device >= 1, "dataset.shards_per_device", f"must be >= 1, got {self.shards_per_device}")
+        require(
+            0.0 <= self.validation_fraction < 1.0,
+            "dataset.validation_fraction",
+            f"must be in [0, 1), got {self.validation_fraction}",
+        )
 
 
 @dataclass
@@ -565,7 +573,8 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def check_partition(cfg: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
-    """Partition the training labels as configured; an impossible split names the key to change.
+    """Partition the training labels (the validation split already removed) as configured; an impossible
+    split names the key to change.
 
     Run before any Flower process starts (the launcher's preflight), so a data-dependent mistake
     (more shards than samples) ends in one ``ConfigError`` line instead of a failed run.

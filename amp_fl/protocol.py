@@ -103,6 +103,7 @@ MEMORY_FRIENDLY = "memory-friendly"
 LOCAL_OBJECTIVE = "local-objective"
 PROXIMAL_MU = "proximal-mu"
 APFL_ALPHA = "apfl-alpha"
+VALIDATION_FRACTION = "validation-fraction"
 # Evaluate instruction config.
 EVAL_BATCH_SIZE = "eval-batch-size"
 # Train reply metrics.
@@ -595,7 +596,8 @@ class TrainSetup:
 
     ``local_objective`` is what a device minimises (:mod:`amp_fl.client.objectives`);
     ``proximal_mu`` is FedProx's mu (read by ``fedprox`` only), ``apfl_alpha`` APFL's mixing
-    weight (read by ``apfl`` only).
+    weight (read by ``apfl`` only). ``validation_fraction``: the share of the training set held out
+    for validation before partitioning (:mod:`amp_fl.data.validation`); devices train on the rest.
     """
 
     seed: int
@@ -614,6 +616,7 @@ class TrainSetup:
     local_objective: LocalObjective = "sgd"
     proximal_mu: float = 0.0
     apfl_alpha: float = 0.0
+    validation_fraction: float = 0.0
 
     def to_config(self) -> dict[str, int | float | str | bool | list[int]]:
         return {
@@ -633,6 +636,7 @@ class TrainSetup:
             LOCAL_OBJECTIVE: self.local_objective,
             PROXIMAL_MU: float(self.proximal_mu),
             APFL_ALPHA: float(self.apfl_alpha),
+            VALIDATION_FRACTION: float(self.validation_fraction),
         }
 
     @classmethod
@@ -655,6 +659,7 @@ class TrainSetup:
             local_objective=_local_objective(f.choice(LOCAL_OBJECTIVE, LOCAL_OBJECTIVES)),
             proximal_mu=f.number(PROXIMAL_MU, minimum=0.0),
             apfl_alpha=f.number(APFL_ALPHA, minimum=0.0, maximum=1.0),
+            validation_fraction=f.number(VALIDATION_FRACTION, minimum=0.0, maximum=1.0),
         )
 
 

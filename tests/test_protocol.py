@@ -145,7 +145,8 @@ def test_keys_are_kebab_case_and_distinct_per_message():
     for key in keys:
         assert re.fullmatch(r"[a-z]+(-[a-z]+)*", key), key
     config_keys = [*SETUP.to_config(), P.ROUND, P.DEVICE]
-    assert len(config_keys) == len(set(config_keys)) == 18  # incl. local-objective, proximal-mu, apfl-alpha
+    # incl. local-objective, proximal-mu, apfl-alpha, validation-fraction
+    assert len(config_keys) == len(set(config_keys)) == 19
 
 
 # ------------------------------------------------------------------------------ validation

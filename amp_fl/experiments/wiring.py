@@ -18,12 +18,14 @@ from amp_fl import protocol as P
 from amp_fl.config import RunConfig
 from amp_fl.data.datasets import (
     DATASET_RESOLUTION,
+    ArraySplit,
     Dataset,
     ResolvedDataset,
     load_dataset,
     load_resolution,
     resolve_dataset,
 )
+from amp_fl.data.validation import training_pool
 from amp_fl.deployment.channel import build_channel
 from amp_fl.experiments.sparse_wiring import build_sparse_fedavg
 from amp_fl.models import build_model, count_parameters
@@ -46,6 +48,7 @@ class RunData:
     resolved: ResolvedDataset
     data: Dataset
     root: str
+    validation: ArraySplit | None = None  # held out of data.train before partitioning (dataset.validation_fraction)
 
 
 def run_data(cfg: RunConfig, run_dir: Path) -> RunData:
@@ -54,7 +57,9 @@ def run_data(cfg: RunConfig, run_dir: Path) -> RunData:
     resolved = load_resolution(run_dir / DATASET_RESOLUTION, cfg.dataset.name) or resolve_dataset(
         cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback
     )
-    return RunData(resolved, load_dataset(resolved.used, root, cfg.dataset.download), root)
+    data = load_dataset(resolved.used, root, cfg.dataset.download)
+    _, validation = training_pool(data.train, cfg.dataset.validation_fraction, cfg.seed)
+    return RunData(resolved, data, root, validation)
 
 
 def initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
