@@ -25,6 +25,7 @@ from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
+from amp_fl.strategy.server_optimizer import SERVER_OPTIMIZERS, ServerOptimizerName, ServerOptimizerSettings
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.over_the_air import OtaSettings
 
@@ -205,6 +206,13 @@ class StrategyConfig:
     scheduling). ``personal_eval_interval``: every this many rounds (and at the last) each device
     scores its personalised model on its own label distribution (``personal_accuracy`` in
     metrics.csv); null never.
+
+    Beyond the paper (issue 9; README "Tuning and improvements beyond the paper"):
+    ``staleness_decay``: gamma in (0, 1] of ``compensation=discounted`` (a cache entry of age a
+    weighs gamma^a; 1 = ``all``). ``server_optimizer``: ``sgd`` (the paper's step), ``momentum`` or
+    ``adam`` on the aggregated direction; ``server_lr``: its learning rate (null: the clients'
+    ``train.learning_rate``; adam needs its own); ``server_momentum``: momentum's beta and Adam's
+    b1; ``server_beta2``, ``server_eps``: Adam's b2 and epsilon.
     """
 
     compensation: Compensation = "all"
@@ -215,9 +223,16 @@ class StrategyConfig:
     proximal_mu: float | None = None
     apfl_alpha: float | None = None
     personal_eval_interval: int | None = None
+    staleness_decay: float = 1.0
+    server_optimizer: ServerOptimizerName = "sgd"
+    server_lr: float | None = None
+    server_momentum: float = 0.9
+    server_beta2: float = 0.999
+    server_eps: float = 1e-8
 
     def validate(self) -> None:
         self._validate_objective()
+        self._validate_server()
         require(
             self.compensation in COMPENSATION_SCOPES,
             "strategy.compensation",
@@ -233,6 +248,52 @@ class StrategyConfig:
             not (self.memory_friendly and self.compensation != "all"),
             "strategy.memory_friendly",
             "Algorithm 3 reproduces compensation=all only; set strategy.compensation=all",
+        )
+
+    def _validate_server(self) -> None:
+        """The beyond-the-paper keys: staleness decay and server optimiser."""
+        require(
+            0.0 < self.staleness_decay <= 1.0,
+            "strategy.staleness_decay",
+            f"must be in (0, 1], got {self.staleness_decay}",
+        )
+        require(
+            self.staleness_decay == 1.0 or self.compensation == "discounted",
+            "strategy.staleness_decay",
+            f"only compensation=discounted reads it (got compensation={self.compensation}); leave it at 1.0",
+        )
+        require(
+            self.server_optimizer in SERVER_OPTIMIZERS,
+            "strategy.server_optimizer",
+            f"choose from {', '.join(SERVER_OPTIMIZERS)}, got {self.server_optimizer!r}",
+        )
+        require(
+            self.server_lr is None or (math.isfinite(self.server_lr) and self.server_lr > 0),
+            "strategy.server_lr",
+            f"must be a finite number > 0 or null, got {self.server_lr}",
+        )
+        require(
+            self.server_optimizer != "adam" or self.server_lr is not None,
+            "strategy.server_lr",
+            "adam steps about server_lr per entry whatever the direction's scale, so the clients' learning "
+            "rate is no default for it; set it (e.g. strategy.server_lr=0.001)",
+        )
+        for key, value in (("server_momentum", self.server_momentum), ("server_beta2", self.server_beta2)):
+            require(0.0 <= value < 1.0, f"strategy.{key}", f"must be in [0, 1), got {value}")
+        require(
+            math.isfinite(self.server_eps) and self.server_eps > 0,
+            "strategy.server_eps",
+            f"must be a finite number > 0, got {self.server_eps}",
+        )
+
+    def server_settings(self, learning_rate: float) -> ServerOptimizerSettings:
+        """The server optimiser's settings; ``learning_rate`` (the clients' eta) when ``server_lr`` is null."""
+        return ServerOptimizerSettings(
+            self.server_optimizer,
+            learning_rate if self.server_lr is None else self.server_lr,
+            momentum=self.server_momentum,
+            betas=(self.server_momentum, self.server_beta2),
+            eps=self.server_eps,
         )
 
     def _validate_objective(self) -> None:

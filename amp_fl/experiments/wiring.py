@@ -106,6 +106,7 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
         local_objective=cfg.strategy.local_objective,
         proximal_mu=0.0 if cfg.strategy.proximal_mu is None else cfg.strategy.proximal_mu,
         apfl_alpha=0.0 if cfg.strategy.apfl_alpha is None else cfg.strategy.apfl_alpha,
+        validation_fraction=cfg.dataset.validation_fraction,
     )
 
 
@@ -161,6 +162,8 @@ def build_strategy(
             cfg.strategy.memory_friendly,
             personal_eval_interval=cfg.strategy.personal_eval_interval,
             eval_batch_size=cfg.strategy.eval_batch_size,
+            staleness_decay=cfg.strategy.staleness_decay,
+            server=cfg.strategy.server_settings(cfg.train.learning_rate),
         ),
         on_round_end=on_round_end,
         on_personal_evaluation=on_personal_evaluation,

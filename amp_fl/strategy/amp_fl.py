@@ -47,9 +47,10 @@ from amp_fl.strategy.aggregation import (
     DeviceUpdate,
     GradientCache,
     MemoryFriendlyAggregate,
-    apply_global_step,
     fresh_mean,
 )
+from amp_fl.strategy.server_optimizer import ServerOptimizerSettings, ServerOptimizerState, server_step
+from amp_fl.strategy.staleness import check_decay, discounted_mean, entry_ages
 from amp_fl.wireless.channel import Channel
 from amp_fl.wireless.over_the_air import OverTheAirChannel
 
@@ -66,7 +67,7 @@ class AmpFlSettings:
     ----------
     learning_rate : float
         eta of the global step ``w <- w - eta * direction``.
-    compensation : {"all", "scheduled", "none"}
+    compensation : {"all", "scheduled", "none", "discounted"}
         Whose cached gradients fill pruned entries (:data:`~amp_fl.strategy.aggregation.COMPENSATION_SCOPES`).
     memory_friendly : bool
         Algorithm 3: clients keep their own caches and upload ``g - G_k``; needs ``compensation="all"``.
@@ -75,6 +76,11 @@ class AmpFlSettings:
         round; ``None`` never asks.
     eval_batch_size : int
         Batch size of the devices' personalised evaluation.
+    staleness_decay : float, default 1.0
+        gamma of ``compensation="discounted"`` (:mod:`amp_fl.strategy.staleness`), in (0, 1].
+    server : ServerOptimizerSettings, optional
+        The server optimiser on the direction (:mod:`amp_fl.strategy.server_optimizer`); ``None``:
+        the paper's step, sgd with ``learning_rate``.
     """
 
     learning_rate: float
@@ -82,6 +88,12 @@ class AmpFlSettings:
     memory_friendly: bool = False
     personal_eval_interval: int | None = None
     eval_batch_size: int = 1000
+    staleness_decay: float = 1.0
+    server: ServerOptimizerSettings | None = None
+
+    @property
+    def optimizer(self) -> ServerOptimizerSettings:
+        return self.server if self.server is not None else ServerOptimizerSettings("sgd", self.learning_rate)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -94,6 +106,7 @@ class AmpFlSettings:
             raise ValueError(f"personal_eval_interval: must be >= 1 or None, got {self.personal_eval_interval}")
         if self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size: must be >= 1, got {self.eval_batch_size}")
+        check_decay(self.staleness_decay)
 
 
 def personal_evaluation_due(server_round: int, interval: int | None, num_rounds: int | None) -> bool:
@@ -243,6 +256,7 @@ class AmpFlStrategy(Strategy):
         self.aoi = AoITable(num_devices, region_map.layer_sizes)
         self.cache = GradientCache(num_devices, self.shapes) if not settings.memory_friendly else None
         self.gbar = MemoryFriendlyAggregate(num_devices, self.shapes) if settings.memory_friendly else None
+        self.server_state = ServerOptimizerState()  # the server optimiser's moments (a checkpoint saves it)
         self._pending: _PendingRound | None = None
 
     # ------------------------------------------------------------------ train
@@ -302,10 +316,12 @@ class AmpFlStrategy(Strategy):
             failures[device] = "no reply"
         if self.over_the_air is not None:
             direction, updates = self._over_the_air_direction(server_round, updates, failures)
+            self._update_ages(updates, pending)  # only the PIUs that transmitted uploaded
         else:
+            # Ages first: scope ``discounted`` weighs each cache by its age after this round (0 = fresh).
+            self._update_ages(updates, pending)
             direction = self._direction(updates)
-        self.weights = apply_global_step(self.weights, direction, self.settings.learning_rate)
-        self._update_ages(updates, pending)
+        self.weights = server_step(self.settings.optimizer, self.server_state, self.weights, direction)
         self._pending = None
         report = RoundReport(
             round=server_round,
@@ -353,6 +369,11 @@ class AmpFlStrategy(Strategy):
             self.cache.update(update)
         if self.settings.compensation == "scheduled":
             return self.cache.mean_over([u.device for u in updates])
+        if self.settings.compensation == "discounted":
+            ages = self.aoi.ages
+            return discounted_mean(
+                self.cache, lambda k: entry_ages(self.region_map, ages[k]), self.settings.staleness_decay
+            )
         return self.cache.mean_over_all()
 
     def _over_the_air_direction(
@@ -462,7 +483,7 @@ class AmpFlStrategy(Strategy):
     def summary(self) -> None:
         log.info(
             "AMP-FL: %d devices, %d region groups (%d regions), compensation=%s, memory_friendly=%s, policy=%s, "
-            "local objective=%s, personal evaluation every %s rounds",
+            "local objective=%s, personal evaluation every %s rounds, server optimiser %s",
             len(self.device_nodes),
             len(self.region_map.groups),
             self.region_map.num_regions,
@@ -471,4 +492,5 @@ class AmpFlStrategy(Strategy):
             self.policy.name,
             self.train_setup.local_objective,
             self.settings.personal_eval_interval,
+            self.settings.optimizer,
         )
