@@ -564,6 +564,11 @@ def check_ota_imp(cfg: RunConfig) -> None:
             "strategy.memory_friendly",
             "sparse FedAvg (sparsity.enabled) keeps no gradient caches; set it to false",
         )
+        require(
+            cfg.strategy.server_optimizer == "sgd" and cfg.strategy.compensation != "discounted",
+            "strategy.server_optimizer" if cfg.strategy.server_optimizer != "sgd" else "strategy.compensation",
+            "sparse FedAvg (sparsity.enabled) has its own server step; the AMP-FL server options do not apply",
+        )
         last = cfg.sparsity.last_pruning_round()
         require(
             last is None or last < cfg.num_rounds,
