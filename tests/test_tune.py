@@ -111,3 +111,24 @@ def test_tuning_refuses_to_run_without_a_validation_split(tmp_path):
             runs_dir=tmp_path / "runs",
             reports_dir=tmp_path / "reports",
         )
+
+
+def test_reproduction_picks_up_each_methods_tuned_values(tmp_path):
+    from amp_fl.experiments.figures import DATASETS, FIGURES, SCALES, expand
+    from amp_fl.experiments.reproduce import with_tuned
+
+    (tmp_path / "fedprox").mkdir()
+    chosen = ["train.learning_rate=0.1", "strategy.proximal_mu=0.001"]
+    (tmp_path / "fedprox" / "tuning.json").write_text(json.dumps({"chosen_overrides": chosen}))
+    extra = ("num_rounds=7",)
+    specs = expand(FIGURES["fig8"], SCALES["paper"], DATASETS["fashion_mnist"], extra, base_rounds=600)
+    tuned = with_tuned(specs, tmp_path, extra)
+    assert [s.run_id for s in tuned] == [s.run_id for s in specs]
+    for before, after in zip(specs, tuned, strict=True):
+        if "method=fedprox" in before.overrides:
+            # the tuned values go after the preset's and the seed, before the user's own overrides
+            assert after.overrides == (*before.overrides[:-1], *chosen, "num_rounds=7")
+        else:
+            assert after == before  # no tuning.json for the other methods
+    assert any("method=fedprox" in s.overrides for s in specs)
+    assert with_tuned(specs, None) == specs
