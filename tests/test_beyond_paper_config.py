@@ -15,6 +15,16 @@ def test_defaults_are_the_papers_step():
     assert s.server_settings(0.05) == ServerOptimizerSettings("sgd", 0.05, 0.9, (0.9, 0.999), 1e-8)
 
 
+def test_the_tuned_preset_is_discounted_with_server_momentum():
+    s = _compose(["method=amp_fl_tuned", "experiment=fig8"]).strategy
+    assert (s.compensation, s.staleness_decay, s.server_optimizer, s.server_momentum) == (
+        "discounted",
+        0.5,
+        "momentum",
+        0.5,
+    )
+
+
 def test_discounted_momentum_and_adam_compose():
     s = _compose(["method=amp_fl", "strategy.compensation=discounted", "strategy.staleness_decay=0.8"]).strategy
     assert (s.compensation, s.staleness_decay) == ("discounted", 0.8)
