@@ -26,6 +26,7 @@ from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
+from amp_fl.strategy.server_optimizer import SERVER_OPTIMIZERS, ServerOptimizerName, ServerOptimizerSettings
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.over_the_air import OtaSettings
 
@@ -52,6 +53,9 @@ class DataConfig:
     fallback: str | None = None
     partition: str = "shards"
     shards_per_device: int = 2
+    # Share of the training set held out (stratified, seeded) before partitioning, evaluated each round
+    # as val_accuracy / val_loss; tuning chooses on it, never on the test set. 0: none held out.
+    validation_fraction: float = 0.0
 
     def validate(self) -> None:
         require(
@@ -68,6 +72,11 @@ class DataConfig:
             f"unknown scheme {self.partition!r}; choose from {', '.join(PARTITION_SCHEMES)}",
         )
         require(self.shards_per_device >= 1, "dataset.shards_per_device", f"must be >= 1, got {self.shards_per_device}")
+        require(
+            0.0 <= self.validation_fraction < 1.0,
+            "dataset.validation_fraction",
+            f"must be in [0, 1), got {self.validation_fraction}",
+        )
 
 
 @dataclass
@@ -198,6 +207,13 @@ class StrategyConfig:
     scheduling). ``personal_eval_interval``: every this many rounds (and at the last) each device
     scores its personalised model on its own label distribution (``personal_accuracy`` in
     metrics.csv); null never.
+
+    Beyond the paper (issue 9; README "Tuning and improvements beyond the paper"):
+    ``staleness_decay``: gamma in (0, 1] of ``compensation=discounted`` (a cache entry of age a
+    weighs gamma^a; 1 = ``all``). ``server_optimizer``: ``sgd`` (the paper's step), ``momentum`` or
+    ``adam`` on the aggregated direction; ``server_lr``: its learning rate (null: the clients'
+    ``train.learning_rate``; adam needs its own); ``server_momentum``: momentum's beta and Adam's
+    b1; ``server_beta2``, ``server_eps``: Adam's b2 and epsilon.
     """
 
     compensation: Compensation = "all"
@@ -215,9 +231,16 @@ class StrategyConfig:
     # Seconds the server waits for the round's replies (Flower's send_and_receive timeout); a
     # scheduled PIU that has not replied by then counts as failed ("timeout") for that round.
     reply_timeout_s: float = 600.0
+    staleness_decay: float = 1.0
+    server_optimizer: ServerOptimizerName = "sgd"
+    server_lr: float | None = None
+    server_momentum: float = 0.9
+    server_beta2: float = 0.999
+    server_eps: float = 1e-8
 
     def validate(self) -> None:
         self._validate_objective()
+        self._validate_server()
         require(
             self.max_update_norm is None or (math.isfinite(self.max_update_norm) and self.max_update_norm > 0),
             "strategy.max_update_norm",
@@ -248,6 +271,52 @@ class StrategyConfig:
             not (self.memory_friendly and self.compensation != "all"),
             "strategy.memory_friendly",
             "Algorithm 3 reproduces compensation=all only; set strategy.compensation=all",
+        )
+
+    def _validate_server(self) -> None:
+        """The beyond-the-paper keys: staleness decay and server optimiser."""
+        require(
+            0.0 < self.staleness_decay <= 1.0,
+            "strategy.staleness_decay",
+            f"must be in (0, 1], got {self.staleness_decay}",
+        )
+        require(
+            self.staleness_decay == 1.0 or self.compensation == "discounted",
+            "strategy.staleness_decay",
+            f"only compensation=discounted reads it (got compensation={self.compensation}); leave it at 1.0",
+        )
+        require(
+            self.server_optimizer in SERVER_OPTIMIZERS,
+            "strategy.server_optimizer",
+            f"choose from {', '.join(SERVER_OPTIMIZERS)}, got {self.server_optimizer!r}",
+        )
+        require(
+            self.server_lr is None or (math.isfinite(self.server_lr) and self.server_lr > 0),
+            "strategy.server_lr",
+            f"must be a finite number > 0 or null, got {self.server_lr}",
+        )
+        require(
+            self.server_optimizer != "adam" or self.server_lr is not None,
+            "strategy.server_lr",
+            "adam steps about server_lr per entry whatever the direction's scale, so the clients' learning "
+            "rate is no default for it; set it (e.g. strategy.server_lr=0.001)",
+        )
+        for key, value in (("server_momentum", self.server_momentum), ("server_beta2", self.server_beta2)):
+            require(0.0 <= value < 1.0, f"strategy.{key}", f"must be in [0, 1), got {value}")
+        require(
+            math.isfinite(self.server_eps) and self.server_eps > 0,
+            "strategy.server_eps",
+            f"must be a finite number > 0, got {self.server_eps}",
+        )
+
+    def server_settings(self, learning_rate: float) -> ServerOptimizerSettings:
+        """The server optimiser's settings; ``learning_rate`` (the clients' eta) when ``server_lr`` is null."""
+        return ServerOptimizerSettings(
+            self.server_optimizer,
+            learning_rate if self.server_lr is None else self.server_lr,
+            momentum=self.server_momentum,
+            betas=(self.server_momentum, self.server_beta2),
+            eps=self.server_eps,
         )
 
     def _validate_objective(self) -> None:
@@ -592,6 +661,11 @@ def check_ota_imp(cfg: RunConfig) -> None:
             "strategy.memory_friendly",
             "sparse FedAvg (sparsity.enabled) keeps no gradient caches; set it to false",
         )
+        require(
+            cfg.strategy.server_optimizer == "sgd" and cfg.strategy.compensation != "discounted",
+            "strategy.server_optimizer" if cfg.strategy.server_optimizer != "sgd" else "strategy.compensation",
+            "sparse FedAvg (sparsity.enabled) has its own server step; the AMP-FL server options do not apply",
+        )
         last = cfg.sparsity.last_pruning_round()
         require(
             last is None or last < cfg.num_rounds,
@@ -667,7 +741,8 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def check_partition(cfg: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
-    """Partition the training labels as configured; an impossible split names the key to change.
+    """Partition the training labels (the validation split already removed) as configured; an impossible
+    split names the key to change.
 
     Run before any Flower process starts (the launcher's preflight), so a data-dependent mistake
     (more shards than samples) ends in one ``ConfigError`` line instead of a failed run.

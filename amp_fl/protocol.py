@@ -109,6 +109,7 @@ FAIL_RAISE_PROB = "fail-raise-prob"
 FAIL_LATE_PROB = "fail-late-prob"
 FAIL_CORRUPT_PROB = "fail-corrupt-prob"
 FAIL_LATE_DELAY_S = "fail-late-delay-s"
+VALIDATION_FRACTION = "validation-fraction"
 # Evaluate instruction config.
 EVAL_BATCH_SIZE = "eval-batch-size"
 # Train reply metrics.
@@ -605,7 +606,8 @@ class TrainSetup:
 
     ``local_objective`` is what a device minimises (:mod:`amp_fl.client.objectives`);
     ``proximal_mu`` is FedProx's mu (read by ``fedprox`` only), ``apfl_alpha`` APFL's mixing
-    weight (read by ``apfl`` only).
+    weight (read by ``apfl`` only). ``validation_fraction``: the share of the training set held out
+    for validation before partitioning (:mod:`amp_fl.data.validation`); devices train on the rest.
     """
 
     seed: int
@@ -625,6 +627,7 @@ class TrainSetup:
     proximal_mu: float = 0.0
     apfl_alpha: float = 0.0
     failures: FailureSettings = field(default_factory=FailureSettings)
+    validation_fraction: float = 0.0
 
     def to_config(self) -> dict[str, int | float | str | bool | list[int]]:
         return {
@@ -648,6 +651,7 @@ class TrainSetup:
             FAIL_LATE_PROB: float(self.failures.late_prob),
             FAIL_CORRUPT_PROB: float(self.failures.corrupt_prob),
             FAIL_LATE_DELAY_S: float(self.failures.late_delay_s),
+            VALIDATION_FRACTION: float(self.validation_fraction),
         }
 
     @classmethod
@@ -671,6 +675,7 @@ class TrainSetup:
             proximal_mu=f.number(PROXIMAL_MU, minimum=0.0),
             apfl_alpha=f.number(APFL_ALPHA, minimum=0.0, maximum=1.0),
             failures=_failure_settings(f),
+            validation_fraction=f.number(VALIDATION_FRACTION, minimum=0.0, maximum=1.0),
         )
 
 

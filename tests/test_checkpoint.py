@@ -197,3 +197,27 @@ def test_a_resumed_runs_saved_config_repeats_the_run_from_round_0(tmp_path, monk
     config.write_text(json.dumps(values, default=list))
     launch_mod.main([str(config), str(tmp_path / "again")])
     assert seen == {"resume": None, "run_dir": tmp_path / "again"}
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"compensation": "discounted", "staleness_decay": 0.5, "server_optimizer": "momentum", "server_momentum": 0.5},
+        {"compensation": "scheduled", "server_optimizer": "adam", "server_lr": 0.001},
+    ],
+)
+def test_a_resumed_server_optimiser_continues_with_its_moments(tmp_path, monkeypatch, strategy):
+    """The server optimiser's step count and moments are in the checkpoint: without them, momentum and
+    Adam would restart from zero after a resume and the run would differ from the uninterrupted one."""
+    values = {**BASE, "num_rounds": 5, "strategy": strategy}
+    whole = run_in_process(load_config(values), tmp_path / "whole")
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _crash_after(m, 3)
+        with pytest.raises(Crash):
+            run_in_process(load_config(values), run)
+    saved = C.load_checkpoint(run)
+    assert saved.optimizer.step == 3 and len(saved.optimizer.first_moment) == len(saved.weights)
+    assert len(saved.optimizer.second_moment) == (len(saved.weights) if strategy["server_optimizer"] == "adam" else 0)
+    run_in_process(C.resume_config(run), run)
+    assert _rows(run) == _rows(whole)

@@ -31,6 +31,7 @@ EXPECTED = {
     "amp_fl": ("amp", "all", "sgd", None, None, None, False, False, False),
     "amp_fl_wgc": ("amp", "none", "sgd", None, None, None, False, False, False),
     "amp_fl_memory_friendly": ("amp", "all", "sgd", None, None, None, True, False, False),
+    "amp_fl_tuned": ("amp", "discounted", "sgd", None, None, None, False, False, False),
     "synchronous": ("full_model", "none", "sgd", None, None, None, False, False, False),
     "fedprox": ("full_model", "none", "fedprox", 0.01, None, None, False, False, False),
     "apfl": ("full_model", "none", "apfl", None, 0.25, 10, False, False, False),

@@ -347,7 +347,7 @@ def test_aoi_policy_keeps_what_the_amp_scheduler_chose(tmp_path, monkeypatch):
 
 
 def test_settings_reject_unknown_scope_and_bad_learning_rate():
-    assert COMPENSATION_SCOPES == ("all", "scheduled", "none")
+    assert COMPENSATION_SCOPES == ("all", "scheduled", "none", "discounted")
     with pytest.raises(ValueError, match="compensation"):
         AmpFlSettings(0.1, "some")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="learning_rate"):

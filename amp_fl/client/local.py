@@ -15,19 +15,30 @@ from amp_fl import protocol as P
 from amp_fl.client.trainer import ModelInfo, TrainSettings
 from amp_fl.data.datasets import ArraySplit, load_dataset
 from amp_fl.data.partition import partition
+from amp_fl.data.validation import split_validation
 from amp_fl.wireless.seeding import derive_rng
 
 
 @lru_cache(maxsize=8)
-def _partitions(name: str, root: str, num_devices: int, scheme: str, shards: int, seed: int) -> list[np.ndarray]:
+def _partitions(
+    name: str, root: str, num_devices: int, scheme: str, shards: int, seed: int, validation_fraction: float
+) -> list[np.ndarray]:
+    """Each device's indices into the full training set; the validation split is removed before partitioning."""
     data = load_dataset(name, root, download=False)
-    return partition(data.train.labels, num_devices, scheme, shards, seed)
+    pool, _ = split_validation(data.train.labels, validation_fraction, seed)
+    return [pool[part] for part in partition(data.train.labels[pool], num_devices, scheme, shards, seed)]
 
 
 def local_data(setup: P.TrainSetup, device: int) -> ArraySplit:
-    """This device's partition of the training set, as the server's train setup describes it."""
+    """This device's partition of the training set (validation samples excluded), as the train setup describes it."""
     parts = _partitions(
-        setup.dataset, setup.data_root, setup.num_devices, setup.partition, setup.shards_per_device, setup.seed
+        setup.dataset,
+        setup.data_root,
+        setup.num_devices,
+        setup.partition,
+        setup.shards_per_device,
+        setup.seed,
+        setup.validation_fraction,
     )
     train = load_dataset(setup.dataset, setup.data_root, download=False).train
     idx = parts[device]

@@ -2,7 +2,8 @@
 
 ``<run>/checkpoint.npz`` holds, after round ``t``:
 
-- the global weights, the AoI table, the gradient cache G_k and its running sum (or Gbar);
+- the global weights, the AoI table, the gradient cache G_k and its running sum (or Gbar), the
+  server optimiser's state (steps, momentum / Adam moments);
 - the simulated clock and every metrics row so far (``metrics.csv`` is rewritten from them on
   resume, so rows a crashed server wrote after its last checkpoint are dropped and redone);
 - the run seed and the configuration it was made with (a resume must use the same).
@@ -39,6 +40,7 @@ from amp_fl.experiments.recorder import Recorder
 from amp_fl.experiments.results import RoundRow
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.strategy.amp_fl import AmpFlStrategy
+from amp_fl.strategy.server_optimizer import ServerOptimizerState
 
 CHECKPOINT_FILE = "checkpoint.npz"
 RUN_CONFIG_FILE = "run_config.json"
@@ -61,6 +63,8 @@ class ServerState:
     sim_time_s: float
     rows: list[RoundRow]
     config: dict[str, Any]
+    # The server optimiser's memory (strategy.server_optimizer): steps taken, momentum / Adam moments.
+    optimizer: ServerOptimizerState = dataclasses.field(default_factory=ServerOptimizerState)
 
 
 def comparable_config(cfg: RunConfig) -> dict[str, Any]:
@@ -80,7 +84,12 @@ def save_checkpoint(run_dir: Path, state: ServerState) -> Path:
         for device, cached in enumerate(state.cache):
             for i, g in enumerate(cached or []):
                 arrays[f"cache/{device}/{i}"] = g
-    for name, group in (("cache_total", state.cache_total), ("gbar", state.gbar)):
+    for name, group in (
+        ("cache_total", state.cache_total),
+        ("gbar", state.gbar),
+        ("optimizer_m", state.optimizer.first_moment),
+        ("optimizer_v", state.optimizer.second_moment),
+    ):
         for i, a in enumerate(group or []):
             arrays[f"{name}/{i}"] = a
     meta = {
@@ -91,6 +100,8 @@ def save_checkpoint(run_dir: Path, state: ServerState) -> Path:
         "cache_devices": None if state.cache is None else [c is not None for c in state.cache],
         "has_cache_total": state.cache_total is not None,
         "has_gbar": state.gbar is not None,
+        "optimizer_step": state.optimizer.step,
+        "optimizer_moments": [len(state.optimizer.first_moment), len(state.optimizer.second_moment)],
         "sim_time_s": state.sim_time_s,  # float -> JSON keeps all 17 digits
         "rows": [dataclasses.asdict(r) for r in state.rows],
         "config": state.config,
@@ -128,6 +139,12 @@ def load_checkpoint(run_dir: Path) -> ServerState:
             total = [z[f"cache_total/{i}"] for i in range(n)] if meta["has_cache_total"] else None
             gbar = [z[f"gbar/{i}"] for i in range(n)] if meta["has_gbar"] else None
             ages = z["ages"]
+            m_count, v_count = meta["optimizer_moments"]
+            optimizer = ServerOptimizerState(
+                step=int(meta["optimizer_step"]),
+                first_moment=[np.array(z[f"optimizer_m/{i}"]) for i in range(m_count)],
+                second_moment=[np.array(z[f"optimizer_v/{i}"]) for i in range(v_count)],
+            )
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError("resume", f"cannot read the checkpoint {path}: {exc}") from exc
     return ServerState(
@@ -139,6 +156,7 @@ def load_checkpoint(run_dir: Path) -> ServerState:
         cache_total=total,
         gbar=gbar,
         sim_time_s=float(meta["sim_time_s"]),
+        optimizer=optimizer,
         rows=[_row(r) for r in meta["rows"]],
         config=meta["config"],
     )
@@ -216,6 +234,7 @@ def capture(strategy: AmpFlStrategy, recorder: Recorder, cfg: RunConfig, server_
         cache_total=list(strategy.cache.total) if strategy.cache is not None else None,
         gbar=list(strategy.gbar.gbar) if strategy.gbar is not None else None,
         sim_time_s=recorder.sim_time_s,
+        optimizer=strategy.server_state,
         rows=list(recorder.writer.rows),
         config=comparable_config(cfg),
     )
@@ -233,6 +252,11 @@ def restore(strategy: AmpFlStrategy, recorder: Recorder, state: ServerState) -> 
         if state.gbar is None:
             raise ConfigError("resume", "the checkpoint holds no Gbar, but this run keeps one")
         strategy.gbar.gbar = [np.array(g, dtype=np.float64) for g in state.gbar]
+    strategy.server_state = ServerOptimizerState(
+        state.optimizer.step,
+        [m.copy() for m in state.optimizer.first_moment],
+        [v.copy() for v in state.optimizer.second_moment],
+    )
     recorder.sim_time_s = state.sim_time_s
     recorder.latest_arrays = [w.copy() for w in strategy.weights]
 

@@ -35,6 +35,7 @@ from amp_fl.data.datasets import (
     resolve_dataset,
     save_resolution,
 )
+from amp_fl.data.validation import split_validation
 from amp_fl.deployment.ray_cluster import RAY_ADDRESS
 from amp_fl.deployment.topology import free_port
 from amp_fl.errors import ConfigError
@@ -97,7 +98,8 @@ def preflight(cfg: RunConfig) -> ResolvedDataset:
     root = str(Path(cfg.dataset.root).expanduser().resolve())
     resolved = resolve_dataset(cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback)
     dataset = load_dataset(resolved.used, root, cfg.dataset.download)
-    check_partition(cfg, dataset.train.labels)  # ConfigError naming the key (e.g. dataset.shards_per_device)
+    pool, _ = split_validation(dataset.train.labels, cfg.dataset.validation_fraction, cfg.seed)
+    check_partition(cfg, dataset.train.labels[pool])  # ConfigError naming the key (e.g. dataset.shards_per_device)
     regions = region_map(cfg.model.name, dataset.input_shape, dataset.num_classes)
     check_keep_counts(cfg, regions.layer_sizes)  # ConfigError naming pruning.ratio
     return resolved

@@ -69,6 +69,7 @@ class Recorder:
     writer: MetricsWriter
     num_rounds: int
     initial_avg_aoi: float = 0.0
+    validation_data: ArraySplit | None = None  # held out of the training set: val_accuracy / val_loss each round
     sim_time_s: float = 0.0
     latest_arrays: list[np.ndarray] | None = None  # the global model last evaluated
     on_row: Callable[[int], None] | None = None  # called with the round once its row is written (checkpoints)
@@ -89,6 +90,9 @@ class Recorder:
         self.latest_arrays = weights
         report = self._take_report(server_round)
         row = self._row(server_round, accuracy, loss, report)
+        if self.validation_data is not None:
+            val_accuracy, val_loss = evaluate_arrays(weights, self.model, self.validation_data, self.eval_batch_size)
+            row = dataclasses.replace(row, val_accuracy=val_accuracy, val_loss=val_loss)
         personal, self._personal = self._personal, None
         if personal is not None and personal.round == server_round:
             row = dataclasses.replace(row, personal_accuracy=personal.mean_accuracy)
@@ -187,7 +191,8 @@ def summary_base(
         "dataset_used": data.resolved.used,
         "dataset_fallback_reason": data.resolved.fallback_reason,
         "dataset_source": data.data.source,
-        "train_samples": len(data.data.train),
+        "train_samples": len(data.data.train) - (len(data.validation) if data.validation is not None else 0),
+        "validation_samples": len(data.validation) if data.validation is not None else 0,
         "test_samples": len(data.data.test),
         "model_cost": {
             "num_params": latency.num_params,
@@ -213,8 +218,19 @@ def summary_outcome(rows: list[RoundRow], status: str, target_accuracy: float, s
         "best_accuracy": max((r.accuracy for r in rows), default=None),
         "final_sim_time_s": final.sim_time_s if final else None,
         "time_to_target_accuracy": time_to_accuracy(rows, target_accuracy),
+        **validation_outcome(rows, target_accuracy),
         "personal_accuracy": last_personal_accuracy(rows),
         "wall_time_s": time.time() - started,
         "total_uplink_bytes": sum(r.uplink_bytes for r in rows),
         "total_downlink_bytes": sum(r.downlink_bytes for r in rows),
+    }
+
+
+def validation_outcome(rows: list[RoundRow], target_accuracy: float) -> dict[str, Any]:
+    """The validation split's summary (what tuning chooses on); ``None`` values when the run held none out."""
+    measured = [r for r in rows if not math.isnan(r.val_accuracy)]
+    return {
+        "final_val_accuracy": measured[-1].val_accuracy if measured else None,
+        "best_val_accuracy": max((r.val_accuracy for r in measured), default=None),
+        "val_time_to_target": time_to_accuracy(measured, target_accuracy, "val_accuracy"),
     }

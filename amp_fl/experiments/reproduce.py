@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -126,11 +126,37 @@ def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:
     return _comparable(stored) == expected and (run_dir / "metrics.csv").is_file()
 
 
+def with_tuned(specs: Sequence[RunSpec], tuned_dir: Path | None, extra: Sequence[str] = ()) -> list[RunSpec]:
+    """Each run with its method's tuned values (``<tuned_dir>/<method>/tuning.json``'s ``chosen_overrides``,
+    written by :mod:`amp_fl.experiments.tune`), placed before the user's ``extra`` so those still win.
+
+    A run's method is its last ``method=`` override; a method without a tuning.json keeps its preset's values.
+    """
+    if tuned_dir is None:
+        return list(specs)
+    out = []
+    for spec in specs:
+        method = next((o.split("=", 1)[1] for o in reversed(spec.overrides) if o.startswith("method=")), None)
+        path = tuned_dir / method / "tuning.json" if method else None
+        if path is None or not path.is_file():
+            out.append(spec)
+            continue
+        chosen = [str(o) for o in json.loads(path.read_text())["chosen_overrides"]]
+        cut = len(spec.overrides) - len(extra)
+        out.append(replace(spec, overrides=(*spec.overrides[:cut], *chosen, *spec.overrides[cut:])))
+    return out
+
+
 def plan(
-    figure: Figure, scale: Scale, dataset: DatasetChoice, runs_root: Path, extra: tuple[str, ...] = ()
+    figure: Figure,
+    scale: Scale,
+    dataset: DatasetChoice,
+    runs_root: Path,
+    extra: tuple[str, ...] = (),
+    tuned_dir: Path | None = None,
 ) -> tuple[list[RunSpec], list[Job], list[Job]]:
-    """The figure's runs, split into those already complete and those to run."""
-    specs = expand_figure(figure, scale, dataset, extra)
+    """The figure's runs (with the tuned values in ``tuned_dir``, if given), split into complete and to run."""
+    specs = with_tuned(expand_figure(figure, scale, dataset, extra), tuned_dir, extra)
     done: list[Job] = []
     todo: list[Job] = []
     for spec in specs:
@@ -395,6 +421,7 @@ def reproduce(
     dry_run: bool = False,
     extra: Sequence[str] = (),
     log: Any = print,
+    tuned_dir: Path | None = None,
 ) -> list[Path]:
     """Run (or resume) figure ``name`` (a figure, ``quick`` or ``all``) and write its report(s); returns the reports."""
     if name == "all":
@@ -431,6 +458,7 @@ def reproduce(
             dry_run=dry_run,
             extra=extra,
             log=log,
+            tuned_dir=tuned_dir,
         )
         if path is not None:
             reports.append(path)
@@ -450,12 +478,13 @@ def reproduce_figure(
     dry_run: bool = False,
     extra: Sequence[str] = (),
     log: Any = print,
+    tuned_dir: Path | None = None,
 ) -> Path | None:
     """Run the figure's missing runs under ``runs_root`` and write ``report_dir/report.md`` (None for a dry run).
 
     Raises ``RuntimeError`` listing the runs that failed, after writing the report of the others.
     """
-    specs, done, todo = plan(figure, scale, dataset, runs_root, tuple(extra))
+    specs, done, todo = plan(figure, scale, dataset, runs_root, tuple(extra), tuned_dir)
     todo.sort(key=expected_cost, reverse=True)  # longest first: the workers finish together
     rounds = sum(int(j.values["num_rounds"]) for j in todo)
     log(
@@ -507,6 +536,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a Hydra override added to every run, last (e.g. num_rounds=10 for a smoke test); repeatable",
     )
+    parser.add_argument(
+        "--tuned",
+        type=Path,
+        metavar="DIR",
+        help="use each method's tuned values from DIR/<method>/tuning.json (python -m amp_fl.experiments.tune)",
+    )
     args = parser.parse_args(argv)
     command = shlex.join(
         ["python", "-m", "amp_fl.experiments.reproduce", *(sys.argv[1:] if argv is None else list(argv))]
@@ -523,6 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command=command,
             dry_run=args.dry_run,
             extra=args.override,
+            tuned_dir=args.tuned,
         )
     except KeyboardInterrupt:
         print("[reproduce] interrupted: give the same command again to resume", file=sys.stderr)

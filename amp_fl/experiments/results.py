@@ -20,6 +20,8 @@ METRIC_COLUMNS = (
     "round_latency_s",
     "accuracy",
     "loss",
+    "val_accuracy",
+    "val_loss",
     "personal_accuracy",
     "train_loss",
     "avg_aoi",
@@ -63,6 +65,9 @@ class RoundRow:
     failed_timeout: int = 0
     failed_invalid: int = 0
     failed_silent: int = 0
+    # The global model on the validation split held out of the training set; NaN when there is none.
+    val_accuracy: float = math.nan
+    val_loss: float = math.nan
 
 
 def _fmt(value: Any) -> str:
@@ -125,10 +130,10 @@ def progress_line(row: RoundRow, num_rounds: int, eta_s: float | None = None) ->
     return line
 
 
-def time_to_accuracy(rows: list[RoundRow], target: float) -> dict[str, float | int | None]:
-    """First round (and simulated time) at which the test accuracy reached ``target``."""
+def time_to_accuracy(rows: list[RoundRow], target: float, column: str = "accuracy") -> dict[str, float | int | None]:
+    """First round (and simulated time) at which ``column`` (test ``accuracy`` or ``val_accuracy``) hit ``target``."""
     for row in rows:
-        if row.accuracy >= target:
+        if getattr(row, column) >= target:
             return {"target": target, "round": row.round, "sim_time_s": row.sim_time_s}
     return {"target": target, "round": None, "sim_time_s": None}
 

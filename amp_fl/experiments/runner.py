@@ -67,6 +67,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         eval_batch_size=cfg.strategy.eval_batch_size,
         writer=writer,
         num_rounds=cfg.num_rounds,
+        validation_data=data.validation,
     )
     strategy = build_strategy(
         cfg,

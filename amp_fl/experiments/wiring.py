@@ -18,12 +18,14 @@ from amp_fl import protocol as P
 from amp_fl.config import RunConfig
 from amp_fl.data.datasets import (
     DATASET_RESOLUTION,
+    ArraySplit,
     Dataset,
     ResolvedDataset,
     load_dataset,
     load_resolution,
     resolve_dataset,
 )
+from amp_fl.data.validation import training_pool
 from amp_fl.deployment.channel import build_channel
 from amp_fl.experiments.sparse_wiring import build_sparse_fedavg
 from amp_fl.models import build_model, count_parameters
@@ -46,6 +48,7 @@ class RunData:
     resolved: ResolvedDataset
     data: Dataset
     root: str
+    validation: ArraySplit | None = None  # held out of data.train before partitioning (dataset.validation_fraction)
 
 
 def run_data(cfg: RunConfig, run_dir: Path) -> RunData:
@@ -54,7 +57,9 @@ def run_data(cfg: RunConfig, run_dir: Path) -> RunData:
     resolved = load_resolution(run_dir / DATASET_RESOLUTION, cfg.dataset.name) or resolve_dataset(
         cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback
     )
-    return RunData(resolved, load_dataset(resolved.used, root, cfg.dataset.download), root)
+    data = load_dataset(resolved.used, root, cfg.dataset.download)
+    _, validation = training_pool(data.train, cfg.dataset.validation_fraction, cfg.seed)
+    return RunData(resolved, data, root, validation)
 
 
 def initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
@@ -102,6 +107,7 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
         proximal_mu=0.0 if cfg.strategy.proximal_mu is None else cfg.strategy.proximal_mu,
         apfl_alpha=0.0 if cfg.strategy.apfl_alpha is None else cfg.strategy.apfl_alpha,
         failures=cfg.failures.settings(),
+        validation_fraction=cfg.dataset.validation_fraction,
     )
 
 
@@ -159,6 +165,8 @@ def build_strategy(
             eval_batch_size=cfg.strategy.eval_batch_size,
             max_update_norm=cfg.strategy.max_update_norm,
             clip_update_norm=cfg.strategy.clip_update_norm,
+            staleness_decay=cfg.strategy.staleness_decay,
+            server=cfg.strategy.server_settings(cfg.train.learning_rate),
         ),
         on_round_end=on_round_end,
         on_personal_evaluation=on_personal_evaluation,

@@ -17,11 +17,12 @@ import numpy as np
 
 Arrays = list[np.ndarray]
 
-Compensation = Literal["all", "scheduled", "none"]
+Compensation = Literal["all", "scheduled", "none", "discounted"]
 """Whose cached gradients fill the pruned entries of the global step.
 
 ``all``: every device's cache (Eq. (2), the paper's AMP-FL); ``scheduled``: only this round's
-devices; ``none``: no compensation, fresh gradients only (Proposed-wGC)."""
+devices; ``none``: no compensation, fresh gradients only (Proposed-wGC); ``discounted``: every
+device's cache weighted by ``gamma^age`` (beyond the paper, :mod:`amp_fl.strategy.staleness`)."""
 COMPENSATION_SCOPES: tuple[Compensation, ...] = get_args(Compensation)
 
 

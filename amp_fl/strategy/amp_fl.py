@@ -47,9 +47,10 @@ from amp_fl.strategy.aggregation import (
     DeviceUpdate,
     GradientCache,
     MemoryFriendlyAggregate,
-    apply_global_step,
     fresh_mean,
 )
+from amp_fl.strategy.server_optimizer import ServerOptimizerSettings, ServerOptimizerState, server_step
+from amp_fl.strategy.staleness import check_decay, discounted_mean, entry_ages
 from amp_fl.wireless.channel import Channel
 from amp_fl.wireless.over_the_air import OverTheAirChannel
 
@@ -79,7 +80,7 @@ class AmpFlSettings:
     ----------
     learning_rate : float
         eta of the global step ``w <- w - eta * direction``.
-    compensation : {"all", "scheduled", "none"}
+    compensation : {"all", "scheduled", "none", "discounted"}
         Whose cached gradients fill pruned entries (:data:`~amp_fl.strategy.aggregation.COMPENSATION_SCOPES`).
     memory_friendly : bool
         Algorithm 3: clients keep their own caches and upload ``g - G_k``; needs ``compensation="all"``.
@@ -92,6 +93,11 @@ class AmpFlSettings:
         Reject a reply whose upload's L2 norm exceeds this (a board sending garbage); ``None`` accepts any finite norm.
     clip_update_norm : float or None
         Scale a reply whose upload's L2 norm exceeds this down to it (a guard against divergence); ``None``: off.
+    staleness_decay : float, default 1.0
+        gamma of ``compensation="discounted"`` (:mod:`amp_fl.strategy.staleness`), in (0, 1].
+    server : ServerOptimizerSettings, optional
+        The server optimiser on the direction (:mod:`amp_fl.strategy.server_optimizer`); ``None``:
+        the paper's step, sgd with ``learning_rate``.
     """
 
     learning_rate: float
@@ -101,6 +107,12 @@ class AmpFlSettings:
     eval_batch_size: int = 1000
     max_update_norm: float | None = None
     clip_update_norm: float | None = None
+    staleness_decay: float = 1.0
+    server: ServerOptimizerSettings | None = None
+
+    @property
+    def optimizer(self) -> ServerOptimizerSettings:
+        return self.server if self.server is not None else ServerOptimizerSettings("sgd", self.learning_rate)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -117,6 +129,7 @@ class AmpFlSettings:
             bound = getattr(self, name)
             if bound is not None and not (math.isfinite(bound) and bound > 0):
                 raise ValueError(f"{name}: must be a finite number > 0 or None, got {bound}")
+        check_decay(self.staleness_decay)
 
 
 def personal_evaluation_due(server_round: int, interval: int | None, num_rounds: int | None) -> bool:
@@ -275,6 +288,7 @@ class AmpFlStrategy(Strategy):
         self.aoi = AoITable(num_devices, region_map.layer_sizes)
         self.cache = GradientCache(num_devices, self.shapes) if not settings.memory_friendly else None
         self.gbar = MemoryFriendlyAggregate(num_devices, self.shapes) if settings.memory_friendly else None
+        self.server_state = ServerOptimizerState()  # the server optimiser's moments (a checkpoint saves it)
         self._pending: _PendingRound | None = None
 
     # ------------------------------------------------------------------ train
@@ -339,12 +353,14 @@ class AmpFlStrategy(Strategy):
             log.warning("round %d: no reply from device %d within the reply timeout", server_round, device)
         if self.over_the_air is not None:
             direction, updates = self._over_the_air_direction(server_round, updates, failures)
+            self._update_ages(updates, pending)  # only the PIUs that transmitted uploaded
         else:
+            # Ages first: scope ``discounted`` weighs each cache by its age after this round (0 = fresh).
+            self._update_ages(updates, pending)
             direction = self._direction(updates)
-        weights = apply_global_step(self.weights, direction, self.settings.learning_rate)
+        weights = server_step(self.settings.optimizer, self.server_state, self.weights, direction)
         self._check_finite(server_round, direction, weights)  # the model stays the last finite one
         self.weights = weights
-        self._update_ages(updates, pending)
         self._pending = None
         report = RoundReport(
             round=server_round,
@@ -413,6 +429,11 @@ class AmpFlStrategy(Strategy):
             self.cache.update(update)
         if self.settings.compensation == "scheduled":
             return self.cache.mean_over([u.device for u in updates])
+        if self.settings.compensation == "discounted":
+            ages = self.aoi.ages
+            return discounted_mean(
+                self.cache, lambda k: entry_ages(self.region_map, ages[k]), self.settings.staleness_decay
+            )
         return self.cache.mean_over_all()
 
     def _over_the_air_direction(
@@ -522,7 +543,7 @@ class AmpFlStrategy(Strategy):
     def summary(self) -> None:
         log.info(
             "AMP-FL: %d devices, %d region groups (%d regions), compensation=%s, memory_friendly=%s, policy=%s, "
-            "local objective=%s, personal evaluation every %s rounds",
+            "local objective=%s, personal evaluation every %s rounds, server optimiser %s",
             len(self.device_nodes),
             len(self.region_map.groups),
             self.region_map.num_regions,
@@ -531,4 +552,5 @@ class AmpFlStrategy(Strategy):
             self.policy.name,
             self.train_setup.local_objective,
             self.settings.personal_eval_interval,
+            self.settings.optimizer,
         )

@@ -1,0 +1,295 @@
+"""Tune a method on the validation split: ``python -m amp_fl.experiments.tune <method> --grid KEY=V1,V2 ...``.
+
+For a fair comparison (issue 9) every method gets its hyper-parameters chosen the same way: a grid
+over the given keys, each point run for every seed with the in-process engine, scored on the
+*validation* split held out of the training set (``dataset.validation_fraction``, set here to
+``--validation-fraction`` unless a ``--set`` gives it), never on the test set. Metrics:
+
+- ``val_time_to_target``: simulated seconds until the validation accuracy first reaches
+  ``--target``. A point ranks by (seeds that never reached it, mean time over the seeds that did,
+  minus its mean final validation accuracy): reaching the target on every seed comes first.
+- ``val_final``: mean over seeds of the validation accuracy averaged over the last 10% of the
+  rounds (at least one round): less noisy than the last round alone. Higher is better.
+
+Writes ``<reports-dir>/<method>/tuning.json`` and ``tuning.md`` (every point's validation numbers
+and the chosen values) and prints the chosen overrides, e.g.
+``train.learning_rate=0.05 strategy.proximal_mu=0.01``, ready to add to a reproduction command.
+Runs go to ``<runs-dir>/<method>/<point>/seed<s>/``; a run that is complete with the same
+configuration is not run again (as in :mod:`amp_fl.experiments.reproduce`), so an interrupted
+tuning resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amp_fl.experiments.figures import RunSpec, slug
+from amp_fl.experiments.reproduce import PROJECT_ROOT, Job, compose_values, execute, is_complete
+
+METRICS = ("val_time_to_target", "val_final")
+# Short names for the keys tuned most often; any other key is passed to Hydra as written.
+ALIASES = {
+    "learning_rate": "train.learning_rate",
+    "proximal_mu": "strategy.proximal_mu",
+    "apfl_alpha": "strategy.apfl_alpha",
+    "t_max": "model.t_max_s",
+    "staleness_decay": "strategy.staleness_decay",
+    "server_lr": "strategy.server_lr",
+    "server_momentum": "strategy.server_momentum",
+}
+FINAL_SHARE = 0.1  # val_final averages the last 10% of the rounds
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    seed: int
+    run_dir: str
+    val_time_to_target: float | None  # simulated seconds; None: never reached
+    val_final: float  # mean validation accuracy over the last 10% of the rounds
+    val_best: float
+
+
+@dataclass(frozen=True)
+class PointResult:
+    overrides: dict[str, str]  # full key -> value as given
+    seeds: list[SeedResult]
+
+    @property
+    def missed(self) -> int:
+        return sum(s.val_time_to_target is None for s in self.seeds)
+
+    @property
+    def mean_time(self) -> float:
+        times = [s.val_time_to_target for s in self.seeds if s.val_time_to_target is not None]
+        return float(np.mean(times)) if times else math.inf
+
+    @property
+    def mean_final(self) -> float:
+        return float(np.mean([s.val_final for s in self.seeds]))
+
+    def rank_key(self, metric: str) -> tuple[float, ...]:
+        """Smaller is better."""
+        if metric == "val_time_to_target":
+            return (float(self.missed), self.mean_time, -self.mean_final)
+        return (-self.mean_final,)
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["learning_rate=0.02,0.05"]`` -> ``{"train.learning_rate": ["0.02", "0.05"]}`` (aliases expanded)."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = ALIASES.get(key.strip(), key.strip())
+        choices = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key or not choices:
+            raise ValueError(f"grid: expected KEY=V1,V2,..., got {item!r}")
+        if key in grid:
+            raise ValueError(f"grid: {key} given twice")
+        grid[key] = choices
+    return grid
+
+
+def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    """The cartesian product, in the order given (the first key varies slowest)."""
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_id(point: dict[str, str]) -> str:
+    return slug("_".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items())) or "default"
+
+
+def read_validation(run_dir: Path, target: float) -> tuple[float | None, float, float]:
+    """(simulated time to ``target`` on validation or None, mean of the last 10% of rounds, best) from metrics.csv."""
+    with (run_dir / "metrics.csv").open() as f:
+        rows = [(float(r["sim_time_s"]), float(r["val_accuracy"])) for r in csv.DictReader(f)]
+    rows = [(t, a) for t, a in rows if not math.isnan(a)]
+    if not rows:
+        raise ValueError(f"{run_dir}: no val_accuracy in metrics.csv (was dataset.validation_fraction 0?)")
+    reached = next((t for t, a in rows if a >= target), None)
+    tail = max(1, math.ceil(FINAL_SHARE * (len(rows) - 1)))  # row 0 is the initial model
+    accuracy = [a for _, a in rows]
+    return reached, float(np.mean(accuracy[-tail:])), float(max(accuracy))
+
+
+def base_overrides(method: str, sets: Sequence[str], rounds: int | None, validation_fraction: float) -> list[str]:
+    overrides = [f"method={method}", *sets]
+    if not any(s.startswith("dataset.validation_fraction=") for s in sets):
+        overrides.append(f"dataset.validation_fraction={validation_fraction}")
+    if rounds is not None:
+        overrides.append(f"num_rounds={rounds}")
+    return overrides
+
+
+def tune(
+    method: str,
+    grid: dict[str, list[str]],
+    *,
+    seeds: Sequence[int] = (0,),
+    rounds: int | None = None,
+    metric: str = "val_time_to_target",
+    target: float = 0.7,
+    sets: Sequence[str] = (),
+    validation_fraction: float = 0.1,
+    runs_dir: Path = PROJECT_ROOT / "runs" / "tuning",
+    reports_dir: Path = PROJECT_ROOT / "reports" / "tuning",
+    workers: int = 1,
+    command: str = "",
+    log: Any = print,
+) -> dict[str, Any]:
+    """Run (or resume) the grid, choose by the validation metric, write the reports; returns tuning.json's content."""
+    if metric not in METRICS:
+        raise ValueError(f"metric: choose from {', '.join(METRICS)}, got {metric!r}")
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target: must be in (0, 1], got {target}")
+    if not seeds:
+        raise ValueError("seeds: give at least one")
+    base = base_overrides(method, sets, rounds, validation_fraction)
+    jobs: list[tuple[dict[str, str], Job]] = []
+    for point in grid_points(grid):
+        for seed in seeds:
+            overrides = (*base, *(f"{k}={v}" for k, v in point.items()), f"seed={seed}")
+            values = compose_values(overrides)
+            if float(values["dataset"].get("validation_fraction", 0.0)) <= 0.0:
+                raise ValueError("dataset.validation_fraction: tuning needs a validation split (> 0)")
+            run_id = f"{point_id(point)}/seed{seed}"
+            run_dir = runs_dir / method / run_id
+            values["output_dir"] = str(run_dir)
+            spec = RunSpec("tuning", method, point_id(point), seed, overrides, run_id)
+            jobs.append((point, Job(spec, values, run_dir)))
+    todo = [job for _, job in jobs if not is_complete(job.run_dir, job.values)]
+    log(f"[tune] {method}: {len(jobs)} runs, {len(jobs) - len(todo)} complete, {len(todo)} to run")
+    failures = execute(todo, "inprocess", workers, log)
+    if failures:
+        raise RuntimeError(f"{len(failures)} run(s) failed: " + "; ".join(failures))
+    points: dict[str, PointResult] = {}
+    for point, job in jobs:
+        reached, final, best = read_validation(job.run_dir, target)
+        result = points.setdefault(point_id(point), PointResult(dict(point), []))
+        result.seeds.append(SeedResult(job.spec.seed, str(job.run_dir), reached, final, best))
+    ranked = sorted(points.values(), key=lambda p: p.rank_key(metric))
+    chosen = ranked[0]
+    payload = {
+        "method": method,
+        "command": command,
+        "metric": metric,
+        "target": target,
+        "seeds": list(seeds),
+        "base_overrides": base,
+        "grid": grid,
+        "points": [
+            {
+                **asdict(p),
+                "missed": p.missed,
+                "mean_val_time_to_target": None if math.isinf(p.mean_time) else p.mean_time,
+                "mean_val_final": p.mean_final,
+            }
+            for p in ranked
+        ],
+        "chosen": chosen.overrides,
+        "chosen_overrides": [f"{k}={v}" for k, v in chosen.overrides.items()],
+    }
+    out = reports_dir / method
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tuning.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / "tuning.md").write_text(render_markdown(payload, ranked))
+    log(f"[tune] report: {out / 'tuning.md'}")
+    return payload
+
+
+def _time(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.2f}"
+
+
+def render_markdown(payload: dict[str, Any], ranked: Sequence[PointResult]) -> str:
+    keys = list(payload["grid"])
+    metric, target = payload["metric"], payload["target"]
+    lines = [
+        f"# Tuning: {payload['method']}",
+        "",
+        f"- **Command:** `{payload['command']}`",
+        f"- **Base overrides:** `{' '.join(payload['base_overrides'])}`",
+        f"- **Seeds:** {', '.join(map(str, payload['seeds']))}",
+        f"- **Chosen by:** `{metric}` on the validation split held out of the training set (target {target:g}); "
+        "the test set plays no part in the choice.",
+        f"- **Chosen:** `{' '.join(payload['chosen_overrides'])}`",
+        "",
+        "Points best first. Time: simulated seconds until the validation accuracy first reaches the target "
+        "(mean over the seeds that reached it); final: validation accuracy averaged over the last 10% of the "
+        "rounds (mean over seeds).",
+        "",
+        "| "
+        + " | ".join([*keys, "seeds reaching target", "mean val time to target (s)", "mean val final", "per seed"])
+        + " |",
+        "| " + " | ".join(["---"] * (len(keys) + 4)) + " |",
+    ]
+    for p in ranked:
+        per_seed = "; ".join(f"seed {s.seed}: {_time(s.val_time_to_target)} s, {s.val_final:.4f}" for s in p.seeds)
+        reached = len(p.seeds) - p.missed
+        time = _time(None if math.isinf(p.mean_time) else p.mean_time)
+        cells = [*(p.overrides[k] for k in keys), f"{reached}/{len(p.seeds)}", time, f"{p.mean_final:.4f}", per_seed]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m amp_fl.experiments.tune",
+        description="Grid-tune a method on the validation split; writes reports/tuning/<method>/tuning.{md,json}.",
+    )
+    parser.add_argument("method", help="a method preset (conf/method/*.yaml), e.g. amp_fl, synchronous, fedprox")
+    parser.add_argument(
+        "--grid", action="append", default=[], metavar="KEY=V1,V2", help="a key and its values; repeatable"
+    )
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--rounds", type=int, help="num_rounds of every run (default: the preset's)")
+    parser.add_argument("--metric", default="val_time_to_target", choices=METRICS)
+    parser.add_argument("--target", type=float, default=0.7, help="validation accuracy target (default 0.7)")
+    parser.add_argument("--validation-fraction", type=float, default=0.1, help="held-out share (default 0.1)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a Hydra override for every run (repeatable)"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1)")
+    parser.add_argument("--runs-dir", type=Path, default=PROJECT_ROOT / "runs" / "tuning")
+    parser.add_argument("--reports-dir", type=Path, default=PROJECT_ROOT / "reports" / "tuning")
+    args = parser.parse_args(argv)
+    command = shlex.join(["python", "-m", "amp_fl.experiments.tune", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        payload = tune(
+            args.method,
+            parse_grid(args.grid),
+            seeds=[int(s) for s in args.seeds.split(",") if s.strip()],
+            rounds=args.rounds,
+            metric=args.metric,
+            target=args.target,
+            sets=args.set,
+            validation_fraction=args.validation_fraction,
+            runs_dir=args.runs_dir,
+            reports_dir=args.reports_dir,
+            workers=args.jobs,
+            command=command,
+        )
+    except KeyboardInterrupt:
+        print("[tune] interrupted: give the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, RuntimeError) else 2
+    print("chosen: " + " ".join(payload["chosen_overrides"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Server-side optimisers on the global direction (beyond the paper; issue 9).
+
+The paper's global step is plain SGD on the aggregated direction ``d_t`` (Eq. (2) + step 8):
+``w_{t+1} = w_t - eta * d_t``. Treating ``d_t`` as a pseudo-gradient and feeding it to a server
+optimiser is the FedOpt family (Reddi et al., 2021, "Adaptive Federated Optimization"; FedAvgM,
+Hsu et al., 2019). Three rules, each a pure function of (state, weights, direction):
+
+- ``sgd``: ``w <- w - lr * d`` (bit-identical to :func:`~amp_fl.strategy.aggregation.apply_global_step`);
+- ``momentum`` (heavy ball, PyTorch's ``SGD(momentum=beta)`` without dampening):
+  ``m <- beta * m + d``; ``w <- w - lr * m`` (``m_0 = 0``, so the first step equals sgd's);
+- ``adam`` (Kingma & Ba, with bias correction): ``m <- b1 m + (1 - b1) d``,
+  ``v <- b2 v + (1 - b2) d^2``, ``w <- w - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``.
+  Adam's step is about ``lr`` per entry whatever the scale of ``d``, so its ``lr`` is not the
+  clients' learning rate: the configuration asks for it explicitly.
+
+All state lives in one :class:`ServerOptimizerState` (float64 moments, like the cache's
+accumulators) so that a checkpoint (issue 11) saves and restores it as one object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import numpy as np
+
+from amp_fl.strategy.aggregation import Arrays, apply_global_step
+
+ServerOptimizerName = Literal["sgd", "momentum", "adam"]
+SERVER_OPTIMIZERS: tuple[ServerOptimizerName, ...] = get_args(ServerOptimizerName)
+
+
+@dataclass(frozen=True)
+class ServerOptimizerSettings:
+    """Which rule, and its hyper-parameters (each read only by the rule named beside it).
+
+    Parameters
+    ----------
+    name : {"sgd", "momentum", "adam"}
+    lr : float
+        Server learning rate (for sgd and momentum: the paper's eta by default).
+    momentum : float, default 0.9
+        ``momentum``'s beta, in [0, 1).
+    betas : tuple of float, default (0.9, 0.999)
+        ``adam``'s (b1, b2), each in [0, 1).
+    eps : float, default 1e-8
+        ``adam``'s denominator floor, > 0.
+    """
+
+    name: ServerOptimizerName = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.name not in SERVER_OPTIMIZERS:
+            raise ValueError(f"name: choose from {', '.join(SERVER_OPTIMIZERS)}, got {self.name!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr: must be a finite number > 0, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum: must be in [0, 1), got {self.momentum}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas: two numbers in [0, 1), got {self.betas}")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps: must be a finite number > 0, got {self.eps}")
+
+
+@dataclass
+class ServerOptimizerState:
+    """Everything a server optimiser remembers between rounds (what a checkpoint must save).
+
+    ``step``: global steps taken; ``first_moment``: momentum's buffer ``m`` or Adam's ``m``;
+    ``second_moment``: Adam's ``v``. Empty lists until the first step that needs them.
+    """
+
+    step: int = 0
+    first_moment: Arrays = field(default_factory=list)
+    second_moment: Arrays = field(default_factory=list)
+
+
+def _zeros_like(arrays: Sequence[np.ndarray]) -> Arrays:
+    return [np.zeros(np.shape(a), dtype=np.float64) for a in arrays]
+
+
+def server_step(
+    settings: ServerOptimizerSettings, state: ServerOptimizerState, weights: Arrays, direction: Arrays
+) -> Arrays:
+    """One global step: returns the new weights (in the weights' dtypes) and advances ``state`` in place."""
+    state.step += 1
+    if settings.name == "sgd":
+        return apply_global_step(weights, direction, settings.lr)
+    if not state.first_moment:
+        state.first_moment = _zeros_like(weights)
+    if settings.name == "momentum":
+        for m, d in zip(state.first_moment, direction, strict=True):
+            m *= settings.momentum
+            m += d
+        return apply_global_step(weights, state.first_moment, settings.lr)
+    b1, b2 = settings.betas
+    if not state.second_moment:
+        state.second_moment = _zeros_like(weights)
+    correction1, correction2 = 1.0 - b1**state.step, 1.0 - b2**state.step
+    steps = []
+    for m, v, d in zip(state.first_moment, state.second_moment, direction, strict=True):
+        d64 = np.asarray(d, dtype=np.float64)
+        m *= b1
+        m += (1.0 - b1) * d64
+        v *= b2
+        v += (1.0 - b2) * d64 * d64
+        steps.append((m / correction1) / (np.sqrt(v / correction2) + settings.eps))
+    return apply_global_step(weights, steps, settings.lr)
