@@ -69,17 +69,17 @@ def test_a_diverged_run_stops_cleanly_with_its_metrics_and_last_good_checkpoint(
     """The global step of round 3 turns NaN (stand-in for an overflow): the run ends without a crash;
     metrics.csv keeps rounds 0-2, the checkpoint and final_model.npz hold round 2's model, and the
     summary says where and why."""
-    real_step = strategy_module.apply_global_step
+    real_step = strategy_module.server_step
     calls = []
 
-    def step(weights, direction, learning_rate):
+    def step(settings, state, weights, direction):
         calls.append(1)
-        new = real_step(weights, direction, learning_rate)
+        new = real_step(settings, state, weights, direction)
         if len(calls) == 3:
             new[2] = np.full_like(new[2], np.nan)
         return new
 
-    monkeypatch.setattr(strategy_module, "apply_global_step", step)
+    monkeypatch.setattr(strategy_module, "server_step", step)
     values = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 6, "num_rbs": 3}, "num_rounds": 6}
     run = run_in_process(load_config(values), tmp_path)
     summary = json.loads((run / "summary.json").read_text())
