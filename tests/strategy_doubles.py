@@ -3,7 +3,6 @@
 A scripted scheduler and pruning policy return the schedules and kept regions a test lists per
 round, so expected AoI tables, caches and global steps can be written down by hand; ClientApps
 are real Flower ``ClientApp`` objects run by :class:`~amp_fl.experiments.inprocess.InProcessGrid`.
-(``tests/test_strategy.py`` keeps its own copies; new reliability tests share these.)
 """
 
 from __future__ import annotations
@@ -51,15 +50,17 @@ class ScriptedScheduler:
 
 
 class ScriptedPolicy(PruningPolicy):
-    """Keeps, for each (round, device), the regions the plan lists."""
+    """Keeps, for each (round, device), the regions the plan lists; records what it was asked."""
 
     name = "scripted"
 
     def __init__(self, plan):
         super().__init__(0)
         self.plan = plan
+        self.contexts: list[SelectionContext] = []
 
     def _select(self, keep_counts, ctx: SelectionContext):
+        self.contexts.append(ctx)
         return dict(self.plan[ctx.server_round])[ctx.device_id]
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.clientapp import ClientApp
+from strategy_doubles import LR, ScriptedPolicy, ScriptedScheduler, SilentChannel, reply_to
+from strategy_doubles import constant_client as scripted_client
 
 from amp_fl import protocol as P
 from amp_fl.experiments.inprocess import FIRST_NODE_ID, InProcessGrid
 from amp_fl.models import build_model
-from amp_fl.pruning.policies import PruningPolicy, SelectionContext
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import extract_arrays, module_arrays, scatter_arrays
 from amp_fl.scheduling.schedule import Schedule
@@ -27,84 +28,6 @@ from amp_fl.strategy.aggregation import (
     fresh_mean,
 )
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, RoundReport
-from amp_fl.wireless.channel import ChannelState
-
-LR = 0.5
-
-
-class ScriptedScheduler:
-    """Returns the schedules given at construction, one per round."""
-
-    name = "scripted"
-
-    def __init__(self, plan):
-        self.plan = plan  # round -> list of (device, kept per layer)
-
-    def schedule(self, round, channel_state, aoi_table):
-        entries = self.plan[round]
-        sizes = tuple(aoi_table.layer_sizes)
-        n = len(entries)
-        return Schedule(
-            round=round,
-            layer_sizes=sizes,
-            device_ids=np.array([d for d, _ in entries], dtype=np.int64),
-            rb_ids=np.arange(n),
-            keep_fraction=np.ones(n),
-            keep_counts=np.array([[len(k) for k in kept] for _, kept in entries]).reshape(n, len(sizes)),
-            kept_indices=tuple(tuple(np.asarray(k) for k in kept) for _, kept in entries),
-            weights=np.zeros(n, dtype=np.int64),
-            compute_latency_s=np.full(n, 0.01),
-            upload_latency_s=np.full(n, 0.02),
-            round_latency_s=0.03,
-            objective=0,
-        )
-
-
-class ScriptedPolicy(PruningPolicy):
-    """Keeps, for each (round, device), the regions the plan lists; records what it was asked."""
-
-    name = "scripted"
-
-    def __init__(self, plan):
-        super().__init__(0)
-        self.plan = plan
-        self.contexts: list[SelectionContext] = []
-
-    def _select(self, keep_counts, ctx):
-        self.contexts.append(ctx)
-        return dict(self.plan[ctx.server_round])[ctx.device_id]
-
-
-class SilentChannel:
-    def observe(self, round):
-        return ChannelState(gains=np.ones(2), interference_w=np.ones(1))
-
-
-def _reply(device, instruction, arrays, loss=1.0):
-    """A well-formed reply to ``instruction`` (same round, same array names) carrying ``arrays``."""
-    return P.TrainReply(
-        device=device,
-        names=tuple(instruction.names),
-        gradient=tuple(arrays),
-        num_examples=1,
-        train_loss=loss,
-        fit_seconds=0.0,
-        round=instruction.round,
-    )
-
-
-def scripted_client(values_by_device):
-    """A ClientApp whose device k returns the constant ``values_by_device[k]`` in every array."""
-    app = ClientApp()
-
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        device = P.partition_id(context.node_config)
-        instruction = P.TrainInstruction.from_content(msg.content)
-        arrays = [np.full_like(a, values_by_device[device]) for a in instruction.arrays]
-        return _reply(device, instruction, arrays).to_reply(msg)
-
-    return app
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +181,7 @@ def test_malformed_replies_are_dropped_not_aggregated(cnn):
     def bad(msg, context):
         device = P.partition_id(context.node_config)
         instruction = P.TrainInstruction.from_content(msg.content)
-        reply = _reply(device, instruction, [np.zeros((1,), dtype=np.float32) for _ in instruction.names])
+        reply = reply_to(instruction, device, [np.zeros((1,), dtype=np.float32) for _ in instruction.names])
         content = reply.to_content()  # wrong shapes
         if device == 1:
             nan = [np.full_like(a, np.nan) for a in instruction.arrays]
@@ -285,8 +208,8 @@ def test_reply_without_metrics_or_from_the_wrong_device_is_dropped(cnn):
         device = P.partition_id(context.node_config)
         instruction = P.TrainInstruction.from_content(msg.content)
         if device == 0:  # claims to be device 1
-            return _reply(1, instruction, instruction.arrays).to_reply(msg)
-        content = _reply(device, instruction, instruction.arrays).to_content()
+            return reply_to(instruction, 1, instruction.arrays).to_reply(msg)
+        content = reply_to(instruction, device, instruction.arrays).to_content()
         del content[P.METRICS]
         return Message(content, reply_to=msg)
 

@@ -28,6 +28,7 @@ import statistics
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from pathlib import Path
 from types import TracebackType
@@ -265,7 +266,7 @@ def summary_lines(run_dir: Path, rows: list[RoundRow], num_rounds: int, wall_s: 
 # ---------------------------------------------------------------- the views
 
 
-class ProgressView:
+class ProgressView(ABC):
     """Shows rows as they arrive; ``with view:`` around the run, then :meth:`summary` or :meth:`failure`."""
 
     def __init__(self, num_rounds: int, run_dir: Path, out: TextIO | None = None, err: TextIO | None = None) -> None:
@@ -293,8 +294,8 @@ class ProgressView:
     def start(self) -> None:
         self.write(f"{PREFIX} run folder: {self.run_dir} (Flower's log: {FLOWER_LOG})")
 
-    def stop(self) -> None:
-        pass
+    def stop(self) -> None:  # noqa: B027 (a hook: the plain view has nothing to stop, the live bar does)
+        """Stop drawing (the live view's refresh thread); nothing to do for plain lines."""
 
     def update(self, new_rows: list[RoundRow]) -> None:
         """New rows (possibly none: then only the clock and the ETA move)."""
@@ -304,8 +305,9 @@ class ProgressView:
             self._eta_at = time.monotonic()
         self.show(new_rows)
 
+    @abstractmethod
     def show(self, new_rows: list[RoundRow]) -> None:
-        raise NotImplementedError
+        """Draw the view after an update (plain lines, or the live bar)."""
 
     def eta(self) -> float | None:
         """The latest estimate, counted down since it was made."""
