@@ -47,3 +47,15 @@ class DivergedError(ArithmeticError):
         super().__init__(f"diverged at round {server_round}: {reason}")
         self.round = server_round
         self.reason = reason
+
+
+class ValidationTargetReached(Exception):
+    """The validation accuracy reached ``evaluation.stop_at_val_accuracy``: the run stops early, as planned."""
+
+    def __init__(self, server_round: int, val_accuracy: float, target: float) -> None:
+        super().__init__(
+            f"stopped at round {server_round}: validation accuracy {val_accuracy:.4f} reached "
+            f"evaluation.stop_at_val_accuracy={target:g}"
+        )
+        self.round = server_round
+        self.val_accuracy = val_accuracy

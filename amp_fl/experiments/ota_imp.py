@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -315,7 +316,7 @@ def read_result(job: Job, last_k: int) -> RunResult:
     run = job.run_dir
     summary = json.loads((run / "summary.json").read_text())
     rows = _rows(run)
-    accuracy = [float(r["accuracy"]) for r in rows[1:]]
+    accuracy = [a for a in (float(r["accuracy"]) for r in rows[1:]) if not math.isnan(a)]  # evaluated rounds
     last = rows[-1]
     with np.load(run / "final_model.npz") as z:
         final = [z[f"arr_{i}"] for i in range(len(z.files))]

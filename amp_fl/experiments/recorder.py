@@ -27,6 +27,7 @@ from amp_fl.client.trainer import evaluate_arrays
 from amp_fl.config import RunConfig, config_to_dict
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.deployment.provenance import profile_provenance
+from amp_fl.errors import ValidationTargetReached
 from amp_fl.experiments.results import MetricsWriter, RoundRow, last_personal_accuracy, time_to_accuracy
 from amp_fl.experiments.wiring import RunData
 from amp_fl.pruning.regions import RegionMap
@@ -70,8 +71,10 @@ class Recorder:
     num_rounds: int
     initial_avg_aoi: float = 0.0
     validation_data: ArraySplit | None = None  # held out of the training set: val_accuracy / val_loss each round
+    every_sim_s: float = 0.0  # evaluation.every_sim_s: evaluate on this grid of the simulated clock; 0: every round
+    stop_at_val_accuracy: float | None = None  # evaluation.stop_at_val_accuracy: raise ValidationTargetReached
     sim_time_s: float = 0.0
-    latest_arrays: list[np.ndarray] | None = None  # the global model last evaluated
+    latest_arrays: list[np.ndarray] | None = None  # the latest global model
     on_row: Callable[[int], None] | None = None  # called with the round once its row is written (checkpoints)
     _report: RoundReport | None = field(default=None, init=False, repr=False)
     _personal: PersonalEvaluation | None = field(default=None, init=False, repr=False)
@@ -84,17 +87,23 @@ class Recorder:
         """The strategy's hook (before Flower's central evaluation of the same round): the devices' personal scores."""
         self._personal = evaluation
 
-    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         weights = arrays.to_numpy_ndarrays()
-        accuracy, loss = evaluate_arrays(weights, self.model, self.test_data, self.eval_batch_size)
         self.latest_arrays = weights
         report = self._take_report(server_round)
+        personal, self._personal = self._personal, None
+        if personal is not None and personal.round != server_round:
+            personal = None
+        latency = 0.0 if report is None else float(report.schedule.round_latency_s)
+        evaluate = self._evaluation_due(server_round, self.sim_time_s + latency, personal is not None)
+        accuracy = loss = math.nan
+        if evaluate:
+            accuracy, loss = evaluate_arrays(weights, self.model, self.test_data, self.eval_batch_size)
         row = self._row(server_round, accuracy, loss, report)
-        if self.validation_data is not None:
+        if evaluate and self.validation_data is not None:
             val_accuracy, val_loss = evaluate_arrays(weights, self.model, self.validation_data, self.eval_batch_size)
             row = dataclasses.replace(row, val_accuracy=val_accuracy, val_loss=val_loss)
-        personal, self._personal = self._personal, None
-        if personal is not None and personal.round == server_round:
+        if personal is not None:
             row = dataclasses.replace(row, personal_accuracy=personal.mean_accuracy)
         self.writer.append(row)
         if report is not None:
@@ -113,7 +122,23 @@ class Recorder:
             row.avg_aoi,
             row.wall_time_s,
         )
+        stop = self.stop_at_val_accuracy
+        if stop is not None and server_round < self.num_rounds and row.val_accuracy >= stop:
+            raise ValidationTargetReached(server_round, row.val_accuracy, stop)
+        if not evaluate:
+            return None
         return P.EvaluationMetrics(accuracy=accuracy, loss=loss).to_record()
+
+    def _evaluation_due(self, server_round: int, sim_time_s: float, personal: bool) -> bool:
+        """Round 0, the last round, personalised rounds, and the first round to end at or after each
+        multiple of ``every_sim_s`` (a grid on the simulated clock, so methods with short and long
+        rounds are measured at the same instants, give or take one round)."""
+        if server_round == 0 or server_round >= self.num_rounds or personal or self.every_sim_s <= 0:
+            return True
+        last = next((r.sim_time_s for r in reversed(self.writer.rows) if not math.isnan(r.accuracy)), None)
+        if last is None:  # nothing evaluated yet (cannot happen after round 0; kept for resumed rows)
+            return True
+        return math.floor(sim_time_s / self.every_sim_s + 1e-9) > math.floor(last / self.every_sim_s + 1e-9)
 
     def _take_report(self, server_round: int) -> RoundReport | None:
         report, self._report = self._report, None
@@ -209,14 +234,17 @@ def summary_base(
 
 def summary_outcome(rows: list[RoundRow], status: str, target_accuracy: float, started: float) -> dict[str, Any]:
     """What ``summary.json`` says about how the run went (written when it ends, however it ends)."""
-    final = rows[-1] if rows else None
+    last = rows[-1] if rows else None
+    evaluated = [r for r in rows if not math.isnan(r.accuracy)]  # evaluation.every_sim_s skips rounds
+    final = evaluated[-1] if evaluated else None
     return {
         "status": status,
-        "rounds_completed": final.round if final else 0,
+        "rounds_completed": last.round if last else 0,
         "final_accuracy": final.accuracy if final else None,
+        "final_accuracy_round": final.round if final else None,
         "final_loss": final.loss if final else None,
-        "best_accuracy": max((r.accuracy for r in rows), default=None),
-        "final_sim_time_s": final.sim_time_s if final else None,
+        "best_accuracy": max((r.accuracy for r in evaluated), default=None),
+        "final_sim_time_s": last.sim_time_s if last else None,
         "time_to_target_accuracy": time_to_accuracy(rows, target_accuracy),
         **validation_outcome(rows, target_accuracy),
         "personal_accuracy": last_personal_accuracy(rows),

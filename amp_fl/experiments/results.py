@@ -161,6 +161,7 @@ def write_figures(run_dir: Path, rows: list[RoundRow], title: str) -> list[Path]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if not math.isnan(r.accuracy)]  # evaluation.every_sim_s leaves rounds unevaluated
     if not rows:
         return []
     rounds = [float(r.round) for r in rows]

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from amp_fl import protocol as P
 from amp_fl.config import RunConfig
 from amp_fl.deployment.profiles import compute_benchmark
-from amp_fl.errors import DivergedError
+from amp_fl.errors import DivergedError, ValidationTargetReached
 from amp_fl.experiments.checkpoint import (
     Checkpointer,
     ServerState,
@@ -68,6 +68,8 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         writer=writer,
         num_rounds=cfg.num_rounds,
         validation_data=data.validation,
+        every_sim_s=cfg.evaluation.every_sim_s,
+        stop_at_val_accuracy=cfg.evaluation.stop_at_val_accuracy,
     )
     strategy = build_strategy(
         cfg,
@@ -104,6 +106,11 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
             evaluate_fn=recorder,
         )
         status = "completed"
+    except ValidationTargetReached as exc:
+        # Planned: time-to-target tuning needs nothing after the target; the run is complete.
+        status = "completed"
+        base["stopped_early"] = str(exc)
+        log.info("%s", exc)
     except DivergedError as exc:
         # A clean stop, not a crash: the rows, the last good checkpoint and the model of the last
         # good round stay; the summary says where and why (the launcher turns it into one line).

@@ -8,6 +8,8 @@ over the given keys, each point run for every seed with the in-process engine, s
 - ``val_time_to_target``: simulated seconds until the validation accuracy first reaches
   ``--target``. A point ranks by (seeds that never reached it, mean time over the seeds that did,
   minus its mean final validation accuracy): reaching the target on every seed comes first.
+  Each run stops once it reaches the target (``evaluation.stop_at_val_accuracy``; ``--no-stop``
+  runs to the end), so its final accuracy is not comparable across points and only breaks ties.
 - ``val_final``: mean over seeds of the validation accuracy averaged over the last 10% of the
   rounds (at least one round): less noisy than the last round alone. Higher is better.
 
@@ -124,10 +126,15 @@ def read_validation(run_dir: Path, target: float) -> tuple[float | None, float, 
     return reached, float(np.mean(accuracy[-tail:])), float(max(accuracy))
 
 
-def base_overrides(method: str, sets: Sequence[str], rounds: int | None, validation_fraction: float) -> list[str]:
+def base_overrides(
+    method: str, sets: Sequence[str], rounds: int | None, validation_fraction: float, stop_at: float | None = None
+) -> list[str]:
+    """Every run's overrides; ``stop_at``: end each run once its validation accuracy reaches it."""
     overrides = [f"method={method}", *sets]
     if not any(s.startswith("dataset.validation_fraction=") for s in sets):
         overrides.append(f"dataset.validation_fraction={validation_fraction}")
+    if stop_at is not None and not any(s.startswith("evaluation.stop_at_val_accuracy=") for s in sets):
+        overrides.append(f"evaluation.stop_at_val_accuracy={stop_at}")
     if rounds is not None:
         overrides.append(f"num_rounds={rounds}")
     return overrides
@@ -146,17 +153,23 @@ def tune(
     runs_dir: Path = PROJECT_ROOT / "runs" / "tuning",
     reports_dir: Path = PROJECT_ROOT / "reports" / "tuning",
     workers: int = 1,
+    stop_at_target: bool = True,
     command: str = "",
     log: Any = print,
 ) -> dict[str, Any]:
-    """Run (or resume) the grid, choose by the validation metric, write the reports; returns tuning.json's content."""
+    """Run (or resume) the grid, choose by the validation metric, write the reports; returns tuning.json's content.
+
+    With ``metric="val_time_to_target"`` and ``stop_at_target``, each run stops once its validation
+    accuracy reaches ``target`` (``evaluation.stop_at_val_accuracy``): nothing after it counts.
+    """
     if metric not in METRICS:
         raise ValueError(f"metric: choose from {', '.join(METRICS)}, got {metric!r}")
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target: must be in (0, 1], got {target}")
     if not seeds:
         raise ValueError("seeds: give at least one")
-    base = base_overrides(method, sets, rounds, validation_fraction)
+    stop_at = target if stop_at_target and metric == "val_time_to_target" else None
+    base = base_overrides(method, sets, rounds, validation_fraction, stop_at)
     jobs: list[tuple[dict[str, str], Job]] = []
     for point in grid_points(grid):
         for seed in seeds:
@@ -262,6 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a Hydra override for every run (repeatable)"
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1)")
+    parser.add_argument(
+        "--no-stop",
+        action="store_true",
+        help="run every run to num_rounds (default with val_time_to_target: stop once the target is reached)",
+    )
     parser.add_argument("--runs-dir", type=Path, default=PROJECT_ROOT / "runs" / "tuning")
     parser.add_argument("--reports-dir", type=Path, default=PROJECT_ROOT / "reports" / "tuning")
     args = parser.parse_args(argv)
@@ -279,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs_dir=args.runs_dir,
             reports_dir=args.reports_dir,
             workers=args.jobs,
+            stop_at_target=not args.no_stop,
             command=command,
         )
     except KeyboardInterrupt:

@@ -145,7 +145,12 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
     if not np.all(np.isfinite(columns["sim_time_s"])) or np.any(np.diff(columns["sim_time_s"]) < 0):
         raise RunFolderError(f"{path}: column 'sim_time_s' must be finite and non-decreasing")
     columns["round"] = rounds.astype(np.int64)
-    return columns
+    # Rounds the server did not evaluate (evaluation.every_sim_s) carry NaN accuracy: curves, times to
+    # target and final values are over the evaluated rounds only.
+    evaluated = ~np.isnan(columns["accuracy"])
+    if not evaluated.any():
+        raise RunFolderError(f"{path}: no evaluated round (every accuracy is NaN)")
+    return {c: v[evaluated] for c, v in columns.items()}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
