@@ -17,7 +17,7 @@ import numpy as np
 
 from amp_fl.experiments.figures import DatasetChoice, Family, Figure, PaperClaim, RunSpec, Scale
 from amp_fl.report.compare import Comparison, compare, to_jsonable
-from amp_fl.report.maths import Spread, spread, value_at
+from amp_fl.report.maths import Spread, spread, step_resample, value_at
 from amp_fl.report.render import (
     METHOD_TEXT,
     fmt_accuracy,
@@ -199,6 +199,10 @@ def _timed(claim: PaperClaim, comparison: Comparison, target: float) -> tuple[st
 def _timed_verdict(claim: PaperClaim, value: float) -> str:
     if math.isnan(value):
         return "not measurable"
+    if claim.goal and claim.kind == "speedup":
+        if value >= claim.value:
+            return "goal met" if math.isfinite(value) else "goal met (only AMP-FL reached the target)"
+        return f"goal missed: {value:.2f}x of {claim.value:g}x ({value / claim.value:.0%} of the goal)"
     if claim.kind == "speedup":
         if math.isinf(value):
             return "same direction (only AMP-FL reached the target)"
@@ -273,6 +277,8 @@ def evaluate_trend(
 ) -> ClaimResult:
     """Check a qualitative claim (``claim.trend``) against our means."""
     paper = claim.text
+    if claim.trend == "curve_above_from":
+        return curve_above_from(claim, panels)
     if claim.trend == "lowest_aoi":
         panel = panels[0]
         means = {}
@@ -354,8 +360,41 @@ def evaluate_trend(
     return ClaimResult(claim, paper, f"unknown trend {claim.trend!r}", "not measured")
 
 
+CURVE_GRID_S = 0.25  # the simulated-time grid on which curve_above_from compares the mean curves
+
+
+def curve_above_from(claim: PaperClaim, panels: Sequence[PanelResult]) -> ClaimResult:
+    """Whether the method's mean test-accuracy curve (over seeds, as a step function of simulated time)
+    is at or above every baseline's mean curve at every grid point from ``claim.from_time_s`` to the
+    time every run reached; reports the smallest margin and where it was."""
+    panel = next((p for p in panels if p.name == claim.panel), panels[0] if panels else None)
+    groups = {g.label: g for g in panel.groups} if panel is not None else {}
+    wanted = (claim.method, *claim.baselines)
+    missing = [x for x in wanted if x not in groups or not groups[x].runs]
+    if missing:
+        return ClaimResult(claim, claim.text, f"no runs of {', '.join(missing)}", "not measured")
+    start = claim.from_time_s or 0.0
+    end = min(r.final_sim_time_s for x in wanted for r in groups[x].runs)
+    if end < start:
+        return ClaimResult(claim, claim.text, f"the runs end at {end:.1f} s, before {start:g} s", "not measured")
+    grid = np.arange(start, end + 1e-9, CURVE_GRID_S)
+    mean = {x: np.mean([step_resample(r.sim_time_s, r.accuracy, grid) for r in groups[x].runs], axis=0) for x in wanted}
+    best_other = np.max([mean[b] for b in claim.baselines], axis=0)
+    margin = mean[claim.method] - best_other
+    at = int(np.argmin(margin))
+    above = int(np.sum(margin >= 0))
+    ours = (
+        f"at or above at {above} of {len(grid)} points from {start:g} s to {end:.2f} s; smallest margin "
+        f"{100 * margin[at]:+.2f} points at {grid[at]:.2f} s; mean margin {100 * float(np.mean(margin)):+.2f} points"
+    )
+    verdict = "goal met" if above == len(grid) else f"goal missed at {len(grid) - above} of {len(grid)} points"
+    return ClaimResult(claim, claim.text, ours, verdict)
+
+
 # ------------------------------------------------------------------------------------------ writing
 def _why(claim: PaperClaim, dataset: DatasetChoice, scale: Scale) -> str:
+    if claim.goal:
+        return "our goal, not a paper number"
     reasons = []
     paper_dataset = "MNIST" if claim.family == "mnist" else "CIFAR-10"
     if dataset.name not in ("mnist", "cifar10"):

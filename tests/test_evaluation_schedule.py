@@ -1,0 +1,189 @@
+"""Issue 9: evaluation on a grid of the simulated clock, early stop at a validation accuracy, and the
+report pieces that read such runs (un-evaluated rows, the curve goal, goal verdicts)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord
+
+from amp_fl.config import load_config
+from amp_fl.data.datasets import ArraySplit
+from amp_fl.errors import ConfigError, ValidationTargetReached
+from amp_fl.experiments.figure_report import PanelResult, _timed_verdict, curve_above_from
+from amp_fl.experiments.figures import PaperClaim
+from amp_fl.experiments.recorder import Recorder, summary_outcome
+from amp_fl.experiments.results import MetricsWriter
+from amp_fl.experiments.tune import tune
+from amp_fl.models import build_model
+from amp_fl.pruning.submodel import module_arrays
+from amp_fl.report.runs import Group, Run, read_metrics
+from amp_fl.scheduling.schedule import Schedule
+from amp_fl.strategy.amp_fl import RoundReport
+
+LATENCY_S = 0.04  # every round of the hand-built reports lasts 0.04 simulated seconds
+
+
+def _report(round: int) -> RoundReport:
+    schedule = Schedule(
+        round=round,
+        layer_sizes=(6, 16, 128),
+        device_ids=np.array([0]),
+        rb_ids=np.array([0]),
+        keep_fraction=np.array([1.0]),
+        keep_counts=np.array([[6, 16, 128]]),
+        kept_indices=((),),
+        weights=np.array([1]),
+        compute_latency_s=np.array([0.01]),
+        upload_latency_s=np.array([0.03]),
+        round_latency_s=LATENCY_S,
+        objective=1,
+    )
+    return RoundReport(
+        round=round,
+        schedule=schedule,
+        sent_devices=(0,),
+        received_devices=(0,),
+        failures={},
+        downlink_bytes=10,
+        uplink_bytes_per_device={0: 10},
+        train_loss={0: 1.0},
+        client_fit_s={0: 0.1},
+        mean_aoi=0.0,
+    )
+
+
+def _recorder(tmp_path: Path, num_rounds: int, **kwargs) -> Recorder:
+    labels = np.zeros(12, dtype=np.int64)  # all class 0: the all-zero model (uniform logits) scores 1.0
+    data = ArraySplit(np.random.default_rng(0).normal(size=(12, 1, 28, 28)).astype(np.float32), labels)
+    return Recorder(
+        model=build_model("cnn", num_classes=10),
+        test_data=data,
+        eval_batch_size=6,
+        writer=MetricsWriter(tmp_path),
+        num_rounds=num_rounds,
+        validation_data=data,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("evaluation.every_sim_s", -0.5, "every_sim_s"),
+        ("evaluation.every_sim_s", math.inf, "every_sim_s"),
+        ("evaluation.stop_at_val_accuracy", 0.0, "stop_at_val_accuracy"),
+        ("evaluation.stop_at_val_accuracy", 1.5, "stop_at_val_accuracy"),
+    ],
+)
+def test_bad_evaluation_settings_name_the_key(key, value, problem):
+    section, name = key.split(".")
+    values = {section: {name: value}, "dataset": {"validation_fraction": 0.1}}
+    with pytest.raises(ConfigError, match=f"evaluation.{problem}"):
+        load_config(values)
+
+
+def test_stopping_on_validation_needs_a_validation_split():
+    with pytest.raises(ConfigError, match="evaluation.stop_at_val_accuracy.*dataset.validation_fraction"):
+        load_config({"evaluation": {"stop_at_val_accuracy": 0.7}})
+    assert load_config({}).evaluation.every_sim_s == 0.0  # default: every round, as before
+
+
+def test_evaluation_grid_on_the_simulated_clock(tmp_path):
+    # Rounds end at 0.04 k s. With a 0.1 s grid the server evaluates round 0, the first round to end at
+    # or after 0.1 s (round 3, 0.12 s) and after 0.2 s (round 5, 0.20 s), and the last round (6).
+    recorder = _recorder(tmp_path, num_rounds=6, every_sim_s=0.1)
+    weights = module_arrays(build_model("cnn", num_classes=10))
+    returned = {}
+    for k in range(7):
+        if k:
+            recorder.on_round_end(_report(k))
+        returned[k] = recorder(k, ArrayRecord(weights))
+    evaluated = [r.round for r in recorder.writer.rows if not math.isnan(r.accuracy)]
+    assert evaluated == [0, 3, 5, 6]
+    assert [k for k, m in returned.items() if m is not None] == [0, 3, 5, 6]
+    rows = recorder.writer.rows
+    assert all(math.isnan(r.val_accuracy) == math.isnan(r.accuracy) for r in rows)
+    assert [r.sim_time_s for r in rows] == pytest.approx([LATENCY_S * k for k in range(7)])
+    assert recorder.latest_arrays is not None  # the latest model is kept whether evaluated or not
+    # The summary reads the evaluated rows: final accuracy from round 6, rounds completed 6.
+    outcome = summary_outcome(rows, "completed", 0.9, 0.0)
+    assert outcome["final_accuracy_round"] == 6 and outcome["rounds_completed"] == 6
+    assert not math.isnan(outcome["best_accuracy"])
+    # metrics.csv as the report reads it: the un-evaluated rows are dropped.
+    columns = read_metrics(tmp_path / "metrics.csv")
+    assert columns["round"].tolist() == [0, 3, 5, 6]
+
+
+def test_every_round_is_evaluated_by_default(tmp_path):
+    recorder = _recorder(tmp_path, num_rounds=3)
+    weights = module_arrays(build_model("cnn", num_classes=10))
+    for k in range(4):
+        if k:
+            recorder.on_round_end(_report(k))
+        assert recorder(k, ArrayRecord(weights)) is not None
+    assert not any(math.isnan(r.accuracy) for r in recorder.writer.rows)
+
+
+def test_validation_target_stops_the_run_after_writing_its_row(tmp_path):
+    recorder = _recorder(tmp_path, num_rounds=5, stop_at_val_accuracy=0.9)
+    zeros = [np.zeros_like(w) for w in module_arrays(build_model("cnn", num_classes=10))]
+    class_one = [*zeros[:-1], np.eye(10, dtype=np.float32)[1]]  # only the output bias: predicts class 1
+    assert recorder(0, ArrayRecord(class_one)) is not None
+    assert recorder.writer.rows[0].val_accuracy == 0.0  # every label is 0: below the target, no stop
+    recorder.on_round_end(_report(1))
+    with pytest.raises(ValidationTargetReached, match="round 1: validation accuracy 1.0000") as stop:
+        recorder(1, ArrayRecord(zeros))  # uniform logits: argmax is class 0, accuracy 1.0
+    assert stop.value.round == 1
+    assert [r.round for r in recorder.writer.rows] == [0, 1]  # the stop round's row is written first
+
+
+def test_time_to_target_tuning_stops_each_run_at_the_target(tmp_path):
+    sets = ["experiment=quick", "wireless.num_devices=3", "wireless.num_rbs=2"]
+    kwargs = dict(seeds=(0,), rounds=3, target=0.01, sets=sets, runs_dir=tmp_path / "runs")
+    payload = tune("amp_fl", {}, reports_dir=tmp_path / "reports", log=lambda _: None, **kwargs)
+    assert "evaluation.stop_at_val_accuracy=0.01" in payload["base_overrides"]
+    run = tmp_path / "runs" / "amp_fl" / "default" / "seed0"
+    summary = json.loads((run / "summary.json").read_text())
+    # Any model scores at least 1 % on validation: the run stops after round 0, complete.
+    assert summary["status"] == "completed" and summary["rounds_completed"] == 0
+    assert "stopped at round 0" in summary["stopped_early"]
+    lines: list[str] = []
+    tune("amp_fl", {}, reports_dir=tmp_path / "reports", log=lines.append, **kwargs)
+    assert lines[0] == "[tune] amp_fl: 1 runs, 1 complete, 0 to run"  # a stopped run is not run again
+
+
+def _run(seed: int, times: list[float], accuracy: list[float]) -> Run:
+    columns = {"round": np.arange(len(times)), "sim_time_s": np.array(times), "accuracy": np.array(accuracy)}
+    return Run(Path(f"/runs/{seed}"), seed, {}, {}, columns)
+
+
+def test_curve_goal_compares_mean_curves_on_the_time_grid():
+    claim = PaperClaim("mnist", "s2", "trend", "ours", ("a", "b"), math.nan, "goal", "issue 9",
+                       trend="curve_above_from", goal=True, from_time_s=1.0)  # fmt: skip
+    # Step curves: ours is 0.5 from 0 s and 0.8 from 1.5 s (mean of two seeds); a is 0.6 from 0 s;
+    # b is 0.4 then 0.7 from 1.0 s. From 1.0 s to the common end 2.0 s on a 0.25 s grid
+    # (1.0, 1.25, 1.5, 1.75, 2.0): ours - max(a, b) = -0.2, -0.2, +0.1, +0.1, +0.1.
+    ours = Group("ours", [_run(0, [0, 1.5, 2.0], [0.4, 0.7, 0.7]), _run(1, [0, 1.5, 2.5], [0.6, 0.9, 0.9])])
+    a = Group("a", [_run(0, [0, 3.0], [0.6, 0.6])])
+    b = Group("b", [_run(0, [0, 1.0, 2.0], [0.4, 0.7, 0.7])])
+    result = curve_above_from(claim, [PanelResult("s2", "", [ours, a, b], None)])
+    assert "at or above at 3 of 5 points from 1 s to 2.00 s" in result.ours
+    assert "smallest margin -20.00 points at 1.00 s" in result.ours
+    assert "mean margin -2.00 points" in result.ours
+    assert result.verdict == "goal missed at 2 of 5 points"
+    later = PaperClaim("mnist", "s2", "trend", "ours", ("a", "b"), math.nan, "goal", "issue 9",
+                       trend="curve_above_from", goal=True, from_time_s=1.5)  # fmt: skip
+    assert curve_above_from(later, [PanelResult("s2", "", [ours, a, b], None)]).verdict == "goal met"
+
+
+def test_goal_verdicts_say_met_or_by_how_much_missed():
+    goal = PaperClaim("mnist", "s2", "speedup", "ours", ("a",), 2.0, "goal", "issue 9", 0.7, goal=True)
+    assert _timed_verdict(goal, 2.3) == "goal met"
+    assert _timed_verdict(goal, math.inf) == "goal met (only AMP-FL reached the target)"
+    assert _timed_verdict(goal, 1.5) == "goal missed: 1.50x of 2x (75% of the goal)"
+    assert _timed_verdict(goal, math.nan) == "not measurable"
