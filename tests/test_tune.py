@@ -132,3 +132,14 @@ def test_reproduction_picks_up_each_methods_tuned_values(tmp_path):
             assert after == before  # no tuning.json for the other methods
     assert any("method=fedprox" in s.overrides for s in specs)
     assert with_tuned(specs, None) == specs
+    # APFL's global model is Synchronous FL's: without its own tuning.json it takes Synchronous FL's.
+    (tmp_path / "synchronous").mkdir()
+    sync_chosen = ["train.learning_rate=0.2", "strategy.server_optimizer=momentum"]
+    (tmp_path / "synchronous" / "tuning.json").write_text(json.dumps({"chosen_overrides": sync_chosen}))
+    for before, after in zip(specs, with_tuned(specs, tmp_path, extra), strict=True):
+        if "method=apfl" in before.overrides or "method=synchronous" in before.overrides:
+            assert after.overrides == (*before.overrides[:-1], *sync_chosen, "num_rounds=7")
+    (tmp_path / "apfl").mkdir()
+    (tmp_path / "apfl" / "tuning.json").write_text(json.dumps({"chosen_overrides": ["train.learning_rate=0.05"]}))
+    apfl = next(s for s in with_tuned(specs, tmp_path, extra) if "method=apfl" in s.overrides)
+    assert "train.learning_rate=0.05" in apfl.overrides and "train.learning_rate=0.2" not in apfl.overrides

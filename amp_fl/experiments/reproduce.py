@@ -126,19 +126,37 @@ def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:
     return _comparable(stored) == expected and (run_dir / "metrics.csv").is_file()
 
 
+# Methods whose tuning would only repeat another's: APFL's global model is Synchronous FL's, bit for
+# bit at equal settings (APFL adds a personal model beside it, which never reaches the server;
+# tests/test_apfl.py and tests/test_methods_flower.py; measured on the tuning runs too: identical
+# metrics.csv test and validation columns). Tuning its
+# learning rate on the global model's validation accuracy therefore chooses what Synchronous FL's
+# tuning chose; without its own tuning.json, APFL takes Synchronous FL's.
+TUNED_AS = {"apfl": "synchronous"}
+
+
+def tuning_file(tuned_dir: Path, method: str) -> Path | None:
+    """``<tuned_dir>/<method>/tuning.json``, else the one of the method it is tuned as (:data:`TUNED_AS`), else None."""
+    for name in (method, TUNED_AS.get(method)):
+        if name is not None and (tuned_dir / name / "tuning.json").is_file():
+            return tuned_dir / name / "tuning.json"
+    return None
+
+
 def with_tuned(specs: Sequence[RunSpec], tuned_dir: Path | None, extra: Sequence[str] = ()) -> list[RunSpec]:
     """Each run with its method's tuned values (``<tuned_dir>/<method>/tuning.json``'s ``chosen_overrides``,
     written by :mod:`amp_fl.experiments.tune`), placed before the user's ``extra`` so those still win.
 
-    A run's method is its last ``method=`` override; a method without a tuning.json keeps its preset's values.
+    A run's method is its last ``method=`` override; a method without a tuning.json takes the one of
+    the method it is tuned as (:data:`TUNED_AS`), else keeps its preset's values.
     """
     if tuned_dir is None:
         return list(specs)
     out = []
     for spec in specs:
         method = next((o.split("=", 1)[1] for o in reversed(spec.overrides) if o.startswith("method=")), None)
-        path = tuned_dir / method / "tuning.json" if method else None
-        if path is None or not path.is_file():
+        path = tuning_file(tuned_dir, method) if method else None
+        if path is None:
             out.append(spec)
             continue
         chosen = [str(o) for o in json.loads(path.read_text())["chosen_overrides"]]
