@@ -99,6 +99,11 @@ def test_micro_tuning_runs_chooses_on_validation_and_resumes(tmp_path, capsys):
     argv += ["--runs-dir", str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports")]
     assert main(argv) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"chosen: train.learning_rate={best}"
+    # A later stage fixes the choices with --set (make speedup's stage 2).
+    assert main(["--chosen-as-sets", str(tmp_path / "reports" / "amp_fl")]) == 0
+    assert capsys.readouterr().out.strip() == f"--set=train.learning_rate={best}"
+    assert main(["--chosen-as-sets", str(tmp_path / "nowhere")]) == 2
+    assert "no finished tuning" in capsys.readouterr().err
 
 
 def test_tuning_refuses_to_run_without_a_validation_split(tmp_path):
@@ -143,3 +148,12 @@ def test_reproduction_picks_up_each_methods_tuned_values(tmp_path):
     (tmp_path / "apfl" / "tuning.json").write_text(json.dumps({"chosen_overrides": ["train.learning_rate=0.05"]}))
     apfl = next(s for s in with_tuned(specs, tmp_path, extra) if "method=apfl" in s.overrides)
     assert "train.learning_rate=0.05" in apfl.overrides and "train.learning_rate=0.2" not in apfl.overrides
+    # Tuning in stages: a second directory's choices follow the first's (the later wins on a shared key).
+    stage2 = tmp_path / "stage2"
+    (stage2 / "synchronous").mkdir(parents=True)
+    (stage2 / "synchronous" / "tuning.json").write_text(json.dumps({"chosen_overrides": ["scheduling.deadline_s=0.3"]}))
+    staged = with_tuned(specs, [tmp_path, stage2], extra)
+    sync = next(s for s in staged if "method=synchronous" in s.overrides)
+    assert sync.overrides[-4:] == (*sync_chosen, "scheduling.deadline_s=0.3", "num_rounds=7")
+    fedprox = next(s for s in staged if "method=fedprox" in s.overrides)
+    assert fedprox.overrides[-3:] == (*chosen, "num_rounds=7")  # no stage-2 file: stage 1 only

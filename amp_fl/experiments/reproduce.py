@@ -143,23 +143,30 @@ def tuning_file(tuned_dir: Path, method: str) -> Path | None:
     return None
 
 
-def with_tuned(specs: Sequence[RunSpec], tuned_dir: Path | None, extra: Sequence[str] = ()) -> list[RunSpec]:
-    """Each run with its method's tuned values (``<tuned_dir>/<method>/tuning.json``'s ``chosen_overrides``,
+TunedDirs = Path | Sequence[Path] | None
+
+
+def with_tuned(specs: Sequence[RunSpec], tuned: TunedDirs, extra: Sequence[str] = ()) -> list[RunSpec]:
+    """Each run with its method's tuned values (``<dir>/<method>/tuning.json``'s ``chosen_overrides``,
     written by :mod:`amp_fl.experiments.tune`), placed before the user's ``extra`` so those still win.
 
     A run's method is its last ``method=`` override; a method without a tuning.json takes the one of
-    the method it is tuned as (:data:`TUNED_AS`), else keeps its preset's values.
+    the method it is tuned as (:data:`TUNED_AS`), else keeps its preset's values. With several
+    directories (tuning in stages: a later stage tunes other keys with the earlier stages' choices
+    fixed) each directory's choices follow the previous ones', so a later stage wins on a shared key.
     """
-    if tuned_dir is None:
-        return list(specs)
+    dirs = [] if tuned is None else [tuned] if isinstance(tuned, Path) else list(tuned)
     out = []
     for spec in specs:
         method = next((o.split("=", 1)[1] for o in reversed(spec.overrides) if o.startswith("method=")), None)
-        path = tuning_file(tuned_dir, method) if method else None
-        if path is None:
+        chosen: list[str] = []
+        for tuned_dir in dirs:
+            path = tuning_file(tuned_dir, method) if method else None
+            if path is not None:
+                chosen += [str(o) for o in json.loads(path.read_text())["chosen_overrides"]]
+        if not chosen:
             out.append(spec)
             continue
-        chosen = [str(o) for o in json.loads(path.read_text())["chosen_overrides"]]
         cut = len(spec.overrides) - len(extra)
         out.append(replace(spec, overrides=(*spec.overrides[:cut], *chosen, *spec.overrides[cut:])))
     return out
@@ -171,7 +178,7 @@ def plan(
     dataset: DatasetChoice,
     runs_root: Path,
     extra: tuple[str, ...] = (),
-    tuned_dir: Path | None = None,
+    tuned_dir: TunedDirs = None,
 ) -> tuple[list[RunSpec], list[Job], list[Job]]:
     """The figure's runs (with the tuned values in ``tuned_dir``, if given), split into complete and to run."""
     specs = with_tuned(expand_figure(figure, scale, dataset, extra), tuned_dir, extra)
@@ -439,7 +446,7 @@ def reproduce(
     dry_run: bool = False,
     extra: Sequence[str] = (),
     log: Any = print,
-    tuned_dir: Path | None = None,
+    tuned_dir: TunedDirs = None,
 ) -> list[Path]:
     """Run (or resume) figure ``name`` (a figure, ``quick`` or ``all``) and write its report(s); returns the reports."""
     if name == "all":
@@ -496,7 +503,7 @@ def reproduce_figure(
     dry_run: bool = False,
     extra: Sequence[str] = (),
     log: Any = print,
-    tuned_dir: Path | None = None,
+    tuned_dir: TunedDirs = None,
 ) -> Path | None:
     """Run the figure's missing runs under ``runs_root`` and write ``report_dir/report.md`` (None for a dry run).
 
@@ -557,8 +564,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tuned",
         type=Path,
+        action="append",
+        default=[],
         metavar="DIR",
-        help="use each method's tuned values from DIR/<method>/tuning.json (python -m amp_fl.experiments.tune)",
+        help="use each method's tuned values from DIR/<method>/tuning.json (python -m amp_fl.experiments.tune); "
+        "repeatable for tuning in stages (a later DIR wins on a shared key)",
     )
     args = parser.parse_args(argv)
     command = shlex.join(

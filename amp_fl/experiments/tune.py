@@ -257,7 +257,28 @@ def render_markdown(payload: dict[str, Any], ranked: Sequence[PointResult]) -> s
     return "\n".join(lines) + "\n"
 
 
+def chosen_as_sets(tuned_dir: Path) -> str:
+    """A finished tuning's choices as ``--set KEY=VALUE`` arguments, to fix them in a later stage."""
+    path = tuned_dir / "tuning.json"
+    try:
+        chosen = json.loads(path.read_text())["chosen_overrides"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: no finished tuning to read ({exc})") from exc
+    return " ".join(shlex.quote(f"--set={o}") for o in chosen)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["--chosen-as-sets"]:  # python -m amp_fl.experiments.tune --chosen-as-sets DIR
+        if len(args_list) != 2:
+            print("usage: python -m amp_fl.experiments.tune --chosen-as-sets DIR", file=sys.stderr)
+            return 2
+        try:
+            print(chosen_as_sets(Path(args_list[1])))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     parser = argparse.ArgumentParser(
         prog="python -m amp_fl.experiments.tune",
         description="Grid-tune a method on the validation split; writes reports/tuning/<method>/tuning.{md,json}.",
