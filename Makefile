@@ -92,9 +92,11 @@ reproduce-quick: $(STAMP) fashion-mnist
 # Synchronous FL's deadline). Reports: reports/tuning/[round_length/]<method>/tuning.md and
 # reports/speedup/report.md. About 80 minutes on 2 idle cores; every step resumes.
 JOBS ?= $(shell nproc)
-TUNE := $(PY) -m amp_fl.experiments.tune --seeds 0,1,2 --target 0.75 --jobs $(JOBS) --set experiment=fig8 \
-  --set evaluation.every_sim_s=0.5 --set strategy.server_momentum=0.5
-TUNE2 := $(TUNE) --runs-dir runs/tuning_round_length --reports-dir reports/tuning/round_length
+TUNE_BASE := $(PY) -m amp_fl.experiments.tune --seeds 0,1,2 --target 0.75 --jobs $(JOBS) --set experiment=fig8 \
+  --set evaluation.every_sim_s=0.5
+# momentum's beta is fixed (not tuned) and recorded with the choice; stage 2 inherits it with the choices
+TUNE := $(TUNE_BASE) --fix strategy.server_momentum=0.5
+TUNE2 := $(TUNE_BASE) --runs-dir runs/tuning_round_length --reports-dir reports/tuning/round_length
 SERVER_GRID := --grid learning_rate=0.05,0.1,0.2 --grid strategy.server_optimizer=sgd,momentum
 .PHONY: speedup
 speedup: $(STAMP) fashion-mnist

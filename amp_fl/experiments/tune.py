@@ -154,6 +154,7 @@ def tune(
     reports_dir: Path = PROJECT_ROOT / "reports" / "tuning",
     workers: int = 1,
     stop_at_target: bool = True,
+    fixed: Sequence[str] = (),
     command: str = "",
     log: Any = print,
 ) -> dict[str, Any]:
@@ -169,7 +170,9 @@ def tune(
     if not seeds:
         raise ValueError("seeds: give at least one")
     stop_at = target if stop_at_target and metric == "val_time_to_target" else None
-    base = base_overrides(method, sets, rounds, validation_fraction, stop_at)
+    # Fixed hyper-parameters run like --set but belong to the choice: a comparison that takes the
+    # chosen values must run with them too (a set-up value such as the experiment does not).
+    base = base_overrides(method, [*sets, *fixed], rounds, validation_fraction, stop_at)
     jobs: list[tuple[dict[str, str], Job]] = []
     for point in grid_points(grid):
         for seed in seeds:
@@ -212,7 +215,8 @@ def tune(
             for p in ranked
         ],
         "chosen": chosen.overrides,
-        "chosen_overrides": [f"{k}={v}" for k, v in chosen.overrides.items()],
+        "fixed": list(fixed),
+        "chosen_overrides": [*fixed, *(f"{k}={v}" for k, v in chosen.overrides.items())],
     }
     out = reports_dir / method
     out.mkdir(parents=True, exist_ok=True)
@@ -295,6 +299,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a Hydra override for every run (repeatable)"
     )
+    parser.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyper-parameter held fixed in every run and recorded with the choice, so that "
+        "reproduce --tuned runs with it too (repeatable)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1)")
     parser.add_argument(
         "--no-stop",
@@ -319,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reports_dir=args.reports_dir,
             workers=args.jobs,
             stop_at_target=not args.no_stop,
+            fixed=args.fix,
             command=command,
         )
     except KeyboardInterrupt:
