@@ -1,7 +1,7 @@
 """Hydra entry point: ``python -m amp_fl [group=option ...] [key=value ...]`` (``-m`` for sweeps).
 
 Hydra composes ``conf/``; the result is validated into :class:`amp_fl.config.RunConfig` before any
-Flower process starts, then one Flower run is launched per job (see ``amp_fl.experiments.launch``).
+Flower process starts, then one Flower run is launched per job (see ``amp_fl.launch.launcher``).
 The terminal shows a progress view and a summary (``verbose=true``: Flower's full log as well; it
 is always in the run folder's ``flower.log``). Bad input, an unavailable dataset or a failed run
 end in one ``error: ...`` line on stderr (exit code 2 for input, 1 for a failed run), never in a
@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from amp_fl.config import load_config
 from amp_fl.errors import ConfigError
-from amp_fl.experiments.checkpoint import resume_config
-from amp_fl.experiments.launch import cli_errors, launch
+from amp_fl.launch.launcher import cli_errors, launch
+from amp_fl.server.checkpoint import resume_config
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 

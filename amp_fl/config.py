@@ -15,12 +15,11 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 
-from amp_fl.client.failures import FailureSettings
-from amp_fl.client.objectives import LOCAL_OBJECTIVES, LocalObjective
 from amp_fl.data.datasets import DATASETS
-from amp_fl.deployment.provenance import CHANNEL_MODES, ChannelMode
 from amp_fl.errors import ConfigError, require
 from amp_fl.models import available_models
+from amp_fl.protocol.provenance import CHANNEL_MODES, ChannelMode
+from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObjective
 from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningMethod, imp_steps_needed
 from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
@@ -554,7 +553,7 @@ class FailuresConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Server checkpoints (:mod:`amp_fl.experiments.checkpoint`): ``every`` rounds (and after the last); 0: never."""
+    """Server checkpoints (:mod:`amp_fl.server.checkpoint`): ``every`` rounds (and after the last); 0: never."""
 
     every: int = 1
 

@@ -2,7 +2,7 @@
 
 A scripted scheduler and pruning policy return the schedules and kept regions a test lists per
 round, so expected AoI tables, caches and global steps can be written down by hand; ClientApps
-are real Flower ``ClientApp`` objects run by :class:`~amp_fl.experiments.inprocess.InProcessGrid`.
+are real Flower ``ClientApp`` objects run by :class:`~amp_fl.launch.inprocess.InProcessGrid`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from amp_fl import protocol as P
-from amp_fl.experiments.inprocess import FIRST_NODE_ID
+from amp_fl.launch.inprocess import FIRST_NODE_ID
 from amp_fl.pruning.policies import PruningPolicy, SelectionContext
 from amp_fl.scheduling.schedule import Schedule
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, RoundReport

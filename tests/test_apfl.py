@@ -27,11 +27,11 @@ from amp_fl.client.personal import label_frequencies, label_weighted_score
 from amp_fl.client.trainer import SubModelTrainer, TrainSettings
 from amp_fl.config import load_config
 from amp_fl.data.datasets import load_dataset
-from amp_fl.experiments.inprocess import FIRST_NODE_ID, InProcessGrid, run_in_process
-from amp_fl.experiments.wiring import build_strategy, initial_model, latency_config, run_data, train_setup
+from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid, run_in_process
 from amp_fl.models import build_model
 from amp_fl.pruning.regions import region_map, region_map_for
 from amp_fl.pruning.submodel import load_arrays, module_arrays
+from amp_fl.server.build import build_strategy, initial_model, latency_config, run_data, train_setup
 from amp_fl.strategy.amp_fl import UNKNOWN_DEVICE, personal_evaluation_due
 from amp_fl.wireless.devices import simulated_device_profile
 

@@ -68,7 +68,7 @@ def test_a_micro_run_with_discounted_compensation_and_server_momentum_completes(
     import json
     import math
 
-    from amp_fl.experiments.inprocess import run_in_process
+    from amp_fl.launch.inprocess import run_in_process
 
     cfg = _compose(
         [

@@ -14,9 +14,9 @@ import pytest
 
 from amp_fl.config import load_config
 from amp_fl.errors import ConfigError
-from amp_fl.experiments import checkpoint as C
-from amp_fl.experiments.inprocess import run_in_process
-from amp_fl.experiments.results import RoundRow
+from amp_fl.launch.inprocess import run_in_process
+from amp_fl.run_folder import RoundRow
+from amp_fl.server import checkpoint as C
 
 BASE = {
     "dataset": {"name": "mnist5k"},
@@ -182,9 +182,9 @@ def test_a_changed_configuration_is_named(tmp_path):
 
 
 def test_a_resumed_runs_saved_config_repeats_the_run_from_round_0(tmp_path, monkeypatch):
-    """``python -m amp_fl.experiments.launch runs/<run>/run_config.json runs/again`` repeats a run, also a
+    """``python -m amp_fl.launch.launcher runs/<run>/run_config.json runs/again`` repeats a run, also a
     resumed one (whose run_config.json names its own folder in ``resume``)."""
-    from amp_fl.experiments import launch as launch_mod
+    from amp_fl.launch import launcher as launch_mod
 
     seen = {}
 

@@ -15,7 +15,7 @@ import pytest
 
 from amp_fl.config import load_config
 from amp_fl.errors import ConfigError
-from amp_fl.experiments.launch import PROJECT_ROOT
+from amp_fl.launch.launcher import PROJECT_ROOT
 
 LATE = {"late_prob": 0.2, "late_delay_s": 2.0}
 

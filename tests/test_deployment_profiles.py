@@ -17,16 +17,16 @@ import pytest
 
 from amp_fl import protocol as P
 from amp_fl.client.app import app as client_app
+from amp_fl.client.benchmark import measure_training_throughput
+from amp_fl.client.profile import resolve_profile_reply
 from amp_fl.config import load_config
-from amp_fl.deployment.benchmark import measure_training_throughput
 from amp_fl.deployment.channel import DeploymentChannel, build_channel, equivalent_gain, expected_interference_w
-from amp_fl.deployment.profiles import resolve_profile_reply
-from amp_fl.deployment.provenance import ReportedDeviceProfile, profile_provenance
-from amp_fl.experiments.inprocess import InProcessGrid
-from amp_fl.experiments.launch import preflight, write_run_config
-from amp_fl.experiments.runner import run_server
+from amp_fl.launch.inprocess import InProcessGrid
+from amp_fl.launch.launcher import preflight, write_run_config
+from amp_fl.protocol.provenance import ReportedDeviceProfile, profile_provenance
 from amp_fl.pruning.counts import training_flops_per_sample
 from amp_fl.pruning.regions import region_map
+from amp_fl.server.runner import run_server
 from amp_fl.wireless.channel import RayleighChannel, shannon_rates
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.devices import DevicePopulation, DeviceProfile, simulated_device_profile

@@ -20,7 +20,7 @@ from amp_fl import protocol as P
 from amp_fl.config import load_config
 from amp_fl.deployment.credentials import Credentials
 from amp_fl.deployment.topology import LocalFederation, Security
-from amp_fl.experiments.launch import PROJECT_ROOT, launch
+from amp_fl.launch.launcher import PROJECT_ROOT, launch
 
 pytestmark = pytest.mark.e2e
 NUM_BOARDS = 3

@@ -12,11 +12,11 @@ from strategy_doubles import LR, constant_client, make_strategy, run_round
 
 from amp_fl.config import load_config
 from amp_fl.errors import DivergedError
-from amp_fl.experiments import checkpoint as C
-from amp_fl.experiments.inprocess import InProcessGrid, run_in_process
+from amp_fl.launch.inprocess import InProcessGrid, run_in_process
 from amp_fl.models import build_model
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import module_arrays
+from amp_fl.server import checkpoint as C
 from amp_fl.strategy import amp_fl as strategy_module
 
 
@@ -100,7 +100,7 @@ def test_launcher_ends_a_diverged_run_with_one_line_naming_round_and_cure(tmp_pa
     """A stand-in for ``flwr run`` that ends as a diverged ServerApp does (exit 0, status ``diverged ...``)."""
     import sys
 
-    from amp_fl.experiments import launch as launch_mod
+    from amp_fl.launch import launcher as launch_mod
 
     status = "diverged at round 3: the global model has NaN or infinite values in 'features.3.weight'"
     script = f"import json, sys; open(sys.argv[1] + '/summary.json', 'w').write(json.dumps({{'status': {status!r}}}))"

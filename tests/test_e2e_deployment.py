@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from amp_fl.config import load_config
-from amp_fl.experiments.launch import PROJECT_ROOT, launch
+from amp_fl.launch.launcher import PROJECT_ROOT, launch
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent

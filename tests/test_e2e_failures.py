@@ -14,8 +14,8 @@ import pytest
 
 from amp_fl.client.failures import injected_failure
 from amp_fl.config import load_config
-from amp_fl.experiments.launch import launch
-from amp_fl.experiments.processes import run_processes
+from amp_fl.launch.launcher import launch
+from amp_fl.launch.processes import run_processes
 
 pytestmark = pytest.mark.e2e
 

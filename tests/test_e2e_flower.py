@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from amp_fl.config import load_config
-from amp_fl.experiments.launch import PROJECT_ROOT, flower_processes, flwr_home, launch
+from amp_fl.launch.launcher import PROJECT_ROOT, flower_processes, flwr_home, launch
 from amp_fl.pruning.counts import submodel_param_count
 from amp_fl.pruning.regions import region_map
 

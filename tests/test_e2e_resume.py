@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from amp_fl.config import config_to_dict, load_config
-from amp_fl.experiments.checkpoint import load_checkpoint
-from amp_fl.experiments.launch import PROJECT_ROOT, launch
-from amp_fl.experiments.processes import SERVER_APP_PROGRAMS, run_processes
+from amp_fl.launch.launcher import PROJECT_ROOT, launch
+from amp_fl.launch.processes import SERVER_APP_PROGRAMS, run_processes
+from amp_fl.server.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -59,11 +59,11 @@ def _row_count(run: Path) -> int:
 
 
 def _start_launcher(run: Path, home: Path, rounds: int = ROUNDS) -> subprocess.Popen[str]:
-    """``python -m amp_fl.experiments.launch CONFIG RUN`` in its own process (so it can be signalled)."""
+    """``python -m amp_fl.launch.launcher CONFIG RUN`` in its own process (so it can be signalled)."""
     run.mkdir(parents=True, exist_ok=True)
     config = run.parent / f"{run.name}_config.json"
     config.write_text(json.dumps(config_to_dict(load_config({**SMALL, "num_rounds": rounds})), default=list))
-    cmd = [sys.executable, "-m", "amp_fl.experiments.launch", str(config), str(run)]
+    cmd = [sys.executable, "-m", "amp_fl.launch.launcher", str(config), str(run)]
     env = {**os.environ, "FLWR_HOME": str(home)}
     return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -16,13 +16,13 @@ from amp_fl.data.datasets import ArraySplit
 from amp_fl.errors import ConfigError, ValidationTargetReached
 from amp_fl.experiments.figure_report import PanelResult, _timed_verdict, curve_above_from
 from amp_fl.experiments.figures import PaperClaim
-from amp_fl.experiments.recorder import Recorder, summary_outcome
-from amp_fl.experiments.results import MetricsWriter
 from amp_fl.experiments.tune import tune
 from amp_fl.models import build_model
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.report.runs import Group, Run, read_metrics
+from amp_fl.run_folder import MetricsWriter
 from amp_fl.scheduling.schedule import Schedule
+from amp_fl.server.recorder import Recorder, summary_outcome
 from amp_fl.strategy.amp_fl import RoundReport
 
 LATENCY_S = 0.04  # every round of the hand-built reports lasts 0.04 simulated seconds

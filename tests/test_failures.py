@@ -13,10 +13,11 @@ from flwr.clientapp import ClientApp
 from strategy_doubles import LR, make_strategy, reply_to
 
 from amp_fl import protocol as P
-from amp_fl.client.failures import FAILURE_MODES, FailureSettings, corrupted, injected_failure
+from amp_fl.client.failures import FAILURE_MODES, corrupted, injected_failure
 from amp_fl.config import load_config
-from amp_fl.experiments.inprocess import InProcessGrid, run_in_process
+from amp_fl.launch.inprocess import InProcessGrid, run_in_process
 from amp_fl.models import build_model
+from amp_fl.protocol.setup import FailureSettings
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import extract_arrays, module_arrays, scatter_arrays
 
@@ -63,7 +64,7 @@ def test_injector_settings_travel_in_the_train_setup():
     failures = FailureSettings(raise_prob=0.25, late_prob=0.05, corrupt_prob=0.1, late_delay_s=3.0)
     original = setup(4).__class__(**{**setup(4).__dict__, "failures": failures})
     content = ConfigRecord(original.to_config())
-    parsed = P.TrainSetup._from_fields(P._Fields(content, "train instruction", ValueError))
+    parsed = P.TrainSetup._from_fields(P.Fields(content, "train instruction", ValueError))
     assert parsed.failures == failures
 
 

@@ -43,10 +43,10 @@ from amp_fl import protocol as P
 from amp_fl.client.local import batch_rng, local_data, model_info, train_settings
 from amp_fl.client.trainer import SubModelTrainer
 from amp_fl.config import RunConfig, load_config
-from amp_fl.experiments.inprocess import InProcessGrid, run_in_process
-from amp_fl.experiments.wiring import initial_model, run_data, train_setup
+from amp_fl.launch.inprocess import InProcessGrid, run_in_process
 from amp_fl.pruning.regions import region_map
 from amp_fl.pruning.submodel import module_arrays
+from amp_fl.server.build import initial_model, run_data, train_setup
 
 ROUNDS = 3
 DEVICES = 4

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-import amp_fl.experiments.launch as launch_mod
+import amp_fl.launch.launcher as launch_mod
 from amp_fl.config import load_config
-from amp_fl.experiments.launch import PROJECT_ROOT, RunFailedError, flower_processes, launch
-from amp_fl.experiments.progress import (
+from amp_fl.launch.launcher import PROJECT_ROOT, RunFailedError, flower_processes, launch
+from amp_fl.launch.progress import (
     LiveProgress,
     MetricsTail,
     PlainProgress,
@@ -35,7 +35,7 @@ from amp_fl.experiments.progress import (
     read_metrics,
     strip_ansi,
 )
-from amp_fl.experiments.results import METRIC_COLUMNS, RoundRow, progress_line
+from amp_fl.run_folder import METRIC_COLUMNS, RoundRow, progress_line
 
 FLOWER_RECORDS = ("[ROUND", "configure_train", "aggregate_train", "Final results", "ServerApp-side Evaluate Metrics")
 SMALL = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 4, "num_rbs": 2}, "num_rounds": 3}
@@ -168,7 +168,7 @@ FAKE_FLWR = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from amp_fl.experiments.results import METRIC_COLUMNS
+    from amp_fl.run_folder import METRIC_COLUMNS
     run_dir, rounds, exit_code = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     (run_dir / "fake_flwr.pid").write_text(str(__import__("os").getpid()))
     print("\\x1b[92mINFO \\x1b[0m:      Starting Flower Simulation", flush=True)
@@ -254,7 +254,7 @@ def test_interrupted_launcher_stops_flower(tmp_path):
         f"""
         import sys
         from pathlib import Path
-        import amp_fl.experiments.launch as L
+        import amp_fl.launch.launcher as L
         from amp_fl.config import load_config
         L.flwr_command = lambda cfg, f, h: [sys.executable, "-c", {FAKE_FLWR!r}, str(f.parent), "1", "99"]
         with L.cli_errors(Path({str(run)!r})):

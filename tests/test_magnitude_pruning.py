@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from amp_fl.client.masked import MaskedTrainer, prunable_arrays
+from amp_fl.client.sparse_fedavg import MaskedTrainer, prunable_arrays
 from amp_fl.client.trainer import ModelInfo
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.models import build_model

@@ -18,7 +18,7 @@ from flwr.clientapp import ClientApp
 from strategy_doubles import constant_client, make_strategy, reply_to, run_round
 
 from amp_fl import protocol as P
-from amp_fl.experiments.inprocess import InProcessGrid
+from amp_fl.launch.inprocess import InProcessGrid
 from amp_fl.models import build_model
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import module_arrays

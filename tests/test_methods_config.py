@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from amp_fl import protocol as P
 from amp_fl.config import RunConfig, load_config
 from amp_fl.errors import ConfigError
-from amp_fl.experiments.wiring import RunData, train_setup
+from amp_fl.server.build import RunData, train_setup
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amp_fl.experiments.launch import PROJECT_ROOT, flower_processes
+from amp_fl.launch.launcher import PROJECT_ROOT, flower_processes
 
 ROUNDS = 2
 OVERRIDES = ["experiment=quick", "wireless.num_devices=4", "wireless.num_rbs=2", f"num_rounds={ROUNDS}", "seed=3"]

@@ -15,7 +15,7 @@ from flwr.clientapp import ClientApp
 
 from amp_fl import protocol as P
 from amp_fl.config import ConfigError, load_config
-from amp_fl.experiments.inprocess import FIRST_NODE_ID, InProcessGrid
+from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid
 from amp_fl.models import build_model
 from amp_fl.pruning.policies import PruningPolicy
 from amp_fl.pruning.regions import region_map_for

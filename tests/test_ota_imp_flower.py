@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from amp_fl.experiments.launch import flower_processes, flwr_home
 from amp_fl.experiments.ota_imp import main
+from amp_fl.launch.launcher import flower_processes, flwr_home
 
 pytestmark = pytest.mark.e2e
 

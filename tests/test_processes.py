@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from amp_fl.experiments.processes import MARKER, SERVER_APP_PROGRAMS, run_processes, stop_run_processes
+from amp_fl.launch.processes import MARKER, SERVER_APP_PROGRAMS, run_processes, stop_run_processes
 
 SLEEPER = "import time; time.sleep(120)"
 
@@ -98,7 +98,7 @@ def test_watchdog_stops_the_run_when_the_launcher_is_sigkilled(tmp_path, spawn):
     superlink = spawn("flower-superlink", home)
     agent = spawn("ray::RuntimeEnvAgent", home)
     watchdog = subprocess.Popen(
-        [sys.executable, "-m", "amp_fl.experiments.processes", str(launcher), str(home)], start_new_session=True
+        [sys.executable, "-m", "amp_fl.launch.processes", str(launcher), str(home)], start_new_session=True
     )
     try:
         time.sleep(1.5)

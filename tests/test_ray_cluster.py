@@ -14,7 +14,7 @@ import pytest
 
 from amp_fl.config import load_config
 from amp_fl.deployment.ray_cluster import RayHead
-from amp_fl.experiments.launch import launch
+from amp_fl.launch.launcher import launch
 
 pytestmark = pytest.mark.e2e
 

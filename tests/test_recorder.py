@@ -14,11 +14,11 @@ from flwr.app import ArrayRecord
 
 from amp_fl import protocol as P
 from amp_fl.data.datasets import ArraySplit
-from amp_fl.experiments.recorder import Recorder
-from amp_fl.experiments.results import MetricsWriter
 from amp_fl.models import build_model
 from amp_fl.pruning.submodel import module_arrays
+from amp_fl.run_folder import MetricsWriter
 from amp_fl.scheduling.schedule import Schedule
+from amp_fl.server.recorder import Recorder
 from amp_fl.strategy.amp_fl import RoundReport
 
 

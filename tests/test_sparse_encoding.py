@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from amp_fl import protocol as P
-from amp_fl.client.masked import prunable_arrays
+from amp_fl.client.sparse_fedavg import prunable_arrays
 from amp_fl.errors import InvalidReplyError
-from amp_fl.masked_protocol import MaskedTrainInstruction, MaskedTrainReply
 from amp_fl.models import build_model
+from amp_fl.protocol.sparse_fedavg import MaskedTrainInstruction, MaskedTrainReply
 from amp_fl.pruning.magnitude import MagnitudePruner
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.sparse_encoding import (

@@ -18,11 +18,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from amp_fl import protocol as P
-from amp_fl.client.masked import prunable_arrays
+from amp_fl.client.sparse_fedavg import prunable_arrays
 from amp_fl.config import load_config
-from amp_fl.experiments.inprocess import FIRST_NODE_ID, InProcessGrid, run_in_process
-from amp_fl.masked_protocol import MaskedTrainInstruction, MaskedTrainReply
+from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid, run_in_process
 from amp_fl.models import build_model
+from amp_fl.protocol.sparse_fedavg import MaskedTrainInstruction, MaskedTrainReply
 from amp_fl.pruning.magnitude import MagnitudePruner
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.sparse_encoding import pack_values

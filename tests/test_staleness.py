@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_strategy import LR, SETUP, ScriptedPolicy, ScriptedScheduler, SilentChannel, _kept, _round, scripted_client
 
-from amp_fl.experiments.inprocess import FIRST_NODE_ID, InProcessGrid
+from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid
 from amp_fl.models import build_model
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import extract_arrays, module_arrays, scatter_arrays

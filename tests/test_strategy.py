@@ -15,7 +15,7 @@ from strategy_doubles import LR, ScriptedPolicy, ScriptedScheduler, SilentChanne
 from strategy_doubles import constant_client as scripted_client
 
 from amp_fl import protocol as P
-from amp_fl.experiments.inprocess import FIRST_NODE_ID, InProcessGrid
+from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid
 from amp_fl.models import build_model
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import extract_arrays, module_arrays, scatter_arrays
@@ -245,7 +245,7 @@ def test_aoi_policy_keeps_what_the_amp_scheduler_chose(tmp_path, monkeypatch):
     import json
 
     from amp_fl.config import load_config
-    from amp_fl.experiments.inprocess import run_in_process
+    from amp_fl.launch.inprocess import run_in_process
 
     cfg = load_config(
         {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 4, "num_rbs": 2}, "num_rounds": 3, "seed": 5}

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from amp_fl.config import load_config
-from amp_fl.experiments.inprocess import run_in_process
+from amp_fl.launch.inprocess import run_in_process
 
 BASE = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 6, "num_rbs": 3}, "num_rounds": 2}
 

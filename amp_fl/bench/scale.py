@@ -21,7 +21,7 @@ from pathlib import Path
 
 from amp_fl.bench import emit
 from amp_fl.bench.simulation import GIB, bench_config, flower_round_times, round_times
-from amp_fl.experiments.inprocess import run_in_process
+from amp_fl.launch.inprocess import run_in_process
 
 MEMORY_GROWTH_GOAL = 1.2
 

@@ -1,6 +1,6 @@
 """Benchmark: the server's memory over a long run (300 rounds, 100 PIUs), checkpoints included.
 
-The ServerApp body (:func:`amp_fl.experiments.runner.run_server`: strategy, AoI table, gradient
+The ServerApp body (:func:`amp_fl.server.runner.run_server`: strategy, AoI table, gradient
 cache of all 100 devices, recorder, metrics, a checkpoint every round) runs in this process with
 the in-process grid. The devices answer with stand-in updates (their sub-model's own arrays,
 scaled: the shapes and bytes of real replies, without the training), so the process's memory is
@@ -32,10 +32,10 @@ from amp_fl import protocol as P
 from amp_fl.bench import emit
 from amp_fl.bench.simulation import bench_config
 from amp_fl.client import app as client_app
-from amp_fl.experiments.checkpoint import CHECKPOINT_FILE
-from amp_fl.experiments.inprocess import InProcessGrid
-from amp_fl.experiments.launch import preflight, write_run_config
-from amp_fl.experiments.runner import run_server
+from amp_fl.launch.inprocess import InProcessGrid
+from amp_fl.launch.launcher import preflight, write_run_config
+from amp_fl.server.checkpoint import CHECKPOINT_FILE
+from amp_fl.server.runner import run_server
 
 MIB = 1024 * 1024
 # Documented bounds for 100 PIUs and the paper's CNN (README, "Benchmarks"): the server's memory

@@ -5,7 +5,7 @@ Both runs use one config (100 PIUs, 10 RBs, the paper's CNN on mnist5k, so 10 PI
 round), side by side in one invocation. Round time = median of the per-round wall time after the
 first ``--warmup`` rounds (Ray starts its actors in round 1). Memory = peak, over the Flower run,
 of the summed PSS (proportional set size: shared libraries counted once) and of the summed RSS of
-every process of the run: the launcher (a fresh ``python -m amp_fl.experiments.launch``), ``flwr``,
+every process of the run: the launcher (a fresh ``python -m amp_fl.launch.launcher``), ``flwr``,
 the SuperLink, SuperExec, the simulation and every Ray process, found through the process tree
 and the project-local ``FLWR_HOME``.
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from amp_fl.bench import emit
 from amp_fl.config import RunConfig, load_config
-from amp_fl.experiments.inprocess import run_in_process
-from amp_fl.experiments.launch import flwr_home, write_run_config
+from amp_fl.launch.inprocess import run_in_process
+from amp_fl.launch.launcher import flwr_home, write_run_config
 
 GIB = 1024**3
 
@@ -130,7 +130,7 @@ def flower_round_times(cfg: RunConfig, run_dir: Path, warmup: int) -> tuple[list
     """
     config_file = write_run_config(cfg, run_dir)
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "amp_fl.experiments.launch", str(config_file), str(run_dir)])
+    child = subprocess.Popen([sys.executable, "-m", "amp_fl.launch.launcher", str(config_file), str(run_dir)])
     monitor = PeakMemory(flwr_home(), root_pid=child.pid)
     monitor.start()
     try:

@@ -25,18 +25,18 @@ from flwr.clientapp import ClientApp
 from amp_fl import protocol as P
 from amp_fl.client.failures import InjectedFailure, corrupted, injected_failure
 from amp_fl.client.local import batch_rng, local_data, model_info, train_settings
-from amp_fl.client.masked import train_masked
 from amp_fl.client.objectives import mix_arrays
 from amp_fl.client.personal import evaluate_on_label_distribution, label_frequencies
+from amp_fl.client.profile import resolve_profile_reply
+from amp_fl.client.sparse_fedavg import train_masked
 from amp_fl.client.trainer import SubModelTrainer
 from amp_fl.data.datasets import load_dataset
-from amp_fl.deployment.profiles import resolve_profile_reply
-from amp_fl.masked_protocol import MASKED_ACTION
+from amp_fl.protocol.sparse_fedavg import MASKED_ACTION
 from amp_fl.pruning.regions import KeptIndices, RegionMap, region_map
 from amp_fl.pruning.submodel import build_submodel, extract_arrays, scatter_arrays
 
 app = ClientApp()
-# Sparse FedAvg's handler (amp_fl.client.masked): Flower routes the strategy's ``train.masked`` messages to it.
+# Sparse FedAvg's handler (amp_fl.client.sparse_fedavg): Flower routes the strategy's ``train.masked`` messages to it.
 app.train(MASKED_ACTION)(train_masked)
 
 
@@ -46,7 +46,7 @@ def report_profile(msg: Message, context: Context) -> Message:
 
     The node config may report the compute and radio parts, ask for a throughput benchmark on
     the run's model (``measure-compute=true``) and give an uplink rate; what it leaves out is
-    simulated from the seed (:func:`amp_fl.deployment.profiles.resolve_profile_reply`).
+    simulated from the seed (:func:`amp_fl.client.profile.resolve_profile_reply`).
     """
     query = P.ProfileQuery.from_content(msg.content)
     return resolve_profile_reply(context.node_config, query).to_reply(msg)

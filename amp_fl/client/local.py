@@ -2,7 +2,7 @@
 
 One process (a Ray actor in simulation, ``flwr-clientapp`` on a board) may serve many nodes, so
 datasets and partitions are cached per process, keyed by what defines them. Shared by every
-ClientApp handler (:mod:`amp_fl.client.app`, :mod:`amp_fl.client.masked`).
+ClientApp handler (:mod:`amp_fl.client.app`, :mod:`amp_fl.client.sparse_fedavg`).
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -35,10 +34,6 @@ from torch import nn
 from torch.func import functional_call
 
 from amp_fl.errors import check_argument
-
-LocalObjective = Literal["sgd", "fedprox", "apfl"]
-"""What a device minimises locally: plain SGD, FedProx's proximal objective, or APFL's pair of models."""
-LOCAL_OBJECTIVES: tuple[LocalObjective, ...] = get_args(LocalObjective)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -18,8 +18,6 @@ import torch
 from torch import nn
 
 from amp_fl.client.objectives import (
-    LOCAL_OBJECTIVES,
-    LocalObjective,
     apfl_step,
     check_alpha,
     check_proximal_mu,
@@ -28,6 +26,7 @@ from amp_fl.client.objectives import (
 )
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.errors import check_argument
+from amp_fl.protocol.setup import LOCAL_OBJECTIVES, LocalObjective
 from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import build_submodel, load_arrays, module_arrays
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from amp_fl.deployment.provenance import MEASURED, ChannelMode, uplink_rate
+from amp_fl.protocol.provenance import MEASURED, ChannelMode, uplink_rate
 from amp_fl.wireless.channel import Channel, ChannelState, MeasuredChannel, RayleighChannel
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.devices import DevicePopulation, DeviceProfile
@@ -54,7 +54,7 @@ class DeploymentChannel(Channel):
     cfg : WirelessConfig
         K, R, B, N0, h0 and the interference range.
     profiles : sequence of DeviceProfile
-        One per device; :func:`~amp_fl.deployment.provenance.uplink_rate` gives a device's reported rate.
+        One per device; :func:`~amp_fl.protocol.provenance.uplink_rate` gives a device's reported rate.
     seed : int
         The run seed (for the Rayleigh draws of the devices without a reported rate).
     """

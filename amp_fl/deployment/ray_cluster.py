@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from amp_fl.deployment.topology import descendants, free_port, running, wait_for_port
+from amp_fl.deployment.os_processes import descendants, free_port, running, wait_for_port
 
 RAY_ADDRESS = "RAY_ADDRESS"
 

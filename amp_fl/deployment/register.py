@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from amp_fl.deployment.topology import wait_for_port
+from amp_fl.deployment.os_processes import wait_for_port
 
 CONNECTION = "amp-fl-compose"
 ALREADY_REGISTERED = "already in use"  # flwr's message for a public key the SuperLink knows

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,8 @@ from types import TracebackType
 from typing import IO
 
 from amp_fl.deployment.credentials import Credentials
+from amp_fl.deployment.os_processes import descendants, describe, free_port, running, wait_for_port
+from amp_fl.deployment.register import register_public_key
 
 CONNECTION = "amp-fl-federation"  # the flwr connection LocalFederation writes into FLWR_HOME/config.toml
 STOP_GRACE_S = 10.0
@@ -133,64 +134,6 @@ def connection_toml(name: str, address: str, security: Security) -> str:
     return "\n".join(lines) + "\n"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it; several test runs share the machine)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(host: str, port: int, timeout_s: float, alive: subprocess.Popen[bytes] | None = None) -> None:
-    """Block until ``host:port`` accepts TCP connections; ``RuntimeError`` if ``alive`` exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if alive is not None and alive.poll() is not None:
-            raise RuntimeError(f"process {alive.args!r} exited with code {alive.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout_s:.0f} s")
-
-
-# ------------------------------------------------------------------------------ process tree
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live descendant of ``pid`` (Linux ``/proc``)."""
-    seen: set[int] = set()
-    stack = [pid]
-    while stack:
-        for child in _children(stack.pop()):
-            if child not in seen:
-                seen.add(child)
-                stack.append(child)
-    return seen
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie (a zombie holds no resources, its parent reaps it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _describe(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
-
-
 @dataclass
 class _Started:
     name: str
@@ -281,7 +224,6 @@ class LocalFederation:
 
         ``allow_known``: a key the SuperLink already knows gives None instead of an error.
         """
-        from amp_fl.deployment.register import register_public_key  # (register imports this module)
 
         if self.security.credentials is None:
             raise ValueError("k: an insecure federation has no SuperNode keys to register")
@@ -342,7 +284,7 @@ class LocalFederation:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 s.proc.wait(timeout=5)
             s.log.close()
-        return [f"{pid} {_describe(pid)}" for pid in sorted(self._pids()) if running(pid)]
+        return [f"{pid} {describe(pid)}" for pid in sorted(self._pids()) if running(pid)]
 
     def _pids(self) -> set[int]:
         pids: set[int] = set()

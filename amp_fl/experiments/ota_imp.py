@@ -9,7 +9,7 @@ comes from. Target 0 is one dense run per participation and seed (IMP and one-sh
 
 Each run's configuration is composed by Hydra from ``conf/`` (the sweep's experiment preset plus
 the run's overrides) and run by the in-process engine (the same ServerApp and ClientApp code,
-``--jobs`` runs side by side; :mod:`amp_fl.experiments.inprocess`) or through Flower's simulation
+``--jobs`` runs side by side; :mod:`amp_fl.launch.inprocess`) or through Flower's simulation
 engine (``--engine flower``, one run at a time). Runs go to ``runs/ota_imp/<name>/<run id>/``; a run
 whose ``summary.json`` says completed and whose ``run_config.json`` matches what the sweep asks for
 now is kept, so the same command resumes an interrupted sweep.
@@ -214,7 +214,7 @@ def _run_inprocess(values: dict[str, Any], run_dir: str, threads: int | None) ->
     import torch
 
     from amp_fl.config import load_config
-    from amp_fl.experiments.inprocess import run_in_process
+    from amp_fl.launch.inprocess import run_in_process
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -226,7 +226,7 @@ def _run_inprocess(values: dict[str, Any], run_dir: str, threads: int | None) ->
 
 def _run_flower(values: dict[str, Any], run_dir: str) -> dict[str, float]:
     from amp_fl.config import load_config
-    from amp_fl.experiments.launch import launch
+    from amp_fl.launch.launcher import launch
 
     started = time.perf_counter()
     launch(load_config(values), Path(run_dir))

@@ -12,7 +12,7 @@ else (never started, interrupted, failed, or made with other settings) is run ag
 interrupted reproduction resumes where it stopped when the same command is given again.
 
 Engines: ``inprocess`` (default) runs the same ServerApp and ClientApp code in one process per
-worker with :class:`~amp_fl.experiments.inprocess.InProcessGrid` (no SuperLink, no Ray; per the
+worker with :class:`~amp_fl.launch.inprocess.InProcessGrid` (no SuperLink, no Ray; per the
 README its metrics equal the Flower engine's for the same seed) and runs ``--jobs`` runs side by
 side; ``flower`` launches each run through ``flwr run`` (the project's Flower path), one at a time.
 """
@@ -203,7 +203,7 @@ def _run_inprocess(values: dict[str, Any], run_dir: str, threads: int | None) ->
     import torch
 
     from amp_fl.config import load_config
-    from amp_fl.experiments.inprocess import run_in_process
+    from amp_fl.launch.inprocess import run_in_process
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -220,7 +220,7 @@ def _run_inprocess(values: dict[str, Any], run_dir: str, threads: int | None) ->
 
 def _run_flower(values: dict[str, Any], run_dir: str) -> dict[str, Any]:
     from amp_fl.config import load_config
-    from amp_fl.experiments.launch import launch
+    from amp_fl.launch.launcher import launch
 
     started = time.perf_counter()
     launch(load_config(values), Path(run_dir))
@@ -409,7 +409,7 @@ def build_report(
     targets = report_targets(figure, scale, dataset)
     panels = panel_results(figure, specs, runs, targets)
     engine_text = {
-        "inprocess": "the in-process loop (`amp_fl/experiments/inprocess.py`: the project's ServerApp and ClientApp "
+        "inprocess": "the in-process loop (`amp_fl/launch/inprocess.py`: the project's ServerApp and ClientApp "
         "code without SuperLink or Ray; per the README its metrics equal the Flower simulation engine's for "
         "the same seed, which a test checks)",
         "flower": "Flower's simulation engine (`flwr run`, one SuperNode per device)",

@@ -2,7 +2,7 @@
 
 The setting of the IIoT OTA-FL paper (spec section 6): every round a set of PIUs (all of them,
 or a seeded random fraction) receives the masked global model in a compact sparse encoding,
-trains it with the pruned entries held at zero (:mod:`amp_fl.client.masked`) and sends back its
+trains it with the pruned entries held at zero (:mod:`amp_fl.client.sparse_fedavg`) and sends back its
 update ``w_k - w``; the server averages the updates, digitally (exact mean) or over the air
 (:mod:`amp_fl.wireless.over_the_air`: the superposition of every transmitting PIU's analog
 signal plus receiver noise, truncated channel inversion), adds the average to the global model,
@@ -11,7 +11,7 @@ and prunes it on the schedule of a :class:`~amp_fl.pruning.magnitude.MagnitudePr
 rewinding the survivors to their values after an early round.
 
 Round hooks: ``configure_train`` samples the participants and sends each a
-:class:`~amp_fl.masked_protocol.MaskedTrainInstruction` (``train.masked``);
+:class:`~amp_fl.protocol.sparse_fedavg.MaskedTrainInstruction` (``train.masked``);
 ``aggregate_train`` validates the replies, aggregates, applies the update and any pruning step,
 and hands a :class:`~amp_fl.strategy.amp_fl.RoundReport` to ``on_round_end`` (the run recorder of
 AMP-FL runs, so ``metrics.csv`` and ``schedule.jsonl`` have the same columns). In that report the
@@ -39,7 +39,7 @@ from flwr.serverapp.strategy import Strategy
 
 from amp_fl import protocol as P
 from amp_fl.errors import InvalidReplyError, check_argument
-from amp_fl.masked_protocol import MaskedTrainInstruction, MaskedTrainReply
+from amp_fl.protocol.sparse_fedavg import MaskedTrainInstruction, MaskedTrainReply
 from amp_fl.pruning.magnitude import MagnitudePruner, PruningStep, rewind
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.pruning.sparse_encoding import encode

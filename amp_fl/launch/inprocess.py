@@ -24,8 +24,8 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from amp_fl import protocol as P
 from amp_fl.config import RunConfig
-from amp_fl.experiments.launch import preflight, write_run_config
-from amp_fl.experiments.runner import run_server
+from amp_fl.launch.launcher import preflight, write_run_config
+from amp_fl.server.runner import run_server
 
 SERVER_NODE_ID = 1
 FIRST_NODE_ID = 1_000

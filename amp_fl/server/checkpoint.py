@@ -36,9 +36,9 @@ import numpy as np
 
 from amp_fl.config import RunConfig, config_to_dict, load_config
 from amp_fl.errors import ConfigError
-from amp_fl.experiments.recorder import Recorder
-from amp_fl.experiments.results import RoundRow
+from amp_fl.run_folder import RoundRow
 from amp_fl.scheduling.aoi_table import AoITable
+from amp_fl.server.recorder import Recorder
 from amp_fl.strategy.amp_fl import AmpFlStrategy
 from amp_fl.strategy.server_optimizer import ServerOptimizerState
 

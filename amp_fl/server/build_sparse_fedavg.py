@@ -1,6 +1,6 @@
 """Wiring of sparse FedAvg (``sparsity.enabled``): the strategy, its pruner and its channel from a :class:`RunConfig`.
 
-Called by :func:`amp_fl.experiments.wiring.build_strategy`, which picks the strategy by config;
+Called by :func:`amp_fl.server.build.build_strategy`, which picks the strategy by config;
 nothing here talks to nodes or writes files.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from amp_fl import protocol as P
-from amp_fl.client.masked import prunable_arrays
+from amp_fl.client.sparse_fedavg import prunable_arrays
 from amp_fl.config import RunConfig
 from amp_fl.pruning.magnitude import MagnitudePruner
 from amp_fl.pruning.regions import RegionMap

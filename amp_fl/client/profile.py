@@ -6,7 +6,7 @@ Node-config keys of a board (``flower-supernode --node-config "..."``):
 ``partition-id``               the device id (required)
 ``cpu-hz`` ``flops-per-cycle`` reported compute: f_k and n_k (together)
 ``measure-compute=true``       instead: time full-model SGD steps of the run's model at start
-                               (:mod:`amp_fl.deployment.benchmark`); f_k n_k becomes the measured
+                               (:mod:`amp_fl.client.benchmark`); f_k n_k becomes the measured
                                throughput in the server's FLOP units (reported as
                                ``cpu-hz = throughput``, ``flops-per-cycle = 1``)
 ``tx-power-w`` ``distance-m``  reported radio: p_k and d_k (together)
@@ -16,7 +16,7 @@ Node-config keys of a board (``flower-supernode --node-config "..."``):
 
 A part the node config leaves out is simulated from the run seed exactly as in a simulation,
 so a simulated node (no profile keys) answers as before. The reply says which part came from
-where (:mod:`amp_fl.deployment.provenance`).
+where (:mod:`amp_fl.protocol.provenance`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from amp_fl import protocol as P
-from amp_fl.deployment.benchmark import measure_training_throughput
-from amp_fl.deployment.provenance import MEASURED, REPORTED, SIMULATED
+from amp_fl.client.benchmark import measure_training_throughput
+from amp_fl.protocol.provenance import MEASURED, REPORTED, SIMULATED
 from amp_fl.wireless.config import LatencyConfig
 from amp_fl.wireless.devices import simulated_device_profile
 

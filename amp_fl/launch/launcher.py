@@ -7,7 +7,7 @@ with a project-local ``FLWR_HOME`` and runtime dependency installation disabled,
 background SuperLink that ``:local:`` leaves running (also when the launcher is interrupted).
 
 Flower's output goes to the run folder's ``flower.log``; the terminal shows a progress view read
-from ``metrics.csv`` (:mod:`amp_fl.experiments.progress`), or also the full log with ``verbose``.
+from ``metrics.csv`` (:mod:`amp_fl.launch.progress`), or also the full log with ``verbose``.
 :func:`cli_errors` turns the failures a user can fix into one ``error: ...`` line.
 """
 
@@ -36,11 +36,11 @@ from amp_fl.data.datasets import (
     save_resolution,
 )
 from amp_fl.data.validation import split_validation
+from amp_fl.deployment.os_processes import free_port
 from amp_fl.deployment.ray_cluster import RAY_ADDRESS
-from amp_fl.deployment.topology import free_port
 from amp_fl.errors import ConfigError
-from amp_fl.experiments.processes import MARKER, SERVER_APP_PROGRAMS, run_processes, stop_run_processes
-from amp_fl.experiments.progress import (
+from amp_fl.launch.processes import MARKER, SERVER_APP_PROGRAMS, run_processes, stop_run_processes
+from amp_fl.launch.progress import (
     FLOWER_LOG,
     METRICS_FILE,
     SUMMARY_FILE,
@@ -159,7 +159,7 @@ def stop_flower_processes(home: Path, grace_s: float = STOP_GRACE_S) -> int:
 def _start_watchdog(home: Path) -> subprocess.Popen[bytes]:
     """A process that stops this run's Flower and Ray processes once the launcher is gone, even SIGKILLed."""
     return subprocess.Popen(
-        [sys.executable, "-m", "amp_fl.experiments.processes", str(os.getpid()), str(home)],
+        [sys.executable, "-m", "amp_fl.launch.processes", str(os.getpid()), str(home)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -351,7 +351,7 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
 
 def check_resume(cfg: RunConfig, run_dir: Path) -> None:
     """Before Flower starts: ``cfg.resume`` names ``run_dir``, whose checkpoint this configuration can continue."""
-    from amp_fl.experiments.checkpoint import check_resumable, check_state_matches, load_checkpoint
+    from amp_fl.server.checkpoint import check_resumable, check_state_matches, load_checkpoint
 
     if Path(str(cfg.resume)).expanduser().resolve() != run_dir:
         raise ConfigError("resume", f"{cfg.resume} is not the run folder {run_dir} (a run resumes in its own folder)")
@@ -395,12 +395,12 @@ def _exit(message: str, code: int, cause: BaseException) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m amp_fl.experiments.launch CONFIG.json RUN_DIR``: launch a saved RunConfig (no Hydra)."""
+    """``python -m amp_fl.launch.launcher CONFIG.json RUN_DIR``: launch a saved RunConfig (no Hydra)."""
     import argparse
 
     from amp_fl.config import load_config
 
-    parser = argparse.ArgumentParser(prog="python -m amp_fl.experiments.launch")
+    parser = argparse.ArgumentParser(prog="python -m amp_fl.launch.launcher")
     parser.add_argument("config", type=Path, help="a RunConfig as JSON (e.g. a run's run_config.json)")
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)

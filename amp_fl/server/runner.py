@@ -18,10 +18,14 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from amp_fl import protocol as P
+from amp_fl.client.profile import compute_benchmark
 from amp_fl.config import RunConfig
-from amp_fl.deployment.profiles import compute_benchmark
 from amp_fl.errors import DivergedError, ValidationTargetReached
-from amp_fl.experiments.checkpoint import (
+from amp_fl.pruning.regions import region_map_for
+from amp_fl.pruning.submodel import module_arrays
+from amp_fl.run_folder import MetricsWriter, write_figures, write_summary
+from amp_fl.server.build import build_strategy, initial_model, latency_config, run_data, train_setup
+from amp_fl.server.checkpoint import (
     Checkpointer,
     ServerState,
     check_resumable,
@@ -29,13 +33,9 @@ from amp_fl.experiments.checkpoint import (
     load_checkpoint,
     restore,
 )
-from amp_fl.experiments.discovery import discover_devices, wait_for_nodes
-from amp_fl.experiments.recorder import Recorder, summary_base, summary_outcome
-from amp_fl.experiments.results import MetricsWriter, write_figures, write_summary
-from amp_fl.experiments.run_config import config_from_run_config
-from amp_fl.experiments.wiring import build_strategy, initial_model, latency_config, run_data, train_setup
-from amp_fl.pruning.regions import region_map_for
-from amp_fl.pruning.submodel import module_arrays
+from amp_fl.server.discovery import discover_devices, wait_for_nodes
+from amp_fl.server.recorder import Recorder, summary_base, summary_outcome
+from amp_fl.server.run_config import config_from_run_config
 from amp_fl.strategy.amp_fl import AmpFlStrategy
 from amp_fl.strategy.resumed import ResumedRounds
 

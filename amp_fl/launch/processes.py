@@ -12,7 +12,7 @@ matched, nor are the launcher and its ancestors.
 
 :func:`watch` is the launcher's watchdog: a small process in its own session that stops the
 run's processes as soon as the launcher is gone, SIGKILL included (a SIGKILLed launcher cannot
-clean up after itself). Run it with ``python -m amp_fl.experiments.processes <pid> <home>``.
+clean up after itself). Run it with ``python -m amp_fl.launch.processes <pid> <home>``.
 """
 
 from __future__ import annotations

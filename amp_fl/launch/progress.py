@@ -1,7 +1,7 @@
 """What the launcher shows while a Flower run goes on: a progress view fed by ``metrics.csv``.
 
 The ServerApp appends one row per round to ``metrics.csv`` and flushes it as the round ends
-(:class:`~amp_fl.experiments.results.MetricsWriter`); :class:`MetricsTail` reads the new complete
+(:class:`~amp_fl.run_folder.MetricsWriter`); :class:`MetricsTail` reads the new complete
 rows of that file (a missing file or a half-written last line is simply "nothing new yet").
 Flower's own output goes to the run folder's ``flower.log`` (:class:`LogPump`), never to the
 terminal unless ``verbose`` is set.
@@ -11,7 +11,7 @@ Two views of the same rows:
 - :class:`LiveProgress` (stdout is a terminal): a ``rich`` progress bar with round k/N, simulated
   time, accuracy, keep ratio and ETA.
 - :class:`PlainProgress` (pipes, CI logs, ``verbose``): short plain lines, one every few rounds
-  (:func:`~amp_fl.experiments.results.progress_line`).
+  (:func:`~amp_fl.run_folder.progress_line`).
 
 Both end with the same short summary (:func:`summary_lines`).
 """
@@ -37,7 +37,7 @@ from typing import IO, Any, Literal, TextIO, get_type_hints
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from amp_fl.experiments.results import RoundRow, progress_line
+from amp_fl.run_folder import RoundRow, progress_line
 
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"

@@ -27,12 +27,12 @@ from amp_fl.data.datasets import (
 )
 from amp_fl.data.validation import training_pool
 from amp_fl.deployment.channel import build_channel
-from amp_fl.experiments.sparse_wiring import build_sparse_fedavg
 from amp_fl.models import build_model, count_parameters
 from amp_fl.pruning.counts import training_flops_per_sample
 from amp_fl.pruning.policies import build_policy
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.scheduling import build_scheduler
+from amp_fl.server.build_sparse_fedavg import build_sparse_fedavg
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, PersonalEvaluation, RoundReport
 from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy
 from amp_fl.wireless.config import PAPER_MODEL_COSTS, LatencyConfig

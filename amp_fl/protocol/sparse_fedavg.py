@@ -1,7 +1,7 @@
 """Wire messages of sparse (masked) FedAvg: the ``train.masked`` instruction and its reply.
 
 The counterpart of :mod:`amp_fl.protocol` for the OTA-FL / IMP strategy
-(:mod:`amp_fl.strategy.sparse_fedavg`) and its client handler (:mod:`amp_fl.client.masked`);
+(:mod:`amp_fl.strategy.sparse_fedavg`) and its client handler (:mod:`amp_fl.client.sparse_fedavg`);
 it reuses that module's field readers and :class:`~amp_fl.protocol.TrainSetup`, and its record
 and key names are the constants below (they appear nowhere else).
 
@@ -59,7 +59,7 @@ class MaskedTrainInstruction:
 
     def to_content(self) -> RecordDict:
         config = ConfigRecord({**self.setup.to_config(), P.ROUND: int(self.round), P.DEVICE: int(self.device)})
-        arrays = P._to_array_record(self.names, [t.values for t in self.tensors])
+        arrays = P.to_array_record(self.names, [t.values for t in self.tensors])
         index = ArrayRecord(
             {
                 n: Array(np.ascontiguousarray(t.index))
@@ -77,16 +77,16 @@ class MaskedTrainInstruction:
     def from_content(cls, content: RecordDict) -> MaskedTrainInstruction:
         """Parse and check (``ValueError`` naming the key, record or array); shapes are checked by :meth:`decode`."""
         where = "masked train instruction"
-        f = P._config(content, where, ValueError)
+        f = P.config_fields(content, where, ValueError)
         setup = P.TrainSetup._from_fields(f)
-        names, values = P._wire_arrays(P._arrays(content, P.ARRAYS, where, ValueError), where, ValueError)
-        codes = P._arrays(content, FORMAT_TAGS, where, ValueError)
+        names, values = P.wire_arrays(P.arrays_of(content, P.ARRAYS, where, ValueError), where, ValueError)
+        codes = P.arrays_of(content, FORMAT_TAGS, where, ValueError)
         if FORMATS_KEY not in codes:
             raise ValueError(f"{where}: record {FORMAT_TAGS!r} has no {FORMATS_KEY!r} array")
         formats = codes[FORMATS_KEY].numpy()
         if formats.dtype != np.uint8 or formats.shape != (len(names),) or np.any(formats >= len(FORMATS)):
             raise ValueError(f"{where}: {FORMATS_KEY!r} must be {len(names)} uint8 codes < {len(FORMATS)}")
-        index = P._arrays(content, INDEX, where, ValueError)
+        index = P.arrays_of(content, INDEX, where, ValueError)
         sparse = {n for n, c in zip(names, formats, strict=True) if FORMATS[int(c)] != "dense"}
         if set(index.keys()) != sparse:
             raise ValueError(f"{where}: {INDEX!r} must hold exactly the sparse-encoded arrays")
@@ -162,7 +162,7 @@ class MaskedTrainReply:
                 P.FIT_SECONDS: float(self.fit_seconds),
             }
         )
-        arrays = P._to_array_record(self.names, [np.asarray(v, dtype=P.WIRE_DTYPE).reshape(-1) for v in self.values])
+        arrays = P.to_array_record(self.names, [np.asarray(v, dtype=P.WIRE_DTYPE).reshape(-1) for v in self.values])
         return RecordDict({P.ARRAYS: arrays, P.METRICS: metrics})
 
     def to_reply(self, instruction: Message) -> Message:
@@ -174,12 +174,14 @@ class MaskedTrainReply:
         where = "masked train reply"
         if P.METRICS not in content.metric_records:
             raise InvalidReplyError(f"{where}: no {P.METRICS!r} metric record")
-        f = P._Fields(content.metric_records[P.METRICS], where, InvalidReplyError)
+        f = P.Fields(content.metric_records[P.METRICS], where, InvalidReplyError)
         device = f.integer(P.DEVICE)
         num_examples = f.integer(P.NUM_EXAMPLES, minimum=1)
         train_loss = f.number(P.TRAIN_LOSS, minimum=0.0)
         fit_seconds = f.number(P.FIT_SECONDS, minimum=0.0)
-        names, values = P._wire_arrays(P._arrays(content, P.ARRAYS, where, InvalidReplyError), where, InvalidReplyError)
+        names, values = P.wire_arrays(
+            P.arrays_of(content, P.ARRAYS, where, InvalidReplyError), where, InvalidReplyError
+        )
         return cls(device, names, values, num_examples, train_loss, fit_seconds)
 
     def for_model(
@@ -187,7 +189,7 @@ class MaskedTrainReply:
     ) -> list[np.ndarray]:
         """The update as full float32 arrays (0 at pruned entries), checked against the masks the server sent."""
         where = f"masked train reply of device {self.device}"
-        ordered = P._in_order(self.names, list(self.values), names, where, InvalidReplyError)
+        ordered = P.in_order(self.names, list(self.values), names, where, InvalidReplyError)
         out = []
         for name, value, shape, mask in zip(names, ordered, shapes, masks, strict=True):
             try:

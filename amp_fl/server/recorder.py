@@ -26,11 +26,11 @@ from amp_fl import protocol as P
 from amp_fl.client.trainer import evaluate_arrays
 from amp_fl.config import RunConfig, config_to_dict
 from amp_fl.data.datasets import ArraySplit
-from amp_fl.deployment.provenance import profile_provenance
 from amp_fl.errors import ValidationTargetReached
-from amp_fl.experiments.results import MetricsWriter, RoundRow, last_personal_accuracy, time_to_accuracy
-from amp_fl.experiments.wiring import RunData
+from amp_fl.protocol.provenance import profile_provenance
 from amp_fl.pruning.regions import RegionMap
+from amp_fl.run_folder import MetricsWriter, RoundRow, last_personal_accuracy, time_to_accuracy
+from amp_fl.server.build import RunData
 from amp_fl.strategy.amp_fl import PersonalEvaluation, RoundReport
 from amp_fl.wireless.config import LatencyConfig
 from amp_fl.wireless.devices import DeviceProfile

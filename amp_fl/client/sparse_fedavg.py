@@ -9,8 +9,8 @@ one). It returns the update ``w_end - w_start``.
 :func:`train_masked` is registered on the project's ClientApp (:mod:`amp_fl.client.app`) for ``train.masked``:
 Flower routes the ``train.masked`` messages of :mod:`amp_fl.strategy.sparse_fedavg` to it,
 leaving AMP-FL's ``train`` handler untouched. It decodes the sparse global model
-(:class:`~amp_fl.masked_protocol.MaskedTrainInstruction`), trains, and replies with the
-update's surviving values only (:class:`~amp_fl.masked_protocol.MaskedTrainReply`).
+(:class:`~amp_fl.protocol.sparse_fedavg.MaskedTrainInstruction`), trains, and replies with the
+update's surviving values only (:class:`~amp_fl.protocol.sparse_fedavg.MaskedTrainReply`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from amp_fl.client.objectives import sgd_step
 from amp_fl.client.trainer import ModelInfo, batch_indices
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.errors import check_argument
-from amp_fl.masked_protocol import MaskedTrainInstruction, MaskedTrainReply
+from amp_fl.protocol.sparse_fedavg import MaskedTrainInstruction, MaskedTrainReply
 from amp_fl.pruning.regions import RegionMap, region_map
 from amp_fl.pruning.sparse_encoding import pack_values
 from amp_fl.pruning.submodel import build_submodel, module_arrays
