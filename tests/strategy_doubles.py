@@ -8,6 +8,7 @@ are real Flower ``ClientApp`` objects run by :class:`~amp_fl.launch.inprocess.In
 from __future__ import annotations
 
 import numpy as np
+from conftest import make_train_setup
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
@@ -70,19 +71,9 @@ class SilentChannel:
 
 
 def setup(num_devices: int, memory_friendly: bool = False) -> P.TrainSetup:
-    return P.TrainSetup(
-        seed=0,
-        dataset="mnist5k",
-        data_root="data",
+    return make_train_setup(
         num_devices=num_devices,
-        partition="iid",
-        shards_per_device=2,
-        model="cnn",
-        input_shape=(1, 28, 28),
-        num_classes=10,
         learning_rate=LR,
-        local_steps=1,
-        batch_size=1,
         memory_friendly=memory_friendly,
     )
 

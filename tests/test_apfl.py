@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import cnn_arrays, make_train_setup
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from tiny_linear import LR, X, Y, linear, weights_of
@@ -29,7 +30,7 @@ from amp_fl.config import load_config
 from amp_fl.data.datasets import load_dataset
 from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid, run_in_process
 from amp_fl.models import build_model
-from amp_fl.pruning.regions import region_map, region_map_for
+from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import load_arrays, module_arrays
 from amp_fl.server.build import build_strategy, initial_model, latency_config, run_data, train_setup
 from amp_fl.strategy.amp_fl import UNKNOWN_DEVICE, personal_evaluation_due
@@ -100,20 +101,12 @@ def test_label_weighted_score_by_hand():
 
 
 # ---------------------------------------------------------------------------- the device side
-SETUP = P.TrainSetup(
+SETUP = make_train_setup(
     seed=2,
-    dataset="mnist5k",
-    data_root="data",
     num_devices=4,
     partition="shards",
-    shards_per_device=2,
-    model="cnn",
-    input_shape=(1, 28, 28),
-    num_classes=10,
-    learning_rate=0.05,
     local_steps=3,
     batch_size=16,
-    memory_friendly=False,
     local_objective="apfl",
     proximal_mu=0.0,
     apfl_alpha=0.25,
@@ -123,10 +116,7 @@ DEVICE = 1
 
 @pytest.fixture(scope="module")
 def cnn():
-    regions = region_map("cnn", (1, 28, 28), 10)
-    with torch.random.fork_rng():
-        torch.manual_seed(1)
-        return regions, module_arrays(build_model("cnn", num_classes=10))
+    return cnn_arrays(seed=1)
 
 
 def _trainer(regions):

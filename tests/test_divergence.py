@@ -13,17 +13,8 @@ from strategy_doubles import LR, constant_client, make_strategy, run_round
 from amp_fl.config import load_config
 from amp_fl.errors import DivergedError
 from amp_fl.launch.inprocess import InProcessGrid, run_in_process
-from amp_fl.models import build_model
-from amp_fl.pruning.regions import region_map_for
-from amp_fl.pruning.submodel import module_arrays
 from amp_fl.server import checkpoint as C
 from amp_fl.strategy import amp_fl as strategy_module
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    model = build_model("cnn", num_classes=10)
-    return region_map_for(model, (1, 28, 28)), module_arrays(model)
 
 
 def test_overflowing_model_raises_and_keeps_the_last_finite_weights(cnn):

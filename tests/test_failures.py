@@ -7,7 +7,6 @@ import json
 import time
 
 import numpy as np
-import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from strategy_doubles import LR, make_strategy, reply_to
@@ -16,16 +15,8 @@ from amp_fl import protocol as P
 from amp_fl.client.failures import FAILURE_MODES, corrupted, injected_failure
 from amp_fl.config import load_config
 from amp_fl.launch.inprocess import InProcessGrid, run_in_process
-from amp_fl.models import build_model
 from amp_fl.protocol.setup import FailureSettings
-from amp_fl.pruning.regions import region_map_for
-from amp_fl.pruning.submodel import extract_arrays, module_arrays, scatter_arrays
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    model = build_model("cnn", num_classes=10)
-    return region_map_for(model, (1, 28, 28)), module_arrays(model)
+from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
 
 
 # ------------------------------------------------------------------------------ the injector

@@ -19,15 +19,6 @@ from strategy_doubles import constant_client, make_strategy, reply_to, run_round
 
 from amp_fl import protocol as P
 from amp_fl.launch.inprocess import InProcessGrid
-from amp_fl.models import build_model
-from amp_fl.pruning.regions import region_map_for
-from amp_fl.pruning.submodel import module_arrays
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    model = build_model("cnn", num_classes=10)
-    return region_map_for(model, (1, 28, 28)), module_arrays(model)
 
 
 def _sub(regions):

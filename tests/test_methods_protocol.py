@@ -7,28 +7,20 @@ import re
 
 import numpy as np
 import pytest
+from conftest import make_train_setup
 from flwr.app import RecordDict
 
 from amp_fl import protocol as P
 from amp_fl.errors import InvalidReplyError
-from amp_fl.models import build_model
-from amp_fl.pruning.regions import region_map
-from amp_fl.pruning.submodel import extract_arrays, module_arrays
+from amp_fl.pruning.submodel import extract_arrays
 
-SETUP = P.TrainSetup(
+SETUP = make_train_setup(
     seed=3,
-    dataset="mnist5k",
     data_root="/data",
     num_devices=10,
     partition="shards",
-    shards_per_device=2,
-    model="cnn",
-    input_shape=(1, 28, 28),
-    num_classes=10,
-    learning_rate=0.05,
     local_steps=2,
     batch_size=16,
-    memory_friendly=False,
     local_objective="fedprox",
     proximal_mu=0.01,
     apfl_alpha=0.0,
@@ -42,11 +34,6 @@ def server_identity(monkeypatch):
 
     for attr in ("_run_id", "_task_id", "_node_id"):
         monkeypatch.setattr(TaskIdentity, attr, 1)
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return region_map("cnn", (1, 28, 28), 10), module_arrays(build_model("cnn", num_classes=10))
 
 
 def _train_content(regions, weights, setup=SETUP) -> RecordDict:

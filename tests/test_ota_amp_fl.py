@@ -9,37 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from conftest import make_train_setup
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from amp_fl import protocol as P
 from amp_fl.config import ConfigError, load_config
 from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid
-from amp_fl.models import build_model
 from amp_fl.pruning.policies import PruningPolicy
-from amp_fl.pruning.regions import region_map_for
-from amp_fl.pruning.submodel import extract_arrays, module_arrays, scatter_arrays
+from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
 from amp_fl.scheduling.schedule import Schedule
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, RoundReport
 from amp_fl.wireless.channel import ChannelState
 from amp_fl.wireless.over_the_air import OtaSettings, channel_from_gains, superpose
 
 LR = 0.5
-SETUP = P.TrainSetup(
-    seed=0,
-    dataset="mnist5k",
-    data_root="data",
+SETUP = make_train_setup(
     num_devices=3,
-    partition="iid",
-    shards_per_device=2,
-    model="cnn",
-    input_shape=(1, 28, 28),
-    num_classes=10,
     learning_rate=LR,
-    local_steps=1,
-    batch_size=1,
-    memory_friendly=False,
 )
 
 
@@ -109,14 +96,6 @@ def constant_client(values_by_device):
         return reply.to_reply(msg)
 
     return app
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_model("cnn", num_classes=10)
-    return region_map_for(model, (1, 28, 28)), module_arrays(model)
 
 
 def _plan(regions):

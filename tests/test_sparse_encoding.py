@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import make_train_setup
 
-from amp_fl import protocol as P
 from amp_fl.client.sparse_fedavg import prunable_arrays
 from amp_fl.errors import InvalidReplyError
 from amp_fl.models import build_model
@@ -91,20 +91,8 @@ def test_decode_rejects_inconsistent_encodings():
         decode(EncodedTensor((20,), "bitmap", good.values, np.zeros(2, dtype=np.uint8)))
 
 
-SETUP = P.TrainSetup(
-    seed=0,
-    dataset="mnist5k",
-    data_root="data",
-    num_devices=2,
-    partition="iid",
-    shards_per_device=2,
-    model="cnn",
-    input_shape=(1, 28, 28),
-    num_classes=10,
-    learning_rate=0.05,
-    local_steps=1,
+SETUP = make_train_setup(
     batch_size=4,
-    memory_friendly=False,
 )
 
 

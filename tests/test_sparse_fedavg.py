@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pytest
-import torch
+from conftest import make_train_setup
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
@@ -26,25 +26,13 @@ from amp_fl.protocol.sparse_fedavg import MaskedTrainInstruction, MaskedTrainRep
 from amp_fl.pruning.magnitude import MagnitudePruner
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.sparse_encoding import pack_values
-from amp_fl.pruning.submodel import module_arrays
 from amp_fl.strategy.amp_fl import RoundReport
 from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy, participants_per_round, sample_participants
 from amp_fl.wireless.over_the_air import OtaSettings, OverTheAirChannel
 
-SETUP = P.TrainSetup(
-    seed=0,
-    dataset="mnist5k",
-    data_root="data",
+SETUP = make_train_setup(
     num_devices=4,
-    partition="iid",
-    shards_per_device=2,
-    model="cnn",
-    input_shape=(1, 28, 28),
-    num_classes=10,
-    learning_rate=0.05,
-    local_steps=1,
     batch_size=4,
-    memory_friendly=False,
 )
 
 
@@ -63,14 +51,6 @@ def scripted_masked_client(values_by_device):
         return MaskedTrainReply(device, tuple(regions.param_names), values, 4, 1.0, 0.0).to_reply(msg)
 
     return app
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_model("cnn", num_classes=10)
-    return region_map_for(model, (1, 28, 28)), module_arrays(model)
 
 
 def _strategy(cnn, *, participants=4, over_the_air=None, rewind_round=None, **plan):

@@ -7,19 +7,11 @@ import pytest
 from test_strategy import LR, SETUP, ScriptedPolicy, ScriptedScheduler, SilentChannel, _kept, _round, scripted_client
 
 from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid
-from amp_fl.models import build_model
-from amp_fl.pruning.regions import region_map_for
-from amp_fl.pruning.submodel import extract_arrays, module_arrays, scatter_arrays
+from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
 from amp_fl.strategy.aggregation import DeviceUpdate, GradientCache
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
 from amp_fl.strategy.server_optimizer import ServerOptimizerSettings
 from amp_fl.strategy.staleness import discounted_mean, entry_ages
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    model = build_model("cnn", num_classes=10)
-    return region_map_for(model, (1, 28, 28)), module_arrays(model)
 
 
 def _cache(values_and_held):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_train_setup
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.clientapp import ClientApp
 from strategy_doubles import LR, ScriptedPolicy, ScriptedScheduler, SilentChannel, reply_to
@@ -16,9 +17,7 @@ from strategy_doubles import constant_client as scripted_client
 
 from amp_fl import protocol as P
 from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid
-from amp_fl.models import build_model
-from amp_fl.pruning.regions import region_map_for
-from amp_fl.pruning.submodel import extract_arrays, module_arrays, scatter_arrays
+from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
 from amp_fl.scheduling.schedule import Schedule
 from amp_fl.strategy.aggregation import (
     COMPENSATION_SCOPES,
@@ -29,27 +28,8 @@ from amp_fl.strategy.aggregation import (
 )
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, RoundReport
 
-
-@pytest.fixture(scope="module")
-def cnn():
-    model = build_model("cnn", num_classes=10)
-    return region_map_for(model, (1, 28, 28)), module_arrays(model)
-
-
-SETUP = P.TrainSetup(
-    seed=0,
-    dataset="mnist5k",
-    data_root="data",
-    num_devices=2,
-    partition="iid",
-    shards_per_device=2,
-    model="cnn",
-    input_shape=(1, 28, 28),
-    num_classes=10,
+SETUP = make_train_setup(
     learning_rate=LR,
-    local_steps=1,
-    batch_size=1,
-    memory_friendly=False,
 )
 
 

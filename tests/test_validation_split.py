@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import make_train_setup
 
 from amp_fl import protocol as P
 from amp_fl.client.local import local_data
@@ -47,20 +48,11 @@ def test_split_is_disjoint_stratified_seeded_and_covers_everything():
 
 def test_devices_never_train_on_validation_samples():
     data = load_dataset("mnist5k")
-    setup = P.TrainSetup(
+    setup = make_train_setup(
         seed=3,
-        dataset="mnist5k",
-        data_root="data",
         num_devices=5,
         partition="shards",
-        shards_per_device=2,
-        model="cnn",
-        input_shape=(1, 28, 28),
-        num_classes=10,
-        learning_rate=0.05,
-        local_steps=1,
         batch_size=8,
-        memory_friendly=False,
         validation_fraction=0.1,
     )
     _, val_idx = split_validation(data.train.labels, 0.1, 3)
