@@ -3,20 +3,26 @@
 The Hydra tree in ``conf/`` composes a plain mapping; :func:`load_config` turns it into these
 dataclasses and validates every value at start, so an impossible setting fails before any
 process is started, with a message naming the key (``ConfigError``).
+
+Where the object that uses a section's values checks them itself (``ota`` is
+:class:`~amp_fl.wireless.over_the_air.OtaSettings`, ``failures`` is
+:class:`~amp_fl.protocol.setup.FailureSettings`, the ``strategy.server_*`` keys build
+:class:`~amp_fl.strategy.server_optimizer.ServerOptimizerSettings`), that check is the only one:
+this module builds the object and turns its ``ArgumentError`` into a ``ConfigError`` naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import numpy as np
 
 from amp_fl.data.datasets import DATASETS
-from amp_fl.errors import ConfigError, require
+from amp_fl.errors import ArgumentError, ConfigError, require
 from amp_fl.models import available_models
 from amp_fl.protocol.provenance import CHANNEL_MODES, ChannelMode
 from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObjective
@@ -25,7 +31,7 @@ from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
-from amp_fl.strategy.server_optimizer import SERVER_OPTIMIZERS, ServerOptimizerName, ServerOptimizerSettings
+from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.over_the_air import OtaSettings
 
@@ -33,6 +39,15 @@ Partition = Literal["iid", "shards"]
 CostModel = Literal["paper", "model"]
 PARTITION_SCHEMES: tuple[str, ...] = get_args(Partition)
 COST_MODELS: tuple[str, ...] = get_args(CostModel)
+
+Algorithm = Literal["amp_fl", "sparse_fedavg"]
+"""The FL algorithm the server runs: AMP-FL's strategy (also Synchronous FL, FedProx, APFL, which differ
+only in its ``strategy`` / ``scheduling`` settings) or sparse FedAvg with magnitude pruning."""
+Aggregation = Literal["digital", "over_the_air"]
+"""How the replies reach the aggregator: each PIU's exactly (``digital``), or their analog superposition
+(``over_the_air``, with the ``ota`` section's channel). Either algorithm takes either, so it is its own key."""
+
+T = TypeVar("T")
 
 # Options a scheduler takes beyond (system, seed), by scheduler name, with the values each allows
 # (None: any value the option's own check accepts). Keys of ``SchedulingConfig``.
@@ -273,7 +288,7 @@ class StrategyConfig:
         )
 
     def _validate_server(self) -> None:
-        """The beyond-the-paper keys: staleness decay and server optimiser."""
+        """Staleness decay (the server optimiser's keys are checked by its settings: :meth:`server_settings`)."""
         require(
             0.0 < self.staleness_decay <= 1.0,
             "strategy.staleness_decay",
@@ -284,38 +299,21 @@ class StrategyConfig:
             "strategy.staleness_decay",
             f"only compensation=discounted reads it (got compensation={self.compensation}); leave it at 1.0",
         )
-        require(
-            self.server_optimizer in SERVER_OPTIMIZERS,
-            "strategy.server_optimizer",
-            f"choose from {', '.join(SERVER_OPTIMIZERS)}, got {self.server_optimizer!r}",
-        )
-        require(
-            self.server_lr is None or (math.isfinite(self.server_lr) and self.server_lr > 0),
-            "strategy.server_lr",
-            f"must be a finite number > 0 or null, got {self.server_lr}",
-        )
-        require(
-            self.server_optimizer != "adam" or self.server_lr is not None,
-            "strategy.server_lr",
-            "adam steps about server_lr per entry whatever the direction's scale, so the clients' learning "
-            "rate is no default for it; set it (e.g. strategy.server_lr=0.001)",
-        )
-        for key, value in (("server_momentum", self.server_momentum), ("server_beta2", self.server_beta2)):
-            require(0.0 <= value < 1.0, f"strategy.{key}", f"must be in [0, 1), got {value}")
-        require(
-            math.isfinite(self.server_eps) and self.server_eps > 0,
-            "strategy.server_eps",
-            f"must be a finite number > 0, got {self.server_eps}",
-        )
 
     def server_settings(self, learning_rate: float) -> ServerOptimizerSettings:
-        """The server optimiser's settings; ``learning_rate`` (the clients' eta) when ``server_lr`` is null."""
-        return ServerOptimizerSettings(
-            self.server_optimizer,
-            learning_rate if self.server_lr is None else self.server_lr,
-            momentum=self.server_momentum,
-            betas=(self.server_momentum, self.server_beta2),
-            eps=self.server_eps,
+        """The server optimiser's settings, ``learning_rate`` the clients' eta (the default of ``server_lr``).
+
+        Raises ``ConfigError`` naming the ``strategy.server_*`` key that its own check rejects.
+        """
+        return checked(
+            lambda: ServerOptimizerSettings(
+                self.server_optimizer,
+                server_learning_rate(self.server_optimizer, self.server_lr, learning_rate),
+                momentum=self.server_momentum,
+                betas=(self.server_momentum, self.server_beta2),
+                eps=self.server_eps,
+            ),
+            SERVER_OPTIMIZER_KEYS,
         )
 
     def _validate_objective(self) -> None:
@@ -415,19 +413,18 @@ class DeploymentConfig:
 
 
 @dataclass
-class SparsityConfig:
-    """Sparse FedAvg with global unstructured magnitude pruning (the OTA-FL / IMP paper's setting).
+class SparseFedAvgConfig:
+    """Sparse FedAvg with global unstructured magnitude pruning (the OTA-FL / IMP paper's setting), read
+    with ``algorithm=sparse_fedavg`` (:mod:`amp_fl.strategy.sparse_fedavg`; the ``strategy``,
+    ``scheduling`` and ``pruning`` sections are then unused).
 
-    ``enabled``: run sparse FedAvg (:mod:`amp_fl.strategy.sparse_fedavg`) instead of AMP-FL (the
-    ``strategy``, ``scheduling`` and ``pruning`` sections are then unused). ``method``: ``imp``
-    (every ``interval`` rounds from ``first_round`` on, prune ``rate`` of the remaining conv/linear
-    weights by global magnitude until ``target``) or ``one_shot`` (prune to ``target`` after
-    ``first_round``); ``first_round`` 0 prunes the initial model. ``rewind_round``: at every step,
-    reset the survivors to the global model after that round (0: the initial model; null: no
-    rewinding). ``participation``: fraction of the PIUs that train each round (1: full participation).
+    ``method``: ``imp`` (every ``interval`` rounds from ``first_round`` on, prune ``rate`` of the
+    remaining conv/linear weights by global magnitude until ``target``) or ``one_shot`` (prune to
+    ``target`` after ``first_round``); ``first_round`` 0 prunes the initial model. ``rewind_round``: at
+    every step, reset the survivors to the global model after that round (0: the initial model; null:
+    no rewinding). ``participation``: fraction of the PIUs that train each round (1: full participation).
     """
 
-    enabled: bool = False
     method: PruningMethod = "imp"
     target: float = 0.0
     rate: float = 0.2
@@ -439,21 +436,21 @@ class SparsityConfig:
     def validate(self) -> None:
         require(
             self.method in PRUNING_METHODS,
-            "sparsity.method",
+            "sparse_fedavg.method",
             f"choose from {', '.join(PRUNING_METHODS)}, got {self.method!r}",
         )
-        require(0.0 <= self.target < 1.0, "sparsity.target", f"must be in [0, 1), got {self.target}")
-        require(0.0 < self.rate <= 1.0, "sparsity.rate", f"must be in (0, 1], got {self.rate}")
-        require(self.first_round >= 0, "sparsity.first_round", f"must be >= 0, got {self.first_round}")
-        require(self.interval >= 1, "sparsity.interval", f"must be >= 1, got {self.interval}")
+        require(0.0 <= self.target < 1.0, "sparse_fedavg.target", f"must be in [0, 1), got {self.target}")
+        require(0.0 < self.rate <= 1.0, "sparse_fedavg.rate", f"must be in (0, 1], got {self.rate}")
+        require(self.first_round >= 0, "sparse_fedavg.first_round", f"must be >= 0, got {self.first_round}")
+        require(self.interval >= 1, "sparse_fedavg.interval", f"must be >= 1, got {self.interval}")
         require(
             self.rewind_round is None or 0 <= self.rewind_round <= self.first_round,
-            "sparsity.rewind_round",
-            f"must be null or in [0, sparsity.first_round={self.first_round}], got {self.rewind_round}",
+            "sparse_fedavg.rewind_round",
+            f"must be null or in [0, sparse_fedavg.first_round={self.first_round}], got {self.rewind_round}",
         )
         require(
             0.0 < self.participation <= 1.0,
-            "sparsity.participation",
+            "sparse_fedavg.participation",
             f"must be in (0, 1], got {self.participation}",
         )
 
@@ -464,91 +461,6 @@ class SparsityConfig:
         if self.method == "one_shot":
             return self.first_round
         return self.first_round + (imp_steps_needed(self.target, self.rate) - 1) * self.interval
-
-
-@dataclass
-class OtaConfig:
-    """Over-the-air aggregation (:mod:`amp_fl.wireless.over_the_air`): the PIUs transmit at once, analog.
-
-    ``enabled``: aggregate over the air, in sparse FedAvg (``sparsity.enabled``) or in AMP-FL
-    (which then needs ``strategy.compensation=none``: the server receives only the superposition,
-    never one PIU's gradient for its cache). ``snr_db``: P0 / N0 in dB (null: noiseless receiver);
-    ``power_budget``: P0 per channel use; ``truncation_threshold``: PIUs whose estimated channel gain
-    ``|h|^2`` (mean 1) is below it stay silent; ``estimation_error_var``: variance of the PIUs'
-    channel-estimation error; ``normalise``: normalise each update before sending.
-    """
-
-    enabled: bool = False
-    snr_db: float | None = 20.0
-    power_budget: float = 1.0
-    truncation_threshold: float = 0.1
-    estimation_error_var: float = 0.0
-    normalise: bool = True
-
-    def validate(self) -> None:
-        require(
-            self.snr_db is None or math.isfinite(self.snr_db),
-            "ota.snr_db",
-            f"must be a finite number of dB or null, got {self.snr_db}",
-        )
-        require(
-            math.isfinite(self.power_budget) and self.power_budget > 0,
-            "ota.power_budget",
-            f"must be a finite number > 0, got {self.power_budget}",
-        )
-        require(
-            math.isfinite(self.truncation_threshold) and self.truncation_threshold > 0,
-            "ota.truncation_threshold",
-            f"must be a number > 0 (inverting a deep fade needs unbounded power), got {self.truncation_threshold}",
-        )
-        require(
-            math.isfinite(self.estimation_error_var) and self.estimation_error_var >= 0,
-            "ota.estimation_error_var",
-            f"must be a finite number >= 0, got {self.estimation_error_var}",
-        )
-
-    def settings(self) -> OtaSettings:
-        return OtaSettings(
-            snr_db=self.snr_db,
-            power_budget=self.power_budget,
-            truncation_threshold=self.truncation_threshold,
-            estimation_error_var=self.estimation_error_var,
-            normalise=self.normalise,
-        )
-
-
-@dataclass
-class FailuresConfig:
-    """The failure injector (:mod:`amp_fl.client.failures`), for tests and studies: off by default.
-
-    Per scheduled PIU and round, with these probabilities (drawn from the run seed), the ClientApp
-    raises, replies ``late_delay_s`` seconds late (past ``strategy.reply_timeout_s``) or sends a
-    corrupted (NaN) reply.
-    """
-
-    raise_prob: float = 0.0
-    late_prob: float = 0.0
-    corrupt_prob: float = 0.0
-    late_delay_s: float = 0.0
-
-    def validate(self) -> None:
-        for name in ("raise_prob", "late_prob", "corrupt_prob"):
-            value = getattr(self, name)
-            require(math.isfinite(value) and 0.0 <= value <= 1.0, f"failures.{name}", f"must be in [0, 1], got {value}")
-        total = self.raise_prob + self.late_prob + self.corrupt_prob
-        require(total <= 1.0, "failures.raise_prob", f"raise_prob + late_prob + corrupt_prob = {total} > 1")
-        require(
-            math.isfinite(self.late_delay_s) and self.late_delay_s >= 0,
-            "failures.late_delay_s",
-            f"must be a finite number of seconds >= 0, got {self.late_delay_s}",
-        )
-
-    def settings(self) -> FailureSettings:
-        return FailureSettings(self.raise_prob, self.late_prob, self.corrupt_prob, self.late_delay_s)
-
-    @property
-    def enabled(self) -> bool:
-        return self.settings().enabled
 
 
 @dataclass
@@ -593,7 +505,7 @@ class EvaluationConfig:
 
 
 def check_failures(cfg: RunConfig) -> None:
-    """The failure injector against the rest of the configuration."""
+    """The failure injector against the rest of the configuration (its own values: :class:`FailureSettings`)."""
     if not cfg.failures.enabled:
         return
     require(
@@ -609,9 +521,9 @@ def check_failures(cfg: RunConfig) -> None:
         "server got g - G_k); the failure injector needs memory_friendly=false",
     )
     require(
-        not cfg.sparsity.enabled,
+        cfg.algorithm == "amp_fl",
         "failures.raise_prob",
-        "the failure injector acts in the AMP-FL ClientApp only; sparse FedAvg (sparsity.enabled) does not inject",
+        "the failure injector acts in the AMP-FL ClientApp only; algorithm=sparse_fedavg does not inject",
     )
 
 
@@ -622,6 +534,9 @@ class RunConfig:
     output_dir: str = "runs/default"
     # Stream Flower's full log to the terminal too (it is always kept in the run folder's flower.log).
     verbose: bool = False
+    # Set by the method presets (conf/method/); the only switch between the algorithms and between the uplinks.
+    algorithm: Algorithm = "amp_fl"
+    aggregation: Aggregation = "digital"
     dataset: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -631,9 +546,9 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
-    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
-    ota: OtaConfig = field(default_factory=OtaConfig)
-    failures: FailuresConfig = field(default_factory=FailuresConfig)
+    sparse_fedavg: SparseFedAvgConfig = field(default_factory=SparseFedAvgConfig)
+    ota: OtaSettings = field(default_factory=OtaSettings)
+    failures: FailureSettings = field(default_factory=FailureSettings)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     # A run folder whose checkpoint this run continues (python -m amp_fl resume=runs/<run>).
@@ -644,6 +559,8 @@ class RunConfig:
         return self.wireless.num_devices
 
     def validate(self) -> RunConfig:
+        """The sections' own checks, then the checks across sections (``ota`` and ``failures`` checked
+        themselves when :func:`_build` made them)."""
         require(self.num_rounds >= 1, "num_rounds", f"must be >= 1, got {self.num_rounds}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         for section in (
@@ -656,19 +573,21 @@ class RunConfig:
             self.strategy,
             self.simulation,
             self.deployment,
-            self.sparsity,
-            self.ota,
-            self.failures,
+            self.sparse_fedavg,
             self.checkpoint,
             self.evaluation,
         ):
             section.validate()
+        self.strategy.server_settings(self.train.learning_rate)  # after train: eta is server_lr's default
         require(
             self.evaluation.stop_at_val_accuracy is None or self.dataset.validation_fraction > 0,
             "evaluation.stop_at_val_accuracy",
             "stops on the validation split: set dataset.validation_fraction > 0",
         )
-        check_ota_imp(self)
+        if self.algorithm == "sparse_fedavg":
+            check_sparse_fedavg(self)
+        elif self.aggregation == "over_the_air":
+            check_amp_fl_over_the_air(self)
         check_failures(self)
         require(
             self.strategy.local_objective != "apfl" or self.scheduling.name == "full_model",
@@ -685,38 +604,60 @@ class RunConfig:
         return self
 
 
-def check_ota_imp(cfg: RunConfig) -> None:
-    """The ``sparsity`` and ``ota`` sections against the rest of the configuration."""
-    if cfg.sparsity.enabled:
-        require(
-            cfg.strategy.local_objective == "sgd",
-            "strategy.local_objective",
-            f"sparse FedAvg (sparsity.enabled) trains with plain sgd, got {cfg.strategy.local_objective!r}",
-        )
-        require(
-            not cfg.strategy.memory_friendly,
-            "strategy.memory_friendly",
-            "sparse FedAvg (sparsity.enabled) keeps no gradient caches; set it to false",
-        )
-        require(
-            cfg.strategy.server_optimizer == "sgd" and cfg.strategy.compensation != "discounted",
-            "strategy.server_optimizer" if cfg.strategy.server_optimizer != "sgd" else "strategy.compensation",
-            "sparse FedAvg (sparsity.enabled) has its own server step; the AMP-FL server options do not apply",
-        )
-        last = cfg.sparsity.last_pruning_round()
-        require(
-            last is None or last < cfg.num_rounds,
-            "num_rounds",
-            f"{cfg.sparsity.method} reaches sparsity.target={cfg.sparsity.target} after round {last}; "
-            f"num_rounds must exceed it (or raise sparsity.rate, lower sparsity.interval / sparsity.first_round)",
-        )
-    elif cfg.ota.enabled:
-        require(
-            cfg.strategy.compensation == "none" and not cfg.strategy.memory_friendly,
-            "strategy.compensation",
-            "AMP-FL over the air (ota.enabled) needs compensation=none and memory_friendly=false: the server "
-            f"receives only the sum of the updates, no single PIU's gradient (got {cfg.strategy.compensation!r})",
-        )
+def check_sparse_fedavg(cfg: RunConfig) -> None:
+    """``algorithm=sparse_fedavg`` against the rest: AMP-FL's options it cannot honour, and the pruning's length."""
+    require(
+        cfg.strategy.local_objective == "sgd",
+        "strategy.local_objective",
+        f"algorithm=sparse_fedavg trains with plain sgd, got {cfg.strategy.local_objective!r}",
+    )
+    require(
+        not cfg.strategy.memory_friendly,
+        "strategy.memory_friendly",
+        "algorithm=sparse_fedavg keeps no gradient caches; set it to false",
+    )
+    require(
+        cfg.strategy.server_optimizer == "sgd" and cfg.strategy.compensation != "discounted",
+        "strategy.server_optimizer" if cfg.strategy.server_optimizer != "sgd" else "strategy.compensation",
+        "sparse FedAvg (algorithm=sparse_fedavg) has its own server step; the AMP-FL server options do not apply",
+    )
+    s = cfg.sparse_fedavg
+    last = s.last_pruning_round()
+    require(
+        last is None or last < cfg.num_rounds,
+        "num_rounds",
+        f"{s.method} reaches sparse_fedavg.target={s.target} after round {last}; num_rounds must exceed it "
+        "(or raise sparse_fedavg.rate, lower sparse_fedavg.interval / sparse_fedavg.first_round)",
+    )
+
+
+def check_amp_fl_over_the_air(cfg: RunConfig) -> None:
+    """AMP-FL with ``aggregation=over_the_air``: no gradient cache, since no single PIU's gradient arrives."""
+    require(
+        cfg.strategy.compensation == "none" and not cfg.strategy.memory_friendly,
+        "strategy.compensation",
+        "AMP-FL over the air (aggregation=over_the_air) needs compensation=none and memory_friendly=false: the "
+        f"server receives only the sum of the updates, no single PIU's gradient (got {cfg.strategy.compensation!r})",
+    )
+
+
+# ServerOptimizerSettings' parameters -> the keys they come from. ``betas`` is (server_momentum,
+# server_beta2) and ``momentum`` (the same b1) is checked first, so a rejected ``betas`` is server_beta2.
+SERVER_OPTIMIZER_KEYS = {
+    "name": "strategy.server_optimizer",
+    "lr": "strategy.server_lr",
+    "momentum": "strategy.server_momentum",
+    "betas": "strategy.server_beta2",
+    "eps": "strategy.server_eps",
+}
+
+
+def checked(build: Callable[[], T], keys: Mapping[str, str]) -> T:
+    """``build()`` a settings object that checks its own values, naming the key (``keys[parameter]``) it rejects."""
+    try:
+        return build()
+    except ArgumentError as exc:
+        raise ConfigError(keys[exc.name], exc.problem) from exc
 
 
 def _build(cls: type, values: Any, prefix: str) -> Any:
@@ -735,7 +676,8 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
             kwargs[key] = _build(hint, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
-    return cls(**kwargs)
+    # A section that is a settings object (``ota``, ``failures``) checks its values as it is made.
+    return checked(lambda: cls(**kwargs), {name: f"{prefix}{name}" for name in names})
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

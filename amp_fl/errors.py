@@ -23,14 +23,28 @@ def require(condition: bool, key: str, problem: str) -> None:
         raise ConfigError(key, problem)
 
 
-def check_argument(condition: bool, name: str, problem: str) -> None:
-    """Raise ``ValueError("<name>: <problem>")`` unless ``condition`` holds (library code).
+class ArgumentError(ValueError):
+    """A library argument is impossible: ``name`` is the parameter, ``problem`` what is wrong with it.
 
-    ``name`` is the function's parameter (``num_devices``, ``distance_m``), never a config key: the
-    configuration layer checks its keys before calling library code.
+    Kept apart (not only in the message) so that the configuration layer can name the config key the
+    parameter came from when it lets a settings object check its own values.
+    """
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+def check_argument(condition: bool, name: str, problem: str) -> None:
+    """Raise :class:`ArgumentError` (a ``ValueError("<name>: <problem>")``) unless ``condition`` holds (library code).
+
+    ``name`` is the function's parameter (``num_devices``, ``distance_m``), never a config key: where a
+    config section is such a settings object, ``amp_fl.config`` turns the error into a
+    :class:`ConfigError` naming the key.
     """
     if not condition:
-        raise ValueError(f"{name}: {problem}")
+        raise ArgumentError(name, problem)
 
 
 class InvalidReplyError(ValueError):

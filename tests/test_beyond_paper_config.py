@@ -54,7 +54,7 @@ def test_discounted_momentum_and_adam_compose():
         (["strategy.server_beta2=-0.1"], "strategy.server_beta2", r"must be in \[0, 1\)"),
         (["strategy.server_eps=0"], "strategy.server_eps", "must be a finite number > 0"),
         (["strategy.memory_friendly=true", "strategy.compensation=discounted"], "strategy.memory_friendly", "all"),
-        (["method=ota_imp", "strategy.server_optimizer=momentum"], "strategy.server_optimizer", "sparse FedAvg"),
+        (["method=sparse_fedavg", "strategy.server_optimizer=momentum"], "strategy.server_optimizer", "sparse FedAvg"),
     ],
 )
 def test_bad_values_fail_at_load_naming_the_key(overrides, key, problem):

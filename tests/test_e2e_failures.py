@@ -39,7 +39,7 @@ def test_late_replies_miss_the_round_through_flower(tmp_path, monkeypatch):
     late_total = 0
     for row, record in zip(rows[1:], records, strict=True):
         server_round = int(row["round"])
-        late = {d for d in record["device_ids"] if injected_failure(cfg.failures.settings(), cfg.seed, server_round, d)}
+        late = {d for d in record["device_ids"] if injected_failure(cfg.failures, cfg.seed, server_round, d)}
         assert {int(d) for d in record["failures"]} == late, (server_round, record["failures"], late)
         assert all(reason == "no reply within the reply timeout" for reason in record["failures"].values())
         assert int(row["failed_timeout"]) == int(row["num_failed"]) == len(late)

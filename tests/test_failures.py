@@ -147,7 +147,7 @@ def test_run_with_30_percent_failing_completes_and_improves(tmp_path):
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["round"]) for r in rows] == list(range(26))
     records = [json.loads(line) for line in (run / "schedule.jsonl").read_text().splitlines()]
-    settings = cfg.failures.settings()
+    settings = cfg.failures
     scheduled = failed = 0
     for row, record in zip(rows[1:], records, strict=True):
         expected = {

@@ -26,18 +26,20 @@ def _compose(overrides: list[str]) -> RunConfig:
     return load_config(values)
 
 
-# (scheduling.name, compensation, local_objective, proximal_mu, apfl_alpha, personal_eval_interval, memory_friendly)
+# (scheduling.name, compensation, local_objective, proximal_mu, apfl_alpha, personal_eval_interval, memory_friendly,
+#  algorithm, aggregation)
 EXPECTED = {
-    "amp_fl": ("amp", "all", "sgd", None, None, None, False, False, False),
-    "amp_fl_wgc": ("amp", "none", "sgd", None, None, None, False, False, False),
-    "amp_fl_memory_friendly": ("amp", "all", "sgd", None, None, None, True, False, False),
-    "amp_fl_tuned": ("amp", "discounted", "sgd", None, None, None, False, False, False),
-    "synchronous": ("full_model", "none", "sgd", None, None, None, False, False, False),
-    "fedprox": ("full_model", "none", "fedprox", 0.01, None, None, False, False, False),
-    "apfl": ("full_model", "none", "apfl", None, 0.25, 10, False, False, False),
-    # The over-the-air presets (issue 10): sparse FedAvg (its strategy/scheduling groups unused), AMP-FL over the air.
-    "ota_imp": ("amp", "all", "sgd", None, None, None, False, True, True),
-    "amp_fl_ota": ("amp", "none", "sgd", None, None, None, False, False, True),
+    "amp_fl": ("amp", "all", "sgd", None, None, None, False, "amp_fl", "digital"),
+    "amp_fl_wgc": ("amp", "none", "sgd", None, None, None, False, "amp_fl", "digital"),
+    "amp_fl_memory_friendly": ("amp", "all", "sgd", None, None, None, True, "amp_fl", "digital"),
+    "amp_fl_tuned": ("amp", "discounted", "sgd", None, None, None, False, "amp_fl", "digital"),
+    "synchronous": ("full_model", "none", "sgd", None, None, None, False, "amp_fl", "digital"),
+    "fedprox": ("full_model", "none", "fedprox", 0.01, None, None, False, "amp_fl", "digital"),
+    "apfl": ("full_model", "none", "apfl", None, 0.25, 10, False, "amp_fl", "digital"),
+    # Issue 10: sparse FedAvg (its strategy/scheduling groups unused; over the air in experiment=ota_imp), AMP-FL over
+    # the air.
+    "sparse_fedavg": ("amp", "all", "sgd", None, None, None, False, "sparse_fedavg", "digital"),
+    "amp_fl_ota": ("amp", "none", "sgd", None, None, None, False, "amp_fl", "over_the_air"),
 }
 
 
@@ -51,8 +53,8 @@ def _summary(cfg: RunConfig) -> tuple:
         s.apfl_alpha,
         s.personal_eval_interval,
         s.memory_friendly,
-        cfg.sparsity.enabled,
-        cfg.ota.enabled,
+        cfg.algorithm,
+        cfg.aggregation,
     )
 
 
@@ -60,12 +62,12 @@ def _summary(cfg: RunConfig) -> tuple:
 @pytest.mark.parametrize("method", sorted(EXPECTED))
 def test_every_method_preset_composes_and_wins_over_the_experiment(method, experiment):
     overrides = [f"method={method}"] + ([f"experiment={experiment}"] if experiment else [])
-    if method == "ota_imp" and experiment == "quick":  # 5 rounds end before IMP reaches its 90 % target
+    if method == "sparse_fedavg" and experiment == "quick":  # 5 rounds end before IMP reaches its 90 % target
         with pytest.raises(ConfigError, match="num_rounds"):
             _compose(overrides)
         return
     cfg = _compose(overrides)
-    if method == "ota_imp":  # sparse FedAvg: the strategy / scheduling groups are unused, any experiment's stay
+    if method == "sparse_fedavg":  # sparse FedAvg: the strategy / scheduling groups are unused, any experiment's stay
         assert _summary(cfg)[2:] == EXPECTED[method][2:]
         return
     assert _summary(cfg) == EXPECTED[method]

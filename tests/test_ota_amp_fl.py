@@ -162,14 +162,20 @@ def test_over_the_air_needs_compensation_none(cnn):
 
 def test_config_names_the_key_when_ota_meets_a_cache():
     with pytest.raises(ConfigError, match="strategy.compensation"):
-        load_config({"ota": {"enabled": True}})
-    cfg = load_config({"ota": {"enabled": True}, "strategy": {"compensation": "none"}})
-    assert cfg.ota.settings().noise_var == pytest.approx(1.0 / 100.0)
+        load_config({"aggregation": "over_the_air"})
+    cfg = load_config({"aggregation": "over_the_air", "strategy": {"compensation": "none"}})
+    assert cfg.ota.noise_var == pytest.approx(1.0 / 100.0)
     with pytest.raises(ConfigError, match="ota.truncation_threshold"):
         load_config({"ota": {"truncation_threshold": 0.0}})
     with pytest.raises(ConfigError, match="num_rounds"):
-        load_config({"num_rounds": 10, "sparsity": {"enabled": True, "target": 0.9, "rate": 0.2, "interval": 1}})
-    with pytest.raises(ConfigError, match="sparsity.rewind_round"):
-        load_config({"sparsity": {"enabled": True, "first_round": 2, "rewind_round": 3}})
-    with pytest.raises(ConfigError, match="sparsity.method"):
-        load_config({"sparsity": {"method": "gradual"}})
+        load_config(
+            {
+                "num_rounds": 10,
+                "algorithm": "sparse_fedavg",
+                "sparse_fedavg": {"target": 0.9, "rate": 0.2, "interval": 1},
+            }
+        )
+    with pytest.raises(ConfigError, match="sparse_fedavg.rewind_round"):
+        load_config({"algorithm": "sparse_fedavg", "sparse_fedavg": {"first_round": 2, "rewind_round": 3}})
+    with pytest.raises(ConfigError, match="sparse_fedavg.method"):
+        load_config({"sparse_fedavg": {"method": "gradual"}})

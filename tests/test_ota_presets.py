@@ -17,17 +17,17 @@ CNN_PRUNABLE = 150 + 2_400 + 32_768 + 1_280  # conv / linear weights of the pape
 def test_presets_validate_and_reach_every_target_before_the_end(preset, method):
     for target in SWEEPS["quick"].targets:
         cfg = load_config(
-            compose_values([f"experiment={preset}", f"sparsity.method={method}", f"sparsity.target={target}"])
+            compose_values([f"experiment={preset}", f"sparse_fedavg.method={method}", f"sparse_fedavg.target={target}"])
         )
-        assert cfg.sparsity.enabled and cfg.ota.enabled and cfg.model.name == "cnn"
-        s = cfg.sparsity
+        assert (cfg.algorithm, cfg.aggregation, cfg.model.name) == ("sparse_fedavg", "over_the_air", "cnn")
+        s = cfg.sparse_fedavg
         last = PruningPlan(s.method, s.target, CNN_PRUNABLE, s.rate, s.interval, s.first_round).last_round
         assert last is None or last < cfg.num_rounds - 5  # at least 5 rounds of training at the final sparsity
 
 
 def test_amp_fl_over_the_air_method_composes():
-    cfg = load_config(compose_values(["experiment=ota_imp_quick", "method=amp_fl_ota", "sparsity.enabled=false"]))
-    assert cfg.ota.enabled and not cfg.sparsity.enabled and cfg.strategy.compensation == "none"
+    cfg = load_config(compose_values(["experiment=ota_imp_quick", "method=amp_fl_ota"]))  # the method wins
+    assert (cfg.algorithm, cfg.aggregation, cfg.strategy.compensation) == ("amp_fl", "over_the_air", "none")
 
 
 def test_quick_grid():

@@ -189,8 +189,10 @@ def test_short_run_with_the_real_client_app(tmp_path):
         "num_rounds": 2,
         "seed": 1,
         "train": {"local_steps": 2, "batch_size": 16},
-        "sparsity": {"enabled": True, "method": "one_shot", "target": 0.9, "first_round": 0, "participation": 0.5},
-        "ota": {"enabled": True, "snr_db": 20.0},
+        "algorithm": "sparse_fedavg",
+        "aggregation": "over_the_air",
+        "sparse_fedavg": {"method": "one_shot", "target": 0.9, "first_round": 0, "participation": 0.5},
+        "ota": {"snr_db": 20.0},
     }
     run = run_in_process(load_config(values), tmp_path / "run")
     with (run / "metrics.csv").open() as f:

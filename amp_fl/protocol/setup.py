@@ -18,6 +18,9 @@ LOCAL_OBJECTIVES: tuple[LocalObjective, ...] = get_args(LocalObjective)
 class FailureSettings:
     """Per scheduled PIU and round: the probability of each failure mode (they exclude each other).
 
+    Also the run config's ``failures`` section: its checks are the only ones, and ``amp_fl.config``
+    reports them under ``failures.<field>``.
+
     Parameters
     ----------
     raise_prob, late_prob, corrupt_prob : float
@@ -35,11 +38,11 @@ class FailureSettings:
         for name in ("raise_prob", "late_prob", "corrupt_prob"):
             value = getattr(self, name)
             check_argument(math.isfinite(value) and 0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value}")
-        check_argument(self.total <= 1.0, "raise_prob", f"the three probabilities sum to {self.total} > 1")
+        check_argument(self.total <= 1.0, "raise_prob", f"raise_prob + late_prob + corrupt_prob = {self.total} > 1")
         check_argument(
             math.isfinite(self.late_delay_s) and self.late_delay_s >= 0,
             "late_delay_s",
-            f"must be a finite number >= 0, got {self.late_delay_s}",
+            f"must be a finite number of seconds >= 0, got {self.late_delay_s}",
         )
 
     @property

@@ -106,7 +106,7 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
         local_objective=cfg.strategy.local_objective,
         proximal_mu=0.0 if cfg.strategy.proximal_mu is None else cfg.strategy.proximal_mu,
         apfl_alpha=0.0 if cfg.strategy.apfl_alpha is None else cfg.strategy.apfl_alpha,
-        failures=cfg.failures.settings(),
+        failures=cfg.failures,
         validation_fraction=cfg.dataset.validation_fraction,
     )
 
@@ -125,9 +125,9 @@ def build_strategy(
 ) -> AmpFlStrategy | SparseFedAvgStrategy:
     """The AMP-FL strategy for the discovered devices: system model, channel, scheduler and policy.
 
-    With ``sparsity.enabled``: sparse FedAvg with magnitude pruning instead (:mod:`.sparse_wiring`).
+    With ``algorithm=sparse_fedavg``: sparse FedAvg with magnitude pruning instead (:mod:`.build_sparse_fedavg`).
     """
-    if cfg.sparsity.enabled:
+    if cfg.algorithm == "sparse_fedavg":
         return build_sparse_fedavg(
             cfg,
             regions=regions,
@@ -170,5 +170,5 @@ def build_strategy(
         ),
         on_round_end=on_round_end,
         on_personal_evaluation=on_personal_evaluation,
-        over_the_air=OverTheAirChannel(cfg.ota.settings(), cfg.seed) if cfg.ota.enabled else None,
+        over_the_air=OverTheAirChannel(cfg.ota, cfg.seed) if cfg.aggregation == "over_the_air" else None,
     )

@@ -1,4 +1,4 @@
-"""Wiring of sparse FedAvg (``sparsity.enabled``): the strategy, its pruner and its channel from a :class:`RunConfig`.
+"""Wiring of sparse FedAvg (``algorithm=sparse_fedavg``): strategy, pruner and channel from a :class:`RunConfig`.
 
 Called by :func:`amp_fl.server.build.build_strategy`, which picks the strategy by config;
 nothing here talks to nodes or writes files.
@@ -24,11 +24,11 @@ from amp_fl.wireless.over_the_air import OverTheAirChannel
 
 
 def build_pruner(cfg: RunConfig, regions: RegionMap) -> MagnitudePruner:
-    """The magnitude pruner of ``cfg.sparsity`` over the model's conv / linear weights.
+    """The magnitude pruner of ``cfg.sparse_fedavg`` over the model's conv / linear weights.
 
     Raises ``ValueError`` when the exact plan (rounded counts) ends after the run's last round.
     """
-    s = cfg.sparsity
+    s = cfg.sparse_fedavg
     pruner = MagnitudePruner(
         regions.shapes,
         prunable_arrays(regions),
@@ -64,9 +64,9 @@ def build_sparse_fedavg(
         device_nodes=device_nodes,
         train_setup=setup,
         seed=cfg.seed,
-        participants=participants_per_round(cfg.sparsity.participation, len(device_nodes)),
-        over_the_air=OverTheAirChannel(cfg.ota.settings(), cfg.seed) if cfg.ota.enabled else None,
-        rewind_round=cfg.sparsity.rewind_round,
+        participants=participants_per_round(cfg.sparse_fedavg.participation, len(device_nodes)),
+        over_the_air=OverTheAirChannel(cfg.ota, cfg.seed) if cfg.aggregation == "over_the_air" else None,
+        rewind_round=cfg.sparse_fedavg.rewind_round,
         compute_latency_s=full_compute_latency(latency, population.cpu_hz, population.flops_per_cycle),
         bandwidth_hz=cfg.wireless.bandwidth_hz,
         on_round_end=on_round_end,

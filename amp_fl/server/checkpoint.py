@@ -181,8 +181,8 @@ def check_resumable(cfg: RunConfig) -> None:
             "APFL keeps each PIU's personal model in Flower's context.state, which a new Flower run starts "
             "empty: a resumed run would not match; start it again",
         )
-    if cfg.sparsity.enabled:
-        raise ConfigError("resume", "sparse FedAvg (sparsity.enabled) runs are not checkpointed; start it again")
+    if cfg.algorithm == "sparse_fedavg":
+        raise ConfigError("resume", "sparse FedAvg (algorithm=sparse_fedavg) runs are not checkpointed; start it again")
 
 
 def resume_config(run_dir: Path) -> RunConfig:

@@ -11,7 +11,7 @@ Hsu et al., 2019). Three rules, each a pure function of (state, weights, directi
 - ``adam`` (Kingma & Ba, with bias correction): ``m <- b1 m + (1 - b1) d``,
   ``v <- b2 v + (1 - b2) d^2``, ``w <- w - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``.
   Adam's step is about ``lr`` per entry whatever the scale of ``d``, so its ``lr`` is not the
-  clients' learning rate: the configuration asks for it explicitly.
+  clients' learning rate: :func:`server_learning_rate` asks for it explicitly.
 
 All state lives in one :class:`ServerOptimizerState` (float64 moments, like the cache's
 accumulators) so that a checkpoint (issue 11) saves and restores it as one object.
@@ -26,6 +26,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from amp_fl.errors import check_argument
 from amp_fl.strategy.aggregation import Arrays, apply_global_step
 
 ServerOptimizerName = Literal["sgd", "momentum", "adam"]
@@ -40,7 +41,7 @@ class ServerOptimizerSettings:
     ----------
     name : {"sgd", "momentum", "adam"}
     lr : float
-        Server learning rate (for sgd and momentum: the paper's eta by default).
+        Server learning rate (:func:`server_learning_rate` gives the default: the clients' eta).
     momentum : float, default 0.9
         ``momentum``'s beta, in [0, 1).
     betas : tuple of float, default (0.9, 0.999)
@@ -56,16 +57,32 @@ class ServerOptimizerSettings:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        if self.name not in SERVER_OPTIMIZERS:
-            raise ValueError(f"name: choose from {', '.join(SERVER_OPTIMIZERS)}, got {self.name!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr: must be a finite number > 0, got {self.lr}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum: must be in [0, 1), got {self.momentum}")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas: two numbers in [0, 1), got {self.betas}")
-        if not (math.isfinite(self.eps) and self.eps > 0):
-            raise ValueError(f"eps: must be a finite number > 0, got {self.eps}")
+        check_argument(
+            self.name in SERVER_OPTIMIZERS, "name", f"choose from {', '.join(SERVER_OPTIMIZERS)}, got {self.name!r}"
+        )
+        check_argument(math.isfinite(self.lr) and self.lr > 0, "lr", f"must be a finite number > 0, got {self.lr}")
+        check_argument(0.0 <= self.momentum < 1.0, "momentum", f"must be in [0, 1), got {self.momentum}")
+        check_argument(len(self.betas) == 2, "betas", f"two numbers (b1, b2), got {self.betas}")
+        for beta in self.betas:
+            check_argument(0.0 <= beta < 1.0, "betas", f"must be in [0, 1), got {beta}")
+        check_argument(math.isfinite(self.eps) and self.eps > 0, "eps", f"must be a finite number > 0, got {self.eps}")
+
+
+def server_learning_rate(name: ServerOptimizerName, lr: float | None, client_learning_rate: float) -> float:
+    """The server step's learning rate: ``lr`` when given, else the clients' eta.
+
+    The paper's global step ``w - eta * d`` uses the clients' eta, and momentum keeps that scale. Adam
+    steps about ``lr`` per entry whatever the scale of ``d``, so eta is no default for it: it needs ``lr``.
+    """
+    if lr is not None:
+        return lr
+    check_argument(
+        name != "adam",
+        "lr",
+        "adam steps about its learning rate per entry whatever the direction's scale, so the clients' "
+        "learning rate is no default for it; set it (e.g. 0.001)",
+    )
+    return client_learning_rate
 
 
 @dataclass

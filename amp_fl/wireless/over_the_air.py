@@ -56,7 +56,9 @@ NOISE_STREAM = "ota.noise"
 
 @dataclass(frozen=True)
 class OtaSettings:
-    """The analog uplink's settings.
+    """The analog uplink's settings; also the run config's ``ota`` section (read with ``aggregation=over_the_air``).
+
+    Its checks are the only ones: ``amp_fl.config`` reports them under ``ota.<field>``.
 
     Parameters
     ----------
@@ -82,7 +84,9 @@ class OtaSettings:
 
     def __post_init__(self) -> None:
         check_argument(
-            self.snr_db is None or math.isfinite(self.snr_db), "snr_db", f"must be finite or None, got {self.snr_db}"
+            self.snr_db is None or math.isfinite(self.snr_db),
+            "snr_db",
+            f"must be a finite number of dB or None (null), got {self.snr_db}",
         )
         check_argument(
             math.isfinite(self.power_budget) and self.power_budget > 0,
@@ -92,7 +96,8 @@ class OtaSettings:
         check_argument(
             math.isfinite(self.truncation_threshold) and self.truncation_threshold > 0,
             "truncation_threshold",
-            f"must be a finite number > 0, got {self.truncation_threshold}",
+            "must be a finite number > 0 (inverting a deep fade needs unbounded power), "
+            f"got {self.truncation_threshold}",
         )
         check_argument(
             math.isfinite(self.estimation_error_var) and self.estimation_error_var >= 0,
