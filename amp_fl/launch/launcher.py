@@ -39,6 +39,7 @@ from amp_fl.run_folder import (
     COMPLETED,
     FLOWER_LOG,
     METRICS_FILE,
+    RUN_CONFIG_FILE,
     RUNNING,
     SUMMARY_FILE,
     MetricsTail,
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     from amp_fl.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m amp_fl.launch.launcher")
-    parser.add_argument("config", type=Path, help="a RunConfig as JSON (e.g. a run's run_config.json)")
+    parser.add_argument("config", type=Path, help=f"a RunConfig as JSON (e.g. a run's {RUN_CONFIG_FILE})")
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
     with cli_errors(args.run_dir):
