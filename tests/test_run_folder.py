@@ -30,24 +30,14 @@ from amp_fl.run_folder import (
 
 
 def _row(k: int, accuracy: float, personal: float = math.nan) -> RoundRow:
+    """Round ``k``: every column set (NaN where round 0 has no value), integers growing with ``k``."""
+    counts = {"num_scheduled": 2 * (k > 0), "num_received": 2 * (k > 0), "num_failed": 0}
+    traffic = {"uplink_bytes": 100 * k, "downlink_bytes": 120 * k}
+    nan_at_0 = {"train_loss": 1.2 if k else math.nan, "mean_keep_ratio": 0.6 if k else math.nan}
     return RoundRow(
-        round=k,
-        sim_time_s=0.5 * k,
-        round_latency_s=0.5 if k else 0.0,
-        accuracy=accuracy,
-        loss=1.0,
-        train_loss=math.nan if k == 0 else 1.2,
-        avg_aoi=1.0,
-        num_scheduled=2 if k else 0,
-        num_received=2 if k else 0,
-        num_failed=0,
-        mean_keep_ratio=math.nan if k == 0 else 0.6,
-        uplink_bytes=100 * k,
-        downlink_bytes=120 * k,
-        objective=0.0,
-        wall_time_s=2.0 * k,
-        personal_accuracy=personal,
-    )
+        round=k, sim_time_s=0.5 * k, round_latency_s=0.5 * (k > 0), accuracy=accuracy, loss=1.0, avg_aoi=1.0,
+        objective=0.0, wall_time_s=2.0 * k, personal_accuracy=personal, **counts, **traffic, **nan_at_0,
+    )  # fmt: skip
 
 
 ROWS = [_row(0, 0.1), _row(1, 0.6, personal=0.7), _row(2, math.nan), _row(3, 0.8)]
