@@ -1,7 +1,14 @@
-"""A run's outputs: ``metrics.csv`` (one row per round, written as it happens), ``schedule.jsonl``
-(one line per round: devices, RBs, keep counts, latencies, bytes), ``summary.json``, figures.
+"""A run folder: the files one run writes, their names and columns, and the one writer and reader of each.
 
-Rows are appended and flushed every round, so an interrupted run keeps every finished round.
+The ServerApp writes ``metrics.csv`` (one row per round, appended and flushed as each round ends,
+so an interrupted run keeps every finished round), ``schedule.jsonl`` (one line per round: devices,
+RBs, keep counts, latencies, bytes), ``summary.json`` (the setup, then the outcome),
+``final_model.npz`` and figures; the launcher writes ``run_config.json`` and ``flower.log``; a
+campaign (:mod:`amp_fl.experiments.campaign`) adds its timing. Everything that reads a run folder
+(the launcher's progress view, the campaigns, :mod:`amp_fl.report`) reads it through here.
+
+This module imports nothing of amp_fl but :mod:`amp_fl.errors`: the server below it and the report
+and campaigns above it all use it.
 """
 
 from __future__ import annotations
@@ -9,10 +16,29 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
+
+import numpy as np
+
+from amp_fl.errors import check_argument
+
+METRICS_FILE = "metrics.csv"
+SCHEDULE_FILE = "schedule.jsonl"
+SUMMARY_FILE = "summary.json"
+RUN_CONFIG_FILE = "run_config.json"  # the resolved configuration the ServerApp reads
+# The server writes the final model after the summary that says how the run ended: its presence
+# means nothing of the run's outputs was cut off.
+FINAL_MODEL_FILE = "final_model.npz"
+CHECKPOINT_FILE = "checkpoint.npz"  # what a resume continues from (amp_fl.server.checkpoint)
+FLOWER_LOG = "flower.log"  # Flower's output, written by the launcher
+TIMING_FILE = "campaign_timing.json"  # wall (and CPU) seconds of the run, measured by the campaign that ran it
+COMPLETED = "completed"  # summary.json's status of a run that ran to its end (or planned early stop)
+RUNNING = "running"  # summary.json's status while the server runs (and after it died without a word)
 
 METRIC_COLUMNS = (
     "round",
@@ -85,14 +111,14 @@ class MetricsWriter:
         Resuming rewrites the file from the checkpoint's rows and keeps the ``schedule.jsonl`` lines
         of those rounds only: whatever a crashed server wrote after its last checkpoint is redone.
         """
-        self.path = run_dir / "metrics.csv"
+        self.path = run_dir / METRICS_FILE
         run_dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[RoundRow] = []
         rows = resume_rows or []
         self._start = time.perf_counter() - (rows[-1].wall_time_s if rows else 0.0)  # wall time goes on
         with self.path.open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_COLUMNS)
-        schedule = run_dir / "schedule.jsonl"
+        schedule = run_dir / SCHEDULE_FILE
         last = rows[-1].round if rows else 0
         kept = []
         if rows and schedule.exists():
@@ -106,7 +132,7 @@ class MetricsWriter:
 
     def append_schedule(self, record: dict[str, Any]) -> None:
         """One JSON line per round in ``schedule.jsonl`` (devices, RBs, keep counts, latencies, bytes)."""
-        with (self.path.parent / "schedule.jsonl").open("a") as f:
+        with (self.path.parent / SCHEDULE_FILE).open("a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def append(self, row: RoundRow) -> None:
@@ -116,38 +142,75 @@ class MetricsWriter:
             csv.writer(f).writerow([_fmt(values[c]) for c in METRIC_COLUMNS])
 
 
-def progress_line(row: RoundRow, num_rounds: int, eta_s: float | None = None) -> str:
-    """One short plain-text progress line (the launcher's view when stdout is not a terminal)."""
-    width = len(str(num_rounds))
-    keep = "    -" if math.isnan(row.mean_keep_ratio) else f"{row.mean_keep_ratio:5.3f}"
-    line = (
-        f"[amp-fl] round {row.round:{width}d}/{num_rounds}  sim {row.sim_time_s:9.3f} s  "
-        f"acc {row.accuracy:6.4f}  keep {keep}"
-    )
-    if eta_s is not None:
-        hours, rest = divmod(max(0, round(eta_s)), 3600)
-        line += f"  ETA {hours}:{rest // 60:02d}:{rest % 60:02d}"
-    return line
+# ------------------------------------------------------------------------------ what a curve says
+# Here, not in amp_fl.report.maths, because the server's summary.json states them too and the
+# server cannot import the report: one definition for both.
+@dataclass(frozen=True)
+class Hit:
+    """Where a run first reached a target accuracy: the round and the simulated seconds at its end."""
+
+    round: int
+    sim_time_s: float
+
+
+def time_to_target(
+    rounds: Sequence[int] | np.ndarray,
+    sim_time_s: Sequence[float] | np.ndarray,
+    accuracy: Sequence[float] | np.ndarray,
+    target: float,
+) -> Hit | None:
+    """The first row whose accuracy is at least ``target`` (round 0, the initial model, counts); ``None`` if none.
+
+    ``rounds`` and ``sim_time_s`` are the run's round numbers and cumulative simulated clock, one per
+    evaluated round, in order; NaN accuracies never reach a target.
+    """
+    check_argument(0.0 < target <= 1.0, "target", f"must be an accuracy in (0, 1], got {target}")
+    r = np.asarray(rounds)
+    check_argument(r.ndim == 1 and r.size > 0, "rounds", "expected a non-empty 1-D sequence")
+    check_argument(bool(np.all(np.diff(r) > 0)), "rounds", "must be strictly increasing")
+    t, acc = np.asarray(sim_time_s, dtype=np.float64), np.asarray(accuracy, dtype=np.float64)
+    check_argument(t.ndim == 1 and acc.ndim == 1, "sim_time_s", "expected 1-D sequences")
+    check_argument(t.size == r.size, "sim_time_s", f"has {t.size} values but rounds has {r.size}")
+    check_argument(acc.size == r.size, "accuracy", f"has {acc.size} values but rounds has {r.size}")
+    check_argument(bool(np.all(np.isfinite(t))), "sim_time_s", "must be finite")
+    check_argument(bool(np.all(np.diff(t) >= 0)), "sim_time_s", "must be non-decreasing")
+    reached = np.flatnonzero(np.nan_to_num(acc, nan=-1.0) >= target)
+    if reached.size == 0:
+        return None
+    i = int(reached[0])
+    return Hit(round=int(r[i]), sim_time_s=float(t[i]))
 
 
 def time_to_accuracy(rows: list[RoundRow], target: float, column: str = "accuracy") -> dict[str, float | int | None]:
-    """First round (and simulated time) at which ``column`` (test ``accuracy`` or ``val_accuracy``) hit ``target``."""
-    for row in rows:
-        if getattr(row, column) >= target:
-            return {"target": target, "round": row.round, "sim_time_s": row.sim_time_s}
-    return {"target": target, "round": None, "sim_time_s": None}
+    """:func:`time_to_target` of ``column`` (test ``accuracy`` or ``val_accuracy``) as ``summary.json`` states it."""
+    hit = None
+    if rows:
+        rounds, times = [r.round for r in rows], [r.sim_time_s for r in rows]
+        hit = time_to_target(rounds, times, [getattr(r, column) for r in rows], target)
+    if hit is None:
+        return {"target": target, "round": None, "sim_time_s": None}
+    return {"target": target, "round": hit.round, "sim_time_s": hit.sim_time_s}
+
+
+def last_measured(rounds: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray) -> tuple[float, int] | None:
+    """The last finite value of a sparsely measured column (e.g. ``personal_accuracy``) and its round."""
+    for round_, value in zip(reversed(list(rounds)), reversed(list(values)), strict=True):
+        if math.isfinite(value):
+            return float(value), int(round_)
+    return None
 
 
 def last_personal_accuracy(rows: list[RoundRow]) -> dict[str, float | int | None]:
     """The latest measured mean personalised accuracy and its round (``None`` when never measured)."""
-    for row in reversed(rows):
-        if not math.isnan(row.personal_accuracy):
-            return {"accuracy": row.personal_accuracy, "round": row.round}
-    return {"accuracy": None, "round": None}
+    found = last_measured([r.round for r in rows], [r.personal_accuracy for r in rows])
+    if found is None:
+        return {"accuracy": None, "round": None}
+    return {"accuracy": found[0], "round": found[1]}
 
 
+# ------------------------------------------------------------------------------ writers
 def write_summary(run_dir: Path, payload: dict[str, Any]) -> Path:
-    path = run_dir / "summary.json"
+    path = run_dir / SUMMARY_FILE
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     tmp.replace(path)  # atomic: a crash never leaves half a summary
@@ -188,3 +251,220 @@ def write_figures(run_dir: Path, rows: list[RoundRow], title: str) -> list[Path]
         plt.close(fig)
         paths.append(run_dir / name)
     return paths
+
+
+def write_config(run_dir: Path, values: Mapping[str, Any]) -> Path:
+    """``run_config.json``: the resolved configuration (a plain mapping) the ServerApp reads."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RUN_CONFIG_FILE
+    path.write_text(json.dumps(values, indent=2, default=list))
+    return path
+
+
+def write_final_model(run_dir: Path, arrays: Sequence[np.ndarray]) -> Path:
+    path = run_dir / FINAL_MODEL_FILE
+    np.savez_compressed(path, *arrays)
+    return path
+
+
+def write_timing(run_dir: Path, timing: Mapping[str, Any]) -> Path:
+    path = run_dir / TIMING_FILE
+    path.write_text(json.dumps(dict(timing)) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------------ readers
+class RunFolderError(ValueError):
+    """A path given as a run folder cannot be read; the message names the path and the problem."""
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of a run folder; :class:`RunFolderError` when missing, truncated or not an object."""
+    try:
+        payload = json.loads(path.read_text())
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated?)") from exc
+    if not isinstance(payload, dict):
+        raise RunFolderError(f"{path}: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return read_json(run_dir / SUMMARY_FILE)
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """``run_config.json`` as written (a plain mapping; :mod:`amp_fl.config` turns it into a RunConfig)."""
+    return read_json(run_dir / RUN_CONFIG_FILE)
+
+
+def read_timing(run_dir: Path) -> dict[str, Any]:
+    """The campaign's timing of the run; empty when it has none (a run made by hand, or an older campaign)."""
+    try:
+        return read_json(run_dir / TIMING_FILE)
+    except RunFolderError:
+        return {}
+
+
+def read_schedule(run_dir: Path) -> list[dict[str, Any]]:
+    """``schedule.jsonl``, one record per round."""
+    try:
+        text = (run_dir / SCHEDULE_FILE).read_text()
+    except OSError as exc:
+        raise RunFolderError(f"{run_dir / SCHEDULE_FILE}: cannot read ({exc.strerror or exc})") from exc
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def read_final_model(run_dir: Path) -> list[np.ndarray]:
+    """The final model's arrays, in the model's order."""
+    path = run_dir / FINAL_MODEL_FILE
+    try:
+        with np.load(path) as z:
+            return [z[f"arr_{i}"] for i in range(len(z.files))]
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot read ({exc})") from exc
+
+
+_ROW_TYPES = get_type_hints(RoundRow)
+
+
+def parse_row(header: list[str], fields: list[str]) -> RoundRow | None:
+    """One ``metrics.csv`` row as a :class:`RoundRow`; None when it is not a complete, numeric row.
+
+    Columns missing from the header read as NaN (floats) or 0 (integers), so a reader keeps working
+    when a column is added or removed; ``round`` is required.
+    """
+    if len(fields) != len(header) or "round" not in header:
+        return None
+    values = dict(zip(header, fields, strict=True))
+    kwargs: dict[str, Any] = {}
+    try:
+        for name, hint in _ROW_TYPES.items():
+            raw = values.get(name)
+            if hint is int:
+                kwargs[name] = int(float(raw)) if raw not in (None, "", "nan") else 0
+            else:
+                value = float(raw) if raw not in (None, "") else math.nan
+                # One NaN object (math.nan), so a parsed row equals the RoundRow it was written from.
+                kwargs[name] = math.nan if math.isnan(value) else value
+    except (TypeError, ValueError):
+        return None
+    return RoundRow(**kwargs)
+
+
+class MetricsTail:
+    """Incremental reader of a ``metrics.csv`` that another process is appending to.
+
+    :meth:`poll` returns the rows completed since the last call. It never fails on a file that is
+    missing (not created yet), truncated or rewritten (read again from the start), or that ends in a
+    half-written line (left for the next poll, when its newline has arrived).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._identity: tuple[int, int] | None = None
+        self._header: list[str] | None = None
+
+    def poll(self) -> list[RoundRow]:
+        try:
+            with self.path.open("rb") as f:
+                stat = os.fstat(f.fileno())
+                identity = (stat.st_dev, stat.st_ino)
+                if identity != self._identity or stat.st_size < self._offset:
+                    self._identity, self._offset, self._header = identity, 0, None
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:  # not there yet (or gone): nothing new
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self._offset += end + 1
+        rows = []
+        for fields in csv.reader(data[: end + 1].decode("utf-8", errors="replace").splitlines()):
+            if not fields:
+                continue
+            if self._header is None:
+                self._header = fields
+                continue
+            row = parse_row(self._header, fields)
+            if row is not None:
+                rows.append(row)
+        return rows
+
+
+def read_rows(path: Path) -> list[RoundRow]:
+    """Every complete row of a ``metrics.csv`` that may still be written (``[]`` when it does not exist yet)."""
+    return MetricsTail(path).poll()
+
+
+REQUIRED_COLUMNS = ("round", "sim_time_s", "accuracy")
+
+
+def _float(text: str) -> float:
+    return math.nan if text.strip().lower() == "nan" else float(text)
+
+
+def read_columns(path: Path) -> dict[str, np.ndarray]:
+    """Every column of a finished run's ``metrics.csv`` as a float array (``round`` as int); strict about its shape.
+
+    Unlike :func:`read_rows` (a file still being written), a problem is an error: a missing file,
+    a missing required column, a row with the wrong number of fields (a truncated write), a value
+    that is not a number, no rows, rounds that do not increase or a simulated clock that goes back,
+    each a :class:`RunFolderError` naming the file, the line and the column.
+    """
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not lines:
+        raise RunFolderError(f"{path}: empty file (no header)")
+    reader = csv.reader(lines)
+    header = next(reader)
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise RunFolderError(f"{path}: no column {missing[0]!r} (header: {','.join(header)})")
+    values: dict[str, list[float]] = {c: [] for c in header}
+    for line_no, row in enumerate(reader, start=2):
+        if len(row) != len(header):
+            where = "last line" if line_no == len(lines) else f"line {line_no}"
+            raise RunFolderError(
+                f"{path}: {where} has {len(row)} fields, the header has {len(header)} "
+                "(truncated file? the run may have been killed while writing)"
+            )
+        for column, text in zip(header, row, strict=True):
+            try:
+                values[column].append(_float(text))
+            except ValueError:
+                raise RunFolderError(f"{path}: line {line_no}, column {column!r}: not a number: {text!r}") from None
+    if not values["round"]:
+        raise RunFolderError(f"{path}: no rows (the run has not finished its first evaluation)")
+    columns = {c: np.asarray(v, dtype=np.float64) for c, v in values.items()}
+    rounds = columns["round"]
+    if not np.all(np.isfinite(rounds)) or np.any(rounds != np.round(rounds)) or np.any(np.diff(rounds) <= 0):
+        raise RunFolderError(f"{path}: column 'round' must hold increasing whole numbers")
+    if not np.all(np.isfinite(columns["sim_time_s"])) or np.any(np.diff(columns["sim_time_s"]) < 0):
+        raise RunFolderError(f"{path}: column 'sim_time_s' must be finite and non-decreasing")
+    columns["round"] = rounds.astype(np.int64)
+    return columns
+
+
+# ------------------------------------------------------------------------------ the same run
+# Keys of a run's configuration that say where and how it ran, not what it computed: a resume may
+# change them, and a campaign keeps a finished run made with other values of them.
+NOT_COMPARED = ("resume", "output_dir", "verbose", "checkpoint", "deployment", "simulation")
+
+
+def comparable_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's configuration (a plain mapping) without :data:`NOT_COMPARED`, as ``run_config.json`` reads back.
+
+    Two runs with equal comparable configurations are the same run, wherever each was written.
+    """
+    values = json.loads(json.dumps(dict(config), default=list))  # tuples -> lists, a copy to trim
+    for key in NOT_COMPARED:
+        values.pop(key, None)
+    values.get("dataset", {}).pop("root", None)  # made absolute by the launcher
+    return values

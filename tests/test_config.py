@@ -158,7 +158,7 @@ def test_unreadable_run_config_file_is_named(tmp_path):
 
 def test_preflight_rejects_a_pruning_ratio_that_empties_a_layer_of_the_model() -> None:
     """The launcher's preflight checks ``pruning.ratio`` against the real model's region map."""
-    from amp_fl.launch.launcher import preflight
+    from amp_fl.launch.preflight import preflight
 
     values = {"dataset": {"name": "mnist5k"}, "scheduling": {"name": "fixed_ratio", "num_scheduled": 5}}
     with pytest.raises(ConfigError, match=r"pruning\.ratio: 0\.99 leaves a layer of 6 regions of model 'cnn' empty"):

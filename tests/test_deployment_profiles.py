@@ -22,7 +22,8 @@ from amp_fl.client.profile import resolve_profile_reply
 from amp_fl.config import load_config
 from amp_fl.deployment.channel import DeploymentChannel, build_channel, equivalent_gain, expected_interference_w
 from amp_fl.launch.inprocess import InProcessGrid
-from amp_fl.launch.launcher import preflight, write_run_config
+from amp_fl.launch.launcher import write_run_config
+from amp_fl.launch.preflight import preflight
 from amp_fl.protocol.provenance import ReportedDeviceProfile, profile_provenance
 from amp_fl.pruning.counts import training_flops_per_sample
 from amp_fl.pruning.regions import region_map

@@ -25,17 +25,8 @@ from rich.console import Console
 import amp_fl.launch.launcher as launch_mod
 from amp_fl.config import load_config
 from amp_fl.launch.launcher import PROJECT_ROOT, RunFailedError, flower_processes, launch
-from amp_fl.launch.progress import (
-    LiveProgress,
-    MetricsTail,
-    PlainProgress,
-    estimate_eta,
-    log_tail,
-    parse_row,
-    read_metrics,
-    strip_ansi,
-)
-from amp_fl.run_folder import METRIC_COLUMNS, RoundRow, progress_line
+from amp_fl.launch.progress import LiveProgress, PlainProgress, estimate_eta, log_tail, progress_line, strip_ansi
+from amp_fl.run_folder import METRIC_COLUMNS, MetricsTail, RoundRow, parse_row, read_rows
 
 FLOWER_RECORDS = ("[ROUND", "configure_train", "aggregate_train", "Final results", "ServerApp-side Evaluate Metrics")
 SMALL = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 4, "num_rbs": 2}, "num_rounds": 3}
@@ -74,7 +65,7 @@ HEADER = ",".join(METRIC_COLUMNS) + "\n"
 def test_reader_tolerates_missing_file(tmp_path):
     path = tmp_path / "metrics.csv"
     tail = MetricsTail(path)
-    assert tail.poll() == [] and read_metrics(path) == []
+    assert tail.poll() == [] and read_rows(path) == []
     path.write_text(HEADER + _csv_line(_row(0)))
     assert [r.round for r in tail.poll()] == [0]
 
@@ -92,7 +83,7 @@ def test_reader_waits_for_a_partial_last_line(tmp_path):
         f.write(line[17:])
     (row,) = tail.poll()
     assert row == _row(1, accuracy=0.75)
-    assert [r.round for r in read_metrics(path)] == [0, 1]
+    assert [r.round for r in read_rows(path)] == [0, 1]
 
 
 def test_reader_starts_again_when_the_file_is_rewritten(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from amp_fl.config import load_config
+from amp_fl.experiments.campaign import compose_values
 from amp_fl.experiments.ota_imp import SWEEPS, expand
-from amp_fl.experiments.ota_imp import compose as compose_values
 from amp_fl.pruning.magnitude import PruningPlan
 
 CNN_PRUNABLE = 150 + 2_400 + 32_768 + 1_280  # conv / linear weights of the paper's CNN

@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 
 from amp_fl.report.maths import (
-    Hit,
     band,
     common_grid,
     speedups,
     spread,
     step_resample,
-    time_to_target,
     value_at,
 )
+from amp_fl.run_folder import Hit, time_to_target
 
 
 def test_time_to_target_is_the_first_round_at_or_above_the_target():

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from amp_fl.config import load_config
+from amp_fl.experiments.campaign import compose_values, is_complete
 from amp_fl.experiments.figure_report import evaluate_claim
 from amp_fl.experiments.figures import (
     DATASETS,
@@ -25,9 +26,7 @@ from amp_fl.experiments.figures import (
     expand,
 )
 from amp_fl.experiments.reproduce import (
-    compose_values,
     expand_figure,
-    is_complete,
     report_name,
     report_targets,
     reproduce_figure,
@@ -117,6 +116,7 @@ def _fake_run(folder, values, status="completed"):
     (folder / "summary.json").write_text(json.dumps({"status": status}))
     (folder / "run_config.json").write_text(json.dumps({**values, "output_dir": "/elsewhere"}))
     (folder / "metrics.csv").write_text("round,sim_time_s,accuracy\n0,0,0.1\n")
+    (folder / "final_model.npz").write_bytes(b"")
 
 
 def test_a_run_is_complete_only_when_finished_with_the_same_config(tmp_path):

@@ -33,8 +33,9 @@ from amp_fl.bench import emit
 from amp_fl.bench.simulation import bench_config
 from amp_fl.client import app as client_app
 from amp_fl.launch.inprocess import InProcessGrid
-from amp_fl.launch.launcher import preflight, write_run_config
-from amp_fl.server.checkpoint import CHECKPOINT_FILE
+from amp_fl.launch.launcher import write_run_config
+from amp_fl.launch.preflight import preflight
+from amp_fl.run_folder import CHECKPOINT_FILE, METRICS_FILE
 from amp_fl.server.runner import run_server
 
 MIB = 1024 * 1024
@@ -112,7 +113,7 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="amp_fl_server_memory_") as tmp:
         run_dir = Path(tmp)
         config_file = write_run_config(cfg, run_dir, preflight(cfg))
-        sampler = RssSampler(run_dir / "metrics.csv")
+        sampler = RssSampler(run_dir / METRICS_FILE)
         started = time.perf_counter()
         sampler.start()
         try:

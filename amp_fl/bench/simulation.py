@@ -13,7 +13,6 @@ and the project-local ``FLWR_HOME``.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import os
 import statistics
@@ -29,6 +28,7 @@ from amp_fl.bench import emit
 from amp_fl.config import RunConfig, load_config
 from amp_fl.launch.inprocess import run_in_process
 from amp_fl.launch.launcher import flwr_home, write_run_config
+from amp_fl.run_folder import METRICS_FILE, read_columns
 
 GIB = 1024**3
 
@@ -105,8 +105,7 @@ class PeakMemory(threading.Thread):
 
 
 def round_times(run_dir: Path, warmup: int) -> list[float]:
-    with (run_dir / "metrics.csv").open() as f:
-        wall = [float(r["wall_time_s"]) for r in csv.DictReader(f)]
+    wall = read_columns(run_dir / METRICS_FILE)["wall_time_s"].tolist()
     # Row 0 is the initial evaluation; round r's time is the gap to the previous row.
     return [b - a for a, b in itertools.pairwise(wall)][warmup:]
 

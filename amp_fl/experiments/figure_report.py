@@ -28,6 +28,7 @@ from amp_fl.report.render import (
     target_text,
 )
 from amp_fl.report.runs import Group, Run
+from amp_fl.run_folder import SUMMARY_FILE
 
 
 @dataclass(frozen=True)
@@ -502,7 +503,7 @@ def write_figure_report(
         "",
     ]
     used = sorted({r.dataset_used for p in panels for g in p.groups for r in g.runs})
-    lines += [f"Dataset actually used by the runs (summary.json): {', '.join(used) or 'none yet'}.", ""]
+    lines += [f"Dataset actually used by the runs ({SUMMARY_FILE}): {', '.join(used) or 'none yet'}.", ""]
     if missing:
         lines += ["**Incomplete:** these runs have no complete results yet; the tables leave them out:", ""]
         lines += [f"- `{m}`" for m in missing] + [""]

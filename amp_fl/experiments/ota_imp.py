@@ -8,38 +8,39 @@ points over one-shot at 90 % sparsity, ResNet-18 on CIFAR-10), naming the datase
 comes from. Target 0 is one dense run per participation and seed (IMP and one-shot coincide).
 
 Each run's configuration is composed by Hydra from ``conf/`` (the sweep's experiment preset plus
-the run's overrides) and run by the in-process engine (the same ServerApp and ClientApp code,
-``--jobs`` runs side by side; :mod:`amp_fl.launch.inprocess`) or through Flower's simulation
-engine (``--engine flower``, one run at a time). Runs go to ``runs/ota_imp/<name>/<run id>/``; a run
-whose ``summary.json`` says completed and whose ``run_config.json`` matches what the sweep asks for
-now is kept, so the same command resumes an interrupted sweep.
+the run's overrides); :mod:`amp_fl.experiments.campaign` runs them (in process, ``--jobs`` side by
+side, or ``--engine flower`` one at a time) and keeps the finished ones, so the same command
+resumes an interrupted sweep. Runs go to ``runs/ota_imp/<name>/<run id>/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
-import logging
 import math
 import os
 import shlex
-import shutil
 import sys
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-ENGINES = ("inprocess", "flower")
-LOCATION_KEYS = ("output_dir",)  # where a run was written, not what it computes
-TIMING_FILE = "ota_imp_timing.json"
+from amp_fl.experiments.campaign import ENGINES, PROJECT_ROOT, Job, execute, is_complete, make_jobs, still_to_run
+from amp_fl.run_folder import (
+    FINAL_MODEL_FILE,
+    METRICS_FILE,
+    SCHEDULE_FILE,
+    SUMMARY_FILE,
+    read_columns,
+    read_final_model,
+    read_schedule,
+    read_summary,
+    read_timing,
+)
+
 PAPER_GAIN_90 = 23.0  # accuracy points, IMP over one-shot at 90 % sparsity (ResNet-18, CIFAR-10, OTA-FL)
 PAPER = (
     "Advancing IIoT with Over-the-Air Federated Learning: The Role of Iterative Magnitude Pruning "
@@ -146,143 +147,10 @@ def expand(sweep: Sweep) -> list[RunSpec]:
     return specs
 
 
-# ------------------------------------------------------------------------------------------ running
-@dataclass(frozen=True)
-class Job:
-    spec: RunSpec
-    values: dict[str, Any]
-    run_dir: Path
-
-
-def compose(overrides: Sequence[str], conf_dir: Path = PROJECT_ROOT / "conf") -> dict[str, Any]:
-    """The resolved configuration (a plain mapping) Hydra composes from ``conf/config.yaml`` and ``overrides``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            conf = hydra_compose("config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ValueError(f"overrides: Hydra cannot compose {' '.join(overrides)}: {exc}") from exc
-    container = OmegaConf.to_container(conf, resolve=True)
-    assert isinstance(container, dict)
-    values: dict[str, Any] = {str(k): v for k, v in container.items() if k != "hydra"}
-    return values
-
-
-def _comparable(values: dict[str, Any]) -> str:
-    from amp_fl.config import config_to_dict, load_config
-
-    flat = config_to_dict(load_config(values))
-    for key in LOCATION_KEYS:
-        flat.pop(key, None)
-    flat["dataset"].pop("root", None)
-    return json.dumps(flat, sort_keys=True, default=list)
-
-
-def is_complete(job: Job) -> bool:
-    try:
-        summary = json.loads((job.run_dir / "summary.json").read_text())
-        stored = json.loads((job.run_dir / "run_config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        summary.get("status") == "completed"
-        and _comparable(stored) == _comparable(job.values)
-        and (job.run_dir / "final_model.npz").is_file()
-    )
-
-
-def plan(sweep: Sweep, runs_root: Path) -> tuple[list[Job], list[Job]]:
+def plan(sweep: Sweep, runs_root: Path) -> tuple[list[Job[RunSpec]], list[Job[RunSpec]]]:
     """All jobs, and those still to run."""
-    jobs = []
-    for spec in expand(sweep):
-        values = compose(spec.overrides)
-        run_dir = runs_root / spec.run_id
-        values["output_dir"] = str(run_dir)
-        jobs.append(Job(spec, values, run_dir))
-    return jobs, [j for j in jobs if not is_complete(j)]
-
-
-def _run_inprocess(values: dict[str, Any], run_dir: str, threads: int | None) -> dict[str, float]:
-    """One run through the in-process loop (module-level so a spawned worker can import it)."""
-    import torch
-
-    from amp_fl.config import load_config
-    from amp_fl.launch.inprocess import run_in_process
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    logging.getLogger("flwr").setLevel(logging.WARNING)
-    started, cpu = time.perf_counter(), time.process_time()
-    run_in_process(load_config(values), Path(run_dir))
-    return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
-
-
-def _run_flower(values: dict[str, Any], run_dir: str) -> dict[str, float]:
-    from amp_fl.config import load_config
-    from amp_fl.launch.launcher import launch
-
-    started = time.perf_counter()
-    launch(load_config(values), Path(run_dir))
-    return {"wall_s": time.perf_counter() - started}
-
-
-def execute(jobs: Sequence[Job], engine: str, workers: int, log: Callable[[str], None] = print) -> list[str]:
-    """Run ``jobs``; one line per failure (the others are complete on disk)."""
-    failures: list[str] = []
-    started = time.perf_counter()
-
-    def done(job: Job, outcome: dict[str, float] | None, error: BaseException | None, count: int) -> None:
-        elapsed = time.perf_counter() - started
-        if error is not None:
-            failures.append(f"{job.spec.run_id}: {type(error).__name__}: {error}")
-            log(f"[ota-imp] {count}/{len(jobs)} FAILED {job.spec.run_id}: {type(error).__name__}: {error}")
-            return
-        assert outcome is not None
-        (job.run_dir / TIMING_FILE).write_text(json.dumps({**outcome, "engine": engine, "workers": workers}) + "\n")
-        summary = json.loads((job.run_dir / "summary.json").read_text())
-        log(
-            f"[ota-imp] {count}/{len(jobs)} {job.spec.run_id}: last-round accuracy {summary['final_accuracy']:.4f}, "
-            f"{outcome['wall_s']:.0f} s (elapsed {elapsed / 60:.1f} min)"
-        )
-
-    for job in jobs:
-        if job.run_dir.exists():
-            shutil.rmtree(job.run_dir)
-    count = 0
-    if engine == "flower" or workers == 1:
-        for job in jobs:
-            count += 1
-            try:
-                if engine == "flower":
-                    outcome = _run_flower(job.values, str(job.run_dir))
-                else:
-                    outcome = _run_inprocess(job.values, str(job.run_dir), None)
-                done(job, outcome, None, count)
-            except Exception as exc:
-                done(job, None, exc, count)
-        return failures
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        pending: dict[Future[dict[str, float]], Job] = {
-            pool.submit(_run_inprocess, job.values, str(job.run_dir), threads): job for job in jobs
-        }
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                job = pending.pop(future)
-                count += 1
-                try:
-                    done(job, future.result(), None, count)
-                except Exception as exc:
-                    done(job, None, exc, count)
-    return failures
+    jobs = make_jobs(expand(sweep), runs_root)
+    return jobs, still_to_run(jobs)
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -307,31 +175,20 @@ class RunResult:
     wall_s: float
 
 
-def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "metrics.csv").open() as f:
-        return list(csv.DictReader(f))
-
-
-def read_result(job: Job, last_k: int) -> RunResult:
+def read_result(job: Job[RunSpec], last_k: int) -> RunResult:
     run = job.run_dir
-    summary = json.loads((run / "summary.json").read_text())
-    rows = _rows(run)
-    accuracy = [a for a in (float(r["accuracy"]) for r in rows[1:]) if not math.isnan(a)]  # evaluated rounds
-    last = rows[-1]
-    with np.load(run / "final_model.npz") as z:
-        final = [z[f"arr_{i}"] for i in range(len(z.files))]
-    weights = [w for w in final if w.ndim >= 2]
+    summary = read_summary(run)
+    columns = read_columns(run / METRICS_FILE)
+    accuracy = [float(a) for a in columns["accuracy"][1:] if not math.isnan(a)]  # evaluated rounds after round 0
+    last = {name: values[-1] for name, values in columns.items()}
+    weights = [w for w in read_final_model(run) if w.ndim >= 2]
     num = sum(int(w.size) for w in weights)
     zeros = sum(int(np.count_nonzero(w == 0)) for w in weights)
     silent = scheduled = 0
-    for line in (run / "schedule.jsonl").read_text().splitlines():
-        record = json.loads(line)
+    for record in read_schedule(run):
         scheduled += len(record["device_ids"])
         silent += sum(1 for why in record["failures"].values() if str(why).startswith("silent"))
-    try:
-        wall = float(json.loads((run / TIMING_FILE).read_text())["wall_s"])
-    except (OSError, ValueError, KeyError):
-        wall = float("nan")
+    wall = float(read_timing(run).get("wall_s", float("nan")))
     received = max(int(last["num_received"]), 1)
     return RunResult(
         spec=job.spec,
@@ -540,7 +397,7 @@ def _amp_section(sweep: Sweep, values: dict[str, Any], amp: Sequence[RunResult])
     return lines
 
 
-def render(sweep: Sweep, jobs: Sequence[Job], results: Sequence[RunResult], command: str, engine: str) -> str:
+def render(sweep: Sweep, jobs: Sequence[Job[RunSpec]], results: Sequence[RunResult], command: str, engine: str) -> str:
     dataset = ", ".join(sorted({r.dataset for r in results}))
     values = jobs[0].values
     model = values["model"]["name"]
@@ -566,9 +423,9 @@ def render(sweep: Sweep, jobs: Sequence[Job], results: Sequence[RunResult], comm
         "## Runs",
         "",
         f"{len(results)} runs, {sum(walls) / 60:.1f} min of run wall time in all (workers side by side share the "
-        f"cores). Run folders: `runs/ota_imp/{sweep.name}/<run id>/` (metrics.csv, schedule.jsonl with the silent "
-        "PIUs as failures, summary.json, final_model.npz). Reproduce with the command above; it resumes, keeping "
-        "finished runs.",
+        f"cores). Run folders: `runs/ota_imp/{sweep.name}/<run id>/` ({METRICS_FILE}, {SCHEDULE_FILE} with the "
+        f"silent PIUs as failures, {SUMMARY_FILE}, {FINAL_MODEL_FILE}). Reproduce with the command above; it "
+        "resumes, keeping finished runs.",
         "",
     ]
     return "\n".join(lines)
@@ -603,9 +460,9 @@ def write_figure(sweep: Sweep, results: Sequence[RunResult], path: Path, model: 
 
 
 def write_report(
-    sweep: Sweep, jobs: Sequence[Job], report_dir: Path, command: str, engine: str
+    sweep: Sweep, jobs: Sequence[Job[RunSpec]], report_dir: Path, command: str, engine: str
 ) -> tuple[Path, list[RunResult]]:
-    results = [read_result(j, sweep.last_k) for j in jobs if is_complete(j)]
+    results = [read_result(j, sweep.last_k) for j in jobs if is_complete(j.run_dir, j.values)]
     if not results:
         raise RuntimeError("no finished runs to report")
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -668,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"[ota-imp] {sweep.name}: {len(jobs)} runs, {len(jobs) - len(todo)} already complete, {len(todo)} to run")
-    failures = execute(todo, args.engine, max(1, args.jobs)) if todo else []
+    failures = execute(todo, args.engine, max(1, args.jobs), name="ota-imp")
     path, results = write_report(sweep, jobs, report_dir, command, args.engine)
     print(f"[ota-imp] report: {path}")
     for part, _ in sweep.participation:

@@ -6,37 +6,39 @@ For each figure (:mod:`amp_fl.experiments.figures`) the driver expands the desig
 not complete yet, and writes ``reports/<name>/report.md`` with figures through
 :mod:`amp_fl.report`.
 
-Runs go to ``runs/reproduce/<name>/<run id>/``. A run is complete when its ``summary.json`` says
-``completed`` and its ``run_config.json`` is the configuration the design asks for now; anything
-else (never started, interrupted, failed, or made with other settings) is run again, so an
-interrupted reproduction resumes where it stopped when the same command is given again.
-
-Engines: ``inprocess`` (default) runs the same ServerApp and ClientApp code in one process per
-worker with :class:`~amp_fl.launch.inprocess.InProcessGrid` (no SuperLink, no Ray; per the
-README its metrics equal the Flower engine's for the same seed) and runs ``--jobs`` runs side by
-side; ``flower`` launches each run through ``flwr run`` (the project's Flower path), one at a time.
+Runs go to ``runs/reproduce/<name>/<run id>/``. Running, resuming and the engines are
+:mod:`amp_fl.experiments.campaign`'s: a run finished with the configuration the design asks for now
+is kept; anything else (never started, interrupted, failed, or made with other settings) is run
+again, so an interrupted reproduction resumes where it stopped when the same command is given again.
+``--engine inprocess`` (default) runs ``--jobs`` runs side by side; ``flower`` one at a time
+through ``flwr run``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import logging
 import os
 import shlex
-import shutil
 import sys
-import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, replace
-from multiprocessing import get_context
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from amp_fl.experiments.campaign import (
+    ENGINES,
+    PROJECT_ROOT,
+    Job,
+    check_engine,
+    compose_values,
+    execute,
+    is_complete,
+    make_jobs,
+    per_round_seconds,
+)
 from amp_fl.experiments.figures import (
     DATASETS,
     FIGURES,
@@ -48,22 +50,8 @@ from amp_fl.experiments.figures import (
     Scale,
     expand,
 )
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = PROJECT_ROOT / "conf"
-ENGINES = ("inprocess", "flower")
-# Keys of run_config.json that say where a run was written, not what it computes.
-LOCATION_KEYS = ("output_dir", "dataset.root")
-TIMING_FILE = "reproduce_timing.json"  # wall and CPU seconds of the run, written by the driver
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run to execute: its spec, its resolved configuration and its folder."""
-
-    spec: RunSpec
-    values: dict[str, Any]
-    run_dir: Path
+from amp_fl.experiments.tune import TUNING_FILE
+from amp_fl.run_folder import RunFolderError, read_timing
 
 
 def report_name(figure: Figure, scale: Scale, dataset: DatasetChoice) -> str:
@@ -76,54 +64,11 @@ def report_name(figure: Figure, scale: Scale, dataset: DatasetChoice) -> str:
     return name
 
 
-def compose_values(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> dict[str, Any]:
-    """The resolved configuration (a plain mapping) Hydra composes from ``conf/config.yaml`` and ``overrides``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            conf = compose("config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ValueError(f"overrides: Hydra cannot compose {' '.join(overrides)}: {exc}") from exc
-    container = OmegaConf.to_container(conf, resolve=True)
-    assert isinstance(container, dict)
-    values: dict[str, Any] = {str(k): v for k, v in container.items()}
-    values.pop("hydra", None)
-    return values
-
-
 def expand_figure(figure: Figure, scale: Scale, dataset: DatasetChoice, extra: Sequence[str] = ()) -> list[RunSpec]:
     """:func:`~amp_fl.experiments.figures.expand` with the preset's number of rounds read from ``conf/``."""
     preset = [f"experiment={scale.preset_prefix}{figure.preset}", *dataset.overrides]
     base_rounds = int(compose_values(preset)["num_rounds"])
     return expand(figure, scale, dataset, tuple(extra), base_rounds)
-
-
-def _comparable(values: dict[str, Any]) -> dict[str, Any]:
-    from amp_fl.report.runs import flatten
-
-    flat = flatten(values)
-    return {k: v for k, v in flat.items() if k not in LOCATION_KEYS}
-
-
-def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:
-    """Whether ``run_dir`` holds a finished run of exactly ``values`` (locations aside)."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-        stored = json.loads((run_dir / "run_config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    if summary.get("status") != "completed":
-        return False
-    from amp_fl.config import config_to_dict, load_config
-
-    expected = _comparable(config_to_dict(load_config(values)))
-    return _comparable(stored) == expected and (run_dir / "metrics.csv").is_file()
 
 
 # Methods whose tuning would only repeat another's: APFL's global model is Synchronous FL's, bit for
@@ -138,8 +83,8 @@ TUNED_AS = {"apfl": "synchronous"}
 def tuning_file(tuned_dir: Path, method: str) -> Path | None:
     """``<tuned_dir>/<method>/tuning.json``, else the one of the method it is tuned as (:data:`TUNED_AS`), else None."""
     for name in (method, TUNED_AS.get(method)):
-        if name is not None and (tuned_dir / name / "tuning.json").is_file():
-            return tuned_dir / name / "tuning.json"
+        if name is not None and (tuned_dir / name / TUNING_FILE).is_file():
+            return tuned_dir / name / TUNING_FILE
     return None
 
 
@@ -179,142 +124,18 @@ def plan(
     runs_root: Path,
     extra: tuple[str, ...] = (),
     tuned_dir: TunedDirs = None,
-) -> tuple[list[RunSpec], list[Job], list[Job]]:
+) -> tuple[list[RunSpec], list[Job[RunSpec]], list[Job[RunSpec]]]:
     """The figure's runs (with the tuned values in ``tuned_dir``, if given), split into complete and to run."""
     specs = with_tuned(expand_figure(figure, scale, dataset, extra), tuned_dir, extra)
-    done: list[Job] = []
-    todo: list[Job] = []
-    for spec in specs:
-        values = compose_values(spec.overrides)
-        run_dir = runs_root / spec.run_id
-        values["output_dir"] = str(run_dir)
-        job = Job(spec, values, run_dir)
-        (done if is_complete(run_dir, values) else todo).append(job)
+    done: list[Job[RunSpec]] = []
+    todo: list[Job[RunSpec]] = []
+    for job in make_jobs(specs, runs_root):
+        (done if is_complete(job.run_dir, job.values) else todo).append(job)
     return specs, done, todo
 
 
-# ------------------------------------------------------------------------------------------ running
-def _run_inprocess(values: dict[str, Any], run_dir: str, threads: int | None) -> dict[str, Any]:
-    """One run through the in-process loop (module-level so a spawned worker can import it).
-
-    ``threads``: torch's intra-op threads in a worker process (None: leave as it is). Flower's
-    per-round INFO log is silenced; the run's progress is in its metrics.csv.
-    """
-    import torch
-
-    from amp_fl.config import load_config
-    from amp_fl.launch.inprocess import run_in_process
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    flwr_log = logging.getLogger("flwr")
-    level = flwr_log.level
-    flwr_log.setLevel(logging.WARNING)
-    started, cpu = time.perf_counter(), time.process_time()
-    try:
-        run_in_process(load_config(values), Path(run_dir))
-    finally:
-        flwr_log.setLevel(level)
-    return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
-
-
-def _run_flower(values: dict[str, Any], run_dir: str) -> dict[str, Any]:
-    from amp_fl.config import load_config
-    from amp_fl.launch.launcher import launch
-
-    started = time.perf_counter()
-    launch(load_config(values), Path(run_dir))
-    return {"wall_s": time.perf_counter() - started}
-
-
-def _clear(run_dir: Path) -> None:
-    """Remove a previous, incomplete attempt so nothing stale is read as a result."""
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-
-
-def per_round_seconds(run_dir: Path) -> float:
-    """Median wall seconds per round of a finished run (from metrics.csv's wall_time_s)."""
-    try:
-        with (run_dir / "metrics.csv").open() as f:
-            wall = [float(r["wall_time_s"]) for r in csv.DictReader(f)]
-    except (OSError, KeyError, ValueError):
-        return float("nan")
-    steps = np.diff(np.asarray(wall))
-    return float(np.median(steps)) if steps.size else float("nan")
-
-
-def execute(jobs: Sequence[Job], engine: str, workers: int, log: Any = print) -> list[str]:
-    """Run ``jobs``; returns one line per failure (the others are complete on disk)."""
-    if not jobs:
-        return []
-    failures: list[str] = []
-    started = time.perf_counter()
-    total = len(jobs)
-    finished = 0
-
-    def report(job: Job, outcome: dict[str, Any] | None, error: BaseException | None) -> None:
-        nonlocal finished
-        finished += 1
-        elapsed = time.perf_counter() - started
-        eta = elapsed / finished * (total - finished)
-        if error is not None:
-            failures.append(f"{job.spec.run_id}: {type(error).__name__}: {error}")
-            log(f"[reproduce] {finished}/{total} FAILED {job.spec.run_id}: {type(error).__name__}: {error}")
-            return
-        assert outcome is not None
-        (job.run_dir / TIMING_FILE).write_text(json.dumps({**outcome, "engine": engine, "workers": workers}) + "\n")
-        try:
-            summary = json.loads((job.run_dir / "summary.json").read_text())
-            acc = f"final accuracy {summary.get('final_accuracy', float('nan')):.4f}"
-        except (OSError, ValueError):
-            acc = "no summary"
-        per_round = per_round_seconds(job.run_dir)
-        cpu = f", CPU {outcome['cpu_s']:.0f} s" if "cpu_s" in outcome else ""
-        log(
-            f"[reproduce] {finished}/{total} {job.spec.run_id}: {acc}, {outcome['wall_s']:.0f} s{cpu} "
-            f"({per_round:.2f} s/round); elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min"
-        )
-
-    for job in jobs:
-        _clear(job.run_dir)
-    if engine == "flower":
-        for job in jobs:
-            try:
-                report(job, _run_flower(job.values, str(job.run_dir)), None)
-            except Exception as exc:
-                report(job, None, exc)
-        return failures
-    if workers == 1:  # one at a time: in this process (torch keeps its own thread count)
-        for job in jobs:
-            try:
-                report(job, _run_inprocess(job.values, str(job.run_dir), None), None)
-            except Exception as exc:
-                report(job, None, exc)
-        return failures
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-    try:
-        pending: dict[Future[dict[str, Any]], Job] = {
-            pool.submit(_run_inprocess, job.values, str(job.run_dir), threads): job for job in jobs
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = pending.pop(future)
-                try:
-                    report(job, future.result(), None)
-                except Exception as exc:
-                    report(job, None, exc)
-    except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return failures
-
-
 # ------------------------------------------------------------------------------------------ report
-def _settings_text(values: dict[str, Any], figure: Figure, jobs: Sequence[Job] = ()) -> str:
+def _settings_text(values: dict[str, Any], figure: Figure, jobs: Sequence[Job[RunSpec]] = ()) -> str:
     w = values["wireless"]
     by_rounds: dict[int, list[str]] = {}
     for job in jobs:
@@ -340,16 +161,13 @@ def _settings_text(values: dict[str, Any], figure: Figure, jobs: Sequence[Job] =
     return "; ".join(parts) + "."
 
 
-def _timing_lines(jobs: Sequence[Job]) -> list[str]:
+def _timing_lines(jobs: Sequence[Job[RunSpec]]) -> list[str]:
     """Wall and CPU time per method, as measured when the runs were made (a machine shared with other
     work inflates wall time; CPU seconds of a single-threaded worker approximate an idle core's wall time)."""
     rows = []
     for job in jobs:
         per_round = per_round_seconds(job.run_dir)
-        try:
-            timing = json.loads((job.run_dir / TIMING_FILE).read_text())
-        except (OSError, ValueError):
-            timing = {}
+        timing = read_timing(job.run_dir)
         rounds = int(job.values["num_rounds"])
         cpu = float(timing.get("cpu_s", float("nan")))
         rows.append((job.spec.series, per_round, float(timing.get("wall_s", float("nan"))), cpu / rounds))
@@ -388,13 +206,13 @@ def build_report(
     scale: Scale,
     dataset: DatasetChoice,
     specs: Sequence[RunSpec],
-    jobs: Sequence[Job],
+    jobs: Sequence[Job[RunSpec]],
     report_dir: Path,
     command: str,
     engine: str,
 ) -> Path:
     from amp_fl.experiments.figure_report import panel_results, write_figure_report
-    from amp_fl.report.runs import RunFolderError, load_run
+    from amp_fl.report.runs import load_run
 
     runs = {}
     missing = []
@@ -461,8 +279,7 @@ def reproduce(
         raise ValueError(f"scale: unknown scale {scale_name!r}; choose from {', '.join(SCALES)}")
     if dataset_name not in DATASETS:
         raise ValueError(f"dataset: unknown dataset {dataset_name!r}; choose from {', '.join(DATASETS)}")
-    if engine not in ENGINES:
-        raise ValueError(f"engine: choose from {', '.join(ENGINES)}, got {engine!r}")
+    check_engine(engine)
     workers = jobs or (os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"jobs: must be >= 1, got {workers}")
@@ -520,7 +337,7 @@ def reproduce_figure(
         for job in todo:
             log(f"  {job.spec.run_id}: python -m amp_fl {' '.join(job.spec.overrides)}")
         return None
-    failures = execute(todo, engine, workers, log)
+    failures = execute(todo, engine, workers, log, name="reproduce")
     by_id = {j.spec.run_id: j for j in [*done, *todo]}
     jobs = [by_id[s.run_id] for s in specs]
     path = build_report(figure, scale, dataset, specs, jobs, report_dir, command, engine)
@@ -530,7 +347,7 @@ def reproduce_figure(
     return path
 
 
-def expected_cost(job: Job) -> float:
+def expected_cost(job: Job[RunSpec]) -> float:
     """A rough relative cost of a run, to start the longest first: rounds x devices trained per round.
 
     APFL trains two models per step and evaluates personal models, about twice a plain run's cost here.

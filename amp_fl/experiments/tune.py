@@ -24,7 +24,6 @@ tuning resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import math
@@ -37,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from amp_fl.experiments.campaign import PROJECT_ROOT, execute, make_jobs, still_to_run
 from amp_fl.experiments.figures import RunSpec, slug
-from amp_fl.experiments.reproduce import PROJECT_ROOT, Job, compose_values, execute, is_complete
+from amp_fl.run_folder import METRICS_FILE, read_columns, time_to_target
 
 METRICS = ("val_time_to_target", "val_final")
 # Short names for the keys tuned most often; any other key is passed to Hydra as written.
@@ -52,6 +52,7 @@ ALIASES = {
     "server_momentum": "strategy.server_momentum",
 }
 FINAL_SHARE = 0.1  # val_final averages the last 10% of the rounds
+TUNING_FILE = "tuning.json"  # <reports-dir>/<method>/: the points' results and the choice (read by reproduce --tuned)
 
 
 @dataclass(frozen=True)
@@ -115,15 +116,14 @@ def point_id(point: dict[str, str]) -> str:
 
 def read_validation(run_dir: Path, target: float) -> tuple[float | None, float, float]:
     """(simulated time to ``target`` on validation or None, mean of the last 10% of rounds, best) from metrics.csv."""
-    with (run_dir / "metrics.csv").open() as f:
-        rows = [(float(r["sim_time_s"]), float(r["val_accuracy"])) for r in csv.DictReader(f)]
-    rows = [(t, a) for t, a in rows if not math.isnan(a)]
-    if not rows:
-        raise ValueError(f"{run_dir}: no val_accuracy in metrics.csv (was dataset.validation_fraction 0?)")
-    reached = next((t for t, a in rows if a >= target), None)
-    tail = max(1, math.ceil(FINAL_SHARE * (len(rows) - 1)))  # row 0 is the initial model
-    accuracy = [a for _, a in rows]
-    return reached, float(np.mean(accuracy[-tail:])), float(max(accuracy))
+    columns = read_columns(run_dir / METRICS_FILE)
+    measured = ~np.isnan(columns.get("val_accuracy", np.full(columns["round"].shape, np.nan)))
+    if not measured.any():
+        raise ValueError(f"{run_dir}: no val_accuracy in {METRICS_FILE} (was dataset.validation_fraction 0?)")
+    accuracy = columns["val_accuracy"][measured]
+    hit = time_to_target(columns["round"][measured], columns["sim_time_s"][measured], accuracy, target)
+    tail = max(1, math.ceil(FINAL_SHARE * (accuracy.size - 1)))  # row 0 is the initial model
+    return None if hit is None else hit.sim_time_s, float(np.mean(accuracy[-tail:])), float(np.max(accuracy))
 
 
 def base_overrides(
@@ -173,25 +173,30 @@ def tune(
     # Fixed hyper-parameters run like --set but belong to the choice: a comparison that takes the
     # chosen values must run with them too (a set-up value such as the experiment does not).
     base = base_overrides(method, [*sets, *fixed], rounds, validation_fraction, stop_at)
-    jobs: list[tuple[dict[str, str], Job]] = []
-    for point in grid_points(grid):
-        for seed in seeds:
-            overrides = (*base, *(f"{k}={v}" for k, v in point.items()), f"seed={seed}")
-            values = compose_values(overrides)
-            if float(values["dataset"].get("validation_fraction", 0.0)) <= 0.0:
-                raise ValueError("dataset.validation_fraction: tuning needs a validation split (> 0)")
-            run_id = f"{point_id(point)}/seed{seed}"
-            run_dir = runs_dir / method / run_id
-            values["output_dir"] = str(run_dir)
-            spec = RunSpec("tuning", method, point_id(point), seed, overrides, run_id)
-            jobs.append((point, Job(spec, values, run_dir)))
-    todo = [job for _, job in jobs if not is_complete(job.run_dir, job.values)]
+    points_by_id = {point_id(point): point for point in grid_points(grid)}
+    specs = [
+        RunSpec(
+            "tuning",
+            method,
+            pid,
+            seed,
+            (*base, *(f"{k}={v}" for k, v in point.items()), f"seed={seed}"),
+            f"{pid}/seed{seed}",
+        )
+        for pid, point in points_by_id.items()
+        for seed in seeds
+    ]
+    jobs = make_jobs(specs, runs_dir / method)  # runs_dir/<method>/<point>/seed<s>
+    if any(float(job.values["dataset"].get("validation_fraction", 0.0)) <= 0.0 for job in jobs):
+        raise ValueError("dataset.validation_fraction: tuning needs a validation split (> 0)")
+    todo = still_to_run(jobs)
     log(f"[tune] {method}: {len(jobs)} runs, {len(jobs) - len(todo)} complete, {len(todo)} to run")
-    failures = execute(todo, "inprocess", workers, log)
+    failures = execute(todo, "inprocess", workers, log, name="tune")
     if failures:
         raise RuntimeError(f"{len(failures)} run(s) failed: " + "; ".join(failures))
     points: dict[str, PointResult] = {}
-    for point, job in jobs:
+    for job in jobs:
+        point = points_by_id[job.spec.series]
         reached, final, best = read_validation(job.run_dir, target)
         result = points.setdefault(point_id(point), PointResult(dict(point), []))
         result.seeds.append(SeedResult(job.spec.seed, str(job.run_dir), reached, final, best))
@@ -220,7 +225,7 @@ def tune(
     }
     out = reports_dir / method
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tuning.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / TUNING_FILE).write_text(json.dumps(payload, indent=2) + "\n")
     (out / "tuning.md").write_text(render_markdown(payload, ranked))
     log(f"[tune] report: {out / 'tuning.md'}")
     return payload
@@ -263,7 +268,7 @@ def render_markdown(payload: dict[str, Any], ranked: Sequence[PointResult]) -> s
 
 def chosen_as_sets(tuned_dir: Path) -> str:
     """A finished tuning's choices as ``--set KEY=VALUE`` arguments, to fix them in a later stage."""
-    path = tuned_dir / "tuning.json"
+    path = tuned_dir / TUNING_FILE
     try:
         chosen = json.loads(path.read_text())["chosen_overrides"]
     except (OSError, ValueError, KeyError) as exc:

@@ -24,7 +24,8 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from amp_fl import protocol as P
 from amp_fl.config import RunConfig
-from amp_fl.launch.launcher import preflight, write_run_config
+from amp_fl.launch.launcher import write_run_config
+from amp_fl.launch.preflight import preflight
 from amp_fl.server.runner import run_server
 
 SERVER_NODE_ID = 1

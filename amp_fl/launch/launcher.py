@@ -26,31 +26,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from amp_fl.config import RunConfig, check_keep_counts, check_partition, config_to_dict
-from amp_fl.data.datasets import (
-    DATASET_RESOLUTION,
-    DatasetUnavailableError,
-    ResolvedDataset,
-    load_dataset,
-    resolve_dataset,
-    save_resolution,
-)
-from amp_fl.data.validation import split_validation
+from amp_fl.config import RunConfig, config_to_dict
+from amp_fl.data.datasets import DATASET_RESOLUTION, DatasetUnavailableError, ResolvedDataset, save_resolution
 from amp_fl.deployment.os_processes import free_port
 from amp_fl.deployment.ray_cluster import RAY_ADDRESS
 from amp_fl.errors import ConfigError
+from amp_fl.launch.preflight import check_resume, preflight
 from amp_fl.launch.processes import MARKER, SERVER_APP_PROGRAMS, run_processes, stop_run_processes
-from amp_fl.launch.progress import (
+from amp_fl.launch.progress import LogPump, ProgressView, one_line, progress_view
+from amp_fl.run_folder import (
+    CHECKPOINT_FILE,
+    COMPLETED,
     FLOWER_LOG,
     METRICS_FILE,
+    RUN_CONFIG_FILE,
+    RUNNING,
     SUMMARY_FILE,
-    LogPump,
     MetricsTail,
-    ProgressView,
-    one_line,
-    progress_view,
+    RunFolderError,
+    read_summary,
+    write_config,
 )
-from amp_fl.pruning.regions import region_map
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONNECTION = "local"
@@ -89,34 +85,16 @@ def flwr_home() -> Path:
     return home
 
 
-def preflight(cfg: RunConfig) -> ResolvedDataset:
-    """Check what can only be checked with data (e.g. enough samples for the shards); return the dataset used.
-
-    Runs in the launching process, so a download (or a failed one, and its fallback) happens once,
-    before any client starts; the ServerApp reuses the outcome (see :func:`write_run_config`).
-    """
-    root = str(Path(cfg.dataset.root).expanduser().resolve())
-    resolved = resolve_dataset(cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback)
-    dataset = load_dataset(resolved.used, root, cfg.dataset.download)
-    pool, _ = split_validation(dataset.train.labels, cfg.dataset.validation_fraction, cfg.seed)
-    check_partition(cfg, dataset.train.labels[pool])  # ConfigError naming the key (e.g. dataset.shards_per_device)
-    regions = region_map(cfg.model.name, dataset.input_shape, dataset.num_classes)
-    check_keep_counts(cfg, regions.layer_sizes)  # ConfigError naming pruning.ratio
-    return resolved
-
-
 def write_run_config(cfg: RunConfig, run_dir: Path, resolved: ResolvedDataset | None = None) -> Path:
     """The resolved config as ``run_config.json`` (what the ServerApp reads), and the dataset outcome."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if resolved is not None:
         save_resolution(resolved, run_dir / DATASET_RESOLUTION)
-    path = run_dir / "run_config.json"
     values = config_to_dict(cfg)
     values["output_dir"] = str(run_dir)
     # Relative paths mean "relative to where the user launched": the ServerApp runs elsewhere.
     values["dataset"]["root"] = str(Path(cfg.dataset.root).expanduser().resolve())
-    path.write_text(json.dumps(values, indent=2, default=list))
-    return path
+    return write_config(run_dir, values)
 
 
 DEPLOY_CONNECTION = "amp-fl-deploy"
@@ -226,13 +204,13 @@ class ServerAppWatch:
         now = time.monotonic()
         if self.gone_since is None:
             self.gone_since = now
-        return now - self.gone_since >= SERVER_APP_GRACE_S and _status(self.run_dir) == "running"
+        return now - self.gone_since >= SERVER_APP_GRACE_S and _status(self.run_dir) == RUNNING
 
 
 def _status(run_dir: Path) -> str:
     try:
-        return str(json.loads((run_dir / SUMMARY_FILE).read_text()).get("status", "no status in summary.json"))
-    except (OSError, ValueError):
+        return str(read_summary(run_dir).get("status", f"no status in {SUMMARY_FILE}"))
+    except RunFolderError:
         return "no summary written"
 
 
@@ -335,9 +313,9 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     if returncode == 0 and status.startswith("diverged"):
         raise RunFailedError(
             f"{status}; the metrics up to the last good round are in {run_dir / METRICS_FILE} (and its model in "
-            f"{run_dir / 'checkpoint.npz'}); try a smaller train.learning_rate or strategy.clip_update_norm"
+            f"{run_dir / CHECKPOINT_FILE}); try a smaller train.learning_rate or strategy.clip_update_norm"
         )
-    if returncode != 0 or status != "completed":
+    if returncode != 0 or status != COMPLETED:
         view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
         where = f"see {run_dir / FLOWER_LOG}"
         if cfg.deployment.superlink is None:
@@ -347,19 +325,6 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
         )
     view.summary()
     return run_dir
-
-
-def check_resume(cfg: RunConfig, run_dir: Path) -> None:
-    """Before Flower starts: ``cfg.resume`` names ``run_dir``, whose checkpoint this configuration can continue."""
-    from amp_fl.server.checkpoint import check_resumable, check_state_matches, load_checkpoint
-
-    if Path(str(cfg.resume)).expanduser().resolve() != run_dir:
-        raise ConfigError("resume", f"{cfg.resume} is not the run folder {run_dir} (a run resumes in its own folder)")
-    check_resumable(cfg)
-    state = load_checkpoint(run_dir)
-    check_state_matches(cfg, state)
-    if state.round >= cfg.num_rounds:
-        raise ConfigError("resume", f"nothing to resume: the checkpoint in {run_dir} is after the last round")
 
 
 DATASET_HINT = "or dataset.fallback=mnist5k to fall back to it with a warning (as experiment=main does)"
@@ -401,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     from amp_fl.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m amp_fl.launch.launcher")
-    parser.add_argument("config", type=Path, help="a RunConfig as JSON (e.g. a run's run_config.json)")
+    parser.add_argument("config", type=Path, help=f"a RunConfig as JSON (e.g. a run's {RUN_CONFIG_FILE})")
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
     with cli_errors(args.run_dir):

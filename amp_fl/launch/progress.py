@@ -1,7 +1,7 @@
 """What the launcher shows while a Flower run goes on: a progress view fed by ``metrics.csv``.
 
 The ServerApp appends one row per round to ``metrics.csv`` and flushes it as the round ends
-(:class:`~amp_fl.run_folder.MetricsWriter`); :class:`MetricsTail` reads the new complete
+(:class:`~amp_fl.run_folder.MetricsWriter`); :class:`~amp_fl.run_folder.MetricsTail` reads the new complete
 rows of that file (a missing file or a half-written last line is simply "nothing new yet").
 Flower's own output goes to the run folder's ``flower.log`` (:class:`LogPump`), never to the
 terminal unless ``verbose`` is set.
@@ -11,18 +11,15 @@ Two views of the same rows:
 - :class:`LiveProgress` (stdout is a terminal): a ``rich`` progress bar with round k/N, simulated
   time, accuracy, keep ratio and ETA.
 - :class:`PlainProgress` (pipes, CI logs, ``verbose``): short plain lines, one every few rounds
-  (:func:`~amp_fl.run_folder.progress_line`).
+  (:func:`progress_line`).
 
 Both end with the same short summary (:func:`summary_lines`).
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import math
-import os
 import re
 import statistics
 import sys
@@ -32,16 +29,21 @@ from abc import ABC, abstractmethod
 from collections import deque
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal, TextIO, get_type_hints
+from typing import IO, Any, Literal, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from amp_fl.run_folder import RoundRow, progress_line
+from amp_fl.run_folder import (
+    FLOWER_LOG,
+    METRICS_FILE,
+    SCHEDULE_FILE,
+    SUMMARY_FILE,
+    RoundRow,
+    RunFolderError,
+    read_summary,
+)
 
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-FLOWER_LOG = "flower.log"
 PREFIX = "[amp-fl]"
 # Plain view: about this many progress lines per run, and at least one every PLAIN_MAX_SILENCE_S.
 PLAIN_LINES_PER_RUN = 20
@@ -50,7 +52,6 @@ PLAIN_MAX_SILENCE_S = 60.0
 ETA_WINDOW = 10
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
-_ROW_TYPES = get_type_hints(RoundRow)
 
 
 def strip_ansi(text: str) -> str:
@@ -70,78 +71,20 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
-# ---------------------------------------------------------------- reading metrics.csv
+# ---------------------------------------------------------------- progress lines
 
 
-def parse_row(header: list[str], fields: list[str]) -> RoundRow | None:
-    """One ``metrics.csv`` row as a :class:`RoundRow`; None when it is not a complete, numeric row.
-
-    Columns missing from the header read as NaN (floats) or 0 (integers), so a reader keeps working
-    when a column is added or removed; ``round`` is required.
-    """
-    if len(fields) != len(header) or "round" not in header:
-        return None
-    values = dict(zip(header, fields, strict=True))
-    kwargs: dict[str, Any] = {}
-    try:
-        for name, hint in _ROW_TYPES.items():
-            raw = values.get(name)
-            if hint is int:
-                kwargs[name] = int(float(raw)) if raw not in (None, "", "nan") else 0
-            else:
-                value = float(raw) if raw not in (None, "") else math.nan
-                # One NaN object (math.nan), so a parsed row equals the RoundRow it was written from.
-                kwargs[name] = math.nan if math.isnan(value) else value
-    except (TypeError, ValueError):
-        return None
-    return RoundRow(**kwargs)
-
-
-class MetricsTail:
-    """Incremental reader of a ``metrics.csv`` that another process is appending to.
-
-    :meth:`poll` returns the rows completed since the last call. It never fails on a file that is
-    missing (not created yet), truncated or rewritten (read again from the start), or that ends in a
-    half-written line (left for the next poll, when its newline has arrived).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offset = 0
-        self._identity: tuple[int, int] | None = None
-        self._header: list[str] | None = None
-
-    def poll(self) -> list[RoundRow]:
-        try:
-            with self.path.open("rb") as f:
-                stat = os.fstat(f.fileno())
-                identity = (stat.st_dev, stat.st_ino)
-                if identity != self._identity or stat.st_size < self._offset:
-                    self._identity, self._offset, self._header = identity, 0, None
-                f.seek(self._offset)
-                data = f.read()
-        except OSError:  # not there yet (or gone): nothing new
-            return []
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        self._offset += end + 1
-        rows = []
-        for fields in csv.reader(data[: end + 1].decode("utf-8", errors="replace").splitlines()):
-            if not fields:
-                continue
-            if self._header is None:
-                self._header = fields
-                continue
-            row = parse_row(self._header, fields)
-            if row is not None:
-                rows.append(row)
-        return rows
-
-
-def read_metrics(path: Path) -> list[RoundRow]:
-    """Every complete row of ``path`` (``[]`` when the file does not exist yet)."""
-    return MetricsTail(path).poll()
+def progress_line(row: RoundRow, num_rounds: int, eta_s: float | None = None) -> str:
+    """One short plain-text progress line (the launcher's view when stdout is not a terminal)."""
+    width = len(str(num_rounds))
+    keep = "    -" if math.isnan(row.mean_keep_ratio) else f"{row.mean_keep_ratio:5.3f}"
+    line = (
+        f"[amp-fl] round {row.round:{width}d}/{num_rounds}  sim {row.sim_time_s:9.3f} s  "
+        f"acc {row.accuracy:6.4f}  keep {keep}"
+    )
+    if eta_s is not None:
+        line += f"  ETA {format_duration(eta_s)}"
+    return line
 
 
 def estimate_eta(rows: list[RoundRow], num_rounds: int) -> float | None:
@@ -220,17 +163,17 @@ def log_tail(path: Path, lines: int = 20) -> list[str]:
 # ---------------------------------------------------------------- the summary
 
 
-def read_summary(run_dir: Path) -> dict[str, Any]:
+def summary_so_far(run_dir: Path) -> dict[str, Any]:
+    """The run's ``summary.json``, or nothing when it is not there (yet) or unreadable: the view goes on."""
     try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
+        return read_summary(run_dir)
+    except RunFolderError:
         return {}
-    return summary if isinstance(summary, dict) else {}
 
 
 def summary_lines(run_dir: Path, rows: list[RoundRow], num_rounds: int, wall_s: float) -> list[str]:
     """The few lines printed when a run completes: accuracy, simulated time, dataset, where the results are."""
-    summary = read_summary(run_dir)
+    summary = summary_so_far(run_dir)
     done = summary.get("rounds_completed")
     if not isinstance(done, int):
         done = rows[-1].round if rows else 0
@@ -258,8 +201,9 @@ def summary_lines(run_dir: Path, rows: list[RoundRow], num_rounds: int, wall_s: 
         )
     used, requested = summary.get("dataset_used"), summary.get("dataset_requested")
     if used and requested and used != requested:
-        lines.append(f"{PREFIX} dataset: {used} (fallback: {requested!r} was unavailable; see summary.json)")
-    lines.append(f"{PREFIX} results in {run_dir} (metrics.csv, summary.json, schedule.jsonl, *.png, {FLOWER_LOG})")
+        lines.append(f"{PREFIX} dataset: {used} (fallback: {requested!r} was unavailable; see {SUMMARY_FILE})")
+    files = ", ".join((METRICS_FILE, SUMMARY_FILE, SCHEDULE_FILE, "*.png", FLOWER_LOG))
+    lines.append(f"{PREFIX} results in {run_dir} ({files})")
     return lines
 
 

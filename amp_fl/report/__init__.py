@@ -16,6 +16,7 @@ from pathlib import Path
 from amp_fl.report.compare import Comparison, compare, to_jsonable
 from amp_fl.report.render import markdown, plot_comparison
 from amp_fl.report.runs import Group, Run, RunFolderError, group_runs, load_run
+from amp_fl.run_folder import METRICS_FILE, SUMMARY_FILE
 
 REPORT_FILE = "report.md"
 COMPARISON_FILE = "comparison.json"
@@ -73,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m amp_fl.report",
         description="Compare run folders: groups seeds of one method, writes report.md, comparison.json and figures.",
     )
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders (each holding metrics.csv and summary.json)")
+    parser.add_argument(
+        "runs", nargs="+", type=Path, help=f"run folders (each holding {METRICS_FILE} and {SUMMARY_FILE})"
+    )
     parser.add_argument("--out", required=True, type=Path, help="folder for report.md, comparison.json, figures")
     parser.add_argument(
         "--targets", nargs="+", type=float, help="target accuracies in (0, 1] (default: the runs' target_accuracy)"

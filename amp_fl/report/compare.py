@@ -6,11 +6,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from amp_fl.errors import check_argument
-from amp_fl.report.maths import Hit, Speedup, Spread, speedups, spread, time_to_target, value_at
+from amp_fl.report.maths import Speedup, Spread, speedups, spread, value_at
 from amp_fl.report.runs import Group, Run
+from amp_fl.run_folder import Hit, last_measured, time_to_target
 
 
 @dataclass(frozen=True)
@@ -81,10 +80,8 @@ def group_stats(group: Group, targets: Sequence[float]) -> GroupStats:
 def last_personal_accuracy(run: Run) -> float:
     """The run's last measured mean personalised accuracy (NaN when it has none)."""
     values = run.columns.get("personal_accuracy")
-    if values is None:
-        return math.nan
-    finite = values[np.isfinite(values)]
-    return float(finite[-1]) if finite.size else math.nan
+    found = None if values is None else last_measured(run.rounds, values)
+    return math.nan if found is None else found[0]
 
 
 def accuracy_at(group: Group, time_s: float) -> Spread:

@@ -1,6 +1,5 @@
 """The numbers of a comparison, as pure functions on arrays (no files, no plotting).
 
-* :func:`time_to_target`: the first round whose test accuracy reached a target, and its simulated time.
 * :func:`spread`: mean, sample standard deviation, minimum and maximum of one quantity over seeds.
 * :func:`speedups`: per-seed speedup of a method over a reference, ``T_reference / T_method``,
   paired by seed; seeds where only one side reached the target give a bound, not a value.
@@ -8,7 +7,8 @@
   each grid point: the last evaluated round at or before it), their mean and min-max band.
 * :func:`value_at`: a quantity as it stood at a given simulated time (e.g. accuracy after 50 s).
 
-Inputs are validated; a bad argument raises ``ValueError`` naming the parameter.
+The time to a target is :func:`amp_fl.run_folder.time_to_target` (the server's summary states it
+too). Inputs are validated; a bad argument raises ``ValueError`` naming the parameter.
 """
 
 from __future__ import annotations
@@ -22,14 +22,6 @@ import numpy as np
 from amp_fl.errors import check_argument
 
 
-@dataclass(frozen=True)
-class Hit:
-    """Where a run first reached a target accuracy: the round and the simulated seconds at its end."""
-
-    round: int
-    sim_time_s: float
-
-
 def _curve(
     x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, x_name: str, y_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -39,30 +31,6 @@ def _curve(
     check_argument(bool(np.all(np.isfinite(xs))), x_name, "must be finite")
     check_argument(bool(np.all(np.diff(xs) >= 0)), x_name, "must be non-decreasing")
     return xs, ys
-
-
-def time_to_target(
-    rounds: Sequence[int] | np.ndarray,
-    sim_time_s: Sequence[float] | np.ndarray,
-    accuracy: Sequence[float] | np.ndarray,
-    target: float,
-) -> Hit | None:
-    """The first row whose accuracy is at least ``target`` (round 0, the initial model, counts); ``None`` if none.
-
-    ``rounds`` and ``sim_time_s`` are the run's round numbers and cumulative simulated clock, one per
-    evaluated round, in order; NaN accuracies never reach a target.
-    """
-    check_argument(0.0 < target <= 1.0, "target", f"must be an accuracy in (0, 1], got {target}")
-    r = np.asarray(rounds)
-    check_argument(r.ndim == 1 and r.size > 0, "rounds", "expected a non-empty 1-D sequence")
-    check_argument(bool(np.all(np.diff(r) > 0)), "rounds", "must be strictly increasing")
-    t, acc = _curve(sim_time_s, accuracy, "sim_time_s", "accuracy")
-    check_argument(t.size == r.size, "sim_time_s", f"has {t.size} values but rounds has {r.size}")
-    reached = np.flatnonzero(np.nan_to_num(acc, nan=-1.0) >= target)
-    if reached.size == 0:
-        return None
-    i = int(reached[0])
-    return Hit(round=int(r[i]), sim_time_s=float(t[i]))
 
 
 @dataclass(frozen=True)

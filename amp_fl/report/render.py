@@ -12,6 +12,7 @@ import numpy as np
 from amp_fl.report.compare import Comparison
 from amp_fl.report.maths import Speedup, Spread, band, common_grid
 from amp_fl.report.runs import Run
+from amp_fl.run_folder import COMPLETED, SUMMARY_FILE
 
 FIGURE_POINTS = 400
 LEGEND_WIDTH = 60  # characters of a method's label in a legend
@@ -135,7 +136,7 @@ def notes_for(comparison: Comparison) -> list[str]:
     notes = []
     for s in comparison.stats:
         for run in s.group.runs:
-            if run.status != "completed":
+            if run.status != COMPLETED:
                 notes.append(f"{s.label}, seed {run.seed}: status {run.status!r} ({run.last_round} rounds recorded).")
         if len(s.group.datasets) > 1:
             notes.append(f"{s.label}: its runs used different datasets ({', '.join(s.group.datasets)}).")
@@ -245,7 +246,7 @@ def markdown(
     """The whole ``report.md`` of a comparison (``extra``: sections inserted after the main table)."""
     lines = [f"# {title}", "", f"Made by: `{command}`", ""]
     datasets = sorted({d for s in comparison.stats for d in s.group.datasets})
-    lines += [f"Dataset actually used (from each run's summary.json): {', '.join(datasets)}.", ""]
+    lines += [f"Dataset actually used (from each run's {SUMMARY_FILE}): {', '.join(datasets)}.", ""]
     if comparison.reference is not None:
         lines += [f"Speedups are over **{comparison.reference}** (simulated time to the target).", ""]
     lines += summary_table(comparison)

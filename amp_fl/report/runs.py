@@ -12,9 +12,6 @@ configuration is the same apart from the seed (and settings that do not change t
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +19,15 @@ from typing import Any
 
 import numpy as np
 
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-RUN_CONFIG_FILE = "run_config.json"
-REQUIRED_COLUMNS = ("round", "sim_time_s", "accuracy")
-OPTIONAL_COLUMNS = ("loss", "train_loss", "avg_aoi", "personal_accuracy", "num_scheduled", "mean_keep_ratio")
+from amp_fl.run_folder import (
+    METRICS_FILE,
+    RUN_CONFIG_FILE,
+    SUMMARY_FILE,
+    RunFolderError,
+    read_columns,
+    read_config,
+    read_summary,
+)
 
 # Config keys (dotted) that say where or how a run was executed, not what it computed: left out of
 # the group key. ``seed`` is what varies within a group; ``dataset.*`` location/fallback settings are
@@ -45,10 +46,6 @@ IGNORED_KEYS = (
     "deployment.root_certificates",
     "deployment.ray_address",
 )
-
-
-class RunFolderError(ValueError):
-    """A path given as a run folder cannot be compared; the message names the path and the problem."""
 
 
 @dataclass(frozen=True)
@@ -98,71 +95,17 @@ class Run:
         return float(np.nanmax(self.accuracy))
 
 
-def _float(text: str) -> float:
-    return math.nan if text.strip().lower() == "nan" else float(text)
-
-
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
-    """The columns of a ``metrics.csv`` as float arrays (``round`` as int); strict about its shape.
+    """The evaluated rounds of a ``metrics.csv`` (:func:`~amp_fl.run_folder.read_columns`, strict about its shape).
 
-    Raises :class:`RunFolderError` for a missing file, a missing required column, a row with the
-    wrong number of fields (a truncated write), a value that is not a number, no rows, or rounds
-    that do not increase.
+    Rounds the server did not evaluate (evaluation.every_sim_s) carry NaN accuracy: curves, times to
+    target and final values are over the evaluated rounds only.
     """
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    lines = text.splitlines()
-    if not lines:
-        raise RunFolderError(f"{path}: empty file (no header)")
-    reader = csv.reader(lines)
-    header = next(reader)
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        raise RunFolderError(f"{path}: no column {missing[0]!r} (header: {','.join(header)})")
-    wanted = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in header]
-    index = {c: header.index(c) for c in wanted}
-    values: dict[str, list[float]] = {c: [] for c in wanted}
-    for line_no, row in enumerate(reader, start=2):
-        if len(row) != len(header):
-            where = "last line" if line_no == len(lines) else f"line {line_no}"
-            raise RunFolderError(
-                f"{path}: {where} has {len(row)} fields, the header has {len(header)} "
-                "(truncated file? the run may have been killed while writing)"
-            )
-        for column, i in index.items():
-            try:
-                values[column].append(_float(row[i]))
-            except ValueError:
-                raise RunFolderError(f"{path}: line {line_no}, column {column!r}: not a number: {row[i]!r}") from None
-    if not values["round"]:
-        raise RunFolderError(f"{path}: no rows (the run has not finished its first evaluation)")
-    columns = {c: np.asarray(v, dtype=np.float64) for c, v in values.items()}
-    rounds = columns["round"]
-    if not np.all(np.isfinite(rounds)) or np.any(rounds != np.round(rounds)) or np.any(np.diff(rounds) <= 0):
-        raise RunFolderError(f"{path}: column 'round' must hold increasing whole numbers")
-    if not np.all(np.isfinite(columns["sim_time_s"])) or np.any(np.diff(columns["sim_time_s"]) < 0):
-        raise RunFolderError(f"{path}: column 'sim_time_s' must be finite and non-decreasing")
-    columns["round"] = rounds.astype(np.int64)
-    # Rounds the server did not evaluate (evaluation.every_sim_s) carry NaN accuracy: curves, times to
-    # target and final values are over the evaluated rounds only.
+    columns = read_columns(path)
     evaluated = ~np.isnan(columns["accuracy"])
     if not evaluated.any():
         raise RunFolderError(f"{path}: no evaluated round (every accuracy is NaN)")
     return {c: v[evaluated] for c, v in columns.items()}
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text())
-    except OSError as exc:
-        raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated?)") from exc
-    if not isinstance(payload, dict):
-        raise RunFolderError(f"{path}: expected a JSON object, got {type(payload).__name__}")
-    return payload
 
 
 def _nested_run_folders(path: Path) -> list[Path]:
@@ -187,9 +130,9 @@ def load_run(path: str | Path) -> Run:
     if not (folder / SUMMARY_FILE).is_file():
         raise RunFolderError(f"{folder}: no {SUMMARY_FILE} (not written by amp_fl, or the run never started)")
     columns = read_metrics(folder / METRICS_FILE)
-    summary = _read_json(folder / SUMMARY_FILE)
+    summary = read_summary(folder)
     if (folder / RUN_CONFIG_FILE).is_file():
-        config = _read_json(folder / RUN_CONFIG_FILE)
+        config = read_config(folder)
     elif isinstance(summary.get("config"), dict):
         config = summary["config"]
     else:

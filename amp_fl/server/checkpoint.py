@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from amp_fl import run_folder
 from amp_fl.config import RunConfig, config_to_dict, load_config
 from amp_fl.errors import ConfigError
 from amp_fl.run_folder import RoundRow
@@ -45,8 +46,6 @@ from amp_fl.strategy.server_optimizer import ServerOptimizerState
 CHECKPOINT_FILE = "checkpoint.npz"
 RUN_CONFIG_FILE = "run_config.json"
 FORMAT = 1
-# Keys that may differ between the checkpointed run and its resume: where it runs and how it is shown.
-_NOT_COMPARED = ("resume", "output_dir", "verbose", "checkpoint", "deployment", "simulation")
 
 
 @dataclass
@@ -69,11 +68,7 @@ class ServerState:
 
 def comparable_config(cfg: RunConfig) -> dict[str, Any]:
     """The part of the configuration a resume must not change (everything but where and how it runs)."""
-    values = config_to_dict(cfg)
-    for key in _NOT_COMPARED:
-        values.pop(key, None)
-    values["dataset"].pop("root", None)  # made absolute by the launcher
-    return json.loads(json.dumps(values, default=list))  # tuples -> lists, as read back
+    return run_folder.comparable_config(config_to_dict(cfg))
 
 
 def save_checkpoint(run_dir: Path, state: ServerState) -> Path:

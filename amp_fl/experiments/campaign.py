@@ -1,0 +1,252 @@
+"""What every campaign (a reproduction, a tuning, a sweep) does with its runs: compose, plan, run, resume.
+
+A campaign turns its design into runs, each a :class:`Job`: Hydra overrides composed from
+``conf/`` into a configuration (:func:`compose_values`) and a run folder under the campaign's
+root (:func:`make_jobs`). A job whose folder already holds that run, finished, is kept
+(:func:`is_complete`); :func:`execute` runs the others (clearing what an interrupted attempt
+left), so giving the same command again resumes a campaign where it stopped.
+
+Engines: ``inprocess`` runs the project's ServerApp and ClientApp code in one process per worker
+(:func:`~amp_fl.launch.inprocess.run_in_process`: no SuperLink, no Ray; its metrics equal the
+Flower engine's for the same seed), ``workers`` runs side by side; ``flower`` launches each run
+through ``flwr run`` (:func:`~amp_fl.launch.launcher.launch`), one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+
+from amp_fl.run_folder import (
+    COMPLETED,
+    FINAL_MODEL_FILE,
+    METRICS_FILE,
+    RunFolderError,
+    comparable_config,
+    read_columns,
+    read_config,
+    read_summary,
+    write_timing,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = PROJECT_ROOT / "conf"
+ENGINES = ("inprocess", "flower")
+
+Log = Callable[[str], None]
+
+
+class Spec(Protocol):
+    """What a campaign's description of one run must give: its folder name and its Hydra overrides."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def overrides(self) -> tuple[str, ...]: ...
+
+
+SpecT = TypeVar("SpecT", bound=Spec)
+
+
+@dataclass(frozen=True)
+class Job(Generic[SpecT]):
+    """One run to execute: the campaign's spec, its resolved configuration and its folder."""
+
+    spec: SpecT
+    values: dict[str, Any]
+    run_dir: Path
+
+
+def compose_values(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+    """The resolved configuration (a plain mapping) Hydra composes from ``conf/config.yaml`` and ``overrides``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            conf = compose("config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ValueError(f"overrides: Hydra cannot compose {' '.join(overrides)}: {exc}") from exc
+    container = OmegaConf.to_container(conf, resolve=True)
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items() if k != "hydra"}
+
+
+def make_jobs(specs: Sequence[SpecT], runs_root: Path) -> list[Job[SpecT]]:
+    """One job per spec: its composed configuration, written to ``runs_root/<run id>``."""
+    jobs = []
+    for spec in specs:
+        values = compose_values(spec.overrides)
+        run_dir = runs_root / spec.run_id
+        values["output_dir"] = str(run_dir)
+        jobs.append(Job(spec, values, run_dir))
+    return jobs
+
+
+def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:
+    """Whether ``run_dir`` holds a finished run of exactly ``values`` (wherever it was written).
+
+    Finished: ``summary.json`` says completed and ``final_model.npz`` is there; the server writes
+    that file last, after the summary, so a run killed in between is not taken for a finished one.
+    The same run: the stored ``run_config.json`` and ``values`` (resolved like a run's
+    configuration) agree on everything but where and how it ran
+    (:func:`~amp_fl.run_folder.comparable_config`).
+    """
+    from amp_fl.config import config_to_dict, load_config
+
+    try:
+        finished = read_summary(run_dir).get("status") == COMPLETED
+        stored = read_config(run_dir)
+    except RunFolderError:
+        return False
+    if not finished or not (run_dir / FINAL_MODEL_FILE).is_file():
+        return False
+    return comparable_config(stored) == comparable_config(config_to_dict(load_config(values)))
+
+
+def still_to_run(jobs: Sequence[Job[SpecT]]) -> list[Job[SpecT]]:
+    return [job for job in jobs if not is_complete(job.run_dir, job.values)]
+
+
+# ------------------------------------------------------------------------------------------ running
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"engine: choose from {', '.join(ENGINES)}, got {engine!r}")
+
+
+def run_inprocess(values: dict[str, Any], run_dir: str, threads: int | None) -> dict[str, Any]:
+    """One run through the in-process loop (module-level so a spawned worker can import it).
+
+    ``threads``: torch's intra-op threads in a worker process (None: leave as it is). Flower's
+    per-round INFO log is silenced; the run's progress is in its metrics.csv.
+    """
+    import torch
+
+    from amp_fl.config import load_config
+    from amp_fl.launch.inprocess import run_in_process
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    flwr_log = logging.getLogger("flwr")
+    level = flwr_log.level
+    flwr_log.setLevel(logging.WARNING)
+    started, cpu = time.perf_counter(), time.process_time()
+    try:
+        run_in_process(load_config(values), Path(run_dir))
+    finally:
+        flwr_log.setLevel(level)
+    return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
+
+
+def run_flower(values: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """One run through ``flwr run`` (the launcher: SuperLink, one SuperNode per device)."""
+    from amp_fl.config import load_config
+    from amp_fl.launch.launcher import launch
+
+    started = time.perf_counter()
+    launch(load_config(values), Path(run_dir))
+    return {"wall_s": time.perf_counter() - started}
+
+
+def per_round_seconds(run_dir: Path) -> float:
+    """Median wall seconds per round of a finished run (from metrics.csv's wall_time_s)."""
+    try:
+        wall = read_columns(run_dir / METRICS_FILE)["wall_time_s"]
+    except (RunFolderError, KeyError):
+        return float("nan")
+    steps = np.diff(wall)
+    return float(np.median(steps)) if steps.size else float("nan")
+
+
+class _Progress:
+    """Counts the finished jobs, keeps the failures and logs one line per job (with an ETA)."""
+
+    def __init__(self, name: str, total: int, engine: str, workers: int, log: Log) -> None:
+        self.name, self.total, self.engine, self.workers, self.log = name, total, engine, workers, log
+        self.started = time.perf_counter()
+        self.finished = 0
+        self.failures: list[str] = []
+
+    def __call__(self, job: Job[Any], outcome: dict[str, Any] | None, error: BaseException | None) -> None:
+        self.finished += 1
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / self.finished * (self.total - self.finished)
+        count = f"[{self.name}] {self.finished}/{self.total}"
+        if error is not None:
+            self.failures.append(f"{job.spec.run_id}: {type(error).__name__}: {error}")
+            self.log(f"{count} FAILED {job.spec.run_id}: {type(error).__name__}: {error}")
+            return
+        assert outcome is not None
+        write_timing(job.run_dir, {**outcome, "engine": self.engine, "workers": self.workers})
+        try:
+            acc = f"final accuracy {read_summary(job.run_dir).get('final_accuracy', float('nan')):.4f}"
+        except (RunFolderError, TypeError, ValueError):
+            acc = "no summary"
+        cpu = f", CPU {outcome['cpu_s']:.0f} s" if "cpu_s" in outcome else ""
+        self.log(
+            f"{count} {job.spec.run_id}: {acc}, {outcome['wall_s']:.0f} s{cpu} "
+            f"({per_round_seconds(job.run_dir):.2f} s/round); elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min"
+        )
+
+
+def execute(jobs: Sequence[Job[Any]], engine: str, workers: int, log: Log = print, name: str = "campaign") -> list[str]:
+    """Run ``jobs`` (each from a clean folder); returns one line per failure (the others are complete on disk).
+
+    ``name`` prefixes the progress lines (``[reproduce] 3/12 ...``). With ``workers > 1`` in-process
+    runs go side by side in spawned processes, each with its share of the CPUs for torch.
+    """
+    if not jobs:
+        return []
+    check_engine(engine)
+    progress = _Progress(name, len(jobs), engine, workers, log)
+    for job in jobs:
+        if job.run_dir.exists():  # what an interrupted attempt left must not be read as a result
+            shutil.rmtree(job.run_dir)
+    if engine == "flower" or workers == 1:  # one at a time, in this process (torch keeps its thread count)
+        for job in jobs:
+            try:
+                if engine == "flower":
+                    outcome = run_flower(job.values, str(job.run_dir))
+                else:
+                    outcome = run_inprocess(job.values, str(job.run_dir), None)
+            except Exception as exc:
+                progress(job, None, exc)
+            else:
+                progress(job, outcome, None)
+        return progress.failures
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    try:
+        pending: dict[Future[dict[str, Any]], Job[Any]] = {
+            pool.submit(run_inprocess, job.values, str(job.run_dir), threads): job for job in jobs
+        }
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = pending.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as exc:
+                    progress(job, None, exc)
+                else:
+                    progress(job, outcome, None)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return progress.failures

@@ -1,0 +1,47 @@
+"""The checks before any process of a run starts: what only the data, the model or a checkpoint can tell.
+
+:func:`preflight` resolves the dataset (downloading it, or falling back, once, in the launching
+process) and checks the partition and the keep counts against the real data and model;
+:func:`check_resume` checks that a resume names its own run folder and that the checkpoint there can
+be continued by this configuration. Both raise :class:`~amp_fl.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from amp_fl.config import RunConfig, check_keep_counts, check_partition
+from amp_fl.data.datasets import ResolvedDataset, load_dataset, resolve_dataset
+from amp_fl.data.validation import split_validation
+from amp_fl.errors import ConfigError
+from amp_fl.pruning.regions import region_map
+
+
+def preflight(cfg: RunConfig) -> ResolvedDataset:
+    """Check what can only be checked with data (e.g. enough samples for the shards); return the dataset used.
+
+    Runs in the launching process, so a download (or a failed one, and its fallback) happens once,
+    before any client starts; the ServerApp reuses the outcome (see
+    :func:`amp_fl.launch.launcher.write_run_config`).
+    """
+    root = str(Path(cfg.dataset.root).expanduser().resolve())
+    resolved = resolve_dataset(cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback)
+    dataset = load_dataset(resolved.used, root, cfg.dataset.download)
+    pool, _ = split_validation(dataset.train.labels, cfg.dataset.validation_fraction, cfg.seed)
+    check_partition(cfg, dataset.train.labels[pool])  # ConfigError naming the key (e.g. dataset.shards_per_device)
+    regions = region_map(cfg.model.name, dataset.input_shape, dataset.num_classes)
+    check_keep_counts(cfg, regions.layer_sizes)  # ConfigError naming pruning.ratio
+    return resolved
+
+
+def check_resume(cfg: RunConfig, run_dir: Path) -> None:
+    """Before Flower starts: ``cfg.resume`` names ``run_dir``, whose checkpoint this configuration can continue."""
+    from amp_fl.server.checkpoint import check_resumable, check_state_matches, load_checkpoint
+
+    if Path(str(cfg.resume)).expanduser().resolve() != run_dir:
+        raise ConfigError("resume", f"{cfg.resume} is not the run folder {run_dir} (a run resumes in its own folder)")
+    check_resumable(cfg)
+    state = load_checkpoint(run_dir)
+    check_state_matches(cfg, state)
+    if state.round >= cfg.num_rounds:
+        raise ConfigError("resume", f"nothing to resume: the checkpoint in {run_dir} is after the last round")
