@@ -61,27 +61,27 @@ AMP_FL_VARIANTS = (
     AmpVariant(
         "amp-all",
         "AMP-FL, compensation=all (the paper's), digital uplink",
-        ("method=amp_fl", "++sparsity.enabled=false", "++ota.enabled=false"),
+        ("method=amp_fl",),
     ),
     AmpVariant(
         "amp-none",
         "AMP-FL, compensation=none (Proposed-wGC: mean over S_t), digital uplink",
-        ("method=amp_fl_wgc", "++sparsity.enabled=false", "++ota.enabled=false"),
+        ("method=amp_fl_wgc",),
     ),
     AmpVariant(
         "amp-ota-ideal",
         "AMP-FL over the air, ideal channel (noiseless, no PIU silent): per-region mean",
-        ("method=amp_fl_ota", "++sparsity.enabled=false", "ota.snr_db=null", "ota.truncation_threshold=1e-9"),
+        ("method=amp_fl_ota", "ota.snr_db=null", "ota.truncation_threshold=1e-9"),
     ),
     AmpVariant(
         "amp-ota-20db",
         "AMP-FL over the air, 20 dB, g_th = 0.1",
-        ("method=amp_fl_ota", "++sparsity.enabled=false", "ota.snr_db=20"),
+        ("method=amp_fl_ota", "ota.snr_db=20"),
     ),
     AmpVariant(
         "amp-ota-10db",
         "AMP-FL over the air, 10 dB, g_th = 0.1",
-        ("method=amp_fl_ota", "++sparsity.enabled=false", "ota.snr_db=10"),
+        ("method=amp_fl_ota", "ota.snr_db=10"),
     ),
 )
 
@@ -134,9 +134,9 @@ def expand(sweep: Sweep) -> list[RunSpec]:
                     run_id = f"{part}-{method}-s{round(target * 100):02d}-seed{seed}"
                     overrides = (
                         *base,
-                        f"sparsity.target={target}",
-                        f"sparsity.method={'imp' if method == 'dense' else method}",
-                        f"sparsity.participation={fraction}",
+                        f"sparse_fedavg.target={target}",
+                        f"sparse_fedavg.method={'imp' if method == 'dense' else method}",
+                        f"sparse_fedavg.participation={fraction}",
                         f"seed={seed}",
                         *sweep.extra,
                     )
@@ -272,7 +272,7 @@ def amp_differences(results: Sequence[RunResult], key: str, reference: str) -> l
 
 # ------------------------------------------------------------------------------------------ report
 def _setting(values: dict[str, Any], sweep: Sweep) -> list[str]:
-    s, o, w, t = values["sparsity"], values["ota"], values["wireless"], values["train"]
+    s, o, w, t = values["sparse_fedavg"], values["ota"], values["wireless"], values["train"]
     parts = ", ".join(f"{p} = {f:g} of the PIUs per round" for p, f in sweep.participation)
     return [
         f"- Model `{values['model']['name']}`; {w['num_devices']} PIUs, `{values['dataset']['partition']}` "
@@ -281,7 +281,7 @@ def _setting(values: dict[str, Any], sweep: Sweep) -> list[str]:
         f"participation: {parts}; seeds {', '.join(map(str, sweep.seeds))}.",
         f"- IMP: prune {s['rate']:g} of the remaining conv/linear weights (global magnitude) after round "
         f"{s['first_round']} and every {s['interval']} rounds until the target; one-shot: prune to the target after "
-        f"round {s['first_round']}; no rewinding (`sparsity.rewind_round={s['rewind_round']}`). Both then train "
+        f"round {s['first_round']}; no rewinding (`sparse_fedavg.rewind_round={s['rewind_round']}`). Both then train "
         "to the same last round.",
         f"- Over the air: SNR {o['snr_db']} dB (P0 / N0 per real channel use), truncation threshold g_th = "
         f"{o['truncation_threshold']:g} (P(silent) = {100 * (1 - np.exp(-o['truncation_threshold'])):.1f} % per PIU "
