@@ -28,7 +28,7 @@ METRIC_COLUMNS = (
     "num_scheduled",
     "num_received",
     "num_failed",
-    # Why they failed (amp_fl.strategy.amp_fl.FAILURE_KINDS): the ClientApp raised, no reply within
+    # Why they failed (amp_fl.strategy.replies.FAILURE_KINDS): the ClientApp raised, no reply within
     # strategy.reply_timeout_s, a reply rejected by validation, silent over the air.
     "failed_error",
     "failed_timeout",

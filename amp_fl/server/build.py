@@ -33,7 +33,8 @@ from amp_fl.pruning.policies import build_policy
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.scheduling import build_scheduler
 from amp_fl.server.build_sparse_fedavg import build_sparse_fedavg
-from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, PersonalEvaluation, RoundReport
+from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
+from amp_fl.strategy.report import PersonalEvaluation, RoundReport
 from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy
 from amp_fl.wireless.config import PAPER_MODEL_COSTS, LatencyConfig
 from amp_fl.wireless.devices import DevicePopulation, DeviceProfile
@@ -125,7 +126,7 @@ def build_strategy(
 ) -> AmpFlStrategy | SparseFedAvgStrategy:
     """The AMP-FL strategy for the discovered devices: system model, channel, scheduler and policy.
 
-    With ``sparsity.enabled``: sparse FedAvg with magnitude pruning instead (:mod:`.sparse_wiring`).
+    With ``sparsity.enabled``: sparse FedAvg with magnitude pruning instead (:mod:`.build_sparse_fedavg`).
     """
     if cfg.sparsity.enabled:
         return build_sparse_fedavg(
@@ -171,4 +172,5 @@ def build_strategy(
         on_round_end=on_round_end,
         on_personal_evaluation=on_personal_evaluation,
         over_the_air=OverTheAirChannel(cfg.ota.settings(), cfg.seed) if cfg.ota.enabled else None,
+        num_rounds=cfg.num_rounds,
     )
