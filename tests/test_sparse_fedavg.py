@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 
 import numpy as np
@@ -128,6 +129,32 @@ def test_digital_round_is_the_mean_update_on_the_mask_and_prunes_on_schedule(cnn
     assert [h.round for h in strategy.history] == [1, 2] and strategy.history[1].sparsity == pytest.approx(
         round(0.5 * strategy.pruner.plan.num_prunable) / strategy.pruner.plan.num_prunable
     )
+
+
+def test_a_masked_reply_for_another_round_is_rejected(cnn, caplog):
+    """Device 0's reply in round 2 says it answers round 1 (e.g. delayed): it is dropped, the others count."""
+    stale_app = ClientApp()
+    honest = scripted_masked_client(VALUES)
+
+    @stale_app.train("masked")
+    def stale(msg: Message, context: Context) -> Message:
+        reply = honest(msg, context)
+        if P.partition_id(context.node_config) == 0 and msg.content[P.CONFIG][P.ROUND] == 2:
+            reply.content[P.METRICS][P.ROUND] = 1
+        return reply
+
+    strategy, reports = _strategy(cnn, method="imp", target=0.0)
+    grid = InProcessGrid(stale_app, 4)
+    _round(strategy, grid, 1)
+    before = [w.copy() for w in strategy.weights]
+    with caplog.at_level(logging.WARNING, logger="amp_fl.strategy.replies"):
+        _round(strategy, grid, 2)
+    report = reports[-1]
+    assert report.failures == {0: "reply for round 1, but this is round 2"}
+    assert report.failure_kinds == {0: "invalid"} and report.received_devices == (1, 2, 3)
+    assert any("reply for round 1, but this is round 2" in r.getMessage() for r in caplog.records)
+    for w, b in zip(strategy.weights, before, strict=True):
+        np.testing.assert_allclose(w, b + (2.0 + 4.0 + 9.0) / 3, atol=1e-5)  # device 0's 1.0 left out
 
 
 def test_noiseless_over_the_air_equals_the_digital_mean(cnn):
