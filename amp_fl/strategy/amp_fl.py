@@ -5,7 +5,8 @@ channel, the scheduler and the pruning policy) and fills Flower's round hooks:
 
 - ``configure_train``: observe the channel, schedule devices / RBs / keep counts, let the pruning
   policy choose the kept regions, and send each scheduled node its physically sliced sub-model;
-- ``aggregate_train``: validate the replies, scatter them to full shape, update the gradient
+- ``aggregate_train``: check the replies (:func:`~amp_fl.strategy.replies.collect_replies`, then
+  the sub-model shapes and norm bounds), scatter them to full shape, update the gradient
   cache of Eq. (2) or Gbar (Algorithm 3), the AoI table (Eq. (9)) and the global model, then hand
   the round's :class:`RoundReport` to the ``on_round_end`` hook;
 - the global model is evaluated centrally (``evaluate_fn`` of ``Strategy.start``);
@@ -18,8 +19,9 @@ With ``scheduling=full_model`` and ``compensation="none"`` this strategy is Sync
 (FedAvg over the scheduled devices: ``w - eta * mean(g_k) = mean(w_k)``); FedProx and APFL are
 the same server with another local objective on the clients (``TrainSetup.local_objective``).
 
-The maths lives in ``amp_fl.strategy.aggregation`` and the other packages, the message formats in
-``amp_fl.protocol``; this module is glue.
+:meth:`AmpFlStrategy.state_dict` / :meth:`~AmpFlStrategy.load_state_dict` save and restore the
+server's state for a checkpoint. The maths lives in ``amp_fl.strategy.aggregation`` and the other
+packages, the message formats in ``amp_fl.protocol``; this module is glue.
 """
 
 from __future__ import annotations

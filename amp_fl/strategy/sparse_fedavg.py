@@ -12,13 +12,15 @@ rewinding the survivors to their values after an early round.
 
 Round hooks: ``configure_train`` samples the participants and sends each a
 :class:`~amp_fl.protocol.sparse_fedavg.MaskedTrainInstruction` (``train.masked``);
-``aggregate_train`` validates the replies, aggregates, applies the update and any pruning step,
-and hands a :class:`~amp_fl.strategy.report.RoundReport` to ``on_round_end`` (the run recorder of
-AMP-FL runs, so ``metrics.csv`` and ``schedule.jsonl`` have the same columns). In that report the
-schedule lists the participants (one shared band: every ``rb_id`` is 0, the full model shape:
-keep fraction 1), ``received_devices`` the PIUs whose update reached the server, ``failures``
-the others and why (a failed reply, or silent under truncation), and the uplink bytes count the
-PIUs that transmitted (a silent PIU trained but sent nothing). The simulated clock charges each
+``aggregate_train`` checks the replies (:func:`~amp_fl.strategy.replies.collect_replies`: node,
+device, round, the masks sent), aggregates, applies the update and any pruning step, and hands a
+:class:`~amp_fl.strategy.report.RoundReport` to ``on_round_end`` (the run recorder of AMP-FL runs,
+so ``metrics.csv`` and ``schedule.jsonl`` have the same columns). In that report the participants
+are the sampled PIUs (one shared band: every ``rb`` is 0; the full model shape: keep fraction 1),
+there is no scheduler objective and no AoI table (``None``), ``received_devices`` are the PIUs
+whose update reached the server, ``failed`` the others and why (a failed reply, or silent under
+truncation), and the uplink bytes count the PIUs that transmitted (a silent PIU trained but sent
+nothing). :meth:`SparseFedAvgStrategy.state_dict` saves what a resume needs. The simulated clock charges each
 round the slowest participant's dense compute time (unstructured sparsity does not shorten dense
 kernels) plus, over the air, the analog upload: one real entry per channel use, ``channel uses / B``
 seconds, all PIUs at once; digital aggregation charges no upload time (it is the accuracy
