@@ -109,12 +109,18 @@ def load_checkpoint(run_dir: Path) -> ServerState:
         return ServerState(
             round=int(meta["round"]),
             seed=int(meta["seed"]),
-            parts={name: part for name, part in parts.items() if isinstance(part, dict)},
+            parts={name: _part(name, state) for name, state in parts.items()},
             rows=[_row(r) for r in meta["rows"]],
             config=meta["config"],
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError("resume", f"cannot read the checkpoint {path}: {exc}") from exc
+
+
+def _part(name: str, state: StateValue) -> State:
+    if not isinstance(state, dict):
+        raise ValueError(f"part {name!r} holds a {type(state).__name__}, not a state dict")
+    return state
 
 
 def _flatten(value: StateValue, path: str, arrays: dict[str, np.ndarray]) -> Any:
