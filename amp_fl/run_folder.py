@@ -26,6 +26,7 @@ from typing import Any, get_type_hints
 import numpy as np
 
 from amp_fl.errors import check_argument
+from amp_fl.state import State
 
 METRICS_FILE = "metrics.csv"
 SCHEDULE_FILE = "schedule.jsonl"
@@ -54,7 +55,7 @@ METRIC_COLUMNS = (
     "num_scheduled",
     "num_received",
     "num_failed",
-    # Why they failed (amp_fl.strategy.amp_fl.FAILURE_KINDS): the ClientApp raised, no reply within
+    # Why they failed (amp_fl.strategy.replies.FAILURE_KINDS): the ClientApp raised, no reply within
     # strategy.reply_timeout_s, a reply rejected by validation, silent over the air.
     "failed_error",
     "failed_timeout",
@@ -102,19 +103,47 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _row_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: (math.nan if v is None else v) for k, v in values.items()
+    }  # JSON null: a NaN written by an older version
+
+
 class MetricsWriter:
-    """Appends rows to ``metrics.csv`` and remembers them for the summary and figures."""
+    """Appends rows to ``metrics.csv`` and remembers them for the summary and figures.
 
-    def __init__(self, run_dir: Path, resume_rows: list[RoundRow] | None = None) -> None:
-        """A new ``metrics.csv``; with ``resume_rows`` (a checkpoint's), it restarts from those rows.
+    The files are started (header, empty ``schedule.jsonl``) at the first write, or by
+    :meth:`load_state_dict` on resume, so building a writer for a run being resumed destroys nothing.
+    """
 
-        Resuming rewrites the file from the checkpoint's rows and keeps the ``schedule.jsonl`` lines
-        of those rounds only: whatever a crashed server wrote after its last checkpoint is redone.
-        """
+    def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / METRICS_FILE
-        run_dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[RoundRow] = []
-        rows = resume_rows or []
+        self._start = time.perf_counter()
+        self._started = False
+
+    def state_dict(self) -> State:
+        """Every row so far (floats in full; NaN where a round was not evaluated)."""
+        return {"rows": [dict(asdict(row)) for row in self.rows]}
+
+    def load_state_dict(self, state: State) -> None:
+        """Restart from a checkpoint's rows: ``metrics.csv`` is rewritten from them and ``schedule.jsonl``
+        keeps the lines of those rounds only, so whatever a crashed server wrote after its last
+        checkpoint is redone; the wall clock continues from the last row's."""
+        saved = state.get("rows")
+        if not isinstance(saved, list) or not all(isinstance(r, dict) for r in saved):
+            raise ValueError("state: 'rows' must be a list of metrics rows")
+        try:
+            rows = [RoundRow(**_row_fields(r)) for r in saved if isinstance(r, dict)]
+        except TypeError as exc:
+            raise ValueError(f"state: a metrics row does not fit this version's columns ({exc})") from exc
+        self._restart(rows)
+
+    def _restart(self, rows: list[RoundRow]) -> None:
+        run_dir = self.path.parent
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._started = True
+        self.rows = []
         self._start = time.perf_counter() - (rows[-1].wall_time_s if rows else 0.0)  # wall time goes on
         with self.path.open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_COLUMNS)
@@ -127,15 +156,21 @@ class MetricsWriter:
         for row in rows:
             self.append(row)
 
+    def _ensure_started(self) -> None:
+        if not self._started:
+            self._restart([])
+
     def elapsed(self) -> float:
         return time.perf_counter() - self._start
 
     def append_schedule(self, record: dict[str, Any]) -> None:
         """One JSON line per round in ``schedule.jsonl`` (devices, RBs, keep counts, latencies, bytes)."""
+        self._ensure_started()
         with (self.path.parent / SCHEDULE_FILE).open("a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def append(self, row: RoundRow) -> None:
+        self._ensure_started()
         self.rows.append(row)
         values = asdict(row)
         with self.path.open("a", newline="") as f:

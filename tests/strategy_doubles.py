@@ -16,7 +16,8 @@ from amp_fl import protocol as P
 from amp_fl.launch.inprocess import FIRST_NODE_ID
 from amp_fl.pruning.policies import PruningPolicy, SelectionContext
 from amp_fl.scheduling.schedule import Schedule
-from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, RoundReport
+from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
+from amp_fl.strategy.report import RoundReport
 from amp_fl.wireless.channel import ChannelState
 
 LR = 0.5

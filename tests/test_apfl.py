@@ -33,7 +33,8 @@ from amp_fl.models import build_model
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import load_arrays, module_arrays
 from amp_fl.server.build import build_strategy, initial_model, latency_config, run_data, train_setup
-from amp_fl.strategy.amp_fl import UNKNOWN_DEVICE, personal_evaluation_due
+from amp_fl.strategy.amp_fl import personal_evaluation_due
+from amp_fl.strategy.replies import UNKNOWN_DEVICE
 from amp_fl.wireless.devices import simulated_device_profile
 
 

@@ -6,6 +6,7 @@ The Flower simulation path with a SIGKILLed ServerApp is in ``tests/test_e2e_res
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from amp_fl.config import load_config
 from amp_fl.errors import ConfigError
 from amp_fl.launch.inprocess import run_in_process
-from amp_fl.run_folder import RoundRow
+from amp_fl.run_folder import CHECKPOINT_FILE, RUN_CONFIG_FILE, RoundRow
 from amp_fl.server import checkpoint as C
 
 BASE = {
@@ -89,55 +90,63 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch, uninter
 
 def test_checkpoint_holds_the_server_state(uninterrupted):
     state = C.load_checkpoint(uninterrupted)
-    assert state.round == 7 and state.seed == 5 and len(state.rows) == 8
-    assert state.sim_time_s == pytest.approx(state.rows[-1].sim_time_s)
-    assert state.ages.shape[0] == 6 and state.gbar is None
-    assert state.cache is not None and state.cache_total is not None
+    rows = state.parts["metrics"]["rows"]
+    assert state.round == 7 and state.seed == 5 and len(rows) == 8
+    assert sorted(state.parts) == ["clock", "metrics", "strategy"]
+    assert state.parts["clock"]["now_s"] == pytest.approx(rows[-1]["sim_time_s"])
+    strategy = state.parts["strategy"]
+    assert strategy["aoi"].shape[0] == 6 and strategy["gbar"] is None
+    cache = strategy["cache"]
+    assert cache is not None and len(cache["cached"]) == 6
     # The running sum is the sum of the stored caches (what Eq. (2)'s 1/K scope divides).
-    stored = [c for c in state.cache if c is not None]
-    for i, total in enumerate(state.cache_total):
+    stored = [c for c in cache["cached"] if c is not None]
+    for i, total in enumerate(cache["total"]):
         np.testing.assert_allclose(total, sum(c[i].astype(np.float64) for c in stored), atol=1e-6)
     with np.load(uninterrupted / "final_model.npz") as z:
-        for i, w in enumerate(state.weights):
+        for i, w in enumerate(strategy["weights"]):
             np.testing.assert_array_equal(w, z[f"arr_{i}"])
 
 
 def _state(round_: int) -> C.ServerState:
     row = RoundRow(round_, 0.5, 0.1, 0.3, 2.0, 1.5, 0.7, 2, 2, 0, 0.6, 10, 20, 1.0, 3.0)
+    strategy = {
+        "weights": [np.full((2, 3), round_, dtype=np.float32)],
+        "aoi": np.zeros((2, 4), dtype=np.int64),
+        "cache": {"cached": [None, [np.ones((2, 3), dtype=np.float32)]], "total": [np.ones((2, 3))]},
+        "gbar": None,
+    }
     return C.ServerState(
         round=round_,
         seed=1,
-        weights=[np.full((2, 3), round_, dtype=np.float32)],
-        ages=np.zeros((2, 4), dtype=np.int64),
-        cache=[None, [np.ones((2, 3), dtype=np.float32)]],
-        cache_total=[np.ones((2, 3))],
-        gbar=None,
-        sim_time_s=0.1 + 0.2,  # 0.30000000000000004 must come back exactly
-        rows=[row],
+        # 0.30000000000000004 must come back exactly
+        parts={"strategy": strategy, "clock": {"now_s": 0.1 + 0.2}, "metrics": {"rows": [dataclasses.asdict(row)]}},
         config={"seed": 1},
     )
 
 
 def test_checkpoint_write_is_atomic_and_round_trips(tmp_path):
     C.save_checkpoint(tmp_path, _state(3))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [C.CHECKPOINT_FILE]  # no temporary left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE]  # no temporary left behind
     # A crash while writing the next one leaves a partial temporary file: the last checkpoint still reads.
-    (tmp_path / (C.CHECKPOINT_FILE + ".tmp")).write_bytes(b"PK\x03\x04 half a zip")
+    (tmp_path / (CHECKPOINT_FILE + ".tmp")).write_bytes(b"PK\x03\x04 half a zip")
     state = C.load_checkpoint(tmp_path)
-    assert state.round == 3 and state.sim_time_s == 0.1 + 0.2
-    assert state.cache is not None and state.cache[0] is None
-    np.testing.assert_array_equal(state.cache[1][0], np.ones((2, 3)))
-    assert repr(state.rows) == repr(_state(3).rows)  # repr: NaN (personal_accuracy) != NaN
+    assert state.round == 3 and state.parts["clock"]["now_s"] == 0.1 + 0.2
+    cached = state.parts["strategy"]["cache"]["cached"]
+    assert cached[0] is None
+    np.testing.assert_array_equal(cached[1][0], np.ones((2, 3)))
+    assert state.parts["strategy"]["aoi"].dtype == np.int64 and state.parts["strategy"]["gbar"] is None
+    rows = state.parts["metrics"]["rows"]
+    assert repr(rows) == repr(_state(3).parts["metrics"]["rows"])  # repr: NaN (personal_accuracy) != NaN
     C.save_checkpoint(tmp_path, _state(4))  # replaces both the old file and the stale temporary
     assert C.load_checkpoint(tmp_path).round == 4
-    assert not (tmp_path / (C.CHECKPOINT_FILE + ".tmp")).exists()
+    assert not (tmp_path / (CHECKPOINT_FILE + ".tmp")).exists()
 
 
 def _saved_run(tmp_path: Path, **overrides) -> Path:
     """A run folder with a run_config.json and a checkpoint of round 3, without running anything."""
     values = {**BASE, **overrides, "output_dir": str(tmp_path)}
     cfg = load_config(values)
-    (tmp_path / C.RUN_CONFIG_FILE).write_text(json.dumps(C.config_to_dict(cfg), default=list))
+    (tmp_path / RUN_CONFIG_FILE).write_text(json.dumps(C.config_to_dict(cfg), default=list))
     state = _state(3)
     state.config = C.comparable_config(cfg)
     C.save_checkpoint(tmp_path, state)
@@ -166,7 +175,7 @@ def test_resume_needs_a_run_folder_with_a_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="is not a run folder"):
         C.resume_config(tmp_path / "nowhere")
     run = _saved_run(tmp_path)
-    (run / C.CHECKPOINT_FILE).unlink()
+    (run / CHECKPOINT_FILE).unlink()
     with pytest.raises(ConfigError, match="no checkpoint in"):
         C.resume_config(run)
 
@@ -216,8 +225,57 @@ def test_a_resumed_server_optimiser_continues_with_its_moments(tmp_path, monkeyp
         _crash_after(m, 3)
         with pytest.raises(Crash):
             run_in_process(load_config(values), run)
-    saved = C.load_checkpoint(run)
-    assert saved.optimizer.step == 3 and len(saved.optimizer.first_moment) == len(saved.weights)
-    assert len(saved.optimizer.second_moment) == (len(saved.weights) if strategy["server_optimizer"] == "adam" else 0)
+    saved = C.load_checkpoint(run).parts["strategy"]
+    optimizer, num_weights = saved["server_optimizer"], len(saved["weights"])
+    assert optimizer["step"] == 3 and len(optimizer["first_moment"]) == num_weights
+    assert len(optimizer["second_moment"]) == (num_weights if strategy["server_optimizer"] == "adam" else 0)
     run_in_process(C.resume_config(run), run)
     assert _rows(run) == _rows(whole)
+
+
+SPARSE = {
+    "dataset": {"name": "mnist5k"},
+    "wireless": {"num_devices": 4},
+    "num_rounds": 6,
+    "seed": 2,
+    "train": {"local_steps": 2, "batch_size": 16},
+    # IMP from round 1 with rewinding to round 1's model: the masks, the snapshot and the history all matter.
+    "algorithm": "sparse_fedavg",
+    "aggregation": "over_the_air",
+    "sparse_fedavg": {
+        "method": "imp",
+        "target": 0.6,
+        "rate": 0.3,
+        "interval": 1,
+        "first_round": 1,
+        "rewind_round": 1,
+        "participation": 0.5,
+    },
+    "ota": {"snr_db": 20.0},
+}
+
+
+def test_a_resumed_sparse_fedavg_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
+    """Sparse FedAvg saves its own state (weights, the pruner's masks and steps, the rewind snapshot,
+    the history) through the same protocol; crashed after round 3, resumed, it ends where the whole run does."""
+    values = {**SPARSE, "checkpoint": {"every": 1}}
+    whole = run_in_process(load_config(values), tmp_path / "whole")
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _crash_after(m, 3)
+        with pytest.raises(Crash):
+            run_in_process(load_config(values), run)
+    saved = C.load_checkpoint(run).parts["strategy"]
+    assert saved["rewind_snapshot"] is not None and [r["round"] for r in saved["history"]] == [1, 2, 3]
+    assert any(m is not None and not m.all() for m in saved["pruner"]["masks"])  # pruned by round 3
+    run_in_process(C.resume_config(run), run)
+    assert _rows(run) == _rows(whole)
+    assert _schedule(run) == _schedule(whole)
+    with np.load(run / "final_model.npz") as a, np.load(whole / "final_model.npz") as b:
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name])
+    resumed, uninterrupted = (C.load_checkpoint(r).parts["strategy"] for r in (run, whole))
+    assert resumed["history"] == uninterrupted["history"]
+    for m1, m2 in zip(resumed["pruner"]["masks"], uninterrupted["pruner"]["masks"], strict=True):
+        assert (m1 is None and m2 is None) or np.array_equal(m1, m2)
+    assert resumed["pruner"]["history"] == uninterrupted["pruner"]["history"]

@@ -82,7 +82,7 @@ def test_a_diverged_run_stops_cleanly_with_its_metrics_and_last_good_checkpoint(
     state = C.load_checkpoint(run)
     assert state.round == 2
     with np.load(run / "final_model.npz") as z:
-        for i, w in enumerate(state.weights):
+        for i, w in enumerate(state.parts["strategy"]["weights"]):
             np.testing.assert_array_equal(z[f"arr_{i}"], w)
             assert np.isfinite(w).all()
 

@@ -21,34 +21,21 @@ from amp_fl.models import build_model
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.report.runs import Group, Run, read_metrics
 from amp_fl.run_folder import MetricsWriter
-from amp_fl.scheduling.schedule import Schedule
 from amp_fl.server.recorder import Recorder, summary_outcome
-from amp_fl.strategy.amp_fl import RoundReport
+from amp_fl.strategy.report import Participant, RoundReport
 
 LATENCY_S = 0.04  # every round of the hand-built reports lasts 0.04 simulated seconds
 
 
 def _report(round: int) -> RoundReport:
-    schedule = Schedule(
-        round=round,
-        layer_sizes=(6, 16, 128),
-        device_ids=np.array([0]),
-        rb_ids=np.array([0]),
-        keep_fraction=np.array([1.0]),
-        keep_counts=np.array([[6, 16, 128]]),
-        kept_indices=((),),
-        weights=np.array([1]),
-        compute_latency_s=np.array([0.01]),
-        upload_latency_s=np.array([0.03]),
-        round_latency_s=LATENCY_S,
-        objective=1,
-    )
+    participant = Participant(0, 0, 1.0, (6, 16, 128), 1.0, 0.01, 0.03)
     return RoundReport(
         round=round,
-        schedule=schedule,
-        sent_devices=(0,),
+        participants=(participant,),
+        round_latency_s=LATENCY_S,
+        objective=1.0,
         received_devices=(0,),
-        failures={},
+        failed={},
         downlink_bytes=10,
         uplink_bytes_per_device={0: 10},
         train_loss={0: 1.0},

@@ -19,7 +19,8 @@ from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid
 from amp_fl.pruning.policies import PruningPolicy
 from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
 from amp_fl.scheduling.schedule import Schedule
-from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, RoundReport
+from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
+from amp_fl.strategy.report import RoundReport
 from amp_fl.wireless.channel import ChannelState
 from amp_fl.wireless.over_the_air import OtaSettings, channel_from_gains, superpose
 

@@ -19,7 +19,8 @@ from amp_fl.pruning.submodel import module_arrays
 from amp_fl.run_folder import MetricsWriter
 from amp_fl.scheduling.schedule import Schedule
 from amp_fl.server.recorder import Recorder
-from amp_fl.strategy.amp_fl import RoundReport
+from amp_fl.strategy.replies import Failure
+from amp_fl.strategy.report import RoundReport, participants_of
 
 
 def _schedule(round: int) -> Schedule:
@@ -40,12 +41,14 @@ def _schedule(round: int) -> Schedule:
 
 
 def _report(round: int) -> RoundReport:
+    schedule = _schedule(round)
     return RoundReport(
         round=round,
-        schedule=_schedule(round),
-        sent_devices=(0, 2),
+        participants=participants_of(schedule),
+        round_latency_s=schedule.round_latency_s,
+        objective=float(schedule.objective),
         received_devices=(0,),
-        failures={2: "no reply"},
+        failed={2: Failure("timeout", "no reply")},
         downlink_bytes=1000,
         uplink_bytes_per_device={0: 400},
         train_loss={0: 1.5},

@@ -104,3 +104,24 @@ def test_comparable_config_ignores_where_and_how_a_run_ran():
     assert comparable_config(made) == comparable_config(moved) == {"seed": 1, "dataset": {"name": "mnist5k"}}
     assert comparable_config({**made, "seed": 2}) != comparable_config(made)
     assert made["dataset"]["root"] == "/data"  # the caller's mapping is left as it was
+
+
+def test_metrics_writer_resumes_from_its_state(tmp_path):
+    """A writer built for a resumed run touches no file; its state from after round 1 restores
+    metrics.csv to rows 0-1 and schedule.jsonl to round 1, dropping what was written after."""
+    writer = MetricsWriter(tmp_path)
+    writer.append(ROWS[0])
+    writer.append_schedule({"round": 1})
+    writer.append(ROWS[1])
+    state = writer.state_dict()
+    writer.append_schedule({"round": 2})
+    writer.append(ROWS[2])
+    before = (tmp_path / METRICS_FILE).read_text()
+
+    resumed = MetricsWriter(tmp_path)
+    assert (tmp_path / METRICS_FILE).read_text() == before  # building it wrote nothing
+    resumed.load_state_dict(state)
+    assert read_rows(tmp_path / METRICS_FILE) == ROWS[:2] and resumed.rows == ROWS[:2]
+    assert read_schedule(tmp_path) == [{"round": 1}]
+    with pytest.raises(ValueError, match="rows"):
+        MetricsWriter(tmp_path).load_state_dict({"rows": 3})

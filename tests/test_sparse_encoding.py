@@ -163,11 +163,12 @@ def test_reply_uplink_bytes_are_four_per_surviving_value(pruned_cnn):
     regions, pruner, _ = pruned_cnn
     update = [np.ones(s, dtype=np.float32) for s in regions.shapes]
     values = tuple(pack_values(u, m) for u, m in zip(update, pruner.masks, strict=True))
-    reply = MaskedTrainReply(0, tuple(regions.param_names), values, 4, 1.0, 0.1)
+    reply = MaskedTrainReply(0, tuple(regions.param_names), values, 4, 1.0, 0.1, round=3)
     survivors = sum(
         math.prod(s) if m is None else int(m.sum()) for s, m in zip(regions.shapes, pruner.masks, strict=True)
     )
     assert reply.uplink_bytes == 4 * survivors
+    assert MaskedTrainReply.from_content(reply.to_content()).round == 3  # the round travels back
     parsed = MaskedTrainReply.from_content(reply.to_content())
     full = parsed.for_model(regions.param_names, regions.shapes, pruner.masks)
     for f, m in zip(full, pruner.masks, strict=True):

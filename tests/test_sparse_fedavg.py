@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 
 import numpy as np
@@ -26,7 +27,7 @@ from amp_fl.protocol.sparse_fedavg import MaskedTrainInstruction, MaskedTrainRep
 from amp_fl.pruning.magnitude import MagnitudePruner
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.sparse_encoding import pack_values
-from amp_fl.strategy.amp_fl import RoundReport
+from amp_fl.strategy.report import RoundReport
 from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy, participants_per_round, sample_participants
 from amp_fl.wireless.over_the_air import OtaSettings, OverTheAirChannel
 
@@ -48,7 +49,9 @@ def scripted_masked_client(values_by_device):
         arrays, masks = instruction.decode(regions.param_names, regions.shapes, prunable_arrays(regions))
         update = [np.full(a.shape, values_by_device[device], dtype=np.float32) for a in arrays]
         values = tuple(pack_values(u, m) for u, m in zip(update, masks, strict=True))
-        return MaskedTrainReply(device, tuple(regions.param_names), values, 4, 1.0, 0.0).to_reply(msg)
+        return MaskedTrainReply(device, tuple(regions.param_names), values, 4, 1.0, 0.0, instruction.round).to_reply(
+            msg
+        )
 
     return app
 
@@ -102,10 +105,36 @@ def test_digital_round_is_the_mean_update_on_the_mask_and_prunes_on_schedule(cnn
     # Uplink: the surviving values of the round-2 masks (= round-1 masks), 4 bytes each.
     survivors = sum(math.prod(s) if m is None else int(m.sum()) for s, m in zip(regions.shapes, mask1, strict=True))
     assert report.uplink_bytes_per_device == {k: 4 * survivors for k in range(4)}
-    assert report.schedule.round_latency_s == pytest.approx(0.4)  # slowest device's compute, no upload time
+    assert report.round_latency_s == pytest.approx(0.4)  # slowest device's compute, no upload time
     assert [h.round for h in strategy.history] == [1, 2] and strategy.history[1].sparsity == pytest.approx(
         round(0.5 * strategy.pruner.plan.num_prunable) / strategy.pruner.plan.num_prunable
     )
+
+
+def test_a_masked_reply_for_another_round_is_rejected(cnn, caplog):
+    """Device 0's reply in round 2 says it answers round 1 (e.g. delayed): it is dropped, the others count."""
+    stale_app = ClientApp()
+    honest = scripted_masked_client(VALUES)
+
+    @stale_app.train("masked")
+    def stale(msg: Message, context: Context) -> Message:
+        reply = honest(msg, context)
+        if P.partition_id(context.node_config) == 0 and msg.content[P.CONFIG][P.ROUND] == 2:
+            reply.content[P.METRICS][P.ROUND] = 1
+        return reply
+
+    strategy, reports = _strategy(cnn, method="imp", target=0.0)
+    grid = InProcessGrid(stale_app, 4)
+    _round(strategy, grid, 1)
+    before = [w.copy() for w in strategy.weights]
+    with caplog.at_level(logging.WARNING, logger="amp_fl.strategy.replies"):
+        _round(strategy, grid, 2)
+    report = reports[-1]
+    assert report.failures == {0: "reply for round 1, but this is round 2"}
+    assert report.failure_kinds == {0: "invalid"} and report.received_devices == (1, 2, 3)
+    assert any("reply for round 1, but this is round 2" in r.getMessage() for r in caplog.records)
+    for w, b in zip(strategy.weights, before, strict=True):
+        np.testing.assert_allclose(w, b + (2.0 + 4.0 + 9.0) / 3, atol=1e-5)  # device 0's 1.0 left out
 
 
 def test_noiseless_over_the_air_equals_the_digital_mean(cnn):
@@ -123,7 +152,7 @@ def test_noiseless_over_the_air_equals_the_digital_mean(cnn):
         math.prod(s) if m is None else int(m.sum()) for s, m in zip(cnn[0].shapes, analog.pruner.masks, strict=True)
     )
     assert analog.history[-1].channel_uses == survivors
-    assert reports[-1].schedule.upload_latency_s[0] == pytest.approx(survivors / 1e6)
+    assert reports[-1].participants[0].upload_latency_s == pytest.approx(survivors / 1e6)
 
 
 def test_truncated_pius_are_reported_silent_and_left_out(cnn):

@@ -26,7 +26,8 @@ from amp_fl.strategy.aggregation import (
     MemoryFriendlyAggregate,
     fresh_mean,
 )
-from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, RoundReport
+from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
+from amp_fl.strategy.report import RoundReport
 
 SETUP = make_train_setup(
     learning_rate=LR,

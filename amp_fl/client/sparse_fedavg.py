@@ -141,6 +141,7 @@ def train_masked(msg: Message, context: Context) -> Message:
         num_examples=result.num_examples,
         train_loss=result.train_loss,
         fit_seconds=time.perf_counter() - started,
+        round=instruction.round,
     )
     return reply.to_reply(msg)
 

@@ -11,7 +11,7 @@ and key names are the constants below (they appear nowhere else).
     bitmap or an index list), the format of each (one byte per array) and the run's
     :class:`~amp_fl.protocol.TrainSetup`;
     client -> :class:`MaskedTrainReply`: its update ``w_end - w_start`` as the surviving values
-    only (the server knows the mask it sent), plus the usual training metrics.
+    only (the server knows the mask it sent), plus the usual training metrics and the round it answers.
 
 Byte accounting (measured: ``nbytes`` of the buffers each message carries)
     downlink = values + index buffers + the format bytes; uplink = the update's values.
@@ -147,6 +147,7 @@ class MaskedTrainReply:
     num_examples: int
     train_loss: float
     fit_seconds: float
+    round: int  # echoes the instruction's round, so a reply delayed into a later round is recognised
 
     @property
     def uplink_bytes(self) -> int:
@@ -160,6 +161,7 @@ class MaskedTrainReply:
                 P.TRAIN_LOSS: float(self.train_loss),
                 P.DEVICE: int(self.device),
                 P.FIT_SECONDS: float(self.fit_seconds),
+                P.ROUND: int(self.round),
             }
         )
         arrays = P.to_array_record(self.names, [np.asarray(v, dtype=P.WIRE_DTYPE).reshape(-1) for v in self.values])
@@ -179,10 +181,11 @@ class MaskedTrainReply:
         num_examples = f.integer(P.NUM_EXAMPLES, minimum=1)
         train_loss = f.number(P.TRAIN_LOSS, minimum=0.0)
         fit_seconds = f.number(P.FIT_SECONDS, minimum=0.0)
+        server_round = f.integer(P.ROUND, minimum=1)
         names, values = P.wire_arrays(
             P.arrays_of(content, P.ARRAYS, where, InvalidReplyError), where, InvalidReplyError
         )
-        return cls(device, names, values, num_examples, train_loss, fit_seconds)
+        return cls(device, names, values, num_examples, train_loss, fit_seconds, server_round)
 
     def for_model(
         self, names: list[str], shapes: list[tuple[int, ...]], masks: list[np.ndarray | None]

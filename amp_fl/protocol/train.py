@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
-from amp_fl.errors import InvalidReplyError
+from amp_fl.errors import ArgumentError, InvalidReplyError
 from amp_fl.protocol.fields import (
     Fields,
     arrays_of,
@@ -140,11 +140,18 @@ class TrainSetup:
 
 
 def _failure_settings(f: Fields) -> FailureSettings:
-    probs = [f.number(key, minimum=0.0, maximum=1.0) for key in (FAIL_RAISE_PROB, FAIL_LATE_PROB, FAIL_CORRUPT_PROB)]
-    if sum(probs) > 1.0:
-        raise f.fail(FAIL_RAISE_PROB, f"the three failure probabilities sum to {sum(probs)} > 1")
-    raise_prob, late_prob, corrupt_prob = probs
-    return FailureSettings(raise_prob, late_prob, corrupt_prob, late_delay_s=f.number(FAIL_LATE_DELAY_S, minimum=0.0))
+    """The injector's settings: the wire gives numbers, :class:`FailureSettings` checks their values (its one check)."""
+    keys = {
+        "raise_prob": FAIL_RAISE_PROB,
+        "late_prob": FAIL_LATE_PROB,
+        "corrupt_prob": FAIL_CORRUPT_PROB,
+        "late_delay_s": FAIL_LATE_DELAY_S,
+    }
+    values = {name: f.number(key) for name, key in keys.items()}
+    try:
+        return FailureSettings(**values)
+    except ArgumentError as exc:
+        raise f.fail(keys[exc.name], exc.problem) from exc
 
 
 def _local_objective(name: str) -> LocalObjective:

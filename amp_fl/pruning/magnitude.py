@@ -33,6 +33,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from amp_fl.errors import check_argument
+from amp_fl.state import State, StateValue
 
 PruningMethod = Literal["imp", "one_shot"]
 PRUNING_METHODS: tuple[PruningMethod, ...] = get_args(PruningMethod)
@@ -58,6 +59,16 @@ class PruningStep:
     count: int
     torch_amount: float | int
     sparsity: float
+
+    def state_dict(self) -> State:
+        return {"round": self.round, "count": self.count, "torch_amount": self.torch_amount, "sparsity": self.sparsity}
+
+    @classmethod
+    def from_state(cls, state: State) -> PruningStep:
+        values = {k: state.get(k) for k in ("round", "count", "torch_amount", "sparsity")}
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
+            raise ValueError(f"state: a pruning step needs numbers, got {values}")
+        return cls(**values)  # type: ignore[arg-type]  # checked numbers, as saved
 
 
 @dataclass(frozen=True)
@@ -295,6 +306,28 @@ class MagnitudePruner:
         self.history.append(step)
         return step
 
+    def state_dict(self) -> State:
+        """The masks (``None`` for arrays never pruned) and the steps taken so far; the plan is configuration."""
+        masks: list[StateValue] = list(self._masks)
+        steps: list[StateValue] = [s.state_dict() for s in self.history]
+        return {"masks": masks, "history": steps}
+
+    def load_state_dict(self, state: State) -> None:
+        masks = state.get("masks")
+        steps = state.get("history")
+        if not isinstance(masks, list) or len(masks) != len(self.shapes) or not isinstance(steps, list):
+            raise ValueError(f"state: 'masks' must list {len(self.shapes)} arrays and 'history' the steps")
+        restored: list[np.ndarray | None] = []
+        for mask, shape, prunable in zip(masks, self.shapes, self.prunable, strict=True):
+            if (mask is None) == prunable or (mask is not None and _not_a_mask(mask, shape)):
+                raise ValueError(f"state: a mask does not fit the array of shape {shape} (prunable: {prunable})")
+            restored.append(None if mask is None else np.array(mask, dtype=bool))
+        if not all(isinstance(step, dict) for step in steps):
+            raise ValueError("state: every pruning step must be a dict")
+        history = [PruningStep.from_state(step) for step in steps if isinstance(step, dict)]
+        self._masks = restored
+        self.history = history
+
     def apply(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
         """``weights`` with every pruned entry exactly 0 (copies)."""
         check_argument(
@@ -307,3 +340,7 @@ class MagnitudePruner:
                 a[~m] = 0
             out.append(a)
         return out
+
+
+def _not_a_mask(value: object, shape: tuple[int, ...]) -> bool:
+    return not isinstance(value, np.ndarray) or value.dtype != np.bool_ or value.shape != shape

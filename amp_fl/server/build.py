@@ -33,7 +33,8 @@ from amp_fl.pruning.policies import build_policy
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.scheduling import build_scheduler
 from amp_fl.server.build_sparse_fedavg import build_sparse_fedavg
-from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy, PersonalEvaluation, RoundReport
+from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
+from amp_fl.strategy.report import PersonalEvaluation, RoundReport
 from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy
 from amp_fl.wireless.config import PAPER_MODEL_COSTS, LatencyConfig
 from amp_fl.wireless.devices import DevicePopulation, DeviceProfile
@@ -171,4 +172,5 @@ def build_strategy(
         on_round_end=on_round_end,
         on_personal_evaluation=on_personal_evaluation,
         over_the_air=OverTheAirChannel(cfg.ota, cfg.seed) if cfg.aggregation == "over_the_air" else None,
+        num_rounds=cfg.num_rounds,
     )

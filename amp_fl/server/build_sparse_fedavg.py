@@ -15,7 +15,7 @@ from amp_fl.client.sparse_fedavg import prunable_arrays
 from amp_fl.config import RunConfig
 from amp_fl.pruning.magnitude import MagnitudePruner
 from amp_fl.pruning.regions import RegionMap
-from amp_fl.strategy.amp_fl import RoundReport
+from amp_fl.strategy.report import RoundReport
 from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy, participants_per_round
 from amp_fl.wireless.config import LatencyConfig
 from amp_fl.wireless.devices import DevicePopulation, DeviceProfile

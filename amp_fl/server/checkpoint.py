@@ -1,33 +1,35 @@
 """Server checkpoints: everything a run needs to continue after a crash, in one atomically replaced file.
 
-``<run>/checkpoint.npz`` holds, after round ``t``:
+``<run>/checkpoint.npz`` holds, after round ``t``, the state of every part of the server that
+changes during a run, each as its own ``state_dict()`` (:mod:`amp_fl.state`): the strategy (its
+global model and whatever else it keeps: AMP-FL's AoI table, gradient cache or Gbar and server
+optimiser; sparse FedAvg's masks, rewind snapshot and history) and the recorder's simulated
+clock, and the metrics writer's rows so far (``metrics.csv`` is rewritten from them on resume, so
+rows a crashed server wrote after its last checkpoint are dropped and redone); plus the run seed
+and the configuration it was made with (a resume must use the same).
 
-- the global weights, the AoI table, the gradient cache G_k and its running sum (or Gbar), the
-  server optimiser's state (steps, momentum / Adam moments);
-- the simulated clock and every metrics row so far (``metrics.csv`` is rewritten from them on
-  resume, so rows a crashed server wrote after its last checkpoint are dropped and redone);
-- the run seed and the configuration it was made with (a resume must use the same).
+This module knows no part's field names: a state tree is stored as its arrays, each under its
+path (``strategy/cache/cached/3/0``), plus the tree with every array replaced by a reference to
+its path, as JSON metadata (floats keep all 17 digits).
 
 The random components need no saved state: every generator is derived from ``(seed, stream,
-round)`` (:mod:`amp_fl.wireless.seeding`: channel, scheduler, pruning policy, over-the-air noise,
-failure injector, the clients' batches), so round ``t + 1`` of a resumed run draws what an
-uninterrupted run draws. The file is written to a temporary name, flushed to disk and renamed over
-the previous checkpoint (``os.replace``): a crash at any moment leaves the previous or the new
-checkpoint, never half of one.
+round)`` (:mod:`amp_fl.wireless.seeding`: channel, scheduler, pruning policy, participation,
+over-the-air noise, failure injector, the clients' batches), so round ``t + 1`` of a resumed run
+draws what an uninterrupted run draws. The file is written to a temporary name, flushed to disk
+and renamed over the previous checkpoint (``os.replace``): a crash at any moment leaves the
+previous or the new checkpoint, never half of one.
 
 Client state is not in the server's checkpoint. Algorithm 3 (``strategy.memory_friendly``) keeps
 each PIU's gradient cache G_k and APFL its personal model in Flower's ``context.state``, which a
 new Flower run starts empty, so those runs cannot be resumed (:func:`check_resumable` refuses
-with the reason); every other method keeps no client state across rounds.
+with the state it cannot save); every other method keeps no client state across rounds.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,33 +39,22 @@ import numpy as np
 from amp_fl import run_folder
 from amp_fl.config import RunConfig, config_to_dict, load_config
 from amp_fl.errors import ConfigError
-from amp_fl.run_folder import RoundRow
-from amp_fl.scheduling.aoi_table import AoITable
-from amp_fl.server.recorder import Recorder
-from amp_fl.strategy.amp_fl import AmpFlStrategy
-from amp_fl.strategy.server_optimizer import ServerOptimizerState
+from amp_fl.run_folder import CHECKPOINT_FILE, RUN_CONFIG_FILE, RunFolderError, read_config
+from amp_fl.state import State, Stateful, StateValue
 
-CHECKPOINT_FILE = "checkpoint.npz"
-RUN_CONFIG_FILE = "run_config.json"
-FORMAT = 1
+FORMAT = 2  # 2: every part's state_dict, flattened (1: AMP-FL's fields, named here)
+META = "meta"
+ARRAY_REF = "$array"  # in the metadata, {"$array": path} stands for the array stored under that path
 
 
 @dataclass
 class ServerState:
-    """What a checkpoint holds (see the module docstring)."""
+    """What a checkpoint holds (see the module docstring); ``parts`` maps a part's name to its state."""
 
     round: int
     seed: int
-    weights: list[np.ndarray]
-    ages: np.ndarray
-    cache: list[list[np.ndarray] | None] | None  # per device (cached variants); None with Algorithm 3
-    cache_total: list[np.ndarray] | None
-    gbar: list[np.ndarray] | None  # Algorithm 3's aggregate; None for the cached variants
-    sim_time_s: float
-    rows: list[RoundRow]
+    parts: dict[str, State]
     config: dict[str, Any]
-    # The server optimiser's memory (strategy.server_optimizer): steps taken, momentum / Adam moments.
-    optimizer: ServerOptimizerState = dataclasses.field(default_factory=ServerOptimizerState)
 
 
 def comparable_config(cfg: RunConfig) -> dict[str, Any]:
@@ -73,35 +64,15 @@ def comparable_config(cfg: RunConfig) -> dict[str, Any]:
 
 def save_checkpoint(run_dir: Path, state: ServerState) -> Path:
     """Write ``state`` to ``run_dir/checkpoint.npz`` atomically (temporary file, fsync, ``os.replace``)."""
-    arrays: dict[str, np.ndarray] = {f"weights/{i}": w for i, w in enumerate(state.weights)}
-    arrays["ages"] = state.ages
-    if state.cache is not None:
-        for device, cached in enumerate(state.cache):
-            for i, g in enumerate(cached or []):
-                arrays[f"cache/{device}/{i}"] = g
-    for name, group in (
-        ("cache_total", state.cache_total),
-        ("gbar", state.gbar),
-        ("optimizer_m", state.optimizer.first_moment),
-        ("optimizer_v", state.optimizer.second_moment),
-    ):
-        for i, a in enumerate(group or []):
-            arrays[f"{name}/{i}"] = a
+    arrays: dict[str, np.ndarray] = {}
     meta = {
         "format": FORMAT,
         "round": state.round,
         "seed": state.seed,
-        "num_weights": len(state.weights),
-        "cache_devices": None if state.cache is None else [c is not None for c in state.cache],
-        "has_cache_total": state.cache_total is not None,
-        "has_gbar": state.gbar is not None,
-        "optimizer_step": state.optimizer.step,
-        "optimizer_moments": [len(state.optimizer.first_moment), len(state.optimizer.second_moment)],
-        "sim_time_s": state.sim_time_s,  # float -> JSON keeps all 17 digits
-        "rows": [dataclasses.asdict(r) for r in state.rows],
+        "parts": {name: _flatten(part, name, arrays) for name, part in state.parts.items()},
         "config": state.config,
     }
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    arrays[META] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     path = run_dir / CHECKPOINT_FILE
     tmp = run_dir / (CHECKPOINT_FILE + ".tmp")
     with tmp.open("wb") as f:
@@ -120,46 +91,52 @@ def load_checkpoint(run_dir: Path) -> ServerState:
         raise ConfigError("resume", f"no checkpoint in {run_dir} (checkpoint.every=0, or it stopped before round 1)")
     try:
         with np.load(path) as z:
-            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+            meta = json.loads(bytes(z[META]).decode("utf-8"))
             if meta.get("format") != FORMAT:
                 raise ValueError(f"checkpoint format {meta.get('format')}, this version reads {FORMAT}")
-            n = int(meta["num_weights"])
-            weights = [z[f"weights/{i}"] for i in range(n)]
-            cache = None
-            if meta["cache_devices"] is not None:
-                cache = [
-                    [z[f"cache/{k}/{i}"] for i in range(n)] if present else None
-                    for k, present in enumerate(meta["cache_devices"])
-                ]
-            total = [z[f"cache_total/{i}"] for i in range(n)] if meta["has_cache_total"] else None
-            gbar = [z[f"gbar/{i}"] for i in range(n)] if meta["has_gbar"] else None
-            ages = z["ages"]
-            m_count, v_count = meta["optimizer_moments"]
-            optimizer = ServerOptimizerState(
-                step=int(meta["optimizer_step"]),
-                first_moment=[np.array(z[f"optimizer_m/{i}"]) for i in range(m_count)],
-                second_moment=[np.array(z[f"optimizer_v/{i}"]) for i in range(v_count)],
-            )
-    except (OSError, ValueError, KeyError) as exc:
+            parts = {name: _unflatten(tree, z) for name, tree in meta["parts"].items()}
+        return ServerState(
+            round=int(meta["round"]),
+            seed=int(meta["seed"]),
+            parts={name: _part(name, state) for name, state in parts.items()},
+            config=meta["config"],
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError("resume", f"cannot read the checkpoint {path}: {exc}") from exc
-    return ServerState(
-        round=int(meta["round"]),
-        seed=int(meta["seed"]),
-        weights=weights,
-        ages=ages,
-        cache=cache,
-        cache_total=total,
-        gbar=gbar,
-        sim_time_s=float(meta["sim_time_s"]),
-        optimizer=optimizer,
-        rows=[_row(r) for r in meta["rows"]],
-        config=meta["config"],
-    )
 
 
-def _row(values: dict[str, Any]) -> RoundRow:
-    fields: dict[str, Any] = {k: (math.nan if v is None else v) for k, v in values.items()}
-    return RoundRow(**fields)
+def _part(name: str, state: StateValue) -> State:
+    if not isinstance(state, dict):
+        raise ValueError(f"part {name!r} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def _flatten(value: StateValue, path: str, arrays: dict[str, np.ndarray]) -> Any:
+    """``value`` as JSON, each array moved to ``arrays[path]`` and replaced by ``{"$array": path}``."""
+    if isinstance(value, np.ndarray):
+        arrays[path] = value
+        return {ARRAY_REF: path}
+    if isinstance(value, dict):
+        for key in value:
+            if "/" in key or key == ARRAY_REF:
+                raise ValueError(f"state: key {key!r} under {path!r} cannot be stored (no '/', not {ARRAY_REF!r})")
+        return {key: _flatten(v, f"{path}/{key}", arrays) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_flatten(v, f"{path}/{i}", arrays) for i, v in enumerate(value)]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"state: {path!r} holds a {type(value).__name__}, not an array or a JSON scalar")
+
+
+def _unflatten(tree: Any, arrays: Mapping[str, np.ndarray]) -> StateValue:
+    """The inverse of :func:`_flatten` (arrays are read into memory)."""
+    if isinstance(tree, dict):
+        if set(tree) == {ARRAY_REF}:
+            return np.array(arrays[tree[ARRAY_REF]])
+        return {key: _unflatten(v, arrays) for key, v in tree.items()}
+    if isinstance(tree, list):
+        return [_unflatten(v, arrays) for v in tree]
+    return tree  # a JSON scalar
 
 
 def check_resumable(cfg: RunConfig) -> None:
@@ -168,16 +145,15 @@ def check_resumable(cfg: RunConfig) -> None:
         raise ConfigError(
             "resume",
             "Algorithm 3 (strategy.memory_friendly=true) keeps each PIU's gradient cache G_k in Flower's "
-            "context.state, which a new Flower run starts empty: a resumed run would not match; start it again",
+            "context.state, which a new Flower run starts empty, and the server's checkpoint cannot save it: "
+            "a resumed run would not match; start it again",
         )
     if cfg.strategy.local_objective == "apfl":
         raise ConfigError(
             "resume",
             "APFL keeps each PIU's personal model in Flower's context.state, which a new Flower run starts "
-            "empty: a resumed run would not match; start it again",
+            "empty, and the server's checkpoint cannot save it: a resumed run would not match; start it again",
         )
-    if cfg.algorithm == "sparse_fedavg":
-        raise ConfigError("resume", "sparse FedAvg (algorithm=sparse_fedavg) runs are not checkpointed; start it again")
 
 
 def resume_config(run_dir: Path) -> RunConfig:
@@ -187,9 +163,9 @@ def resume_config(run_dir: Path) -> RunConfig:
     if not path.is_file():
         raise ConfigError("resume", f"{run_dir} is not a run folder (no {RUN_CONFIG_FILE})")
     try:
-        values = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ConfigError("resume", f"{path} is not valid JSON: {exc}") from exc
+        values = read_config(run_dir)
+    except RunFolderError as exc:
+        raise ConfigError("resume", str(exc)) from exc
     values["resume"] = str(run_dir)
     values["output_dir"] = str(run_dir)
     cfg = load_config(values)
@@ -218,42 +194,25 @@ def _first_difference(a: Any, b: Any, prefix: str) -> Sequence[str]:
 
 
 # ------------------------------------------------------------------------------ the server's parts
-def capture(strategy: AmpFlStrategy, recorder: Recorder, cfg: RunConfig, server_round: int) -> ServerState:
+def capture(parts: Mapping[str, Stateful], cfg: RunConfig, server_round: int) -> ServerState:
     """The state after ``server_round`` (arrays are not copied: they are written out at once)."""
     return ServerState(
         round=server_round,
         seed=cfg.seed,
-        weights=list(strategy.weights),
-        ages=np.array(strategy.aoi.ages),
-        cache=strategy.cache.cached() if strategy.cache is not None else None,
-        cache_total=list(strategy.cache.total) if strategy.cache is not None else None,
-        gbar=list(strategy.gbar.gbar) if strategy.gbar is not None else None,
-        sim_time_s=recorder.sim_time_s,
-        optimizer=strategy.server_state,
-        rows=list(recorder.writer.rows),
+        parts={name: part.state_dict() for name, part in parts.items()},
         config=comparable_config(cfg),
     )
 
 
-def restore(strategy: AmpFlStrategy, recorder: Recorder, state: ServerState) -> None:
-    """Put a checkpoint's state into a freshly built strategy and recorder (the metrics rows go to the writer)."""
-    strategy.weights = [np.array(w, dtype=np.float32) for w in state.weights]
-    strategy.aoi = AoITable.from_array(state.ages, strategy.region_map.layer_sizes)
-    if strategy.cache is not None:
-        if state.cache is None or state.cache_total is None:
-            raise ConfigError("resume", "the checkpoint holds no gradient cache, but this run keeps one")
-        strategy.cache.restore(state.cache, state.cache_total)
-    if strategy.gbar is not None:
-        if state.gbar is None:
-            raise ConfigError("resume", "the checkpoint holds no Gbar, but this run keeps one")
-        strategy.gbar.gbar = [np.array(g, dtype=np.float64) for g in state.gbar]
-    strategy.server_state = ServerOptimizerState(
-        state.optimizer.step,
-        [m.copy() for m in state.optimizer.first_moment],
-        [v.copy() for v in state.optimizer.second_moment],
-    )
-    recorder.sim_time_s = state.sim_time_s
-    recorder.latest_arrays = [w.copy() for w in strategy.weights]
+def restore(parts: Mapping[str, Stateful], state: ServerState) -> None:
+    """Put a checkpoint's state into freshly built parts (``ConfigError`` naming ``resume`` if it does not fit)."""
+    if set(parts) != set(state.parts):
+        raise ConfigError("resume", f"the checkpoint holds the parts {sorted(state.parts)}, this run {sorted(parts)}")
+    for name, part in parts.items():
+        try:
+            part.load_state_dict(state.parts[name])
+        except ValueError as exc:
+            raise ConfigError("resume", f"the checkpoint's {name} does not fit this run: {exc}") from exc
 
 
 @dataclass
@@ -262,8 +221,7 @@ class Checkpointer:
 
     run_dir: Path
     cfg: RunConfig
-    strategy: AmpFlStrategy
-    recorder: Recorder
+    parts: Mapping[str, Stateful]
     saved_round: int | None = None  # the round of the newest checkpoint on disk
 
     def __call__(self, server_round: int) -> None:
@@ -272,5 +230,5 @@ class Checkpointer:
             return
         if server_round % every and server_round != self.cfg.num_rounds:
             return
-        save_checkpoint(self.run_dir, capture(self.strategy, self.recorder, self.cfg, server_round))
+        save_checkpoint(self.run_dir, capture(self.parts, self.cfg, server_round))
         self.saved_round = server_round

@@ -2,7 +2,8 @@
 
 :class:`Recorder` only uses what Flower and the strategy hand it: Flower passes the global
 model's ``arrays`` to ``evaluate_fn`` (the recorder's ``__call__``), and the strategy hands each
-round's :class:`~amp_fl.strategy.amp_fl.RoundReport` to ``on_round_end``. Rows are written and
+round's :class:`~amp_fl.strategy.report.RoundReport` to ``on_round_end``. The recorder owns the
+:class:`~amp_fl.server.clock.SimulatedClock` and advances it by each round's reported latency. Rows are written and
 flushed to ``metrics.csv`` as each round ends; progress goes to the ``amp_fl.progress`` logger
 (one INFO line per round), never to stdout.
 """
@@ -31,7 +32,8 @@ from amp_fl.protocol.provenance import profile_provenance
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.run_folder import MetricsWriter, RoundRow, last_personal_accuracy, time_to_accuracy
 from amp_fl.server.build import RunData
-from amp_fl.strategy.amp_fl import PersonalEvaluation, RoundReport
+from amp_fl.server.clock import SimulatedClock
+from amp_fl.strategy.report import PersonalEvaluation, RoundReport
 from amp_fl.wireless.config import LatencyConfig
 from amp_fl.wireless.devices import DeviceProfile
 
@@ -40,17 +42,17 @@ progress_log = logging.getLogger("amp_fl.progress")
 
 def schedule_record(report: RoundReport) -> dict[str, Any]:
     """One line of ``schedule.jsonl``: who trained on which RB with which sub-model, and what it cost."""
-    s = report.schedule
+    sent = report.participants
     return {
         "round": report.round,
-        "device_ids": s.device_ids.tolist(),
-        "rb_ids": s.rb_ids.tolist(),
-        "keep_fraction": s.keep_fraction.tolist(),
-        "keep_counts": s.keep_counts.tolist(),
-        "compute_latency_s": s.compute_latency_s.tolist(),
-        "upload_latency_s": s.upload_latency_s.tolist(),
-        "round_latency_s": float(s.round_latency_s),
-        "objective": float(s.objective),
+        "device_ids": [p.device for p in sent],
+        "rb_ids": [p.rb for p in sent],
+        "keep_fraction": [p.keep_fraction for p in sent],
+        "keep_counts": [list(p.keep_counts) for p in sent],
+        "compute_latency_s": [p.compute_latency_s for p in sent],
+        "upload_latency_s": [p.upload_latency_s for p in sent],
+        "round_latency_s": float(report.round_latency_s),
+        "objective": report.objective,
         "uplink_bytes": {str(k): v for k, v in sorted(report.uplink_bytes_per_device.items())},
         "failures": {str(k): v for k, v in sorted(report.failures.items())},
         "client_fit_s": {str(k): round(v, 4) for k, v in sorted(report.client_fit_s.items())},
@@ -73,7 +75,7 @@ class Recorder:
     validation_data: ArraySplit | None = None  # held out of the training set: val_accuracy / val_loss each round
     every_sim_s: float = 0.0  # evaluation.every_sim_s: evaluate on this grid of the simulated clock; 0: every round
     stop_at_val_accuracy: float | None = None  # evaluation.stop_at_val_accuracy: raise ValidationTargetReached
-    sim_time_s: float = 0.0
+    clock: SimulatedClock = field(default_factory=SimulatedClock)
     latest_arrays: list[np.ndarray] | None = None  # the latest global model
     on_row: Callable[[int], None] | None = None  # called with the round once its row is written (checkpoints)
     _report: RoundReport | None = field(default=None, init=False, repr=False)
@@ -94,8 +96,8 @@ class Recorder:
         personal, self._personal = self._personal, None
         if personal is not None and personal.round != server_round:
             personal = None
-        latency = 0.0 if report is None else float(report.schedule.round_latency_s)
-        evaluate = self._evaluation_due(server_round, self.sim_time_s + latency, personal is not None)
+        latency = 0.0 if report is None else float(report.round_latency_s)
+        evaluate = self._evaluation_due(server_round, self.clock.now_s + latency, personal is not None)
         accuracy = loss = math.nan
         if evaluate:
             accuracy, loss = evaluate_arrays(weights, self.model, self.test_data, self.eval_batch_size)
@@ -153,7 +155,7 @@ class Recorder:
         if report is None:
             return RoundRow(
                 round=server_round,
-                sim_time_s=self.sim_time_s,
+                sim_time_s=self.clock.now_s,
                 round_latency_s=0.0,
                 accuracy=accuracy,
                 loss=loss,
@@ -168,9 +170,6 @@ class Recorder:
                 objective=0.0,
                 wall_time_s=self.writer.elapsed(),
             )
-        schedule = report.schedule
-        self.sim_time_s += float(schedule.round_latency_s)
-        keep = schedule.realised_keep_fraction
         why = report.failure_counts
         return RoundRow(
             failed_error=why["error"],
@@ -178,19 +177,19 @@ class Recorder:
             failed_invalid=why["invalid"],
             failed_silent=why["silent"],
             round=server_round,
-            sim_time_s=self.sim_time_s,
-            round_latency_s=float(schedule.round_latency_s),
+            sim_time_s=self.clock.advance(report.round_latency_s),
+            round_latency_s=float(report.round_latency_s),
             accuracy=accuracy,
             loss=loss,
             train_loss=report.mean_train_loss,
-            avg_aoi=report.mean_aoi,
-            num_scheduled=schedule.num_scheduled,
+            avg_aoi=math.nan if report.mean_aoi is None else report.mean_aoi,
+            num_scheduled=len(report.participants),
             num_received=len(report.received_devices),
             num_failed=len(report.failures),
-            mean_keep_ratio=float(keep.mean()) if keep.size else math.nan,
+            mean_keep_ratio=report.mean_kept_ratio,
             uplink_bytes=report.uplink_bytes,
             downlink_bytes=report.downlink_bytes,
-            objective=float(schedule.objective),
+            objective=math.nan if report.objective is None else report.objective,
             wall_time_s=self.writer.elapsed(),
         )
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from amp_fl.config import RunConfig, load_config
+from amp_fl.run_folder import RunFolderError, read_json
 
 CONFIG_FILE = "config-file"  # the only key of [tool.flwr.app.config] (pyproject.toml)
 
@@ -17,8 +18,7 @@ def config_from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     if not path:
         return load_config({})
     try:
-        with open(path) as f:
-            values = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
+        values = read_json(Path(path))
+    except RunFolderError as exc:
         raise ValueError(f"cannot read the run's config file {CONFIG_FILE}={path!r}: {exc}") from exc
     return load_config(values)

@@ -1,7 +1,7 @@
 """Server-side orchestration of one AMP-FL run inside a Flower ServerApp: compose the parts.
 
 :func:`run_server` loads the config (:mod:`.run_config`), builds the model and the data
-(:mod:`.wiring`), discovers the nodes and their device profiles (:mod:`.discovery`), builds the
+(:mod:`.build`), discovers the nodes and their device profiles (:mod:`.discovery`), builds the
 strategy with the :class:`~.recorder.Recorder` as its round hook and Flower's ``evaluate_fn``,
 runs ``Strategy.start`` and writes the summary, the final model and the figures in the run folder.
 """
@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
@@ -23,7 +22,7 @@ from amp_fl.config import RunConfig
 from amp_fl.errors import DivergedError, ValidationTargetReached
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import module_arrays
-from amp_fl.run_folder import MetricsWriter, write_figures, write_summary
+from amp_fl.run_folder import COMPLETED, RUNNING, MetricsWriter, write_figures, write_final_model, write_summary
 from amp_fl.server.build import build_strategy, initial_model, latency_config, run_data, train_setup
 from amp_fl.server.checkpoint import (
     Checkpointer,
@@ -36,7 +35,7 @@ from amp_fl.server.checkpoint import (
 from amp_fl.server.discovery import discover_devices, wait_for_nodes
 from amp_fl.server.recorder import Recorder, summary_base, summary_outcome
 from amp_fl.server.run_config import config_from_run_config
-from amp_fl.strategy.amp_fl import AmpFlStrategy
+from amp_fl.state import Stateful
 from amp_fl.strategy.resumed import ResumedRounds
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
     device_nodes, profiles = discover_devices(grid, query, nodes, cfg.num_devices, timeout_s)
 
     resumed = load_resume_state(cfg, run_dir)
-    writer = MetricsWriter(run_dir, resume_rows=resumed.rows if resumed is not None else None)
+    writer = MetricsWriter(run_dir)
     recorder = Recorder(
         model=model,
         test_data=data.data.test,
@@ -82,20 +81,20 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         on_round_end=recorder.on_round_end,
         on_personal_evaluation=recorder.on_personal_evaluation,
     )
+    # Everything that changes during a run and saves itself; the checkpoint stores each under its name.
+    parts: dict[str, Stateful] = {"strategy": strategy, "clock": recorder.clock, "metrics": writer}
     completed = 0
-    checkpoints = None
-    if isinstance(strategy, AmpFlStrategy):
-        if resumed is not None:
-            restore(strategy, recorder, resumed)
-            completed = resumed.round
-        checkpoints = Checkpointer(run_dir, cfg, strategy, recorder, saved_round=completed or None)
-        recorder.on_row = checkpoints
-        strategy.num_rounds = cfg.num_rounds  # the last round is evaluated (set by start, which a resume skips)
+    if resumed is not None:
+        restore(parts, resumed)
+        completed = resumed.round
+        recorder.latest_arrays = [w.copy() for w in strategy.weights]  # the final model if no round follows
+    checkpoints = Checkpointer(run_dir, cfg, parts, saved_round=completed or None)
+    recorder.on_row = checkpoints
     started = time.time()
     base = summary_base(cfg, data, latency, regions, profiles)
     if resumed is not None:
         base["resumed_from_round"] = completed
-    write_summary(run_dir, {**base, "status": "running"})
+    write_summary(run_dir, {**base, "status": RUNNING})
     try:
         loop = strategy if completed == 0 else ResumedRounds(strategy, completed)
         loop.start(
@@ -105,10 +104,10 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
             timeout=cfg.strategy.reply_timeout_s,
             evaluate_fn=recorder,
         )
-        status = "completed"
+        status = COMPLETED
     except ValidationTargetReached as exc:
         # Planned: time-to-target tuning needs nothing after the target; the run is complete.
-        status = "completed"
+        status = COMPLETED
         base["stopped_early"] = str(exc)
         log.info("%s", exc)
     except DivergedError as exc:
@@ -121,11 +120,10 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         raise
     finally:
         outcome = summary_outcome(writer.rows, status, cfg.strategy.target_accuracy, started)
-        if checkpoints is not None:
-            outcome["last_checkpoint_round"] = checkpoints.saved_round
+        outcome["last_checkpoint_round"] = checkpoints.saved_round
         write_summary(run_dir, {**base, **outcome})
         final = recorder.latest_arrays if recorder.latest_arrays is not None else initial_weights
-        np.savez_compressed(run_dir / "final_model.npz", *final)
+        write_final_model(run_dir, final)
         write_figures(
             run_dir,
             writer.rows,

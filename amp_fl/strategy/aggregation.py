@@ -15,6 +15,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from amp_fl.state import State, StateValue, arrays, as_arrays
+
 Arrays = list[np.ndarray]
 
 Compensation = Literal["all", "scheduled", "none", "discounted"]
@@ -67,19 +69,23 @@ class GradientCache:
             total[held] += delta
             g_cached[held] = g_new[held]
 
-    def cached(self) -> list[Arrays | None]:
-        """Every device's G_k (``None`` for a device never received), for a checkpoint; not copies."""
-        return list(self._cache)
+    def state_dict(self) -> State:
+        """Every device's G_k (``None`` for a device never received) and the running sum; not copies."""
+        cached: list[StateValue] = [None if c is None else list(c) for c in self._cache]
+        return {"cached": cached, "total": list(self.total)}
 
-    def restore(self, cached: Sequence[Arrays | None], total: Arrays) -> None:
-        """Set the table and its running sum from a checkpoint (the sum is stored, not recomputed, so
-        a resumed run adds in exactly the same order as an uninterrupted one)."""
-        if len(cached) != self.num_devices:
-            raise ValueError(f"cached: expected {self.num_devices} devices, got {len(cached)}")
-        for arrays in [*(c for c in cached if c is not None), total]:
-            if [a.shape for a in arrays] != self.shapes:
-                raise ValueError("cached: array shapes differ from the model's")
-        self._cache = [None if c is None else [np.array(a, dtype=np.float32) for a in c] for c in cached]
+    def load_state_dict(self, state: State) -> None:
+        """Set the table and its running sum (the sum is restored, not recomputed, so a resumed run
+        adds in exactly the same order as an uninterrupted one)."""
+        cached = state.get("cached")
+        if not isinstance(cached, list) or len(cached) != self.num_devices:
+            raise ValueError(f"state: 'cached' must list {self.num_devices} devices")
+        tables = [None if c is None else as_arrays(c, f"the cache of device {k}") for k, c in enumerate(cached)]
+        total = arrays(state, "total")
+        for table in [*(t for t in tables if t is not None), total]:
+            if [a.shape for a in table] != self.shapes:
+                raise ValueError("state: cached array shapes differ from the model's")
+        self._cache = [None if t is None else [np.array(a, dtype=np.float32) for a in t] for t in tables]
         self.total = [np.array(t, dtype=np.float64) for t in total]
 
     def mean_over_all(self) -> Arrays:
@@ -114,6 +120,15 @@ class MemoryFriendlyAggregate:
     def __init__(self, num_devices: int, shapes: Sequence[tuple[int, ...]]) -> None:
         self.num_devices = num_devices
         self.gbar = _zeros(shapes)
+
+    def state_dict(self) -> State:
+        return {"gbar": list(self.gbar)}
+
+    def load_state_dict(self, state: State) -> None:
+        gbar = arrays(state, "gbar")
+        if [a.shape for a in gbar] != [a.shape for a in self.gbar]:
+            raise ValueError("state: Gbar's array shapes differ from the model's")
+        self.gbar = [np.array(g, dtype=np.float64) for g in gbar]
 
     def apply(self, updates: Sequence[DeviceUpdate]) -> Arrays:
         for update in updates:

@@ -5,7 +5,8 @@ channel, the scheduler and the pruning policy) and fills Flower's round hooks:
 
 - ``configure_train``: observe the channel, schedule devices / RBs / keep counts, let the pruning
   policy choose the kept regions, and send each scheduled node its physically sliced sub-model;
-- ``aggregate_train``: validate the replies, scatter them to full shape, update the gradient
+- ``aggregate_train``: check the replies (:func:`~amp_fl.strategy.replies.collect_replies`, then
+  the sub-model shapes and norm bounds), scatter them to full shape, update the gradient
   cache of Eq. (2) or Gbar (Algorithm 3), the AoI table (Eq. (9)) and the global model, then hand
   the round's :class:`RoundReport` to the ``on_round_end`` hook;
 - the global model is evaluated centrally (``evaluate_fn`` of ``Strategy.start``);
@@ -18,15 +19,16 @@ With ``scheduling=full_model`` and ``compensation="none"`` this strategy is Sync
 (FedAvg over the scheduled devices: ``w - eta * mean(g_k) = mean(w_k)``); FedProx and APFL are
 the same server with another local objective on the clients (``TrainSetup.local_objective``).
 
-The maths lives in ``amp_fl.strategy.aggregation`` and the other packages, the message formats in
-``amp_fl.protocol``; this module is glue.
+:meth:`AmpFlStrategy.state_dict` / :meth:`~AmpFlStrategy.load_state_dict` save and restore the
+server's state for a checkpoint. The maths lives in ``amp_fl.strategy.aggregation`` and the other
+packages, the message formats in ``amp_fl.protocol``; this module is glue.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +43,7 @@ from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.scheduling.schedule import Schedule, Scheduler
+from amp_fl.state import State, array, arrays, part
 from amp_fl.strategy.aggregation import (
     COMPENSATION_SCOPES,
     Compensation,
@@ -49,27 +52,14 @@ from amp_fl.strategy.aggregation import (
     MemoryFriendlyAggregate,
     fresh_mean,
 )
+from amp_fl.strategy.replies import SILENT_REASON, Failure, collect_replies
+from amp_fl.strategy.report import PersonalEvaluation, RoundReport, participants_of
 from amp_fl.strategy.server_optimizer import ServerOptimizerSettings, ServerOptimizerState, server_step
 from amp_fl.strategy.staleness import check_decay, discounted_mean, entry_ages
 from amp_fl.wireless.channel import Channel
 from amp_fl.wireless.over_the_air import OverTheAirChannel
 
 log = logging.getLogger(__name__)
-
-UNKNOWN_DEVICE = -1  # key of ``RoundReport.failures`` for a reply from a node that maps to no device
-
-# Why a scheduled device's update did not count (``RoundReport.failure_kinds``; metrics.csv counts each):
-# the ClientApp raised (Flower's error reply), no reply within the reply timeout, a reply that failed
-# validation, or (over the air) a PIU silent below the truncation threshold.
-FAILURE_KINDS = ("error", "timeout", "invalid", "silent")
-
-
-def failure_kind_of(reason: str) -> str:
-    """The kind of a failure reason, for strategies whose reports list reasons only (sparse FedAvg)."""
-    for prefix, kind in (("client error", "error"), ("no reply", "timeout"), ("silent", "silent")):
-        if reason.startswith(prefix):
-            return kind
-    return "invalid"
 
 
 @dataclass(frozen=True)
@@ -143,68 +133,6 @@ def personal_evaluation_due(server_round: int, interval: int | None, num_rounds:
     return server_round % interval == 0 or server_round == num_rounds
 
 
-@dataclass(frozen=True)
-class RoundReport:
-    """What happened in one round, handed to the ``on_round_end`` hook after the global update.
-
-    Device-keyed mappings are keyed by device id; ``failures`` may hold :data:`UNKNOWN_DEVICE`.
-    """
-
-    round: int
-    schedule: Schedule
-    sent_devices: tuple[int, ...]
-    received_devices: tuple[int, ...]
-    failures: Mapping[int, str]
-    downlink_bytes: int
-    uplink_bytes_per_device: Mapping[int, int]
-    train_loss: Mapping[int, float]  # mean local training loss, as reported
-    client_fit_s: Mapping[int, float]  # wall time of local training, as reported
-    mean_aoi: float  # average age over all devices and regions after this round's Eq. (9) update
-    failure_kinds: Mapping[int, str] = field(default_factory=dict)  # device -> one of FAILURE_KINDS
-
-    @property
-    def failure_counts(self) -> dict[str, int]:
-        """How many devices failed this round, per kind (every kind present, 0 when none)."""
-        counts = dict.fromkeys(FAILURE_KINDS, 0)
-        for device, reason in self.failures.items():
-            counts[self.failure_kinds.get(device) or failure_kind_of(reason)] += 1
-        return counts
-
-    @property
-    def uplink_bytes(self) -> int:
-        return sum(self.uplink_bytes_per_device.values())
-
-    @property
-    def mean_train_loss(self) -> float:
-        return float(np.mean(list(self.train_loss.values()))) if self.train_loss else math.nan
-
-
-@dataclass(frozen=True)
-class PersonalEvaluation:
-    """The devices' personalised scores in one round, handed to the ``on_personal_evaluation`` hook.
-
-    ``accuracy`` and ``loss`` are label-weighted (each device on its own label distribution,
-    :mod:`amp_fl.client.personal`), keyed by device; ``personalised`` lists the devices that
-    scored their own personalised model (APFL, after their first training round) rather than the
-    global model; ``failures`` maps a device (or :data:`UNKNOWN_DEVICE`) to why its reply was dropped.
-    """
-
-    round: int
-    accuracy: Mapping[int, float]
-    loss: Mapping[int, float]
-    personalised: tuple[int, ...]
-    failures: Mapping[int, str]
-
-    @property
-    def mean_accuracy(self) -> float:
-        """Unweighted mean over the devices that replied (each device counts once); NaN if none did."""
-        return float(np.mean(list(self.accuracy.values()))) if self.accuracy else math.nan
-
-    @property
-    def mean_loss(self) -> float:
-        return float(np.mean(list(self.loss.values()))) if self.loss else math.nan
-
-
 @dataclass
 class _PendingRound:
     """What ``configure_train`` sent, for ``aggregate_train`` to check the replies against."""
@@ -245,6 +173,9 @@ class AmpFlStrategy(Strategy):
         Aggregate over the analog channel (:mod:`amp_fl.wireless.over_the_air`): each entry is
         averaged over the transmitting PIUs whose sub-model held it, plus receiver noise; PIUs
         below the truncation threshold stay silent. Needs ``compensation="none"``.
+    num_rounds : int, optional
+        The run's last round (always asked for a personal evaluation); :meth:`start` sets it, a
+        resumed run (which skips ``start``) passes it here.
     """
 
     def __init__(
@@ -261,6 +192,7 @@ class AmpFlStrategy(Strategy):
         on_round_end: Callable[[RoundReport], None] | None = None,
         on_personal_evaluation: Callable[[PersonalEvaluation], None] | None = None,
         over_the_air: OverTheAirChannel | None = None,
+        num_rounds: int | None = None,
     ) -> None:
         if over_the_air is not None and (settings.compensation != "none" or settings.memory_friendly):
             raise ValueError("over_the_air: needs compensation='none' (the server receives only the sum of updates)")
@@ -282,7 +214,7 @@ class AmpFlStrategy(Strategy):
         self.settings = settings
         self.on_round_end = on_round_end
         self.on_personal_evaluation = on_personal_evaluation
-        self.num_rounds: int | None = None  # known once ``start`` runs (the last round is always evaluated)
+        self.num_rounds = num_rounds  # the last round is always evaluated; ``start`` sets it too
         self._evaluating_round: int | None = None
         num_devices = len(device_nodes)
         self.aoi = AoITable(num_devices, region_map.layer_sizes)
@@ -290,6 +222,39 @@ class AmpFlStrategy(Strategy):
         self.gbar = MemoryFriendlyAggregate(num_devices, self.shapes) if settings.memory_friendly else None
         self.server_state = ServerOptimizerState()  # the server optimiser's moments (a checkpoint saves it)
         self._pending: _PendingRound | None = None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> State:
+        """What the server remembers between rounds: the global model, the AoI table, the gradient cache
+        or Gbar, the server optimiser's moments (not copies: a checkpoint writes them out at once).
+
+        Everything random is derived from ``(seed, stream, round)``, so nothing else is needed for the
+        next round to draw what an uninterrupted run draws.
+        """
+        return {
+            "weights": list(self.weights),
+            "aoi": self.aoi.ages,
+            "cache": None if self.cache is None else self.cache.state_dict(),
+            "gbar": None if self.gbar is None else self.gbar.state_dict(),
+            "server_optimizer": self.server_state.state_dict(),
+        }
+
+    def load_state_dict(self, state: State) -> None:
+        """Continue from :meth:`state_dict` of a strategy built from the same configuration."""
+        weights = arrays(state, "weights")
+        if [w.shape for w in weights] != self.shapes:
+            raise ValueError("state: the weights' shapes differ from the model's")
+        for name, kept in (("cache", self.cache), ("gbar", self.gbar)):
+            if (state.get(name) is None) != (kept is None):
+                have = "keeps no" if kept is None else "keeps a"
+                raise ValueError(f"state: this strategy {have} {name!r}, the saved state disagrees")
+        self.weights = [np.array(w, dtype=np.float32) for w in weights]
+        self.aoi = AoITable.from_array(array(state, "aoi"), self.region_map.layer_sizes)
+        if self.cache is not None:
+            self.cache.load_state_dict(part(state, "cache"))
+        if self.gbar is not None:
+            self.gbar.load_state_dict(part(state, "gbar"))
+        self.server_state.load_state_dict(part(state, "server_optimizer"))
 
     # ------------------------------------------------------------------ train
     def configure_train(
@@ -327,30 +292,18 @@ class AmpFlStrategy(Strategy):
         pending = self._pending
         if pending is None or pending.round != server_round:
             raise ValueError(f"server_round: aggregate_train({server_round}) without configure_train for that round")
-        updates: list[DeviceUpdate] = []
-        failures: dict[int, str] = {}
-        kinds: dict[int, str] = {}
-        uplink: dict[int, int] = {}
-        losses: dict[int, float] = {}
-        fit_s: dict[int, float] = {}
-        for message in sorted(replies, key=lambda m: self.node_devices.get(m.metadata.src_node_id, UNKNOWN_DEVICE)):
-            device = self.node_devices.get(message.metadata.src_node_id)
-            try:
-                update, reply = self._parse_reply(message, device, pending)
-            except InvalidReplyError as exc:
-                key = UNKNOWN_DEVICE if device is None else device
-                failures[key] = str(exc)
-                kinds[key] = "error" if message.has_error() else "invalid"
-                log.warning("round %d: dropped reply of device %s: %s", server_round, device, exc)
-                continue
-            updates.append(update)
-            uplink[update.device] = reply.uplink_bytes
-            losses[update.device] = reply.train_loss
-            fit_s[update.device] = reply.fit_seconds
-        for device in sorted(set(pending.kept) - set(uplink) - set(failures)):
-            failures[device] = "no reply within the reply timeout"
-            kinds[device] = "timeout"
-            log.warning("round %d: no reply from device %d within the reply timeout", server_round, device)
+        collected = collect_replies(
+            replies,
+            server_round=server_round,
+            node_devices=self.node_devices,
+            sent=pending.kept,
+            decode=P.TrainReply.from_content,
+            round_of=lambda reply: reply.round,
+            accept=lambda device, reply: self._accept(device, reply, pending),
+        )
+        failures = dict(collected.failures)
+        updates = [update for update, _ in collected.accepted.values()]
+        replied = {update.device: reply for update, reply in collected.accepted.values()}
         if self.over_the_air is not None:
             direction, updates = self._over_the_air_direction(server_round, updates, failures)
             self._update_ages(updates, pending)  # only the PIUs that transmitted uploaded
@@ -362,39 +315,27 @@ class AmpFlStrategy(Strategy):
         self._check_finite(server_round, direction, weights)  # the model stays the last finite one
         self.weights = weights
         self._pending = None
+        received = tuple(u.device for u in updates)
         report = RoundReport(
             round=server_round,
-            schedule=pending.schedule,
-            sent_devices=tuple(pending.kept),
-            received_devices=tuple(u.device for u in updates),
-            failures=failures,
+            participants=participants_of(pending.schedule),
+            round_latency_s=float(pending.schedule.round_latency_s),
+            objective=float(pending.schedule.objective),
+            received_devices=received,
+            failed=failures,
             downlink_bytes=pending.downlink_bytes,
-            uplink_bytes_per_device=uplink,
-            train_loss=losses,
-            client_fit_s=fit_s,
+            uplink_bytes_per_device={d: r.uplink_bytes for d, r in replied.items()},
+            train_loss={d: r.train_loss for d, r in replied.items()},
+            client_fit_s={d: r.fit_seconds for d, r in replied.items()},
             mean_aoi=self.aoi.mean_age(),
-            failure_kinds={d: kinds.get(d, "silent") for d in failures},
         )
         if self.on_round_end is not None:
             self.on_round_end(report)
         metrics = P.RoundMetrics(num_updates=len(updates), num_failures=len(failures))
         return ArrayRecord(self.weights), metrics.to_record()
 
-    def _parse_reply(
-        self, message: Message, device: int | None, pending: _PendingRound
-    ) -> tuple[DeviceUpdate, P.TrainReply]:
-        """Check a reply against what was sent; scatter it to full shape."""
-        if device is None or device not in pending.kept:
-            raise InvalidReplyError(
-                f"reply from node {message.metadata.src_node_id}, which was not sent work this round"
-            )
-        if message.has_error():
-            raise InvalidReplyError(f"client error: {message.error.reason}")
-        reply = P.TrainReply.from_content(message.content)
-        if reply.device != device:
-            raise InvalidReplyError(f"reply of the node of device {device} says it comes from device {reply.device}")
-        if reply.round != pending.round:
-            raise InvalidReplyError(f"reply for round {reply.round}, but this is round {pending.round}")
+    def _accept(self, device: int, reply: P.TrainReply, pending: _PendingRound) -> tuple[DeviceUpdate, P.TrainReply]:
+        """Check a reply's arrays against the sub-model sent and the norm bounds; scatter it to full shape."""
         kept = pending.kept[device]
         values = reply.for_model(self.region_map, kept)
         norm = reply.norm()
@@ -413,9 +354,9 @@ class AmpFlStrategy(Strategy):
         Every reply was checked finite, so this is an overflow of the sum or of the step itself.
         """
         names = self.region_map.param_names
-        for what, arrays in (("the aggregate", direction), ("the global model", weights)):
-            for name, array in zip(names, arrays, strict=True):
-                if not np.all(np.isfinite(array)):
+        for what, group in (("the aggregate", direction), ("the global model", weights)):
+            for name, values in zip(names, group, strict=True):
+                if not np.all(np.isfinite(values)):
                     raise DivergedError(server_round, f"{what} has NaN or infinite values in {name!r}")
 
     def _direction(self, updates: list[DeviceUpdate]) -> list[np.ndarray]:
@@ -437,7 +378,7 @@ class AmpFlStrategy(Strategy):
         return self.cache.mean_over_all()
 
     def _over_the_air_direction(
-        self, server_round: int, updates: list[DeviceUpdate], failures: dict[int, str]
+        self, server_round: int, updates: list[DeviceUpdate], failures: dict[int, Failure]
     ) -> tuple[list[np.ndarray], list[DeviceUpdate]]:
         """Per-region mean over the transmitting PIUs, received over the air; silent PIUs dropped (and listed)."""
         assert self.over_the_air is not None
@@ -447,7 +388,7 @@ class AmpFlStrategy(Strategy):
             server_round, [u.device for u in updates], [u.values for u in updates], [u.held for u in updates]
         )
         for device in result.channel.silent:
-            failures[device] = "silent: channel gain below the truncation threshold"
+            failures[device] = Failure("silent", SILENT_REASON)
         sent = set(result.channel.transmitters)
         return result.estimate, [u for u in updates if u.device in sent]
 
@@ -503,42 +444,28 @@ class AmpFlStrategy(Strategy):
         if self._evaluating_round != server_round:
             return None
         self._evaluating_round = None
-        accuracy: dict[int, float] = {}
-        loss: dict[int, float] = {}
-        personalised: list[int] = []
-        failures: dict[int, str] = {}
-        for message in replies:
-            device = self.node_devices.get(message.metadata.src_node_id)
-            try:
-                if device is None:
-                    raise InvalidReplyError(f"evaluate reply from unknown node {message.metadata.src_node_id}")
-                if message.has_error():
-                    raise InvalidReplyError(f"client error: {message.error.reason}")
-                reply = P.EvaluateReply.from_content(message.content)
-                if reply.device != device:
-                    raise InvalidReplyError(
-                        f"evaluate reply of the node of device {device} names device {reply.device}"
-                    )
-            except InvalidReplyError as exc:
-                failures[UNKNOWN_DEVICE if device is None else device] = str(exc)
-                log.warning("round %d: dropped evaluate reply of device %s: %s", server_round, device, exc)
-                continue
-            accuracy[device], loss[device] = reply.accuracy, reply.loss
-            if reply.personalised:
-                personalised.append(device)
-        for device in sorted(set(self.device_nodes) - set(accuracy) - set(failures)):
-            failures[device] = "no reply"
+        collected = collect_replies(
+            replies,
+            server_round=server_round,
+            node_devices=self.node_devices,
+            sent=self.device_nodes,
+            decode=P.EvaluateReply.from_content,
+            round_of=None,  # an evaluate reply carries no round (evaluation is not part of the wireless round)
+            accept=lambda device, reply: reply,
+            what="evaluate reply",
+        )
+        scores = collected.accepted
         evaluation = PersonalEvaluation(
             round=server_round,
-            accuracy=dict(sorted(accuracy.items())),
-            loss=dict(sorted(loss.items())),
-            personalised=tuple(sorted(personalised)),
-            failures=failures,
+            accuracy={d: r.accuracy for d, r in scores.items()},
+            loss={d: r.loss for d, r in scores.items()},
+            personalised=tuple(d for d, r in scores.items() if r.personalised),
+            failed=collected.failures,
         )
         if self.on_personal_evaluation is not None:
             self.on_personal_evaluation(evaluation)
-        metrics = P.PersonalMetrics(evaluation.mean_accuracy, evaluation.mean_loss, len(accuracy))
-        return metrics.to_record() if accuracy else None
+        metrics = P.PersonalMetrics(evaluation.mean_accuracy, evaluation.mean_loss, len(scores))
+        return metrics.to_record() if scores else None
 
     def summary(self) -> None:
         log.info(

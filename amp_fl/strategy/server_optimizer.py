@@ -27,6 +27,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from amp_fl.errors import check_argument
+from amp_fl.state import State, arrays, integer
 from amp_fl.strategy.aggregation import Arrays, apply_global_step
 
 ServerOptimizerName = Literal["sgd", "momentum", "adam"]
@@ -96,6 +97,14 @@ class ServerOptimizerState:
     step: int = 0
     first_moment: Arrays = field(default_factory=list)
     second_moment: Arrays = field(default_factory=list)
+
+    def state_dict(self) -> State:
+        return {"step": self.step, "first_moment": list(self.first_moment), "second_moment": list(self.second_moment)}
+
+    def load_state_dict(self, state: State) -> None:
+        self.step = integer(state, "step")
+        self.first_moment = [np.array(m, dtype=np.float64) for m in arrays(state, "first_moment")]
+        self.second_moment = [np.array(v, dtype=np.float64) for v in arrays(state, "second_moment")]
 
 
 def _zeros_like(arrays: Sequence[np.ndarray]) -> Arrays:

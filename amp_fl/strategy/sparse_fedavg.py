@@ -12,13 +12,15 @@ rewinding the survivors to their values after an early round.
 
 Round hooks: ``configure_train`` samples the participants and sends each a
 :class:`~amp_fl.protocol.sparse_fedavg.MaskedTrainInstruction` (``train.masked``);
-``aggregate_train`` validates the replies, aggregates, applies the update and any pruning step,
-and hands a :class:`~amp_fl.strategy.amp_fl.RoundReport` to ``on_round_end`` (the run recorder of
-AMP-FL runs, so ``metrics.csv`` and ``schedule.jsonl`` have the same columns). In that report the
-schedule lists the participants (one shared band: every ``rb_id`` is 0, the full model shape:
-keep fraction 1), ``received_devices`` the PIUs whose update reached the server, ``failures``
-the others and why (a failed reply, or silent under truncation), and the uplink bytes count the
-PIUs that transmitted (a silent PIU trained but sent nothing). The simulated clock charges each
+``aggregate_train`` checks the replies (:func:`~amp_fl.strategy.replies.collect_replies`: node,
+device, round, the masks sent), aggregates, applies the update and any pruning step, and hands a
+:class:`~amp_fl.strategy.report.RoundReport` to ``on_round_end`` (the run recorder of AMP-FL runs,
+so ``metrics.csv`` and ``schedule.jsonl`` have the same columns). In that report the participants
+are the sampled PIUs (one shared band: every ``rb`` is 0; the full model shape: keep fraction 1),
+there is no scheduler objective and no AoI table (``None``), ``received_devices`` are the PIUs
+whose update reached the server, ``failed`` the others and why (a failed reply, or silent under
+truncation), and the uplink bytes count the PIUs that transmitted (a silent PIU trained but sent
+nothing). :meth:`SparseFedAvgStrategy.state_dict` saves what a resume needs. The simulated clock charges each
 round the slowest participant's dense compute time (unstructured sparsity does not shorten dense
 kernels) plus, over the air, the analog upload: one real entry per channel use, ``channel uses / B``
 seconds, all PIUs at once; digital aggregation charges no upload time (it is the accuracy
@@ -28,7 +30,6 @@ reference, not a latency model). The maths lives in the pruning and wireless pac
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -38,13 +39,14 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from amp_fl import protocol as P
-from amp_fl.errors import InvalidReplyError, check_argument
+from amp_fl.errors import check_argument
 from amp_fl.protocol.sparse_fedavg import MaskedTrainInstruction, MaskedTrainReply
 from amp_fl.pruning.magnitude import MagnitudePruner, PruningStep, rewind
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.pruning.sparse_encoding import encode
-from amp_fl.scheduling.schedule import Schedule
-from amp_fl.strategy.amp_fl import UNKNOWN_DEVICE, RoundReport
+from amp_fl.state import State, StateValue, arrays, integer, number, optional_arrays, part
+from amp_fl.strategy.replies import SILENT_REASON, Failure, collect_replies
+from amp_fl.strategy.report import Participant, RoundReport
 from amp_fl.wireless.over_the_air import OtaResult, OverTheAirChannel
 from amp_fl.wireless.seeding import check_seed, derive_rng
 
@@ -85,6 +87,40 @@ class SparseRound:
     pruning_step: PruningStep | None
     channel_uses: int  # over the air: real channel uses of the upload; digital: 0
     max_transmit_power: float  # over the air: the largest mean power per channel use of a transmitter
+
+    def state_dict(self) -> State:
+        step = self.pruning_step
+        return {
+            "round": self.round,
+            "participants": list(self.participants),
+            "transmitters": list(self.transmitters),
+            "sparsity": float(self.sparsity),
+            "pruning_step": None if step is None else step.state_dict(),
+            "channel_uses": int(self.channel_uses),
+            "max_transmit_power": float(self.max_transmit_power),
+        }
+
+    @classmethod
+    def from_state(cls, state: State) -> SparseRound:
+        step = state.get("pruning_step")
+        if step is not None and not isinstance(step, dict):
+            raise ValueError("state: a round's pruning step must be a dict or None")
+        return cls(
+            round=integer(state, "round"),
+            participants=tuple(_integers(state, "participants")),
+            transmitters=tuple(_integers(state, "transmitters")),
+            sparsity=number(state, "sparsity"),
+            pruning_step=None if step is None else PruningStep.from_state(step),
+            channel_uses=integer(state, "channel_uses"),
+            max_transmit_power=number(state, "max_transmit_power"),
+        )
+
+
+def _integers(state: State, key: str) -> list[int]:
+    value = state.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+        raise ValueError(f"state: {key!r} must be a list of integers")
+    return [int(v) for v in value if isinstance(v, int)]
 
 
 @dataclass
@@ -192,6 +228,34 @@ class SparseFedAvgStrategy(Strategy):
         self._pending: _PendingRound | None = None
         self._prune_after(0)  # one-shot / IMP at round 0: prune the initial model
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> State:
+        """The global model, the pruner's masks and steps, the rewind snapshot and the history (not copies).
+
+        Participation and the channel are derived from ``(seed, stream, round)``: nothing to save.
+        """
+        history: list[StateValue] = [r.state_dict() for r in self.history]
+        return {
+            "weights": list(self.weights),
+            "pruner": self.pruner.state_dict(),
+            "rewind_snapshot": None if self._snapshot is None else list(self._snapshot),
+            "history": history,
+        }
+
+    def load_state_dict(self, state: State) -> None:
+        """Continue from :meth:`state_dict` of a strategy built from the same configuration."""
+        weights = arrays(state, "weights")
+        if [w.shape for w in weights] != self.shapes:
+            raise ValueError("state: the weights' shapes differ from the model's")
+        snapshot = optional_arrays(state, "rewind_snapshot")
+        history = state.get("history")
+        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+            raise ValueError("state: 'history' must list the rounds so far")
+        self.pruner.load_state_dict(part(state, "pruner"))
+        self.weights = [np.array(w, dtype=np.float32) for w in weights]
+        self._snapshot = None if snapshot is None else [np.array(w, dtype=np.float32) for w in snapshot]
+        self.history = [SparseRound.from_state(r) for r in history if isinstance(r, dict)]
+
     # ------------------------------------------------------------------ pruning
     def _save_snapshot(self, server_round: int) -> None:
         if self.rewind_round == server_round:
@@ -237,25 +301,18 @@ class SparseFedAvgStrategy(Strategy):
         pending = self._pending
         if pending is None or pending.round != server_round:
             raise ValueError(f"server_round: aggregate_train({server_round}) without configure_train for that round")
-        updates: dict[int, list[np.ndarray]] = {}
-        failures: dict[int, str] = {}
-        uplink: dict[int, int] = {}
-        losses: dict[int, float] = {}
-        fit_s: dict[int, float] = {}
-        for message in replies:
-            device = self.node_devices.get(message.metadata.src_node_id)
-            try:
-                update, reply = self._parse_reply(message, device, pending)
-            except InvalidReplyError as exc:
-                failures[UNKNOWN_DEVICE if device is None else device] = str(exc)
-                log.warning("round %d: dropped reply of device %s: %s", server_round, device, exc)
-                continue
-            updates[reply.device] = update
-            uplink[reply.device] = reply.uplink_bytes
-            losses[reply.device] = reply.train_loss
-            fit_s[reply.device] = reply.fit_seconds
-        for device in sorted(set(pending.devices) - set(updates) - set(failures)):
-            failures[device] = "no reply"
+        collected = collect_replies(
+            replies,
+            server_round=server_round,
+            node_devices=self.node_devices,
+            sent=pending.sent,
+            decode=MaskedTrainReply.from_content,
+            round_of=lambda reply: reply.round,
+            accept=lambda device, reply: (reply.for_model(self.names, self.shapes, pending.masks), reply),
+        )
+        failures = dict(collected.failures)
+        updates = {device: update for device, (update, _) in collected.accepted.items()}
+        uplink = {device: reply.uplink_bytes for device, (_, reply) in collected.accepted.items()}
         replied = sorted(updates)
         received: tuple[int, ...] = tuple(replied)
         ota: OtaResult | None = None
@@ -272,7 +329,7 @@ class SparseFedAvgStrategy(Strategy):
                 direction = ota.estimate
                 received = ota.channel.transmitters
                 for device in ota.channel.silent:  # it trained but sent nothing: no uplink bytes
-                    failures[device] = "silent: channel gain below the truncation threshold"
+                    failures[device] = Failure("silent", SILENT_REASON)
                     uplink.pop(device, None)
             else:
                 direction = [
@@ -296,58 +353,40 @@ class SparseFedAvgStrategy(Strategy):
                 max_transmit_power=max(ota.transmit_power.values(), default=0.0) if ota is not None else 0.0,
             )
         )
+        participants = self._participants(pending.devices, ota)
         report = RoundReport(
             round=server_round,
-            schedule=self._schedule(server_round, pending.devices, ota),
-            sent_devices=tuple(pending.devices),
+            participants=participants,
+            round_latency_s=max((p.compute_latency_s + p.upload_latency_s for p in participants), default=0.0),
+            objective=None,  # no scheduler
             received_devices=received,
-            failures=dict(sorted(failures.items())),
+            failed=dict(sorted(failures.items())),
             downlink_bytes=pending.downlink_bytes,
             uplink_bytes_per_device=uplink,
-            train_loss=losses,
-            client_fit_s=fit_s,
-            mean_aoi=math.nan,
+            train_loss={device: reply.train_loss for device, (_, reply) in collected.accepted.items()},
+            client_fit_s={device: reply.fit_seconds for device, (_, reply) in collected.accepted.items()},
+            mean_aoi=None,  # no AoI table
         )
         if self.on_round_end is not None:
             self.on_round_end(report)
         metrics = P.RoundMetrics(num_updates=len(received), num_failures=len(failures))
         return ArrayRecord(self.weights), metrics.to_record()
 
-    def _parse_reply(
-        self, message: Message, device: int | None, pending: _PendingRound
-    ) -> tuple[list[np.ndarray], MaskedTrainReply]:
-        if device is None or device not in pending.sent:
-            raise InvalidReplyError(
-                f"reply from node {message.metadata.src_node_id}, which was not sent work this round"
+    def _participants(self, devices: list[int], ota: OtaResult | None) -> tuple[Participant, ...]:
+        """Every PIU gets the full-shape (masked) model on the one shared band; its dense compute, the analog upload."""
+        sizes = tuple(int(n) for n in self.region_map.layer_sizes)
+        upload = (ota.channel_uses / self.bandwidth_hz) if ota is not None else 0.0
+        return tuple(
+            Participant(
+                device=device,
+                rb=0,
+                keep_fraction=1.0,
+                keep_counts=sizes,
+                kept_ratio=1.0,
+                compute_latency_s=float(self.compute_latency_s[device]) if self.compute_latency_s is not None else 0.0,
+                upload_latency_s=upload,
             )
-        if message.has_error():
-            raise InvalidReplyError(f"client error: {message.error.reason}")
-        reply = MaskedTrainReply.from_content(message.content)
-        if reply.device != device:
-            raise InvalidReplyError(f"reply of the node of device {device} says it comes from device {reply.device}")
-        return reply.for_model(self.names, self.shapes, pending.masks), reply
-
-    def _schedule(self, server_round: int, devices: list[int], ota: OtaResult | None) -> Schedule:
-        """The round as a :class:`Schedule` (for the recorder): participants, dense compute, analog upload."""
-        n = len(devices)
-        sizes = self.region_map.layer_sizes
-        ids = np.asarray(devices, dtype=np.int64)
-        compute = self.compute_latency_s[ids] if self.compute_latency_s is not None else np.zeros(n)
-        upload = np.full(n, (ota.channel_uses / self.bandwidth_hz) if ota is not None else 0.0)
-        full = self.region_map.full_kept()
-        return Schedule(
-            round=server_round,
-            layer_sizes=tuple(sizes),
-            device_ids=ids,
-            rb_ids=np.zeros(n, dtype=np.int64),
-            keep_fraction=np.ones(n),
-            keep_counts=np.tile(np.asarray(sizes, dtype=np.int64), (n, 1)),
-            kept_indices=tuple(full for _ in devices),
-            weights=np.zeros(n, dtype=np.int64),
-            compute_latency_s=compute,
-            upload_latency_s=upload,
-            round_latency_s=float(np.max(compute + upload)) if n else 0.0,
-            objective=0,
+            for device in devices
         )
 
     # ------------------------------------------------------------- evaluation
