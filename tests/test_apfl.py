@@ -32,7 +32,7 @@ from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid, run_in_process
 from amp_fl.models import build_model
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import load_arrays, module_arrays
-from amp_fl.server.build import build_strategy, initial_model, latency_config, run_data, train_setup
+from amp_fl.server.build import StrategyInputs, build_strategy, initial_model, latency_config, run_data, train_setup
 from amp_fl.strategy.amp_fl import personal_evaluation_due
 from amp_fl.strategy.replies import UNKNOWN_DEVICE
 from amp_fl.wireless.devices import simulated_device_profile
@@ -280,13 +280,15 @@ def test_strategy_asks_every_device_and_averages_the_valid_replies(tmp_path):
     evaluations = []
     strategy = build_strategy(
         cfg,
-        regions=regions,
-        initial_weights=module_arrays(model),
-        latency=latency_config(cfg, model, regions),
-        device_nodes={k: FIRST_NODE_ID + k for k in range(4)},
-        profiles=[simulated_device_profile(k, cfg.seed, cfg.wireless) for k in range(4)],
-        setup=train_setup(cfg, data),
-        on_personal_evaluation=evaluations.append,
+        StrategyInputs(
+            regions=regions,
+            initial_weights=module_arrays(model),
+            latency=latency_config(cfg, model, regions),
+            device_nodes={k: FIRST_NODE_ID + k for k in range(4)},
+            profiles=[simulated_device_profile(k, cfg.seed, cfg.wireless) for k in range(4)],
+            setup=train_setup(cfg, data),
+            on_personal_evaluation=evaluations.append,
+        ),
     )
     strategy.num_rounds = 5
     grid = InProcessGrid(scripted_evaluator({0: 0.2, 1: 0.4, 2: 1.5, 3: 0.9}), 4)

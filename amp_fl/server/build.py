@@ -1,8 +1,9 @@
 """Wiring: build every server-side component of a run from its validated :class:`RunConfig`.
 
 The dataset the run uses, the initial global model, its latency constants (Q, C, T_max), the
-run-wide train setup sent to clients, and the :class:`AmpFlStrategy` with its system model,
-channel, scheduler and pruning policy. Nothing here talks to nodes or writes files.
+run-wide train setup sent to clients, and the strategy ``algorithm`` names: :class:`AmpFlStrategy`
+with its system model, channel, scheduler and pruning policy, or :class:`SparseFedAvgStrategy`
+with its magnitude pruner. Nothing here talks to nodes or writes files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from amp_fl import protocol as P
+from amp_fl.client.sparse_fedavg import prunable_arrays
 from amp_fl.config import RunConfig
 from amp_fl.data.datasets import (
     DATASET_RESOLUTION,
@@ -29,16 +31,16 @@ from amp_fl.data.validation import training_pool
 from amp_fl.deployment.channel import build_channel
 from amp_fl.models import build_model, count_parameters
 from amp_fl.pruning.counts import training_flops_per_sample
+from amp_fl.pruning.magnitude import MagnitudePruner
 from amp_fl.pruning.policies import build_policy
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.scheduling import build_scheduler
-from amp_fl.server.build_sparse_fedavg import build_sparse_fedavg
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport
-from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy
+from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy, participants_per_round
 from amp_fl.wireless.config import PAPER_MODEL_COSTS, LatencyConfig
 from amp_fl.wireless.devices import DevicePopulation, DeviceProfile
-from amp_fl.wireless.latency import SystemModel
+from amp_fl.wireless.latency import SystemModel, full_compute_latency
 from amp_fl.wireless.over_the_air import OverTheAirChannel
 
 
@@ -112,52 +114,52 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
     )
 
 
-def build_strategy(
-    cfg: RunConfig,
-    *,
-    regions: RegionMap,
-    initial_weights: Sequence[np.ndarray],
-    latency: LatencyConfig,
-    device_nodes: dict[int, int],
-    profiles: Sequence[DeviceProfile],
-    setup: P.TrainSetup,
-    on_round_end: Callable[[RoundReport], None] | None = None,
-    on_personal_evaluation: Callable[[PersonalEvaluation], None] | None = None,
-) -> AmpFlStrategy | SparseFedAvgStrategy:
-    """The AMP-FL strategy for the discovered devices: system model, channel, scheduler and policy.
+@dataclass(frozen=True)
+class StrategyInputs:
+    """What a strategy is built from besides the config: the model, the devices found, the round hooks."""
 
-    With ``algorithm=sparse_fedavg``: sparse FedAvg with magnitude pruning instead (:mod:`.build_sparse_fedavg`).
-    """
+    regions: RegionMap
+    initial_weights: Sequence[np.ndarray]
+    latency: LatencyConfig
+    device_nodes: dict[int, int]  # device id -> Flower node id
+    profiles: Sequence[DeviceProfile]
+    setup: P.TrainSetup
+    on_round_end: Callable[[RoundReport], None] | None = None
+    on_personal_evaluation: Callable[[PersonalEvaluation], None] | None = None
+
+
+def build_strategy(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy | SparseFedAvgStrategy:
+    """The strategy ``cfg.algorithm`` names, for the discovered devices."""
     if cfg.algorithm == "sparse_fedavg":
-        return build_sparse_fedavg(
-            cfg,
-            regions=regions,
-            initial_weights=initial_weights,
-            latency=latency,
-            device_nodes=device_nodes,
-            profiles=profiles,
-            setup=setup,
-            on_round_end=on_round_end,
-        )
-    population = DevicePopulation.from_profiles(profiles)
-    system = SystemModel(cfg.wireless, latency, population)
+        return _sparse_fedavg(cfg, inputs)
+    return _amp_fl(cfg, inputs)
+
+
+def _over_the_air(cfg: RunConfig) -> OverTheAirChannel | None:
+    return OverTheAirChannel(cfg.ota, cfg.seed) if cfg.aggregation == "over_the_air" else None
+
+
+def _amp_fl(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy:
+    """AMP-FL's strategy (and Synchronous FL, FedProx, APFL): system model, channel, scheduler and policy."""
+    population = DevicePopulation.from_profiles(inputs.profiles)
+    system = SystemModel(cfg.wireless, inputs.latency, population)
     return AmpFlStrategy(
-        region_map=regions,
-        initial_weights=initial_weights,
+        region_map=inputs.regions,
+        initial_weights=inputs.initial_weights,
         scheduler=build_scheduler(
             cfg.scheduling.name, system, seed=cfg.seed, **cfg.scheduling.options(cfg.pruning.ratio)
         ),
         channel=build_channel(
             cfg.wireless,
             population,
-            profiles,
+            inputs.profiles,
             cfg.seed,
             deployment=cfg.deployment.superlink is not None,
             mode=cfg.deployment.channel,
         ),
         policy=build_policy(cfg.pruning.policy, cfg.seed),
-        device_nodes=device_nodes,
-        train_setup=setup,
+        device_nodes=inputs.device_nodes,
+        train_setup=inputs.setup,
         settings=AmpFlSettings(
             cfg.train.learning_rate,
             cfg.strategy.compensation,
@@ -169,8 +171,48 @@ def build_strategy(
             staleness_decay=cfg.strategy.staleness_decay,
             server=cfg.strategy.server_settings(cfg.train.learning_rate),
         ),
-        on_round_end=on_round_end,
-        on_personal_evaluation=on_personal_evaluation,
-        over_the_air=OverTheAirChannel(cfg.ota, cfg.seed) if cfg.aggregation == "over_the_air" else None,
+        on_round_end=inputs.on_round_end,
+        on_personal_evaluation=inputs.on_personal_evaluation,
+        over_the_air=_over_the_air(cfg),
         num_rounds=cfg.num_rounds,
+    )
+
+
+def build_pruner(cfg: RunConfig, regions: RegionMap) -> MagnitudePruner:
+    """The magnitude pruner of ``cfg.sparse_fedavg`` over the model's conv / linear weights.
+
+    Raises ``ValueError`` when the exact plan (rounded counts) ends after the run's last round.
+    """
+    s = cfg.sparse_fedavg
+    pruner = MagnitudePruner(
+        regions.shapes,
+        prunable_arrays(regions),
+        method=s.method,
+        target=s.target,
+        rate=s.rate,
+        interval=s.interval,
+        first_round=s.first_round,
+    )
+    last = pruner.plan.last_round
+    if last is not None and last >= cfg.num_rounds:
+        raise ValueError(f"num_rounds: the pruning plan ends after round {last}, the run after {cfg.num_rounds}")
+    return pruner
+
+
+def _sparse_fedavg(cfg: RunConfig, inputs: StrategyInputs) -> SparseFedAvgStrategy:
+    """Sparse FedAvg for the discovered devices: participation, pruning plan, digital or analog uplink."""
+    population = DevicePopulation.from_profiles(inputs.profiles)
+    return SparseFedAvgStrategy(
+        region_map=inputs.regions,
+        initial_weights=inputs.initial_weights,
+        pruner=build_pruner(cfg, inputs.regions),
+        device_nodes=inputs.device_nodes,
+        train_setup=inputs.setup,
+        seed=cfg.seed,
+        participants=participants_per_round(cfg.sparse_fedavg.participation, len(inputs.device_nodes)),
+        over_the_air=_over_the_air(cfg),
+        rewind_round=cfg.sparse_fedavg.rewind_round,
+        compute_latency_s=full_compute_latency(inputs.latency, population.cpu_hz, population.flops_per_cycle),
+        bandwidth_hz=cfg.wireless.bandwidth_hz,
+        on_round_end=inputs.on_round_end,
     )

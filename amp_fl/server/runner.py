@@ -23,7 +23,7 @@ from amp_fl.errors import DivergedError, ValidationTargetReached
 from amp_fl.pruning.regions import region_map_for
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.run_folder import COMPLETED, RUNNING, MetricsWriter, write_figures, write_final_model, write_summary
-from amp_fl.server.build import build_strategy, initial_model, latency_config, run_data, train_setup
+from amp_fl.server.build import StrategyInputs, build_strategy, initial_model, latency_config, run_data, train_setup
 from amp_fl.server.checkpoint import (
     Checkpointer,
     ServerState,
@@ -72,14 +72,16 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
     )
     strategy = build_strategy(
         cfg,
-        regions=regions,
-        initial_weights=initial_weights,
-        latency=latency,
-        device_nodes=device_nodes,
-        profiles=profiles,
-        setup=train_setup(cfg, data),
-        on_round_end=recorder.on_round_end,
-        on_personal_evaluation=recorder.on_personal_evaluation,
+        StrategyInputs(
+            regions=regions,
+            initial_weights=initial_weights,
+            latency=latency,
+            device_nodes=device_nodes,
+            profiles=profiles,
+            setup=train_setup(cfg, data),
+            on_round_end=recorder.on_round_end,
+            on_personal_evaluation=recorder.on_personal_evaluation,
+        ),
     )
     # Everything that changes during a run and saves itself; the checkpoint stores each under its name.
     parts: dict[str, Stateful] = {"strategy": strategy, "clock": recorder.clock, "metrics": writer}

@@ -37,7 +37,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from amp_fl import protocol as P
-from amp_fl.errors import DivergedError, InvalidReplyError
+from amp_fl.errors import ArgumentError, DivergedError, InvalidReplyError
 from amp_fl.pruning.policies import PruningPolicy, SelectionContext
 from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
@@ -54,7 +54,12 @@ from amp_fl.strategy.aggregation import (
 )
 from amp_fl.strategy.replies import SILENT_REASON, Failure, collect_replies
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport, participants_of
-from amp_fl.strategy.server_optimizer import ServerOptimizerSettings, ServerOptimizerState, server_step
+from amp_fl.strategy.server_optimizer import (
+    ServerOptimizerSettings,
+    ServerOptimizerState,
+    server_learning_rate,
+    server_step,
+)
 from amp_fl.strategy.staleness import check_decay, discounted_mean, entry_ages
 from amp_fl.wireless.channel import Channel
 from amp_fl.wireless.over_the_air import OverTheAirChannel
@@ -102,11 +107,11 @@ class AmpFlSettings:
 
     @property
     def optimizer(self) -> ServerOptimizerSettings:
-        return self.server if self.server is not None else ServerOptimizerSettings("sgd", self.learning_rate)
+        return self.server if self.server is not None else paper_step(self.learning_rate)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate: must be a finite number > 0, got {self.learning_rate}")
+        if self.server is None:
+            paper_step(self.learning_rate)  # checks eta (the step's settings hold the check)
         if self.compensation not in COMPENSATION_SCOPES:
             raise ValueError(f"compensation: choose from {', '.join(COMPENSATION_SCOPES)}, got {self.compensation!r}")
         if self.memory_friendly and self.compensation != "all":
@@ -120,6 +125,14 @@ class AmpFlSettings:
             if bound is not None and not (math.isfinite(bound) and bound > 0):
                 raise ValueError(f"{name}: must be a finite number > 0 or None, got {bound}")
         check_decay(self.staleness_decay)
+
+
+def paper_step(learning_rate: float) -> ServerOptimizerSettings:
+    """The paper's global step ``w - eta * d``: sgd at the clients' eta (``ArgumentError`` naming ``learning_rate``)."""
+    try:
+        return ServerOptimizerSettings("sgd", server_learning_rate("sgd", None, learning_rate))
+    except ArgumentError as exc:
+        raise ArgumentError("learning_rate", exc.problem) from exc
 
 
 def personal_evaluation_due(server_round: int, interval: int | None, num_rounds: int | None) -> bool:
