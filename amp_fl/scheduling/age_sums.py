@@ -91,8 +91,8 @@ class SortedAgeSums:
         self._grid_p2 = np.zeros_like(self._grid_p1)
         self._base = tuple(offset + layer for layer, offset in enumerate(table.offsets[:-1]))
         shape = (table.num_devices, table.num_regions + table.num_layers)
-        self._p1 = np.zeros(shape, dtype=dtype)
-        self._p2 = np.zeros(shape, dtype=dtype)
+        self._p1 = np.empty(shape, dtype=dtype)  # every entry is written by _sort_rows
+        self._p2 = np.empty(shape, dtype=dtype)
         self._built_at = np.zeros(table.num_devices, dtype=np.int64)
         for start in range(0, table.num_devices, _REBUILD_CHUNK_ROWS):
             self._sort_rows(table, slice(start, start + _REBUILD_CHUNK_ROWS))
@@ -104,18 +104,20 @@ class SortedAgeSums:
         ``rows`` is a slice in a rebuild (the sums are written in place) or the updated devices.
         """
         ages = table.ages[rows]
-        dtype = self._p1.dtype
-        p1 = np.zeros((ages.shape[0], self._p1.shape[1]), dtype=dtype)
-        p2 = np.zeros_like(p1)
+        in_place = isinstance(rows, slice)
+        p1 = self._p1[rows] if in_place else np.empty((ages.shape[0], self._p1.shape[1]), dtype=self._p1.dtype)
+        p2 = self._p2[rows] if in_place else np.empty_like(p1)
         for layer, size in enumerate(table.layer_sizes):
             lo, base = table.offsets[layer], self._base[layer]
-            a = np.sort(ages[:, lo : lo + size], axis=1)[:, ::-1].astype(dtype)
-            a += 1
+            a = np.sort(ages[:, lo : lo + size], axis=1)[:, ::-1] + p1.dtype.type(1)  # a = tau + 1, oldest first
+            p1[:, base] = 0
+            p2[:, base] = 0
             np.cumsum(a, axis=1, out=p1[:, base + 1 : base + 1 + size])
-            a *= a
+            np.multiply(a, a, out=a)
             np.cumsum(a, axis=1, out=p2[:, base + 1 : base + 1 + size])
-        self._p1[rows] = p1
-        self._p2[rows] = p2
+        if not in_place:
+            self._p1[rows] = p1
+            self._p2[rows] = p2
         self._built_at[rows] = table.num_updates
         shape = (ages.shape[0], *self._grid_counts.shape)
         columns = (self._grid_counts + np.asarray(self._base, dtype=np.intp)).ravel()
