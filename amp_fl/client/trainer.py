@@ -26,6 +26,7 @@ from amp_fl.client.objectives import (
 )
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.errors import check_argument
+from amp_fl.models import model_spec
 from amp_fl.protocol.setup import LOCAL_OBJECTIVES, LocalObjective
 from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import build_submodel, load_arrays, module_arrays
@@ -84,7 +85,11 @@ class SubModelTrainer:
     def __init__(self, data: ArraySplit, model: ModelInfo, region_map: RegionMap) -> None:
         if len(data) == 0:
             raise ValueError("a device needs at least one training sample")
-        self.images = torch.from_numpy(data.images)
+        # The model's training memory format (channels-last for the paper's CNN: its convs and
+        # max-pools run ~1.25x faster); the images are laid out in it once, not per batch.
+        self.memory_format = model_spec(model.name).train_memory_format
+        images = torch.from_numpy(data.images)
+        self.images = images.contiguous(memory_format=self.memory_format) if images.dim() == 4 else images
         self.labels = torch.from_numpy(data.labels)
         self.model = model
         self.region_map = region_map
@@ -124,7 +129,8 @@ class SubModelTrainer:
 
     def _build(self, arrays: list[np.ndarray], kept: KeptIndices) -> nn.Module:
         m = self.model
-        return build_submodel(m.name, m.input_shape, m.num_classes, self.region_map, kept, arrays=arrays)
+        module = build_submodel(m.name, m.input_shape, m.num_classes, self.region_map, kept, arrays=arrays)
+        return module.to(memory_format=self.memory_format)
 
     def _train(
         self, module: nn.Module, personal: nn.Module | None, settings: TrainSettings, rng: np.random.Generator
@@ -132,18 +138,20 @@ class SubModelTrainer:
         """``local_steps`` steps of the settings' objective; returns the sum of the mini-batch losses f(w)."""
         module.train()
         lr = settings.learning_rate
-        optimiser = torch.optim.SGD(module.parameters(), lr=lr)
+        # foreach: one fused update over all parameters per step; the same arithmetic as the loop.
+        optimiser = torch.optim.SGD(module.parameters(), lr=lr, foreach=True)
         loss_fn = nn.CrossEntropyLoss()
         # FedProx's w_g: the received model, frozen.
         anchor = [p.detach().clone() for p in module.parameters()] if settings.objective == "fedprox" else []
         personal_optimiser = None
         if personal is not None:
             personal.train()
-            personal_optimiser = torch.optim.SGD(personal.parameters(), lr=lr)
+            personal_optimiser = torch.optim.SGD(personal.parameters(), lr=lr, foreach=True)
         loss_sum = 0.0
         for idx in batch_indices(len(self.labels), settings.batch_size, settings.local_steps, rng):
             index = torch.from_numpy(idx)
-            x, y = self.images[index], self.labels[index]
+            x, y = self.images.index_select(0, index), self.labels.index_select(0, index)
+            x = x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x  # no-op once in it
             if settings.objective == "fedprox":
                 loss_sum += fedprox_step(module, optimiser, x, y, loss_fn, anchor=anchor, mu=settings.proximal_mu)
             elif settings.objective == "apfl":

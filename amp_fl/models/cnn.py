@@ -31,13 +31,17 @@ class PaperCNN(nn.Module):
         super().__init__()
         c1, c2, hidden = widths
         fh, fw = paper_cnn_feature_size(height, width)
+        # Pool, then ReLU: the paper's conv-ReLU-pool computes the same function and the same
+        # gradients (max commutes with the monotone ReLU, and a window whose max is <= 0 passes
+        # no gradient either way), but the ReLU and its backward run on a 4x smaller map. Both
+        # are parameter-free, so state_dict names (features.0, features.3) are unchanged.
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, KERNEL),
-            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
             nn.Conv2d(c1, c2, KERNEL),
-            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
@@ -50,7 +54,7 @@ class PaperCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("cnn", default_input_shape=(1, 28, 28))
+@register_model("cnn", default_input_shape=(1, 28, 28), channels_last=True)
 def build_cnn(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     c, h, w = input_shape
     return PaperCNN(c, h, w, num_classes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 Builder = Callable[..., nn.Module]
@@ -16,23 +17,35 @@ Builder = Callable[..., nn.Module]
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the registry knows about one architecture."""
+    """What the registry knows about one architecture.
+
+    ``channels_last``: train in the channels-last memory format, chosen per model by measuring a
+    single-thread CPU SGD step (cnn 4.25 -> 3.35 ms at batch 64, ResNet-18 877 -> 736 ms at
+    batch 32; VGG-11 is slower, 353 -> 408 ms, and stays contiguous).
+    """
 
     name: str
     builder: Builder
     default_input_shape: tuple[int, int, int]
+    channels_last: bool = False
+
+    @property
+    def train_memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, default_input_shape: tuple[int, int, int]) -> Callable[[Builder], Builder]:
+def register_model(
+    name: str, default_input_shape: tuple[int, int, int], *, channels_last: bool = False
+) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder`` under ``name``; a duplicate name is an error."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name, builder, default_input_shape)
+        _REGISTRY[name] = ModelSpec(name, builder, default_input_shape, channels_last)
         return builder
 
     return decorate

@@ -15,6 +15,7 @@ buffers included). Floating-point arrays are ``float32``; integer buffers
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -238,6 +239,9 @@ def build_submodel(
     are materialised on the CPU. The result is the same architecture (same module names and
     forward code), and its ``state_dict`` shapes equal those of :func:`extract_arrays`.
 
+    The module of each sub-model size is built once per process and copied afterwards: a
+    device gets a sub-model every round, and building one costs about 3x a copy.
+
     Parameters
     ----------
     model_name, input_shape, num_classes
@@ -250,11 +254,46 @@ def build_submodel(
         Sub-model arrays to load (e.g. from :func:`extract_arrays`); without them the layers
         get their default random initialisation.
     """
+    counts = keep_counts_of(check_kept(region_map, kept))
+    key = (
+        model_name,
+        tuple(int(d) for d in input_shape),
+        int(num_classes),
+        tuple(region_map.param_names),
+        tuple(region_map.shapes),
+        tuple(int(c) for c in counts),
+    )
+    template = _TEMPLATES.get(key)
+    if template is None:
+        template = _build_template(model_name, key[1], key[2], region_map, counts)
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.pop(next(iter(_TEMPLATES)))  # oldest first
+        _TEMPLATES[key] = template
+    model = copy.deepcopy(template)
+    if arrays is None:
+        # Module order, as building fresh would: the same draws from torch's generator.
+        for module in model.modules():
+            if owns_state(module):
+                module.reset_parameters()  # type: ignore[operator]
+    else:
+        load_arrays(model, _ordered(arrays, region_map))
+    return model
+
+
+# Sub-model modules by (model, input, classes, region map, keep counts); their state is
+# uninitialised memory, overwritten in every copy. A run meets a few hundred sizes at most.
+_TEMPLATES: dict[tuple[Any, ...], nn.Module] = {}
+_MAX_TEMPLATES = 256
+
+
+def _build_template(
+    model_name: str, input_shape: tuple[int, ...], num_classes: int, region_map: RegionMap, counts: Sequence[int]
+) -> nn.Module:
+    """The sub-model's module with uninitialised state (see :func:`build_submodel`)."""
     from amp_fl.models import build_model
 
-    counts = keep_counts_of(check_kept(region_map, kept))
     with torch.device("meta"):
-        model = build_model(model_name, num_classes=num_classes, input_shape=tuple(input_shape))  # type: ignore[arg-type]
+        model = build_model(model_name, num_classes=num_classes, input_shape=input_shape)  # type: ignore[arg-type]
     full_state = model.state_dict()
     if list(full_state) != region_map.param_names or [tuple(t.shape) for t in full_state.values()] != region_map.shapes:
         raise ValueError(
@@ -266,15 +305,11 @@ def build_submodel(
         if not owns_state(module):
             continue
         new = _shrunk_module(module, name, shapes).to_empty(device="cpu")
-        if arrays is None:
-            new.reset_parameters()  # type: ignore[operator]
         new.train(module.training)
         model = _replace(model, name, new)
     leftover = [n for n, t in model.state_dict().items() if t.is_meta]
     if leftover:
         raise ValueError(f"sub-model of {model_name!r} still has unmaterialised state {leftover[:5]}")
-    if arrays is not None:
-        load_arrays(model, _ordered(arrays, region_map))
     return model
 
 

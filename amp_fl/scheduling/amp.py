@@ -13,6 +13,12 @@ solves the LP relaxation P4. Two observations make this much cheaper with the sa
    maximum-weight full assignment of the smaller side is also a maximum-weight partial matching;
    pairs matched at weight 0 (infeasible) are simply not scheduled.
 
+3. Only a few devices can be matched to an RB: the RB's R best devices contain an optimal
+   partner (swap argument below). Upper bounds of Omega read off a coarse grid of keep
+   fractions rule out almost every pair, and Omega is computed exactly for the rest only. The
+   per-device sorted-age sums (:mod:`amp_fl.scheduling.age_sums`) carry over from round to round:
+   only the devices scheduled since the last round are sorted again.
+
 The tie-break between equal ages (Algorithm 1's seeded jitter, see
 :mod:`amp_fl.pruning.policies.aoi`) is applied only to the scheduled devices, to pick *which*
 regions they keep; it is the shared AoI pruning step of every scheduler
@@ -27,13 +33,17 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from amp_fl.pruning.counts import keep_counts
+from amp_fl.scheduling.age_sums import SortedAgeSums
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.scheduling.assign import schedule_with_aoi_pruning
 from amp_fl.scheduling.schedule import Schedule, Scheduler
 from amp_fl.wireless.channel import ChannelState
-from amp_fl.wireless.latency import feasible_pairs
+from amp_fl.wireless.latency import SystemModel, feasible_pairs
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
+# Keep fractions of the bounding grid: j / 64 for j = 0..64. A power of two keeps kappa * 64
+# exact, so the grid point a pair is bounded by is never below its kappa.
+_GRID_STEPS = 64
 
 
 def top_square_sums(ages: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -107,6 +117,60 @@ def max_weight_matching(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows[r[positive]].astype(np.int64), c[positive].astype(np.int64)
 
 
+def candidate_weights(
+    keep_fraction: np.ndarray, sums: SortedAgeSums, layer_sizes: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Devices that may be in a maximum-weight matching, and the weights of the pairs that may be.
+
+    Returns ``rows`` (sorted device ids) and ``weights`` (len(rows), R) int64: the exact Omega of
+    every pair that may be matched, 0 for the others (and for infeasible ones). A maximum-weight
+    matching of ``weights`` is one of the full K x R matrix of Omega.
+
+    Why it is exact: if RB r is matched to a device k while R other devices have
+    ``Omega(j, r) > Omega(k, r)``, at most R - 1 of those are matched elsewhere, so one is free
+    and can take r instead at a gain. Hence pairs with R strictly better pairs in their column
+    are never needed. ``bound`` (Omega at kappa rounded up to the grid; Omega is non-decreasing
+    in kappa) is >= Omega; per RB, the exact Omega of its R best-bounded devices gives a
+    threshold ``theta_r``, and pairs with ``bound < theta_r`` have R strictly better pairs.
+    Every choice depends only on values, so a warm and a rebuilt cache pick the same pairs.
+    """
+    kappa = np.asarray(keep_fraction, dtype=np.float64)
+    num_devices, num_rbs = kappa.shape
+    feasible = feasible_pairs(kappa, layer_sizes)
+    if num_devices <= 2 * num_rbs:  # too few devices for the bound to rule many out
+        rows = np.flatnonzero(feasible.any(axis=1))
+        weights = sums.omega(rows[:, None], keep_counts(kappa[rows], layer_sizes))
+        weights[~feasible[rows]] = 0
+        return rows, weights
+    # RB-major (R, K) layout: the per-RB selections below run along contiguous rows.
+    kappa_t = np.ascontiguousarray(kappa.T)
+    step = np.minimum((kappa_t * sums.grid_steps).astype(np.intp) + 1, sums.grid_steps)
+    bound = sums.omega_on_grid()[np.arange(num_devices), step]  # (R, K)
+    bound[~feasible.T] = 0
+    best = np.argpartition(bound, num_devices - num_rbs, axis=1)[:, num_devices - num_rbs :]  # (R, R)
+    rb_of = np.broadcast_to(np.arange(num_rbs)[:, None], best.shape)
+    theta = np.min(_pair_weights(sums, kappa_t, feasible, layer_sizes, rb_of, best), axis=1)
+    pair_rbs, pair_devices = np.nonzero((bound >= theta[:, None]) & (bound > 0))
+    rows, pair_rows = np.unique(pair_devices, return_inverse=True)
+    weights = np.zeros((rows.size, num_rbs), dtype=np.int64)
+    weights[pair_rows, pair_rbs] = _pair_weights(sums, kappa_t, feasible, layer_sizes, pair_rbs, pair_devices)
+    return rows, weights
+
+
+def _pair_weights(
+    sums: SortedAgeSums,
+    kappa_t: np.ndarray,
+    feasible: np.ndarray,
+    layer_sizes: Sequence[int],
+    rbs: np.ndarray,
+    devices: np.ndarray,
+) -> np.ndarray:
+    """Exact Omega of the pairs (devices[i], rbs[i]) (any matching shapes), 0 where infeasible."""
+    omega = sums.omega(devices, keep_counts(kappa_t[rbs, devices], layer_sizes))
+    omega[~feasible[devices, rbs]] = 0
+    return omega
+
+
 class AmpScheduler(Scheduler):
     """AMP-FL's scheduler: maximise the AoI objective, Eq. (14), s.t. the deadline, Eq. (8a), and OFDMA, Eqs. (8b)-(8d).
 
@@ -121,12 +185,19 @@ class AmpScheduler(Scheduler):
 
     name = "amp"
 
+    def __init__(self, system: SystemModel, seed: int) -> None:
+        super().__init__(system, seed)
+        # Derived from the AoI table alone (rebuilt for any other table object, e.g. one loaded
+        # from a checkpoint), so it is not saved: a resumed run schedules as the uninterrupted one.
+        self._age_sums = SortedAgeSums(_GRID_STEPS)
+
     def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
         costs = self.round_costs(round, channel_state, aoi_table)
-        weights = aoi_weight_matrix(costs.keep_fraction, aoi_table.layers())
-        devices, rbs = max_weight_matching(weights)
+        self._age_sums.sync(aoi_table)
+        rows, weights = candidate_weights(costs.keep_fraction, self._age_sums, aoi_table.layer_sizes)
+        matched, rbs = max_weight_matching(weights)
         # Omega read off the matrix equals the kept regions' weight: the tie-break changes which
         # equal-age regions are kept, not their ages (tested against kept_weights).
         return schedule_with_aoi_pruning(
-            round, costs, aoi_table, devices, rbs, self.seed, weights=weights[devices, rbs]
+            round, costs, aoi_table, rows[matched], rbs, self.seed, weights=weights[matched, rbs]
         )

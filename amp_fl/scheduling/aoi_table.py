@@ -45,6 +45,13 @@ class AoITable:
         self.offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(self.layer_sizes)]))
         self._ages = np.full((int(num_devices), self.offsets[-1]), int(initial_age), dtype=AGE_DTYPE)
         self._max_age = int(initial_age)
+        # Change log for caches derived from the table (the AMP scheduler's sorted-age sums):
+        # between two updates a device that was not in ``device_ids`` only ages by one in every
+        # region, which keeps the order of its ages, so a cache needs to redo only the devices
+        # updated since it last looked. ``_identity`` tells a cache it is looking at another table.
+        self._identity = object()
+        self._updates = 0
+        self._last_update = np.zeros(int(num_devices), dtype=np.int64)
 
     @classmethod
     def from_array(cls, ages: np.ndarray, layer_sizes: Sequence[int]) -> AoITable:
@@ -64,6 +71,32 @@ class AoITable:
     def ages(self) -> np.ndarray:
         """The K x I table, read-only (change it through :meth:`update`)."""
         view = self._ages.view()
+        view.setflags(write=False)
+        return view
+
+    @property
+    def max_age(self) -> int:
+        """An upper bound on every age (exact after construction, +1 per update)."""
+        return self._max_age
+
+    @property
+    def identity(self) -> object:
+        """A token unique to this table object: caches keyed on it are rebuilt for another table."""
+        return self._identity
+
+    @property
+    def num_updates(self) -> int:
+        """How many times :meth:`update` has run on this table object (0 for a fresh or loaded table)."""
+        return self._updates
+
+    @property
+    def last_update(self) -> np.ndarray:
+        """Per device, :attr:`num_updates` right after the last update that listed it (0: never), read-only.
+
+        A device with ``last_update[k] <= u`` had all its ages grow by exactly
+        ``num_updates - u`` since update count ``u``: the order of its ages is unchanged.
+        """
+        view = self._last_update.view()
         view.setflags(write=False)
         return view
 
@@ -122,6 +155,8 @@ class AoITable:
         self._max_age += 1
         for device, cols in zip(device_ids, columns, strict=True):
             self._ages[device, cols] = 0
+        self._updates += 1
+        self._last_update[device_ids] = self._updates
 
     def _global_columns(self, per_layer: KeptIndices) -> np.ndarray:
         """Map one device's per-layer local indices to columns of the table."""
