@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import numpy as np
 
+from amp_fl.client.settings import TrainSettings, check_alpha, check_proximal_mu
 from amp_fl.data.datasets import DATASETS
 from amp_fl.errors import ArgumentError, ConfigError, require
 from amp_fl.models import available_models
@@ -118,13 +119,11 @@ class TrainConfig:
     batch_size: int = 64
 
     def validate(self) -> None:
-        require(
-            self.learning_rate > 0 and math.isfinite(self.learning_rate),
-            "train.learning_rate",
-            f"must be a positive number, got {self.learning_rate}",
+        """Checked by the device's :class:`~amp_fl.client.settings.TrainSettings` (the object that uses them)."""
+        checked(
+            lambda: TrainSettings(self.learning_rate, self.local_steps, self.batch_size),
+            {name: f"train.{name}" for name in ("learning_rate", "local_steps", "batch_size")},
         )
-        require(self.local_steps >= 1, "train.local_steps", f"must be >= 1, got {self.local_steps}")
-        require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
 @dataclass
@@ -334,16 +333,11 @@ class StrategyConfig:
                     f"strategy.{key}",
                     f"only local_objective={taker} takes it (not {self.local_objective}); set it to null",
                 )
-        require(
-            self.proximal_mu is None or (math.isfinite(self.proximal_mu) and self.proximal_mu >= 0),
-            "strategy.proximal_mu",
-            f"must be a finite number >= 0, got {self.proximal_mu}",
-        )
-        require(
-            self.apfl_alpha is None or 0.0 <= self.apfl_alpha <= 1.0,
-            "strategy.apfl_alpha",
-            f"must be in [0, 1], got {self.apfl_alpha}",
-        )
+        mu, alpha = self.proximal_mu, self.apfl_alpha  # the values: checked as the device's objective checks them
+        if mu is not None:
+            checked(lambda: check_proximal_mu(mu), {"proximal_mu": "strategy.proximal_mu"})
+        if alpha is not None:
+            checked(lambda: check_alpha(alpha), {"alpha": "strategy.apfl_alpha"})
         require(
             self.personal_eval_interval is None or self.personal_eval_interval >= 1,
             "strategy.personal_eval_interval",

@@ -13,7 +13,8 @@ from tiny_linear import LR, X, Y, linear, weights_of
 from torch import nn
 
 from amp_fl.client.objectives import add_proximal_gradient, fedprox_step, proximal_gradient, sgd_step
-from amp_fl.client.trainer import ModelInfo, SubModelTrainer, TrainSettings
+from amp_fl.client.settings import TrainSettings
+from amp_fl.client.trainer import ModelInfo, SubModelTrainer
 from amp_fl.data.datasets import ArraySplit, load_dataset
 from amp_fl.models import build_model
 from amp_fl.pruning.regions import region_map

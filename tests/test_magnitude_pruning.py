@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from amp_fl.client.settings import TrainSettings
 from amp_fl.client.sparse_fedavg import MaskedTrainer, prunable_arrays
 from amp_fl.client.trainer import ModelInfo
 from amp_fl.data.datasets import ArraySplit
@@ -184,9 +185,7 @@ def test_masked_entries_stay_zero_through_local_training(name, input_shape):
         rng.standard_normal((50, *input_shape)).astype(np.float32), rng.integers(0, NUM_CLASSES, 50).astype(np.int64)
     )
     trainer = MaskedTrainer(data, ModelInfo(name, input_shape, NUM_CLASSES), regions)
-    result = trainer.fit(
-        weights, pruner.masks, learning_rate=0.5, local_steps=6, batch_size=16, rng=np.random.default_rng(1)
-    )
+    result = trainer.fit(weights, pruner.masks, TrainSettings(0.5, 6, 16), np.random.default_rng(1))
     moved = 0
     for w_end, update, mask in zip(result.weights, result.update, pruner.masks, strict=True):
         if mask is None:

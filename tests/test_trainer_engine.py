@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from amp_fl.bench import engine as engine_bench
-from amp_fl.client.trainer import ModelInfo, SubModelTrainer, TrainSettings, batch_indices
+from amp_fl.client.settings import TrainSettings
+from amp_fl.client.trainer import ModelInfo, SubModelTrainer, batch_indices
 from amp_fl.data.datasets import ArraySplit, load_dataset
 from amp_fl.models import build_model, model_spec
 from amp_fl.pruning import build_submodel, extract_arrays, module_arrays, region_map

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from amp_fl.bench import emit
-from amp_fl.client.trainer import ModelInfo, SubModelTrainer, TrainSettings, batch_indices
+from amp_fl.client.settings import TrainSettings
+from amp_fl.client.trainer import ModelInfo, SubModelTrainer, batch_indices
 from amp_fl.config import load_config
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.models import build_model

@@ -12,7 +12,8 @@ from functools import lru_cache
 import numpy as np
 
 from amp_fl import protocol as P
-from amp_fl.client.trainer import ModelInfo, TrainSettings
+from amp_fl.client.settings import TrainSettings
+from amp_fl.client.trainer import ModelInfo
 from amp_fl.data.datasets import ArraySplit, load_dataset
 from amp_fl.data.partition import partition
 from amp_fl.data.validation import split_validation

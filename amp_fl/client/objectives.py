@@ -25,7 +25,6 @@ update the trainer made before these objectives existed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -33,29 +32,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from amp_fl.client.settings import check_alpha, check_proximal_mu
 from amp_fl.errors import check_argument
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def check_proximal_mu(mu: float, name: str = "proximal_mu") -> float:
-    """``mu`` as a float after checking it is finite and >= 0 (``ValueError`` naming ``name``)."""
-    check_argument(
-        isinstance(mu, int | float) and not isinstance(mu, bool) and math.isfinite(mu) and mu >= 0,
-        name,
-        f"must be a finite number >= 0, got {mu!r}",
-    )
-    return float(mu)
-
-
-def check_alpha(alpha: float, name: str = "alpha") -> float:
-    """``alpha`` as a float after checking it lies in [0, 1] (``ValueError`` naming ``name``)."""
-    check_argument(
-        isinstance(alpha, int | float) and not isinstance(alpha, bool) and 0.0 <= alpha <= 1.0,
-        name,
-        f"must be a number in [0, 1], got {alpha!r}",
-    )
-    return float(alpha)
 
 
 # ------------------------------------------------------------------------------ NumPy maths

@@ -25,8 +25,9 @@ from flwr.app import Context, Message
 from torch import nn
 
 from amp_fl import protocol as P
-from amp_fl.client.local import batch_rng, local_data, model_info
+from amp_fl.client.local import batch_rng, local_data, model_info, train_settings
 from amp_fl.client.objectives import sgd_step
+from amp_fl.client.settings import TrainSettings
 from amp_fl.client.trainer import ModelInfo, batch_indices
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.errors import check_argument
@@ -63,19 +64,14 @@ class MaskedTrainer:
         self,
         arrays: Sequence[np.ndarray],
         masks: Sequence[np.ndarray | None],
-        *,
-        learning_rate: float,
-        local_steps: int,
-        batch_size: int,
+        settings: TrainSettings,
         rng: np.random.Generator,
     ) -> MaskedFitResult:
-        """``local_steps`` SGD steps from ``arrays`` keeping every entry outside ``masks`` at 0."""
+        """``settings.local_steps`` SGD steps from ``arrays`` keeping every entry outside ``masks`` at 0."""
         names = self.regions.param_names
         check_argument(len(arrays) == len(names), "arrays", f"{len(arrays)} arrays for {len(names)} model arrays")
         check_argument(len(masks) == len(names), "masks", f"{len(masks)} masks for {len(names)} model arrays")
-        check_argument(learning_rate > 0, "learning_rate", f"must be > 0, got {learning_rate}")
-        check_argument(local_steps >= 1, "local_steps", f"must be >= 1, got {local_steps}")
-        check_argument(batch_size >= 1, "batch_size", f"must be >= 1, got {batch_size}")
+        check_argument(settings.objective == "sgd", "settings", "sparse FedAvg trains with plain local SGD only")
         m = self.model
         module = build_submodel(
             m.name, m.input_shape, m.num_classes, self.regions, self.regions.full_kept(), arrays=list(arrays)
@@ -94,16 +90,16 @@ class MaskedTrainer:
         self._apply(masked)  # the received model is already masked; this guards against a stray entry
         start = module_arrays(module)
         module.train()
-        optimiser = torch.optim.SGD(module.parameters(), lr=learning_rate)
+        optimiser = torch.optim.SGD(module.parameters(), lr=settings.learning_rate)
         loss_fn = nn.CrossEntropyLoss()
         loss_sum = 0.0
-        for idx in batch_indices(len(self.labels), batch_size, local_steps, rng):
+        for idx in batch_indices(len(self.labels), settings.batch_size, settings.local_steps, rng):
             index = torch.from_numpy(idx)
             loss_sum += sgd_step(module, optimiser, self.images[index], self.labels[index], loss_fn)
             self._apply(masked)
         end = module_arrays(module)
         update = [(e.astype(np.float64) - s).astype(np.float32) for s, e in zip(start, end, strict=True)]
-        return MaskedFitResult(update, end, local_steps * batch_size, loss_sum / local_steps)
+        return MaskedFitResult(update, end, settings.local_steps * settings.batch_size, loss_sum / settings.local_steps)
 
     @staticmethod
     def _apply(masked: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
@@ -129,10 +125,8 @@ def train_masked(msg: Message, context: Context) -> Message:
     result = MaskedTrainer(local_data(setup, device), info, regions).fit(
         arrays,
         masks,
-        learning_rate=setup.learning_rate,
-        local_steps=setup.local_steps,
-        batch_size=setup.batch_size,
-        rng=batch_rng(setup, device, instruction.round),
+        train_settings(setup),
+        batch_rng(setup, device, instruction.round),
     )
     reply = MaskedTrainReply(
         device=device,

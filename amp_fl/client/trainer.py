@@ -19,42 +19,15 @@ from torch import nn
 
 from amp_fl.client.objectives import (
     apfl_step,
-    check_alpha,
-    check_proximal_mu,
     fedprox_step,
     sgd_step,
 )
+from amp_fl.client.settings import TrainSettings
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.errors import check_argument
 from amp_fl.models import model_spec
-from amp_fl.protocol.setup import LOCAL_OBJECTIVES, LocalObjective
 from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import build_submodel, load_arrays, module_arrays
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Local training: ``local_steps`` steps of ``objective`` with step size ``learning_rate``.
-
-    ``proximal_mu`` is FedProx's mu (used by ``objective="fedprox"``), ``alpha`` APFL's mixing
-    weight (used by ``objective="apfl"``).
-    """
-
-    learning_rate: float
-    local_steps: int
-    batch_size: int
-    objective: LocalObjective = "sgd"
-    proximal_mu: float = 0.0
-    alpha: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_argument(
-            self.objective in LOCAL_OBJECTIVES,
-            "objective",
-            f"must be one of {', '.join(LOCAL_OBJECTIVES)}, got {self.objective!r}",
-        )
-        check_proximal_mu(self.proximal_mu)
-        check_alpha(self.alpha)
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
