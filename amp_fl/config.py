@@ -26,7 +26,7 @@ from amp_fl.data.datasets import DATASETS
 from amp_fl.errors import ArgumentError, ConfigError, require
 from amp_fl.models import available_models
 from amp_fl.protocol.provenance import CHANNEL_MODES, ChannelMode
-from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObjective
+from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObjective, TrainDevice
 from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningMethod, imp_steps_needed
 from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
@@ -114,15 +114,23 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """Local training. ``device``: where clients train and the server evaluates (auto | cpu | cuda | mps;
+    each process resolves it on its own hardware). ``batched_clients``: the in-process engine trains a
+    round's scheduled clients in one batched pass (:mod:`amp_fl.client.batched`); equal to one-by-one
+    training within float tolerance only, so in-process and Flower metrics agree exactly only with it off.
+    """
+
     learning_rate: float = 0.05
     local_steps: int = 8
     batch_size: int = 64
+    device: TrainDevice = "auto"
+    batched_clients: bool = False
 
     def validate(self) -> None:
         """Checked by the device's :class:`~amp_fl.client.settings.TrainSettings` (the object that uses them)."""
         checked(
-            lambda: TrainSettings(self.learning_rate, self.local_steps, self.batch_size),
-            {name: f"train.{name}" for name in ("learning_rate", "local_steps", "batch_size")},
+            lambda: TrainSettings(self.learning_rate, self.local_steps, self.batch_size, device=self.device),
+            {name: f"train.{name}" for name in ("learning_rate", "local_steps", "batch_size", "device")},
         )
 
 

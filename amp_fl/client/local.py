@@ -64,4 +64,5 @@ def train_settings(setup: P.TrainSetup) -> TrainSettings:
         objective=setup.local_objective,
         proximal_mu=setup.proximal_mu,
         alpha=setup.apfl_alpha,
+        device=setup.device,
     )

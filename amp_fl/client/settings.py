@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from amp_fl.errors import check_argument
-from amp_fl.protocol.setup import LOCAL_OBJECTIVES, LocalObjective
+from amp_fl.protocol.setup import LOCAL_OBJECTIVES, TRAIN_DEVICES, LocalObjective, TrainDevice
 
 
 def check_proximal_mu(mu: float, name: str = "proximal_mu") -> float:
@@ -34,7 +34,9 @@ class TrainSettings:
     """Local training: ``local_steps`` steps of ``objective`` with step size ``learning_rate``.
 
     ``proximal_mu`` is FedProx's mu (used by ``objective="fedprox"``), ``alpha`` APFL's mixing
-    weight (used by ``objective="apfl"``).
+    weight (used by ``objective="apfl"``). ``device`` is where the steps run, as configured
+    (``auto`` | ``cpu`` | ``cuda`` | ``mps``; resolved by :func:`amp_fl.client.device.resolve_device`
+    where the training runs). The default is the CPU: the reference every equality test compares with.
     """
 
     learning_rate: float
@@ -43,6 +45,7 @@ class TrainSettings:
     objective: LocalObjective = "sgd"
     proximal_mu: float = 0.0
     alpha: float = 0.0
+    device: TrainDevice = "cpu"
 
     def __post_init__(self) -> None:
         check_argument(
@@ -59,3 +62,6 @@ class TrainSettings:
         )
         check_proximal_mu(self.proximal_mu)
         check_alpha(self.alpha)
+        check_argument(
+            self.device in TRAIN_DEVICES, "device", f"must be one of {', '.join(TRAIN_DEVICES)}, got {self.device!r}"
+        )

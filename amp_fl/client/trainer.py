@@ -11,12 +11,14 @@ the updated personal model.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from amp_fl.client.device import resolve_device
 from amp_fl.client.objectives import (
     apfl_step,
     fedprox_step,
@@ -28,6 +30,13 @@ from amp_fl.errors import check_argument
 from amp_fl.models import model_spec
 from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import build_submodel, load_arrays, module_arrays
+
+CPU = torch.device("cpu")
+
+
+def laid_out(images: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """``images`` in ``memory_format`` when they are a batch of images (4-D); other inputs as they are."""
+    return images.contiguous(memory_format=memory_format) if images.dim() == 4 else images
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
@@ -53,7 +62,7 @@ def batch_indices(num_samples: int, batch_size: int, steps: int, rng: np.random.
 
 
 class SubModelTrainer:
-    """Trains sub-models of one architecture on one device's data."""
+    """Trains sub-models of one architecture on one device's data, on ``settings.device``."""
 
     def __init__(self, data: ArraySplit, model: ModelInfo, region_map: RegionMap) -> None:
         if len(data) == 0:
@@ -61,11 +70,11 @@ class SubModelTrainer:
         # The model's training memory format (channels-last for the paper's CNN: its convs and
         # max-pools run ~1.25x faster); the images are laid out in it once, not per batch.
         self.memory_format = model_spec(model.name).train_memory_format
-        images = torch.from_numpy(data.images)
-        self.images = images.contiguous(memory_format=self.memory_format) if images.dim() == 4 else images
+        self.images = laid_out(torch.from_numpy(data.images), self.memory_format)
         self.labels = torch.from_numpy(data.labels)
         self.model = model
         self.region_map = region_map
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def fit(
         self,
@@ -85,10 +94,11 @@ class SubModelTrainer:
             "personal",
             f"the personal model is needed by, and only by, the apfl objective (objective={settings.objective!r})",
         )
-        module = self._build(arrays, kept)
-        personal_module = self._build(personal, kept) if personal is not None else None
+        device = resolve_device(settings.device)
+        module = self._build(arrays, kept, device)
+        personal_module = self._build(personal, kept, device) if personal is not None else None
         start = module_arrays(module)  # copies
-        loss_sum = self._train(module, personal_module, settings, rng)
+        loss_sum = self._train(module, personal_module, settings, rng, device)
         end = module_arrays(module)
         gradient = [((s - e) / settings.learning_rate).astype(np.float32) for s, e in zip(start, end, strict=True)]
         samples = settings.local_steps * settings.batch_size
@@ -100,13 +110,27 @@ class SubModelTrainer:
             personal=module_arrays(personal_module) if personal_module is not None else None,
         )
 
-    def _build(self, arrays: list[np.ndarray], kept: KeptIndices) -> nn.Module:
+    def _build(self, arrays: list[np.ndarray], kept: KeptIndices, device: torch.device = CPU) -> nn.Module:
         m = self.model
         module = build_submodel(m.name, m.input_shape, m.num_classes, self.region_map, kept, arrays=arrays)
-        return module.to(memory_format=self.memory_format)
+        return module.to(device).to(memory_format=self.memory_format)  # .to(CPU) is a no-op for a CPU module
+
+    def data_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels on ``device`` (copied there once per trainer; the CPU's are the originals)."""
+        if device == CPU:
+            return self.images, self.labels
+        if device not in self._on_device:
+            images = laid_out(self.images.to(device), self.memory_format)
+            self._on_device[device] = images, self.labels.to(device)
+        return self._on_device[device]
 
     def _train(
-        self, module: nn.Module, personal: nn.Module | None, settings: TrainSettings, rng: np.random.Generator
+        self,
+        module: nn.Module,
+        personal: nn.Module | None,
+        settings: TrainSettings,
+        rng: np.random.Generator,
+        device: torch.device = CPU,
     ) -> float:
         """``local_steps`` steps of the settings' objective; returns the sum of the mini-batch losses f(w)."""
         module.train()
@@ -120,11 +144,12 @@ class SubModelTrainer:
         if personal is not None:
             personal.train()
             personal_optimiser = torch.optim.SGD(personal.parameters(), lr=lr, foreach=True)
+        images, labels = self.data_on(device)
         loss_sum = 0.0
         for idx in batch_indices(len(self.labels), settings.batch_size, settings.local_steps, rng):
-            index = torch.from_numpy(idx)
-            x, y = self.images.index_select(0, index), self.labels.index_select(0, index)
-            x = x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x  # no-op once in it
+            index = torch.from_numpy(idx).to(device)  # drawn on the CPU: the same batches on every device
+            x, y = images.index_select(0, index), labels.index_select(0, index)
+            x = laid_out(x, self.memory_format)  # no-op once in it
             if settings.objective == "fedprox":
                 loss_sum += fedprox_step(module, optimiser, x, y, loss_fn, anchor=anchor, mu=settings.proximal_mu)
             elif settings.objective == "apfl":
@@ -137,19 +162,60 @@ class SubModelTrainer:
         return loss_sum
 
 
-def evaluate_arrays(
-    arrays: list[np.ndarray], model: nn.Module, data: ArraySplit, batch_size: int
-) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of ``model`` loaded with ``arrays`` on ``data``."""
-    load_arrays(model, arrays)
-    model.eval()
-    correct, loss_sum = 0, 0.0
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            x = torch.from_numpy(data.images[start : start + batch_size])
-            y = torch.from_numpy(data.labels[start : start + batch_size])
-            logits = model(x)
-            loss_sum += float(loss_fn(logits, y))
-            correct += int((logits.argmax(dim=1) == y).sum())
-    return correct / len(data), loss_sum / len(data)
+# Evaluation batches on an accelerator: at least this many samples (a CPU keeps the configured
+# batch: its caches, not kernel launches, bound it; 256-1000 measured alike for the paper's CNN).
+ACCELERATOR_EVAL_BATCH = 4096
+
+
+class ModelEvaluator:
+    """Accuracy and mean cross-entropy of full-model arrays: the model is built once, loaded in place.
+
+    Cheap as the model allows: ``torch.inference_mode``, the model's memory format (channels-last
+    for the CNN halves a CPU evaluation), each data set laid out and moved to ``device`` once (the
+    recorder scores the same test and validation sets every round), one host sync per evaluation.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batch_size: int,
+        device: torch.device = CPU,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> None:
+        check_argument(batch_size >= 1, "batch_size", f"must be >= 1, got {batch_size}")
+        # A copy: the caller's module stays where and how it was.
+        self.model = copy.deepcopy(model).to(device).to(memory_format=memory_format).eval()
+        self.device = device
+        self.memory_format = memory_format
+        self.batch_size = batch_size if device == CPU else max(batch_size, ACCELERATOR_EVAL_BATCH)
+        self._inputs: dict[int, tuple[ArraySplit, torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, arrays: list[np.ndarray], data: ArraySplit) -> tuple[float, float]:
+        check_argument(len(data) > 0, "data", "an evaluation needs at least one sample")
+        load_arrays(self.model, arrays)
+        images, labels = self._prepared(data)
+        correct, losses = [], []
+        with torch.inference_mode():
+            for start in range(0, len(labels), self.batch_size):
+                x, y = images[start : start + self.batch_size], labels[start : start + self.batch_size]
+                logits = self.model(x)
+                losses.append(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                correct.append((logits.argmax(dim=1) == y).sum())
+            # One transfer; the batch sums are added in float64 on the host (MPS has no float64).
+            loss_sum = float(torch.stack(losses).cpu().double().sum())
+            hits = int(torch.stack(correct).sum())
+        return hits / len(labels), loss_sum / len(labels)
+
+    def _prepared(self, data: ArraySplit) -> tuple[torch.Tensor, torch.Tensor]:
+        """``data`` on the device in the model's layout, made once per data set.
+
+        The entry keeps ``data`` alive, so its ``id`` cannot be reused by another data set.
+        """
+        entry = self._inputs.get(id(data))
+        if entry is None or entry[0] is not data:
+            if len(self._inputs) >= 4:  # a run scores two sets (test, validation); more are passers-by
+                self._inputs.clear()
+            images = laid_out(torch.from_numpy(data.images).to(self.device), self.memory_format)
+            entry = data, images, torch.from_numpy(data.labels).to(self.device)
+            self._inputs[id(data)] = entry
+        return entry[1], entry[2]

@@ -55,6 +55,7 @@ MEMORY_FRIENDLY = "memory-friendly"
 LOCAL_OBJECTIVE = "local-objective"
 PROXIMAL_MU = "proximal-mu"
 APFL_ALPHA = "apfl-alpha"
+TRAIN_DEVICE = "train-device"  # train.device as configured (auto | cpu | cuda | mps); the client resolves it
 # The failure injector's settings (amp_fl.client.failures; all 0 in a normal run).
 FAIL_RAISE_PROB = "fail-raise-prob"
 FAIL_LATE_PROB = "fail-late-prob"

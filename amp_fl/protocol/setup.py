@@ -13,6 +13,11 @@ LocalObjective = Literal["sgd", "fedprox", "apfl"]
 """What a device minimises locally: plain SGD, FedProx's proximal objective, or APFL's pair of models."""
 LOCAL_OBJECTIVES: tuple[LocalObjective, ...] = get_args(LocalObjective)
 
+TrainDevice = Literal["auto", "cpu", "cuda", "mps"]
+"""Where a device trains (and the server evaluates): ``auto`` takes an accelerator the process sees (CUDA, then
+MPS), else the CPU; each process resolves it on its own hardware (:func:`amp_fl.client.device.resolve_device`)."""
+TRAIN_DEVICES: tuple[TrainDevice, ...] = get_args(TrainDevice)
+
 
 @dataclass(frozen=True)
 class FailureSettings:

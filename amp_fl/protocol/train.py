@@ -50,11 +50,12 @@ from amp_fl.protocol.keys import (
     ROUND,
     SEED,
     SHARDS_PER_DEVICE,
+    TRAIN_DEVICE,
     TRAIN_LOSS,
     VALIDATION_FRACTION,
     WIRE_DTYPE,
 )
-from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObjective
+from amp_fl.protocol.setup import LOCAL_OBJECTIVES, TRAIN_DEVICES, FailureSettings, LocalObjective, TrainDevice
 from amp_fl.pruning.counts import submodel_shapes
 from amp_fl.pruning.regions import KeptIndices, RegionMap, check_kept, keep_counts_of
 
@@ -88,6 +89,9 @@ class TrainSetup:
     apfl_alpha: float = 0.0
     failures: FailureSettings = field(default_factory=FailureSettings)
     validation_fraction: float = 0.0
+    # train.device as configured, not resolved: the server's hardware is not the device's, so each
+    # ClientApp process resolves it on its own (a Ray actor sees a GPU only with simulation.client_gpus > 0).
+    device: TrainDevice = "cpu"
 
     def to_config(self) -> dict[str, int | float | str | bool | list[int]]:
         return {
@@ -112,6 +116,7 @@ class TrainSetup:
             FAIL_CORRUPT_PROB: float(self.failures.corrupt_prob),
             FAIL_LATE_DELAY_S: float(self.failures.late_delay_s),
             VALIDATION_FRACTION: float(self.validation_fraction),
+            TRAIN_DEVICE: self.device,
         }
 
     @classmethod
@@ -136,6 +141,7 @@ class TrainSetup:
             apfl_alpha=f.number(APFL_ALPHA, minimum=0.0, maximum=1.0),
             failures=_failure_settings(f),
             validation_fraction=f.number(VALIDATION_FRACTION, minimum=0.0, maximum=1.0),
+            device=_train_device(f.choice(TRAIN_DEVICE, TRAIN_DEVICES)),
         )
 
 
@@ -159,6 +165,13 @@ def _local_objective(name: str) -> LocalObjective:
         if objective == name:
             return objective
     raise ValueError(f"unknown local objective {name!r}")
+
+
+def _train_device(name: str) -> TrainDevice:
+    for device in TRAIN_DEVICES:  # narrows the checked string to the Literal type
+        if device == name:
+            return device
+    raise ValueError(f"unknown train device {name!r}")
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays

@@ -111,6 +111,7 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
         apfl_alpha=0.0 if cfg.strategy.apfl_alpha is None else cfg.strategy.apfl_alpha,
         failures=cfg.failures,
         validation_fraction=cfg.dataset.validation_fraction,
+        device=cfg.train.device,
     )
 
 

@@ -24,10 +24,12 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord
 
 from amp_fl import protocol as P
-from amp_fl.client.trainer import evaluate_arrays
+from amp_fl.client.device import resolve_device
+from amp_fl.client.trainer import ModelEvaluator
 from amp_fl.config import RunConfig, config_to_dict
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.errors import ValidationTargetReached
+from amp_fl.models import model_spec
 from amp_fl.protocol.provenance import profile_provenance
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.run_folder import MetricsWriter, RoundRow, last_personal_accuracy, time_to_accuracy
@@ -78,8 +80,16 @@ class Recorder:
     clock: SimulatedClock = field(default_factory=SimulatedClock)
     latest_arrays: list[np.ndarray] | None = None  # the latest global model
     on_row: Callable[[int], None] | None = None  # called with the round once its row is written (checkpoints)
+    device: str = "cpu"  # train.device: where the central evaluation runs (resolved on this machine)
+    model_name: str | None = None  # the registry's name: the evaluation uses its memory format
+    _evaluate: ModelEvaluator = field(init=False, repr=False)
     _report: RoundReport | None = field(default=None, init=False, repr=False)
     _personal: PersonalEvaluation | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Built once: the device is resolved (a missing one fails before round 0), the model copied there.
+        layout = model_spec(self.model_name).train_memory_format if self.model_name else torch.contiguous_format
+        self._evaluate = ModelEvaluator(self.model, self.eval_batch_size, resolve_device(self.device), layout)
 
     def on_round_end(self, report: RoundReport) -> None:
         """The strategy's hook: keep the round's report for the row written when Flower evaluates."""
@@ -100,10 +110,10 @@ class Recorder:
         evaluate = self._evaluation_due(server_round, self.clock.now_s + latency, personal is not None)
         accuracy = loss = math.nan
         if evaluate:
-            accuracy, loss = evaluate_arrays(weights, self.model, self.test_data, self.eval_batch_size)
+            accuracy, loss = self._evaluate(weights, self.test_data)
         row = self._row(server_round, accuracy, loss, report)
         if evaluate and self.validation_data is not None:
-            val_accuracy, val_loss = evaluate_arrays(weights, self.model, self.validation_data, self.eval_batch_size)
+            val_accuracy, val_loss = self._evaluate(weights, self.validation_data)
             row = dataclasses.replace(row, val_accuracy=val_accuracy, val_loss=val_loss)
         if personal is not None:
             row = dataclasses.replace(row, personal_accuracy=personal.mean_accuracy)

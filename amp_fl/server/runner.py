@@ -69,6 +69,8 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         validation_data=data.validation,
         every_sim_s=cfg.evaluation.every_sim_s,
         stop_at_val_accuracy=cfg.evaluation.stop_at_val_accuracy,
+        device=cfg.train.device,
+        model_name=cfg.model.name,
     )
     strategy = build_strategy(
         cfg,
