@@ -1,0 +1,78 @@
+"""The batched pass over a round's clients equals SubModelTrainer.fit per client (float tolerance), padding stays 0."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from amp_fl.client import batched
+from amp_fl.client.batched import ClientJob, fit_batched
+from amp_fl.client.settings import TrainSettings
+from amp_fl.client.trainer import ModelInfo, SubModelTrainer
+from amp_fl.data.datasets import ArraySplit
+from amp_fl.models import build_model
+from amp_fl.pruning import extract_arrays, module_arrays, region_map
+
+INFO = ModelInfo("cnn", (1, 28, 28), 10)
+
+
+def _clients() -> list[tuple[ArraySplit, list[np.ndarray], list[np.ndarray]]]:
+    """Three clients of different keep counts (full, 60 %, 30 %) and data sizes."""
+    regions = region_map("cnn", (1, 28, 28), 10)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        full = module_arrays(build_model("cnn", num_classes=10))
+    rng = np.random.default_rng(0)
+    clients = []
+    for k, fraction in enumerate((1.0, 0.6, 0.3)):
+        kept = [np.sort(rng.choice(g.size, max(1, int(g.size * fraction)), replace=False)) for g in regions.groups]
+        n = 40 + 10 * k
+        data = ArraySplit(rng.standard_normal((n, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, n))
+        clients.append((data, extract_arrays(full, regions, kept), kept))
+    return clients
+
+
+@pytest.mark.parametrize("objective", ["sgd", "fedprox"])
+def test_batched_gradients_equal_the_trainers(objective: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    regions = region_map("cnn", (1, 28, 28), 10)
+    settings = TrainSettings(0.05, 4, 8, objective=objective, proximal_mu=0.1 if objective == "fedprox" else 0.0)
+    clients = _clients()
+    one_by_one = [
+        SubModelTrainer(data, INFO, regions).fit(arrays, kept, settings, np.random.default_rng([1, k]))
+        for k, (data, arrays, kept) in enumerate(clients)
+    ]
+    stacked: dict[str, torch.Tensor] = {}
+    original = batched._stacked
+
+    def keep_state(*args, **kwargs):  # type: ignore[no-untyped-def]
+        stacked.update(original(*args, **kwargs))
+        return stacked
+
+    monkeypatch.setattr(batched, "_stacked", keep_state)
+    jobs = [
+        ClientJob(data, arrays, kept, np.random.default_rng([1, k])) for k, (data, arrays, kept) in enumerate(clients)
+    ]
+    together = fit_batched(INFO, regions, jobs, settings)
+    for ref, got, (_, arrays, _) in zip(one_by_one, together, clients, strict=True):
+        assert [g.shape for g in got.gradient] == [a.shape for a in arrays]
+        for r, g in zip(ref.gradient, got.gradient, strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose([w.max() for w in got.weights], [w.max() for w in ref.weights], rtol=1e-5)
+        assert got.train_loss == pytest.approx(ref.train_loss, rel=1e-6)
+        assert got.num_examples == ref.num_examples
+    # The padding of the narrower clients is still exactly zero after training (module docstring).
+    for k, (_, arrays, _) in enumerate(clients):
+        for (name, state), array in zip(stacked.items(), arrays, strict=True):
+            outside = state[k].detach().clone()
+            outside[batched.corner(array.shape)] = 0
+            assert not outside.any(), name
+
+
+def test_apfl_is_not_batched() -> None:
+    regions = region_map("cnn", (1, 28, 28), 10)
+    data, arrays, kept = _clients()[0]
+    with pytest.raises(ValueError, match="objective"):
+        fit_batched(
+            INFO, regions, [ClientJob(data, arrays, kept, np.random.default_rng(0))], TrainSettings(0.05, 1, 8, "apfl")
+        )
