@@ -109,11 +109,16 @@ def test_engine_bench_prints_the_ratio_and_the_breakdown(capsys: pytest.CaptureF
     with torch.random.fork_rng():
         threads = torch.get_num_threads()
         try:
-            engine_bench.main(["--repeats", "1", "--samples", "80"])
+            engine_bench.main(
+                ["--repeats", "1", "--samples", "80", "--test-samples", "300", "--validation-samples", "100"]
+            )
         finally:
             torch.set_num_threads(threads)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    summary, breakdown = lines
+    summary, breakdown, evaluation = lines
+    assert summary["batched_median_s"] > 0 and summary["batched_ratio_min"] <= summary["batched_ratio_median"]
+    assert evaluation["same_accuracy"] and evaluation["max_loss_diff"] < 1e-4
+    assert evaluation["old_median_s"] > 0 and evaluation["new_median_s"] > 0
     assert summary["devices"] == 10 and summary["ratio_min"] <= summary["ratio_median"] <= summary["ratio_max"]
     assert summary["trainer_median_s"] > 0 and summary["naive_median_s"] > 0
     assert set(breakdown) >= {"data_s", "forward_s", "backward_s", "optimizer_s", "step_s"}

@@ -14,14 +14,20 @@ all alike), each timed from the arrays a device receives to the arrays it return
 
 - ``trainer``: :meth:`SubModelTrainer.fit` on each device's sub-model (what a client runs);
 - ``trainer_full``: the same trainer on the full model (the engine alone, without pruning);
+- ``batched``: :func:`amp_fl.client.batched.fit_batched` on all sub-models in one pass (the
+  in-process engine's ``train.batched_clients``);
 - ``naive``: a plain-torch loop on the full model, written as a tutorial would: the paper's
   conv-ReLU-pool order, contiguous (NCHW) tensors, ``torch.optim.SGD`` with its defaults,
   ``load_state_dict`` per device, batches by tensor indexing (same batch indices).
 
-Output: one JSON line with ``ratio`` = trainer / naive (per repeat; min/median/max), the goal
-``ratio <= 0.5``, and the compute limit: the round's counted training FLOPs at the rate of a
-1024^3 sgemm measured here. A second line breaks one sub-model step of the trainer's engine into
-data (batch gather), forward (model and loss), backward, optimizer (step and zero_grad).
+Output: one JSON line with ``ratio`` = trainer / naive and ``batched_ratio`` = batched / naive
+(per repeat; min/median/max), the goal ``ratio <= 0.5``, and the compute limit: the round's
+counted training FLOPs at the rate of a 1024^3 sgemm measured here. A second line breaks one
+sub-model step of the trainer's engine into data (batch gather), forward (model and loss),
+backward, optimizer (step and zero_grad). A third compares one central evaluation (the test set
+and a validation set, the paper's CNN) by :class:`~amp_fl.client.trainer.ModelEvaluator` with the
+evaluation it replaced (``old_evaluate``, kept here only for that comparison), alternated, and
+checks both give the same accuracy.
 Run with one thread (``torch.set_num_threads(1)``, as each client does).
 """
 
@@ -38,13 +44,15 @@ import torch
 from torch import nn
 
 from amp_fl.bench import emit
+from amp_fl.client.batched import ClientJob, fit_batched
 from amp_fl.client.settings import TrainSettings
-from amp_fl.client.trainer import ModelInfo, SubModelTrainer, batch_indices
+from amp_fl.client.trainer import ModelEvaluator, ModelInfo, SubModelTrainer, batch_indices
 from amp_fl.config import load_config
 from amp_fl.data.datasets import ArraySplit
-from amp_fl.models import build_model
+from amp_fl.models import build_model, model_spec
 from amp_fl.pruning import extract_arrays, module_arrays, region_map, training_flops_per_sample
 from amp_fl.pruning.regions import KeptIndices, RegionMap
+from amp_fl.pruning.submodel import load_arrays
 from amp_fl.scheduling import AmpScheduler, AoITable
 from amp_fl.wireless import DevicePopulation, RayleighChannel, SystemModel, paper_latency_config
 
@@ -126,6 +134,70 @@ def trainer_round(
         SubModelTrainer(data, info, regions).fit(arrays, kept, settings, rng)
 
 
+def batched_round(regions: RegionMap, devices: list[Device], settings: TrainSettings, seed: int) -> None:
+    """All devices' sub-models in one :func:`fit_batched` pass (same generators as :func:`trainer_round`)."""
+    info = ModelInfo("cnn", INPUT_SHAPE, NUM_CLASSES)
+    jobs = [
+        ClientJob(data, arrays, kept, np.random.default_rng([seed, k]))
+        for k, (data, arrays, kept) in enumerate(devices)
+    ]
+    fit_batched(info, regions, jobs, settings)
+
+
+def old_evaluate(arrays: list[np.ndarray], model: nn.Module, data: ArraySplit, batch_size: int) -> tuple[float, float]:
+    """The central evaluation before :class:`ModelEvaluator` (no_grad, NCHW, a host sync per batch)."""
+    load_arrays(model, arrays)
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            x = torch.from_numpy(data.images[start : start + batch_size])
+            y = torch.from_numpy(data.labels[start : start + batch_size])
+            logits = model(x)
+            loss_sum += float(loss_fn(logits, y))
+            correct += int((logits.argmax(dim=1) == y).sum())
+    return correct / len(data), loss_sum / len(data)
+
+
+def evaluation_line(seed: int, repeats: int, test_samples: int, validation_samples: int) -> dict[str, object]:
+    """One central evaluation (test + validation set), old against new, alternated in every repeat."""
+    rng = np.random.default_rng(seed)
+    sets = [
+        ArraySplit(rng.standard_normal((n, *INPUT_SHAPE)).astype(np.float32), rng.integers(0, NUM_CLASSES, n))
+        for n in (test_samples, validation_samples)
+    ]
+    torch.manual_seed(seed)
+    model = build_model("cnn", num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE)
+    weights = module_arrays(model)
+    batch = 1000  # strategy.eval_batch_size's default
+    evaluator = ModelEvaluator(model, batch, memory_format=model_spec("cnn").train_memory_format)
+    runs: dict[str, Callable[[], list[tuple[float, float]]]] = {
+        "old": lambda: [old_evaluate(weights, model, data, batch) for data in sets],
+        "new": lambda: [evaluator(weights, data) for data in sets],
+    }
+    scores = {name: run() for name, run in runs.items()}  # also the warm-up
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(timed(run))
+    ratios = [n / o for n, o in zip(times["new"], times["old"], strict=True)]
+    return {
+        "bench": "engine",
+        "evaluation": "central evaluation of the test and validation sets (cnn, synthetic 1x28x28)",
+        "test_samples": test_samples,
+        "validation_samples": validation_samples,
+        "old_median_s": statistics.median(times["old"]),
+        "new_median_s": statistics.median(times["new"]),
+        "new_over_old_min": min(ratios),
+        "new_over_old_median": statistics.median(ratios),
+        "goal_new_over_old_le_0_5": statistics.median(ratios) <= GOAL_MAX_RATIO,
+        "same_accuracy": [a for a, _ in scores["old"]] == [a for a, _ in scores["new"]],
+        "max_loss_diff": max(abs(o[1] - n[1]) for o, n in zip(scores["old"], scores["new"], strict=True)),
+        "repeats": repeats,
+    }
+
+
 def sgemm_gflops(size: int = 1024, repeats: int = 3) -> float:
     a, b = torch.randn(size, size), torch.randn(size, size)
     best = float("inf")
@@ -164,7 +236,7 @@ def step_breakdown(regions: RegionMap, device: Device, settings: TrainSettings, 
     return {name: statistics.median(values[3:]) for name, values in phases.items()}
 
 
-def timed(step: Callable[[], None]) -> float:
+def timed(step: Callable[[], object]) -> float:
     start = time.perf_counter()
     step()
     return time.perf_counter() - start
@@ -175,12 +247,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=SAMPLES_PER_DEVICE, help="samples per device")
+    parser.add_argument("--test-samples", type=int, default=10_000, help="evaluation: test set size")
+    parser.add_argument("--validation-samples", type=int, default=5_000, help="evaluation: validation set size")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     settings, regions, global_arrays, devices = speedup_round(args.seed, args.samples)
     runs: dict[str, Callable[[], None]] = {
         "trainer": lambda: trainer_round(regions, devices, settings, args.seed),
         "trainer_full": lambda: trainer_round(regions, devices, settings, args.seed, global_arrays),
+        "batched": lambda: batched_round(regions, devices, settings, args.seed),
         "naive": lambda: naive_round(global_arrays, devices, settings, args.seed),
     }
     for run in runs.values():  # warm-up: allocator, oneDNN primitive caches, sub-model templates
@@ -190,6 +265,7 @@ def main(argv: list[str]) -> None:
         for name, run in runs.items():
             times[name].append(timed(run))
     ratios = [t / n for t, n in zip(times["trainer"], times["naive"], strict=True)]
+    batched_ratios = [t / n for t, n in zip(times["batched"], times["naive"], strict=True)]
     full_ratios = [t / n for t, n in zip(times["trainer_full"], times["naive"], strict=True)]
     steps = settings.local_steps * settings.batch_size
     flops = sum(training_flops_per_sample(regions, [len(k) for k in kept]) * steps for _, _, kept in devices)
@@ -206,6 +282,9 @@ def main(argv: list[str]) -> None:
             "ratio_median": statistics.median(ratios),
             "ratio_max": max(ratios),
             "full_model_ratio_median": statistics.median(full_ratios),
+            "batched_ratio_min": min(batched_ratios),
+            "batched_ratio_median": statistics.median(batched_ratios),
+            "goal_batched_ratio_le_0_5": statistics.median(batched_ratios) <= GOAL_MAX_RATIO,
             **{f"{name}_median_s": statistics.median(values) for name, values in times.items()},
             **{f"{name}_min_s": min(values) for name, values in times.items()},
             "round_train_gflop": flops / 1e9,
@@ -227,3 +306,4 @@ def main(argv: list[str]) -> None:
             "step_s": sum(phases.values()),
         }
     )
+    emit(evaluation_line(args.seed, args.repeats, args.test_samples, args.validation_samples))

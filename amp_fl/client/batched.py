@@ -100,7 +100,10 @@ def fit_batched(
     results = []
     for k, job in enumerate(jobs):
         end = [np.ascontiguousarray(ends[name][k][corner(a.shape)]) for name, a in zip(ends, job.arrays, strict=True)]
-        gradient = [((np.asarray(s) - e) / settings.learning_rate).astype(np.float32) for s, e in zip(job.arrays, end)]
+        gradient = [
+            ((np.asarray(s) - e) / settings.learning_rate).astype(np.float32)
+            for s, e in zip(job.arrays, end, strict=True)
+        ]
         results.append(
             FitResult(gradient, settings.local_steps * settings.batch_size, losses[k] / settings.local_steps, end)
         )
