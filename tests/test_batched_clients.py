@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,9 @@ from amp_fl.client import batched
 from amp_fl.client.batched import ClientJob, fit_batched
 from amp_fl.client.settings import TrainSettings
 from amp_fl.client.trainer import ModelInfo, SubModelTrainer
+from amp_fl.config import load_config
 from amp_fl.data.datasets import ArraySplit
+from amp_fl.launch.inprocess import run_in_process
 from amp_fl.models import build_model
 from amp_fl.pruning import extract_arrays, module_arrays, region_map
 
@@ -76,3 +80,37 @@ def test_apfl_is_not_batched() -> None:
         fit_batched(
             INFO, regions, [ClientJob(data, arrays, kept, np.random.default_rng(0))], TrainSettings(0.05, 1, 8, "apfl")
         )
+
+
+@pytest.mark.parametrize("strategy", [{}, {"local_objective": "fedprox", "proximal_mu": 0.01, "compensation": "none"}])
+def test_in_process_batched_rounds_match_one_by_one(tmp_path, strategy, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from amp_fl.client import app
+
+    passes: list[int] = []
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        passes.append(len(args[2]))
+        return fit_batched(*args, **kwargs)
+
+    monkeypatch.setattr(app, "fit_batched", counted)
+    base = {
+        "dataset": {"name": "mnist5k"},
+        "wireless": {"num_devices": 6, "num_rbs": 3},
+        "num_rounds": 2,
+        "train": {"local_steps": 2},
+        "strategy": strategy,
+    }
+    runs = {}
+    for batched_clients in (False, True):
+        cfg = load_config({**base, "train": {**base["train"], "batched_clients": batched_clients}})
+        run = run_in_process(cfg, tmp_path / str(batched_clients))
+        runs[batched_clients] = list(csv.DictReader((run / "metrics.csv").open()))
+    one_by_one, together = runs[False], runs[True]
+    assert len(passes) == 2 and min(passes) >= 2  # one pass per round, over the round's scheduled clients
+    assert [r["round"] for r in together] == [r["round"] for r in one_by_one] == ["0", "1", "2"]
+    for a, b in zip(one_by_one, together, strict=True):
+        assert a["num_received"] == b["num_received"]
+        assert float(b["accuracy"]) == pytest.approx(float(a["accuracy"]), abs=0.01)
+        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-3)
+        if a["round"] != "0":
+            assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=1e-4)

@@ -16,6 +16,9 @@ personalised model on its own label distribution (:mod:`amp_fl.client.personal`)
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -23,14 +26,16 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from amp_fl import protocol as P
+from amp_fl.client.batched import BATCHED_OBJECTIVES, ClientJob, fit_batched
 from amp_fl.client.failures import InjectedFailure, corrupted, injected_failure
 from amp_fl.client.local import batch_rng, local_data, model_info, train_settings
 from amp_fl.client.objectives import mix_arrays
 from amp_fl.client.personal import evaluate_on_label_distribution, label_frequencies
 from amp_fl.client.profile import resolve_profile_reply
+from amp_fl.client.settings import TrainSettings
 from amp_fl.client.sparse_fedavg import train_masked
-from amp_fl.client.trainer import SubModelTrainer
-from amp_fl.data.datasets import load_dataset
+from amp_fl.client.trainer import FitResult, ModelInfo, SubModelTrainer
+from amp_fl.data.datasets import ArraySplit, load_dataset
 from amp_fl.protocol.sparse_fedavg import MASKED_ACTION
 from amp_fl.pruning.regions import KeptIndices, RegionMap, region_map
 from amp_fl.pruning.submodel import build_submodel, extract_arrays, scatter_arrays
@@ -52,10 +57,98 @@ def report_profile(msg: Message, context: Context) -> Message:
     return resolve_profile_reply(context.node_config, query).to_reply(msg)
 
 
+@dataclass(frozen=True, eq=False)  # holds arrays
+class _TrainJob:
+    """One train message made ready to train: everything :meth:`SubModelTrainer.fit` needs, and the reply's context."""
+
+    msg: Message
+    context: Context
+    instruction: P.TrainInstruction
+    failure: str | None
+    info: ModelInfo
+    regions: RegionMap
+    arrays: list[np.ndarray]
+    kept: KeptIndices
+    settings: TrainSettings
+    personal: list[np.ndarray] | None
+    rng: np.random.Generator
+    data: ArraySplit
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Rebuild the sub-model, train it, return its cumulative gradient (or ``g - G_k``)."""
     torch.set_num_threads(1)  # one actor per core; more threads would oversubscribe and slow both
+    return _fit_one(_prepare(msg, context))
+
+
+def _fit_one(job: _TrainJob) -> Message:
+    started = time.perf_counter()
+    trainer = SubModelTrainer(job.data, job.info, job.regions)
+    result = trainer.fit(job.arrays, job.kept, job.settings, job.rng, job.personal)
+    return _reply(job, result, time.perf_counter() - started)
+
+
+def train_batch(calls: Sequence[tuple[Message, Context]]) -> list[tuple[Message | Exception, float]]:
+    """The in-process engine's ``train.batched_clients``: a round's train messages in one batched pass.
+
+    Each message gets the reply :func:`train` would give (within float tolerance: see
+    :mod:`amp_fl.client.batched`) or the exception its handling raised, with the seconds it took
+    as if the clients had run side by side: its share of the pass plus its own reading and
+    replying (an injected late reply sleeps there). APFL, or messages whose settings differ, train
+    one by one. Each reply's ``fit_seconds`` is its share of the pass.
+    """
+    torch.set_num_threads(1)
+    outcomes: dict[int, tuple[Message | Exception, float]] = {}
+    jobs: list[tuple[int, _TrainJob, float]] = []
+    for i, (msg, context) in enumerate(calls):
+        started = time.perf_counter()
+        try:
+            jobs.append((i, _prepare(msg, context), time.perf_counter() - started))
+        except Exception as exc:  # the grid turns it into an error reply, as for train()
+            outcomes[i] = exc, time.perf_counter() - started
+    first = jobs[0][1] if jobs else None
+    if (
+        first is not None
+        and first.settings.objective in BATCHED_OBJECTIVES
+        and all(job.settings == first.settings and job.info == first.info for _, job, _ in jobs)
+    ):
+        started = time.perf_counter()
+        try:
+            results: list[FitResult] | Exception = fit_batched(
+                first.info,
+                first.regions,
+                [ClientJob(j.data, j.arrays, j.kept, j.rng) for _, j, _ in jobs],
+                first.settings,
+            )
+        except Exception as exc:  # e.g. train.device names an accelerator this process lacks: every client fails
+            results = exc
+        share = (time.perf_counter() - started) / len(jobs)
+        for k, (i, job, read_s) in enumerate(jobs):
+            if isinstance(results, Exception):
+                outcomes[i] = results, read_s + share
+            else:
+                reply, reply_s = _timed(partial(_reply, job, results[k], share))
+                outcomes[i] = reply, read_s + share + reply_s
+    else:
+        for i, job, read_s in jobs:
+            reply, fit_s = _timed(partial(_fit_one, job))
+            outcomes[i] = reply, read_s + fit_s
+    return [outcomes[i] for i in range(len(calls))]
+
+
+def _timed(reply: Callable[[], Message]) -> tuple[Message | Exception, float]:
+    """``reply()`` (or the exception it raised) and the seconds it took."""
+    started = time.perf_counter()
+    try:
+        outcome: Message | Exception = reply()
+    except Exception as exc:
+        outcome = exc
+    return outcome, time.perf_counter() - started
+
+
+def _prepare(msg: Message, context: Context) -> _TrainJob:
+    """Read and check a train message; raises for an injected ``raise`` failure."""
     instruction = P.TrainInstruction.from_content(msg.content)
     device = P.partition_id(context.node_config)
     if instruction.device != device:
@@ -75,28 +168,44 @@ def train(msg: Message, context: Context) -> Message:
         stored = _personal_model(context, regions)
         personal = stored if stored is not None else [a.copy() for a in arrays]  # v_k starts at the first w
     rng = batch_rng(setup, device, instruction.round)
-    started = time.perf_counter()
-    result = SubModelTrainer(local_data(setup, device), info, regions).fit(arrays, kept, settings, rng, personal)
-    fit_s = time.perf_counter() - started
+    return _TrainJob(
+        msg,
+        context,
+        instruction,
+        failure,
+        info,
+        regions,
+        arrays,
+        kept,
+        settings,
+        personal,
+        rng,
+        local_data(setup, device),
+    )
+
+
+def _reply(job: _TrainJob, result: FitResult, fit_s: float) -> Message:
+    """Store the device's state (APFL's v_k, Algorithm 3's G_k), apply injected failures, build the reply."""
+    context, regions, setup = job.context, job.regions, job.instruction.setup
     if result.personal is not None:
         context.state.array_records[P.STATE_PERSONAL] = P.arrays_to_record(regions.param_names, result.personal)
     gradient = result.gradient
     if setup.memory_friendly:
-        gradient = _difference_to_own_cache(context, regions, kept, gradient)
-    if failure == "corrupt":
+        gradient = _difference_to_own_cache(context, regions, job.kept, gradient)
+    if job.failure == "corrupt":
         gradient = corrupted(list(gradient))
-    elif failure == "late":
+    elif job.failure == "late":
         time.sleep(setup.failures.late_delay_s)  # past the server's reply timeout: the reply misses the round
     reply = P.TrainReply(
-        device=device,
+        device=job.instruction.device,
         names=tuple(regions.param_names),
         gradient=tuple(gradient),
         num_examples=result.num_examples,
         train_loss=result.train_loss,
         fit_seconds=fit_s,
-        round=instruction.round,
+        round=job.instruction.round,
     )
-    return reply.to_reply(msg)
+    return reply.to_reply(job.msg)
 
 
 @app.evaluate()
@@ -163,4 +272,4 @@ def _difference_to_own_cache(
     return difference
 
 
-__all__ = ["app"]
+__all__ = ["app", "train_batch"]
