@@ -11,6 +11,9 @@ from amp_fl.bench import gpu_check
 from amp_fl.bench.__main__ import main as bench_main
 
 
+SMOKE = "--device cpu --models vgg11 resnet18 --clients 2 --steps 1 --check-steps 1 --batch-size 2 --samples 4".split()
+
+
 def test_no_accelerator_is_one_line_and_a_clean_exit(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -22,10 +25,7 @@ def test_no_accelerator_is_one_line_and_a_clean_exit(
 def test_the_script_runs_on_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
     threads = torch.get_num_threads()
     try:
-        gpu_check.main(
-            ["--device", "cpu", "--models", "vgg11", "resnet18", "--clients", "2", "--steps", "1"]
-            + ["--check-steps", "1", "--batch-size", "2", "--samples", "4"]
-        )
+        gpu_check.main(SMOKE)
     finally:
         torch.set_num_threads(threads)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

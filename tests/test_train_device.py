@@ -12,7 +12,7 @@ from amp_fl.bench.engine import old_evaluate
 from amp_fl.client import device as device_module
 from amp_fl.client.device import resolve_device
 from amp_fl.client.local import train_settings
-from amp_fl.client.trainer import ModelEvaluator
+from amp_fl.client.trainer import MaxPool2x2, ModelEvaluator, with_inference_pooling
 from amp_fl.config import load_config
 from amp_fl.data.datasets import load_dataset
 from amp_fl.errors import ConfigError
@@ -62,3 +62,14 @@ def test_the_evaluator_scores_as_the_old_evaluation_did() -> None:
     with pytest.raises(ValueError, match="data"):
         evaluator(arrays[0], type(test)(test.images[:0], test.labels[:0]))
     assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("size", [(24, 24), (7, 9)])
+def test_inference_pooling_equals_max_pool2d(size: tuple[int, int]) -> None:
+    x = torch.randn(5, 6, *size).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2))
+    model = with_inference_pooling(build_model("vgg11", num_classes=10, input_shape=(3, 32, 32)))
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    assert sum(isinstance(m, MaxPool2x2) for m in model.modules()) == 5
+    padded = torch.nn.MaxPool2d(2, padding=1)  # not the plain 2x2 pool: kept
+    assert isinstance(with_inference_pooling(torch.nn.Sequential(padded))[0], torch.nn.MaxPool2d)
