@@ -10,8 +10,23 @@ import torch
 from amp_fl.bench import gpu_check
 from amp_fl.bench.__main__ import main as bench_main
 
-
-SMOKE = "--device cpu --models vgg11 resnet18 --clients 2 --steps 1 --check-steps 1 --batch-size 2 --samples 4".split()
+SMOKE = [
+    "--device",
+    "cpu",
+    "--models",
+    "vgg11",
+    "resnet18",
+    "--clients",
+    "2",
+    "--steps",
+    "1",
+    "--check-steps",
+    "1",
+    "--batch-size",
+    "2",
+    "--samples",
+    "4",
+]
 
 
 def test_no_accelerator_is_one_line_and_a_clean_exit(

@@ -117,7 +117,7 @@ def _stacked(
     state = {}
     for i, (name, shape) in enumerate(zip(names, shapes, strict=True)):
         arrays = [padded(np.asarray(job.arrays[i]), shape) for job in jobs]
-        state[name] = torch.from_numpy(np.stack(arrays)).to(device)
+        state[name] = clients_last_weight(torch.from_numpy(np.stack(arrays)).to(device))
     return state
 
 
@@ -143,7 +143,7 @@ def _train(
     k, b = len(jobs), settings.batch_size
     step_losses = []
     for step_index in index:
-        x = images.index_select(0, step_index).view(k, b, *images.shape[1:])
+        x = clients_last(images.index_select(0, step_index).view(k, b, *images.shape[1:]))
         y = labels.index_select(0, step_index).view(k, b)
         optimiser.zero_grad(set_to_none=True)
         loss = batched_loss(params, buffers, x, y)
@@ -154,6 +154,27 @@ def _train(
         step_losses.append(loss.detach())
     # One host sync; the per-step losses are added in float64, as the trainer adds Python floats.
     return [float(v) for v in torch.stack(step_losses).cpu().double().sum(dim=0)]
+
+
+def clients_last(x: torch.Tensor) -> torch.Tensor:
+    """Client-stacked images ``[K, B, C, H, W]`` stored as ``[B, H, W, K, C]`` (same values, same shape).
+
+    vmap runs a convolution as one grouped convolution on ``[B, K*C, H, W]``, made by moving the
+    client axis next to the channels and merging the two: with this storage that merge is a view
+    and the result is channels-last, which oneDNN's grouped convolutions run 3-5x faster than
+    NCHW on one CPU thread (the layers' outputs then stay channels-last). Other inputs pass.
+    """
+    if x.dim() != 5:
+        return x
+    return x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2)
+
+
+def clients_last_weight(w: torch.Tensor) -> torch.Tensor:
+    """Stacked conv weights ``[K, O, I, kh, kw]`` stored as ``[K, O, kh, kw, I]``: vmap's merged
+    ``[K*O, I, kh, kw]`` is then a channels-last weight, as the input (:func:`clients_last`)."""
+    if w.dim() != 5:
+        return w
+    return w.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
 
 def _batches(
