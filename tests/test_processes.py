@@ -131,3 +131,4 @@ def test_a_local_simulation_gets_the_launchers_ray_head_and_nothing_else_does():
     head.temp_dir.rmdir()  # never started: its folder is still empty
     assert local_ray_head(load_config({"deployment": {"ray_address": "10.0.0.2:6379"}}), env) is None
     assert local_ray_head(load_config({"deployment": {"superlink": "10.0.0.2:9093"}}), env) is None
+    assert local_ray_head(load_config({}), {**env, "RAY_ADDRESS": "10.0.0.2:6379"}) is None

@@ -136,8 +136,8 @@ def local_ray_head(cfg: RunConfig, env: dict[str, str]) -> RayHead | None:
     with those is ready by then, and ``ray.init()`` only connects to it (about 0.6 s). It offers
     what a private ``ray.init()`` would: this process's CPUs and the GPUs Ray detects.
     """
-    if cfg.deployment.superlink is not None or cfg.deployment.ray_address is not None:
-        return None
+    if cfg.deployment.superlink is not None or cfg.deployment.ray_address is not None or env.get(RAY_ADDRESS):
+        return None  # a RAY_ADDRESS of the user's environment names a cluster, as it would for ray.init()
     return RayHead(num_cpus=len(os.sched_getaffinity(0)), num_gpus=None, env=env)
 
 
