@@ -6,6 +6,10 @@ The terminal shows a progress view and a summary (``verbose=true``: Flower's ful
 is always in the run folder's ``flower.log``). Bad input, an unavailable dataset or a failed run
 end in one ``error: ...`` line on stderr (exit code 2 for input, 1 for a failed run), never in a
 traceback.
+
+Only Hydra and the configuration's own modules are imported before the config is checked: torch,
+flwr and Ray load in the processes that train (``tests/test_lazy_imports.py``), so a bad setting or
+``--help`` answers in well under a second.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from omegaconf import DictConfig, OmegaConf
 from amp_fl.config import load_config
 from amp_fl.errors import ConfigError
 from amp_fl.launch.launcher import cli_errors, launch
-from amp_fl.server.checkpoint import resume_config
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -51,6 +54,8 @@ def main(conf: DictConfig) -> None:
         if conf.get("resume") is not None:
             run_dir = Path(str(conf.resume)).expanduser().resolve()
             _check_resume_overrides(list(HydraConfig.get().overrides.task))
+            from amp_fl.server.checkpoint import resume_config  # the server's modules: only when resuming
+
             cfg = resume_config(run_dir)
             cfg.verbose = bool(conf.verbose)
             print(f"[amp-fl] resuming {run_dir}", flush=True)

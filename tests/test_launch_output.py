@@ -25,7 +25,16 @@ from rich.console import Console
 import amp_fl.launch.launcher as launch_mod
 from amp_fl.config import load_config
 from amp_fl.launch.launcher import PROJECT_ROOT, RunFailedError, flower_processes, launch
-from amp_fl.launch.progress import LiveProgress, PlainProgress, estimate_eta, log_tail, progress_line, strip_ansi
+from amp_fl.launch.progress import (
+    STARTUP_PHASES,
+    LiveProgress,
+    PlainProgress,
+    StartupPhases,
+    estimate_eta,
+    log_tail,
+    progress_line,
+    strip_ansi,
+)
 from amp_fl.run_folder import METRIC_COLUMNS, MetricsTail, RoundRow, parse_row, read_rows
 
 FLOWER_RECORDS = ("[ROUND", "configure_train", "aggregate_train", "Final results", "ServerApp-side Evaluate Metrics")
@@ -144,6 +153,68 @@ def test_live_view_shows_round_accuracy_keep_and_eta(tmp_path):
     assert "sim 0.200 s" in text
 
 
+# Flower 1.41's log of a local simulation up to its first round (abridged; the launcher's view follows it).
+FLOWER_STARTUP_LOG = """\
+Starting local SuperLink on 127.0.0.1:38605...
+Using SuperLink: local (127.0.0.1:38605)
+Successfully started run 10756142908878723480
+INFO :      Starting logstream for run_id `10756142908878723480`
+INFO :      Starting Flower Simulation
+INFO :      Federation `@none/default` (10 simulated SuperNodes)
+Successfully installed amp-fl to /x/.flwr/apps/amp-fl.amp-fl.0.1.0.36377680.
+INFO :      Starting AmpFlStrategy strategy:
+INFO :      \t\u251c\u2500\u2500 Number of rounds: 5
+INFO :      Initial global evaluation results: {'accuracy': 0.107}
+INFO :      [ROUND 1/5]
+""".splitlines()
+
+WAITING_FOR = [
+    "starting the SuperLink",
+    "building and submitting the app",
+    "starting the ServerApp",
+    "starting the simulation engine (Ray)",
+    "waiting for 10 nodes (ClientApps loading in Ray actors)",
+    "round 0 (evaluating the initial model)",
+]
+
+
+def test_startup_phases_follow_flowers_log_in_order():
+    phases = StartupPhases(num_devices=10)
+    assert [p for line in FLOWER_STARTUP_LOG if (p := phases.feed(line)) is not None] == WAITING_FOR
+    assert len(WAITING_FOR) == len(STARTUP_PHASES)
+    assert phases.feed("Using SuperLink: again") is None  # never back to an earlier phase
+
+
+def test_plain_view_says_what_it_waits_for_until_the_first_round(tmp_path):
+    out = io.StringIO()
+    view = PlainProgress(5, tmp_path, out=out, err=io.StringIO())
+    with view:
+        view.phase("starting the SuperLink")
+        view.phase("waiting for 10 nodes (ClientApps loading in Ray actors)")
+        view.update([_row(0)])
+        view.phase("starting the SuperLink")  # after the first round: ignored
+    lines = out.getvalue().splitlines()
+    assert lines[2:] == [
+        "[amp-fl] starting the SuperLink",
+        "[amp-fl] waiting for 10 nodes (ClientApps loading in Ray actors)",
+        progress_line(_row(0), 5),
+    ]
+
+
+def test_live_view_shows_the_phase_on_its_one_line(tmp_path):
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160, color_system=None)
+    view = LiveProgress(3, tmp_path, out=out, console=console)
+    with view:
+        view.phase("round 0 (evaluating the initial model)")
+        assert view.progress.tasks[0].description == "round 0 (evaluating the initial model)"
+        view.update([])  # the clock ticks: the phase stays
+        assert view.progress.tasks[0].description == "round 0 (evaluating the initial model)"
+        view.update([_row(0, wall=0.0), _row(1, wall=1.0)])
+        view.phase("starting the SuperLink")
+        assert view.progress.tasks[0].description == "round 1/3"
+
+
 def test_log_tail_reads_the_last_lines(tmp_path):
     log = tmp_path / "flower.log"
     log.write_text("".join(f"\x1b[92mline {k}\x1b[0m\n\n" for k in range(30)))
@@ -203,6 +274,7 @@ def fake_flwr(monkeypatch, tmp_path):
         ]
 
     monkeypatch.setattr(launch_mod, "flwr_command", command)
+    monkeypatch.setattr(launch_mod, "local_ray_head", lambda cfg, env: None)  # no Ray for a fake Flower
     return settings
 
 
@@ -212,6 +284,7 @@ def test_launch_shows_progress_and_keeps_flower_output_in_the_log(fake_flwr, tmp
     for record in (*FLOWER_RECORDS, "flower says", "INFO"):
         assert record not in out + err
     assert "[amp-fl] round 3/3" in out and "finished 3/3 rounds" in out and "final accuracy 0.4000" in out
+    assert "[amp-fl] starting the simulation engine (Ray)" in out  # the fake's "Starting Flower Simulation"
     assert str(run) in out and err == ""
     log = (run / "flower.log").read_text()
     assert "[ROUND 3/3]" in log and "configure_train" in log and "flower says 29" in log
@@ -248,6 +321,7 @@ def test_interrupted_launcher_stops_flower(tmp_path):
         import amp_fl.launch.launcher as L
         from amp_fl.config import load_config
         L.flwr_command = lambda cfg, f, h: [sys.executable, "-c", {FAKE_FLWR!r}, str(f.parent), "1", "99"]
+        L.local_ray_head = lambda cfg, env: None
         with L.cli_errors(Path({str(run)!r})):
             L.launch(load_config({SMALL!r}), Path({str(run)!r}))
         """
@@ -344,7 +418,8 @@ def test_real_run_terminal_has_progress_not_flower_records(real_run):
     assert f"finished {E2E_ROUNDS}/{E2E_ROUNDS} rounds" in out.stdout
     assert f"final accuracy {summary['final_accuracy']:.4f}" in out.stdout
     assert str(run) in out.stdout
-    assert len(out.stdout.splitlines()) <= E2E_ROUNDS + 8  # a clean view: a few lines in all
+    assert len(out.stdout.splitlines()) <= E2E_ROUNDS + 8 + len(STARTUP_PHASES)  # a clean view: a few lines in all
+    assert "[amp-fl] waiting for 4 nodes (ClientApps loading in Ray actors)" in out.stdout
     assert flower_processes(home) == []  # the background SuperLink was stopped
 
 

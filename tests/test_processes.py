@@ -110,3 +110,25 @@ def test_watchdog_stops_the_run_when_the_launcher_is_sigkilled(tmp_path, spawn):
         if watchdog.poll() is None:
             watchdog.kill()
             watchdog.wait()
+
+
+def test_the_launchers_ray_head_counts_as_a_ray_process():
+    from amp_fl.launch.processes import _is_flower_or_ray
+
+    venv = Path(sys.executable).parent
+    assert _is_flower_or_ray([sys.executable, str(venv / "ray"), "start", "--head", "--block"]) == {"ray"}
+    assert _is_flower_or_ray([sys.executable, "-m", "pytest"]) == set()
+
+
+def test_a_local_simulation_gets_the_launchers_ray_head_and_nothing_else_does():
+    from amp_fl.config import load_config
+    from amp_fl.launch.launcher import local_ray_head
+
+    env = {MARKER: "/some/home", "PATH": os.environ.get("PATH", "")}
+    head = local_ray_head(load_config({}), env)
+    assert head is not None and head.num_cpus == len(os.sched_getaffinity(0)) and head.num_gpus is None
+    assert head.env[MARKER] == "/some/home"  # found (and stopped) with the run's other processes
+    head.temp_dir.rmdir()  # never started: its folder is still empty
+    assert local_ray_head(load_config({"deployment": {"ray_address": "10.0.0.2:6379"}}), env) is None
+    assert local_ray_head(load_config({"deployment": {"superlink": "10.0.0.2:9093"}}), env) is None
+    assert local_ray_head(load_config({}), {**env, "RAY_ADDRESS": "10.0.0.2:6379"}) is None

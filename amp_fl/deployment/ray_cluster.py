@@ -44,12 +44,25 @@ class RayHead:
     temp_dir : Path, optional
         Ray's session folder (logs); default: a new folder under ``/tmp`` (Ray needs a short path
         for its sockets).
+    num_gpus : int, optional
+        GPUs the head offers; ``None``: those Ray detects (as a private ``ray.init()`` would).
+    env : dict, optional
+        The head's environment (default: this process's).
     """
 
-    def __init__(self, num_cpus: int, temp_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        num_cpus: int,
+        temp_dir: Path | None = None,
+        *,
+        num_gpus: int | None = 0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         if num_cpus < 1:
             raise ValueError(f"num_cpus: must be >= 1, got {num_cpus}")
         self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.env = dict(os.environ if env is None else env)
         self.temp_dir = temp_dir or Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         self.host = "127.0.0.1"
         self.port = free_port(self.host)
@@ -62,7 +75,12 @@ class RayHead:
         """The head's GCS address, what ``RAY_ADDRESS`` / ``deployment.ray_address`` take."""
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 120.0) -> RayHead:
+    def start(self, timeout_s: float = 120.0, wait: bool = True) -> RayHead:
+        """Start the head; ``wait``: until its GCS port accepts connections.
+
+        Without ``wait`` it returns at once: a driver's ``ray.init()`` waits for the cluster to
+        come up (the launcher starts the head this way, in parallel with Flower's own start-up).
+        """
         ray = Path(sys.executable).parent / "ray"
         command = [
             str(ray),
@@ -79,15 +97,16 @@ class RayHead:
             str(free_port(self.host)),
             "--num-cpus",
             str(self.num_cpus),
-            "--num-gpus",
-            "0",
+            *(["--num-gpus", str(self.num_gpus)] if self.num_gpus is not None else []),
             "--include-dashboard",
             "false",
             "--disable-usage-stats",
             "--temp-dir",
             str(self.temp_dir),
         ]
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        # The first driver would get num_cpus idle workers prestarted; Flower's actors cannot use them
+        # (their runtime_env differs), and on a small machine they compete with the actors' start-up.
+        env = {**self.env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_prestart_worker_first_driver": "0"}
         env.pop(RAY_ADDRESS, None)
         self.log = open(self.temp_dir / "ray-start.log", "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
@@ -98,7 +117,8 @@ class RayHead:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for_port(self.host, self.port, timeout_s, alive=self.proc)
+        if wait:
+            wait_for_port(self.host, self.port, timeout_s, alive=self.proc)
         return self
 
     def processes(self) -> set[int]:

@@ -67,6 +67,8 @@ def _is_flower_or_ray(words: list[str]) -> set[str]:
     """The Flower programs among the command line's words; ``{"ray"}`` for a Ray process; empty otherwise."""
     if words and words[0].startswith("ray::"):
         return {"ray"}
+    if any(Path(w).name == "ray" for w in words[:2]):  # the `ray start --head --block` of the launcher's head
+        return {"ray"}
     found = {Path(w).name for w in words[:3]} & FLOWER_PROGRAMS
     if not found and any("/site-packages/ray/" in w for w in words[:3]):
         return {"ray"}

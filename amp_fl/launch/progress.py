@@ -27,6 +27,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, TextIO
@@ -105,17 +106,57 @@ def estimate_eta(rows: list[RoundRow], num_rounds: int) -> float | None:
     return remaining * max(0.0, statistics.median(durations))
 
 
+# ---------------------------------------------------------------- before the first round
+
+# What a run waits for before its first row, told by Flower's log (Flower 1.41's wording; a line
+# that matches none leaves the phase as it is, so a changed wording only shows less). In order:
+# a phase never goes back to an earlier one.
+STARTUP_PHASES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Starting local SuperLink"), "starting the SuperLink"),
+    (re.compile(r"Using SuperLink"), "building and submitting the app"),
+    (re.compile(r"Successfully started run"), "starting the ServerApp"),
+    (re.compile(r"Starting Flower Simulation"), "starting the simulation engine (Ray)"),
+    (re.compile(r"Successfully installed"), "waiting for {devices} nodes (ClientApps loading in Ray actors)"),
+    (re.compile(r"Starting \w+ strategy"), "round 0 (evaluating the initial model)"),
+)
+
+
+class StartupPhases:
+    """Turns Flower's log lines into "what the run is waiting for" (:data:`STARTUP_PHASES`)."""
+
+    def __init__(self, num_devices: int) -> None:
+        self.num_devices = num_devices
+        self.reached = -1
+
+    def feed(self, line: str) -> str | None:
+        """The new phase that ``line`` starts, or ``None`` (no phase, or not a later one)."""
+        for index, (pattern, text) in enumerate(STARTUP_PHASES):
+            if index > self.reached and pattern.search(line):
+                self.reached = index
+                return text.format(devices=self.num_devices)
+        return None
+
+
 # ---------------------------------------------------------------- Flower's output
 
 
 class LogPump(threading.Thread):
     """Copies a process's output, line by line, to ``log_path`` (escape codes removed), flushing each line.
 
-    With ``echo``, every line is also written there (``verbose``: the full Flower log on the terminal).
+    With ``echo``, every line is also written there (``verbose``: the full Flower log on the terminal);
+    ``on_line`` is called with every line (without escape codes), e.g. to follow the start-up.
     """
 
-    def __init__(self, stream: IO[bytes], log_path: Path, echo: TextIO | None = None, append: bool = False) -> None:
+    def __init__(
+        self,
+        stream: IO[bytes],
+        log_path: Path,
+        echo: TextIO | None = None,
+        append: bool = False,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__(name="flower-log-pump", daemon=True)
+        self.on_line = on_line
         self.stream = stream
         self.log_path = log_path
         self.mode: Literal["a", "w"] = "a" if append else "w"  # a resumed run adds to the stopped run's log
@@ -133,6 +174,8 @@ class LogPump(threading.Thread):
             for raw in iter(self.stream.readline, b""):
                 line = raw.decode("utf-8", errors="replace")
                 plain = strip_ansi(line)
+                if self.on_line is not None:
+                    self.on_line(plain)
                 if log is not None:
                     try:
                         log.write(plain)
@@ -241,6 +284,15 @@ class ProgressView(ABC):
     def stop(self) -> None:  # noqa: B027 (a hook: the plain view has nothing to stop, the live bar does)
         """Stop drawing (the live view's refresh thread); nothing to do for plain lines."""
 
+    def phase(self, text: str) -> None:
+        """What the run waits for before its first round (from :class:`StartupPhases`); ignored after it."""
+        if not self.rows:
+            self.show_phase(text)
+
+    @abstractmethod
+    def show_phase(self, text: str) -> None:
+        """Draw the start-up phase (a plain line, or the live bar's description)."""
+
     def update(self, new_rows: list[RoundRow]) -> None:
         """New rows (possibly none: then only the clock and the ETA move)."""
         if new_rows:
@@ -293,6 +345,10 @@ class PlainProgress(ProgressView):
         self.write(f"{PREFIX} starting Flower ({self.num_rounds} rounds)")
         self._last_line = time.monotonic()
 
+    def show_phase(self, text: str) -> None:
+        self.write(f"{PREFIX} {text}")
+        self._last_line = time.monotonic()
+
     def show(self, new_rows: list[RoundRow]) -> None:
         for row in new_rows:
             quiet_too_long = time.monotonic() - self._last_line >= PLAIN_MAX_SILENCE_S
@@ -318,7 +374,8 @@ class LiveProgress(ProgressView):
             refresh_per_second=4,
             expand=True,
         )
-        self.task = self.progress.add_task("starting Flower", total=self.num_rounds, stats="")
+        self.waiting_for = "starting Flower"
+        self.task = self.progress.add_task(self.waiting_for, total=self.num_rounds, stats="")
 
     def write(self, line: str, err: bool = False) -> None:
         if err:
@@ -342,9 +399,13 @@ class LiveProgress(ProgressView):
         eta_text = "-" if eta is None else format_duration(eta)
         return f"sim {row.sim_time_s:.3f} s  acc {row.accuracy:.4f}  keep {keep}  ETA {eta_text}"
 
+    def show_phase(self, text: str) -> None:
+        self.waiting_for = text
+        self.progress.update(self.task, description=text)
+
     def show(self, new_rows: list[RoundRow]) -> None:
         if not self.rows:
-            self.progress.update(self.task, description="starting Flower", stats="")
+            self.progress.update(self.task, description=self.waiting_for, stats="")
             return
         done, width = self.rows[-1].round, len(str(self.num_rounds))
         description = f"round {done:{width}d}/{self.num_rounds}"

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register_model
-
 KERNEL = 5
 
 
@@ -54,7 +52,6 @@ class PaperCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("cnn", default_input_shape=(1, 28, 28), channels_last=True)
 def build_cnn(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     c, h, w = input_shape
     return PaperCNN(c, h, w, num_classes)

@@ -8,12 +8,9 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import resnet18
 
-from .registry import register_model
-
 MIN_SIDE = 8  # three stride-2 stages must leave at least one pixel
 
 
-@register_model("resnet18", default_input_shape=(3, 32, 32), channels_last=True)
 def build_resnet18(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     c, h, w = input_shape
     if h < MIN_SIDE or w < MIN_SIDE:

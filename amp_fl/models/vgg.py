@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register_model
-
 # torchvision's configuration "A" (VGG-11); "M" is a 2x2 max-pool.
 VGG11_PLAN: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 VGG11_HIDDEN = 128
@@ -54,7 +52,6 @@ class VGG11(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("vgg11", default_input_shape=(3, 32, 32))
 def build_vgg11(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     c, h, w = input_shape
     return VGG11(c, h, w, num_classes)

@@ -35,18 +35,9 @@ the server already knows the kept indices, so the client sends none back.
 """
 
 # One module per message family; this package re-exports them, so callers write ``P.TrainInstruction``.
-from amp_fl.protocol.evaluate import EvaluateInstruction, EvaluateReply
-from amp_fl.protocol.fields import (
-    Fields,
-    arrays_of,
-    arrays_to_record,
-    check_shapes,
-    config_fields,
-    in_order,
-    record_to_arrays,
-    to_array_record,
-    wire_arrays,
-)
+from typing import TYPE_CHECKING
+
+from amp_fl.lazy import lazy_exports
 from amp_fl.protocol.keys import (
     ACCURACY,
     APFL_ALPHA,
@@ -109,11 +100,65 @@ from amp_fl.protocol.keys import (
     VALIDATION_FRACTION,
     WIRE_DTYPE,
 )
-from amp_fl.protocol.metrics import EvaluationMetrics, PersonalMetrics, RoundMetrics
-from amp_fl.protocol.node_config import NodeProfileSettings, partition_id, simulation_node_config
-from amp_fl.protocol.query import ComputeBenchmark, DeviceProfileReply, ProfileQuery
 from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObjective
-from amp_fl.protocol.train import TrainInstruction, TrainReply, TrainSetup
+
+# The message modules need flwr: imported on first use, so that the configuration (which reads
+# only the keys and the setup's names) stays free of flwr (amp_fl.lazy says why).
+_LAZY = {
+    "amp_fl.protocol.evaluate": (
+        "EvaluateInstruction",
+        "EvaluateReply",
+    ),
+    "amp_fl.protocol.fields": (
+        "Fields",
+        "arrays_of",
+        "arrays_to_record",
+        "check_shapes",
+        "config_fields",
+        "in_order",
+        "record_to_arrays",
+        "to_array_record",
+        "wire_arrays",
+    ),
+    "amp_fl.protocol.metrics": (
+        "EvaluationMetrics",
+        "PersonalMetrics",
+        "RoundMetrics",
+    ),
+    "amp_fl.protocol.node_config": (
+        "NodeProfileSettings",
+        "partition_id",
+        "simulation_node_config",
+    ),
+    "amp_fl.protocol.query": (
+        "ComputeBenchmark",
+        "DeviceProfileReply",
+        "ProfileQuery",
+    ),
+    "amp_fl.protocol.train": (
+        "TrainInstruction",
+        "TrainReply",
+        "TrainSetup",
+    ),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+if TYPE_CHECKING:
+    from amp_fl.protocol.evaluate import EvaluateInstruction, EvaluateReply
+    from amp_fl.protocol.fields import (
+        Fields,
+        arrays_of,
+        arrays_to_record,
+        check_shapes,
+        config_fields,
+        in_order,
+        record_to_arrays,
+        to_array_record,
+        wire_arrays,
+    )
+    from amp_fl.protocol.metrics import EvaluationMetrics, PersonalMetrics, RoundMetrics
+    from amp_fl.protocol.node_config import NodeProfileSettings, partition_id, simulation_node_config
+    from amp_fl.protocol.query import ComputeBenchmark, DeviceProfileReply, ProfileQuery
+    from amp_fl.protocol.train import TrainInstruction, TrainReply, TrainSetup
 
 __all__ = [
     "ACCURACY",

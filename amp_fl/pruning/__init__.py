@@ -1,10 +1,14 @@
 """Structured pruning: region maps, physically smaller sub-models, counts and policies.
 
-- :mod:`.regions`: which slices of which arrays form each prunable region (derived by tracing).
+- :mod:`.regions`: which slices of which arrays form each prunable region (derived by :mod:`.tracing`).
 - :mod:`.submodel`: extract / build / scatter sub-models.
 - :mod:`.counts`: keep counts of Eq. (16); parameter and FLOP counts of a sub-model without building it.
 - :mod:`.policies`: which regions a device keeps (aoi, importance, random, static, rolling).
 """
+
+from typing import TYPE_CHECKING
+
+from amp_fl.lazy import lazy_exports
 
 from .counts import (
     check_layer_sizes,
@@ -35,7 +39,23 @@ from .regions import (
     region_map,
     region_map_for,
 )
-from .submodel import build_submodel, extract_arrays, held_masks, load_arrays, module_arrays, scatter_arrays
+
+# The sub-model functions need torch: imported on first use (amp_fl.lazy says why).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "amp_fl.pruning.submodel": (
+            "build_submodel",
+            "extract_arrays",
+            "held_masks",
+            "load_arrays",
+            "module_arrays",
+            "scatter_arrays",
+        )
+    },
+)
+if TYPE_CHECKING:
+    from .submodel import build_submodel, extract_arrays, held_masks, load_arrays, module_arrays, scatter_arrays
 
 __all__ = [
     "ArrayRule",

@@ -1,0 +1,146 @@
+"""Benchmark: how soon the command line answers, and what Flower costs per round.
+
+(a) ``config_error``: seconds from ``python -m amp_fl num_rounds=0`` to its exit with the one-line
+    ``error: invalid config ...`` (goal: within 2 s).
+(b) ``first_round``: seconds from ``python -m amp_fl experiment=quick`` to the moment round 1's row
+    is in ``metrics.csv`` (read as it grows, every 50 ms), through Flower's simulation engine
+    (goal: within 20 s); round 0's row and the command's whole wall time beside it.
+(c) ``round_time``: the median round time of Flower's simulation with one and with two Ray actors
+    over the in-process loop, the same small config run side by side (goals: <= 1.2 and <= 0.8).
+
+Every figure is a wall time on whatever else the machine runs: the min and median over
+``--repeats`` runs are printed, quote the median. One JSON line per measurement, then one per goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from amp_fl.bench import emit
+from amp_fl.bench.simulation import bench_config, flower_round_times, round_times
+from amp_fl.launch.inprocess import run_in_process
+from amp_fl.launch.launcher import PROJECT_ROOT
+from amp_fl.run_folder import METRICS_FILE, MetricsTail
+
+CONFIG_ERROR_GOAL_S = 2.0
+FIRST_ROUND_GOAL_S = 20.0
+ONE_ACTOR_GOAL = 1.2
+TWO_ACTOR_GOAL = 0.8
+POLL_S = 0.05
+
+
+def _cli(*overrides: str, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "amp_fl", *overrides, f"hydra.run.dir={run_dir}"]
+
+
+def config_error_seconds(tmp: Path) -> float:
+    """One timed ``python -m amp_fl num_rounds=0``; raises unless it printed the one-line error."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        _cli("num_rounds=0", run_dir=tmp / "config_error"), cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 2 or not done.stderr.startswith("error: invalid config num_rounds"):
+        raise RuntimeError(f"expected the one-line config error, got exit {done.returncode}: {done.stderr[-500:]}")
+    return seconds
+
+
+def first_round_seconds(run_dir: Path) -> dict[str, float]:
+    """``python -m amp_fl experiment=quick``: seconds to round 0's and round 1's rows, and to its exit."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        _cli("experiment=quick", run_dir=run_dir),
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    tail = MetricsTail(run_dir / METRICS_FILE)
+    seen: dict[int, float] = {}
+    while proc.poll() is None:
+        now = time.perf_counter() - started
+        for row in tail.poll():
+            seen.setdefault(row.round, now)
+        time.sleep(POLL_S)
+    _, err = proc.communicate()
+    if proc.returncode != 0 or 1 not in seen:
+        raise RuntimeError(f"experiment=quick failed (exit {proc.returncode}): {err.decode()[-1000:]}")
+    return {"round_0_s": seen.get(0, float("nan")), "round_1_s": seen[1], "total_s": time.perf_counter() - started}
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values)}
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m amp_fl.bench startup")
+    parser.add_argument("--parts", nargs="+", choices=["config_error", "first_round", "round_time"],
+                        default=["config_error", "first_round", "round_time"])  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=5, help="runs of (a); (b) runs max(2, repeats // 2)")
+    parser.add_argument("--devices", type=int, default=100, help="(c): PIUs of the small config")
+    parser.add_argument("--rbs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="amp_fl_startup_") as tmp_s:
+        tmp = Path(tmp_s)
+        if "config_error" in args.parts:
+            seconds = [config_error_seconds(tmp) for _ in range(args.repeats)]
+            spread = _spread(seconds)
+            emit(
+                {
+                    "bench": "startup",
+                    "measure": "config_error_s",
+                    **spread,
+                    "runs": seconds,
+                    "goal_met": {f"median_le_{CONFIG_ERROR_GOAL_S}s": spread["median"] <= CONFIG_ERROR_GOAL_S},
+                }
+            )
+        if "first_round" in args.parts:
+            runs = [first_round_seconds(tmp / f"quick_{i}") for i in range(max(2, args.repeats // 2))]
+            spreads = {key: _spread([r[key] for r in runs]) for key in runs[0]}
+            emit(
+                {
+                    "bench": "startup",
+                    "measure": "quick_first_round_s",
+                    **{f"{key}_{stat}": v for key, s in spreads.items() for stat, v in s.items()},
+                    "runs": runs,
+                    "goal_met": {
+                        f"round_1_median_le_{FIRST_ROUND_GOAL_S}s": spreads["round_1_s"]["median"] <= FIRST_ROUND_GOAL_S
+                    },
+                }
+            )
+        if "round_time" in args.parts:
+            cores = len(os.sched_getaffinity(0))
+            cfg = bench_config(args.rounds, args.devices, args.rbs, args.seed)
+            common = {"bench": "startup", "devices": args.devices, "rbs": args.rbs, "rounds": args.rounds}
+            medians: dict[int, float] = {}
+            for actors in (1, 2):
+                run_cfg = replace(cfg, simulation=replace(cfg.simulation, client_cpus=max(1, cores // actors)))
+                times, _, total = flower_round_times(run_cfg, tmp / f"flower_{actors}", args.warmup)
+                medians[actors] = statistics.median(times)
+                emit({**common, "engine": "flower_simulation", "ray_actors": actors,
+                      "median_round_s": medians[actors], "total_wall_s": total})  # fmt: skip
+            inproc = statistics.median(round_times(run_in_process(cfg, tmp / "inprocess"), args.warmup))
+            emit({**common, "engine": "in_process_loop", "median_round_s": inproc})
+            one, two = medians[1] / inproc, medians[2] / inproc
+            emit(
+                {
+                    **common,
+                    "measure": "round_time_ratio_to_inprocess",
+                    "one_actor": one,
+                    "two_actors": two,
+                    "cores": cores,
+                    "goal_met": {f"one_actor_le_{ONE_ACTOR_GOAL}": one <= ONE_ACTOR_GOAL,
+                                 f"two_actors_le_{TWO_ACTOR_GOAL}": two <= TWO_ACTOR_GOAL},
+                }
+            )  # fmt: skip
