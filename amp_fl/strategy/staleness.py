@@ -24,11 +24,13 @@ second per-entry age table, which would double the cache's memory.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from amp_fl.pruning.regions import RegionMap
+from amp_fl.state import State, arrays
 from amp_fl.strategy.aggregation import Arrays, GradientCache
 
 
@@ -84,3 +86,98 @@ def discounted_mean(cache: GradientCache, ages_of: Callable[[int], list[np.ndarr
             num += weight * g
             den += weight
     return [n / d for n, d in zip(numerator, denominator, strict=True)]
+
+
+class DiscountedSums:
+    """The numerator and denominator of :func:`discounted_mean`, kept up to date round by round.
+
+    Recomputing ``sum_k gamma^a_k G_k`` over all K devices costs O(K * Q) a round. Between two
+    rounds a device that uploaded nothing ages by one in every region, so every one of its entry
+    ages grows by one (:func:`entry_ages` is a max / min of region ages) and its weight is
+    multiplied by ``gamma``. Weights are therefore stored relative to a per-entry reference age
+    ``r`` that also grows by one a round (``w_k = gamma^(a_k - r)``): an idle device's term does not
+    change, and a round only replaces the terms of the devices that uploaded: O(|S_t| * Q).
+
+    Range: a fresh entry weighs ``gamma^-r`` relative to the reference, which would overflow once
+    ``r`` reaches ~1000 rounds at gamma = 1/2; before a weight exceeds ``2^MAX_EXPONENT_BITS`` the
+    entry is rebased to the fresh age (its sums scaled by ``gamma^shift``; terms that underflow
+    weigh less than ``2^-MAX_EXPONENT_BITS`` of the fresh one). A replaced term never weighs
+    less than the one it replaces (a device's entry ages after an upload are at most one more
+    than before), so the denominator keeps its largest term and never underflows either.
+    """
+
+    MAX_EXPONENT_BITS = 500
+
+    def __init__(self, region_map: RegionMap, num_devices: int, gamma: float) -> None:
+        self.region_map = region_map
+        self.gamma = check_decay(gamma)
+        if self.gamma == 1.0:
+            raise ValueError("staleness_decay: 1 weighs every cache alike (scope 'all'); no sums are kept")
+        self.max_shift = max(int(self.MAX_EXPONENT_BITS / math.log2(1.0 / self.gamma)), 1)
+        shapes = region_map.shapes
+        # Every device starts at age 0 with G_k = 0: weight 1 each, numerator 0, denominator K.
+        self.numerator = [np.zeros(s, dtype=np.float64) for s in shapes]
+        self.denominator = [np.full(s, float(num_devices), dtype=np.float64) for s in shapes]
+        self.reference = [np.zeros(s, dtype=np.int64) for s in shapes]
+
+    def advance(self) -> None:
+        """A round passed: every age grew by one, and so does the reference (no stored term changes)."""
+        for r in self.reference:
+            r += 1
+
+    def replace(self, before: Arrays, after: Arrays, ages_before: np.ndarray, ages_after: np.ndarray) -> None:
+        """Swap one device's term after it uploaded this round (call :meth:`advance` first).
+
+        ``before`` / ``after``: its G_k before and after this round's upload; ``ages_before`` /
+        ``ages_after``: its AoI row (per region) before and after this round's AoI update.
+        """
+        old_ages = entry_ages(self.region_map, ages_before)
+        new_ages = entry_ages(self.region_map, ages_after)
+        rows = zip(self.numerator, self.denominator, self.reference, before, after, old_ages, new_ages, strict=True)
+        for num, den, ref, g_old, g_new, a_old, a_new in rows:
+            weight = np.power(self.gamma, a_old + 1 - ref, dtype=np.float64)  # +1: the round just advanced
+            num -= weight * g_old
+            den -= weight
+            stale = ref - a_new > self.max_shift
+            if stale.any():
+                scale = np.power(self.gamma, ref[stale] - a_new[stale], dtype=np.float64)
+                num[stale] *= scale
+                den[stale] *= scale
+                ref[stale] = a_new[stale]
+            weight = np.power(self.gamma, a_new - ref, dtype=np.float64)
+            num += weight * g_new
+            den += weight
+
+    def mean(self) -> Arrays:
+        return [n / d for n, d in zip(self.numerator, self.denominator, strict=True)]
+
+    def rebuild(self, cache: GradientCache, region_ages: np.ndarray) -> None:
+        """Recompute the sums from scratch (O(K * Q)): for a checkpoint written before they were saved.
+
+        The reference is the youngest age of every entry, as :func:`discounted_mean` weighs.
+        """
+        ages = [entry_ages(self.region_map, row) for row in region_ages]
+        for i, shape in enumerate(self.region_map.shapes):
+            ref = np.min([a[i] for a in ages], axis=0) if ages else np.zeros(shape, dtype=np.int64)
+            num, den = np.zeros(shape, dtype=np.float64), np.zeros(shape, dtype=np.float64)
+            for k, a in enumerate(ages):
+                weight = np.power(self.gamma, a[i] - ref, dtype=np.float64)
+                num += weight * cache.table[i][k]
+                den += weight
+            self.numerator[i], self.denominator[i], self.reference[i] = num, den, ref
+
+    def state_dict(self) -> State:
+        return {
+            "numerator": list(self.numerator),
+            "denominator": list(self.denominator),
+            "reference": list(self.reference),
+        }
+
+    def load_state_dict(self, state: State) -> None:
+        saved = {key: arrays(state, key) for key in ("numerator", "denominator", "reference")}
+        for key, values in saved.items():
+            if [a.shape for a in values] != [tuple(s) for s in self.region_map.shapes]:
+                raise ValueError(f"state: the discounted sums' {key!r} shapes differ from the model's")
+        self.numerator = [np.array(a, dtype=np.float64) for a in saved["numerator"]]
+        self.denominator = [np.array(a, dtype=np.float64) for a in saved["denominator"]]
+        self.reference = [np.array(a, dtype=np.int64) for a in saved["reference"]]
