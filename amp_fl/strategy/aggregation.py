@@ -84,14 +84,16 @@ class GradientCache:
             raise ValueError(f"state: 'cached' must list {self.num_devices} devices")
         tables = [None if c is None else as_arrays(c, f"the cache of device {k}") for k, c in enumerate(cached)]
         total = arrays(state, "total")
-        for saved in [*(t for t in tables if t is not None), total]:
-            if [a.shape for a in saved] != self.shapes:
+        for checked in [*(t for t in tables if t is not None), total]:
+            if [a.shape for a in checked] != self.shapes:
                 raise ValueError("state: cached array shapes differ from the model's")
-        for k, saved in enumerate(tables):
-            for table, a in zip(self.table, saved or [0.0] * len(self.table), strict=True):
-                if saved is not None or self.received[k]:  # an untouched row is already zero (and unmapped)
-                    table[k] = a
-            self.received[k] = saved is not None
+        for k, device_table in enumerate(tables):
+            for i, table in enumerate(self.table):
+                if device_table is not None:
+                    table[k] = device_table[i]
+                elif self.received[k]:  # a row never written is already zero (and unmapped): leave it
+                    table[k] = 0.0
+            self.received[k] = device_table is not None
         self.total = [np.array(t, dtype=np.float64) for t in total]
 
     def mean_over_all(self) -> Arrays:
