@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,18 @@ def comparable_config(cfg: RunConfig) -> dict[str, Any]:
 
 def save_checkpoint(run_dir: Path, state: ServerState) -> Path:
     """Write ``state`` to ``run_dir/checkpoint.npz`` atomically (temporary file, fsync, ``os.replace``)."""
+    return _write(run_dir, *_encode(state, lambda _, value: value))
+
+
+Copy = Callable[[str, np.ndarray], np.ndarray]
+
+
+def _encode(state: ServerState, copy: Copy) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays (each passed through ``copy(path, array)``) and the JSON metadata of ``state``.
+
+    The metadata is a new tree of JSON scalars, so once the arrays are copied nothing in the
+    result is shared with the live parts.
+    """
     arrays: dict[str, np.ndarray] = {}
     meta = {
         "format": FORMAT,
@@ -72,7 +86,11 @@ def save_checkpoint(run_dir: Path, state: ServerState) -> Path:
         "parts": {name: _flatten(part, name, arrays) for name, part in state.parts.items()},
         "config": state.config,
     }
-    arrays[META] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    return {path: copy(path, value) for path, value in arrays.items()}, meta
+
+
+def _write(run_dir: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    arrays = {**arrays, META: np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
     path = run_dir / CHECKPOINT_FILE
     tmp = run_dir / (CHECKPOINT_FILE + ".tmp")
     with tmp.open("wb") as f:
@@ -215,20 +233,98 @@ def restore(parts: Mapping[str, Stateful], state: ServerState) -> None:
             raise ConfigError("resume", f"the checkpoint's {name} does not fit this run: {exc}") from exc
 
 
+class BackgroundWriter:
+    """Writes checkpoints off the round's critical path, one at a time, on a single thread.
+
+    :meth:`submit` copies the state's arrays (into buffers kept from the previous checkpoint, so a
+    round allocates nothing) and returns; the thread encodes the metadata and does the atomic
+    write of :func:`save_checkpoint`. A submit first waits for the previous write (it reuses its
+    buffers), which has had a whole round to finish. A write that failed raises from the next
+    :meth:`submit` or :meth:`flush`, never silently.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.written_round: int | None = None  # the round of the newest checkpoint this writer put on disk
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        self._pending: Future[None] | None = None
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def submit(self, state: ServerState) -> None:
+        self.flush()
+        arrays, meta = _encode(state, self._copy)
+        self._pending = self._executor.submit(self._write, arrays, meta, state.round)
+
+    def flush(self) -> None:
+        """Wait for the write in progress; raise its error if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Flush and stop the thread (the writer cannot be used afterwards)."""
+        try:
+            self.flush()
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def _copy(self, path: str, value: np.ndarray) -> np.ndarray:
+        buffer = self._buffers.get(path)
+        if buffer is None or buffer.shape != value.shape or buffer.dtype != value.dtype:
+            buffer = self._buffers[path] = np.empty_like(value, order="C")
+        np.copyto(buffer, value)
+        return buffer
+
+    def _write(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], server_round: int) -> None:
+        _write(self.run_dir, arrays, meta)
+        self.written_round = server_round
+
+
 @dataclass
 class Checkpointer:
-    """The recorder's ``on_row`` hook: save a checkpoint every ``cfg.checkpoint.every`` rounds and after the last."""
+    """The recorder's ``on_row`` hook: save a checkpoint every ``cfg.checkpoint.every`` rounds and after the last.
+
+    With ``cfg.checkpoint.every_s`` > 0 a due round is also skipped until that many wall-clock
+    seconds have passed since the last checkpoint (the last round is always saved). Writes run in
+    the background (:class:`BackgroundWriter`); :meth:`close` waits for the last one, so call it
+    before reporting :attr:`saved_round`.
+    """
 
     run_dir: Path
     cfg: RunConfig
     parts: Mapping[str, Stateful]
-    saved_round: int | None = None  # the round of the newest checkpoint on disk
+    saved_round: int | None = None  # the round of the newest checkpoint on disk (after close: all written)
+    _writer: BackgroundWriter | None = field(default=None, init=False, repr=False)
+    # A lambda: time.monotonic is looked up at each construction (a test fakes the clock).
+    _last_save_s: float = field(default_factory=lambda: time.monotonic(), init=False, repr=False)
 
     def __call__(self, server_round: int) -> None:
-        every = self.cfg.checkpoint.every
+        if not self._due(server_round):
+            return
+        if self._writer is None:
+            self._writer = BackgroundWriter(self.run_dir)
+        self._writer.submit(capture(self.parts, self.cfg, server_round))
+        self._last_save_s = time.monotonic()
+        self._note_written()
+
+    def _due(self, server_round: int) -> bool:
+        every, every_s = self.cfg.checkpoint.every, self.cfg.checkpoint.every_s
         if server_round == 0 or every == 0:
+            return False
+        if server_round == self.cfg.num_rounds:
+            return True
+        return server_round % every == 0 and time.monotonic() - self._last_save_s >= every_s
+
+    def close(self) -> None:
+        """Wait for the checkpoint being written (raising its error, if any) and stop the writer."""
+        if self._writer is None:
             return
-        if server_round % every and server_round != self.cfg.num_rounds:
-            return
-        save_checkpoint(self.run_dir, capture(self.parts, self.cfg, server_round))
-        self.saved_round = server_round
+        try:
+            self._writer.close()
+        finally:
+            self._note_written()
+            self._writer = None
+
+    def _note_written(self) -> None:
+        if self._writer is not None and self._writer.written_round is not None:
+            self.saved_round = self._writer.written_round
