@@ -349,3 +349,18 @@ def test_checkpoint_every_s_skips_rounds_until_the_wall_clock_interval(tmp_path,
     assert saved == [2, 4, 10]
     with pytest.raises(ConfigError, match="checkpoint.every_s"):
         load_config({**BASE, "checkpoint": {"every_s": -1.0}})
+
+
+def test_background_writer_copies_views_of_one_table_as_a_block(tmp_path):
+    """A cache table's rows (views of one array) are copied together; later changes do not leak in."""
+    table = np.arange(24, dtype=np.float32).reshape(4, 6)
+    state = _state(2)
+    state.parts["strategy"]["cache"] = {"cached": [[table[k, :3], table[k, 3:]] for k in range(4)], "total": []}
+    writer = C.BackgroundWriter(tmp_path)
+    writer.submit(state)
+    table[...] = -1.0
+    writer.close()
+    cached = C.load_checkpoint(tmp_path).parts["strategy"]["cache"]["cached"]
+    want = np.arange(24, dtype=np.float32).reshape(4, 6)
+    for k in range(4):
+        np.testing.assert_array_equal(np.concatenate(cached[k]), want[k])

@@ -12,7 +12,7 @@ from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.strategy.aggregation import DeviceUpdate, GradientCache
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
 from amp_fl.strategy.server_optimizer import ServerOptimizerSettings
-from amp_fl.strategy.staleness import DiscountedSums, discounted_mean, entry_ages
+from amp_fl.strategy.staleness import DiscountedSums, EntryAges, discounted_mean, entry_ages
 
 
 def _cache(values_and_held):
@@ -143,9 +143,9 @@ def _random_round(rng, regions, cache, aoi, sums, num_devices):
     for device, k, row in zip(devices, kept, ages_before, strict=True):
         values = [rng.standard_normal(s).astype(np.float32) for s in regions.shapes]
         full, held = scatter_arrays(extract_arrays(values, regions, k), regions, k, regions.shapes)
-        before = [g.copy() for g in cache.get(int(device))]
+        before = cache.row(int(device)).copy()
         cache.update(DeviceUpdate(int(device), full, held))
-        sums.replace(before, cache.get(int(device)), row, aoi.ages[device])
+        sums.replace(before, cache.row(int(device)), row, aoi.ages[device])
 
 
 def test_incremental_sums_equal_the_direct_mean_over_a_long_run(cnn):
@@ -172,3 +172,22 @@ def test_incremental_sums_equal_the_direct_mean_over_a_long_run(cnn):
     for a, b, c in zip(sums.mean(), restored.mean(), rebuilt.mean(), strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-12)
+
+
+def test_flat_entry_ages_equal_entry_ages(cnn):
+    regions, _ = cnn
+    flat = EntryAges(regions)
+    rng = np.random.default_rng(0)
+    for row in [rng.integers(0, 50, regions.num_regions) for _ in range(5)]:
+        want = np.concatenate([a.ravel() for a in entry_ages(regions, row)])
+        np.testing.assert_array_equal(flat(row, out=np.zeros(want.size, dtype=np.int64)), want)
+
+
+def test_cache_views_share_one_table(cnn):
+    regions, _ = cnn
+    cache = GradientCache(3, regions.shapes)
+    held = [np.ones(s, dtype=bool) for s in regions.shapes]
+    values = [np.full(s, i + 1.0, dtype=np.float32) for i, s in enumerate(regions.shapes)]
+    cache.update(DeviceUpdate(1, values, held))
+    np.testing.assert_array_equal(cache.row(1), np.concatenate([v.ravel() for v in values]))
+    assert not cache.row(0).any() and not cache.row(2).any()

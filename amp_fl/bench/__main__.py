@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("submodel", "scheduler", "engine", "simulation", "scale", "server_memory")
+BENCHMARKS = ("submodel", "scheduler", "engine", "simulation", "scale", "server_memory", "server")
 
 
 def main(argv: list[str]) -> int:

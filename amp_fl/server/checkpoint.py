@@ -66,14 +66,14 @@ def comparable_config(cfg: RunConfig) -> dict[str, Any]:
 
 def save_checkpoint(run_dir: Path, state: ServerState) -> Path:
     """Write ``state`` to ``run_dir/checkpoint.npz`` atomically (temporary file, fsync, ``os.replace``)."""
-    return _write(run_dir, *_encode(state, lambda _, value: value))
+    return _write(run_dir, *_encode(state, lambda arrays: arrays))
 
 
-Copy = Callable[[str, np.ndarray], np.ndarray]
+Copy = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def _encode(state: ServerState, copy: Copy) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The arrays (each passed through ``copy(path, array)``) and the JSON metadata of ``state``.
+    """The arrays (passed through ``copy``, path -> array) and the JSON metadata of ``state``.
 
     The metadata is a new tree of JSON scalars, so once the arrays are copied nothing in the
     result is shared with the live parts.
@@ -86,7 +86,7 @@ def _encode(state: ServerState, copy: Copy) -> tuple[dict[str, np.ndarray], dict
         "parts": {name: _flatten(part, name, arrays) for name, part in state.parts.items()},
         "config": state.config,
     }
-    return {path: copy(path, value) for path, value in arrays.items()}, meta
+    return copy(arrays), meta
 
 
 def _write(run_dir: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
@@ -211,6 +211,19 @@ def _first_difference(a: Any, b: Any, prefix: str) -> Sequence[str]:
     return [] if a == b else [prefix.rstrip(".") or "<root>"]
 
 
+def _root(value: np.ndarray) -> np.ndarray:
+    """The array whose memory ``value`` views (``value`` itself if it owns its data)."""
+    while isinstance(value.base, np.ndarray):
+        value = value.base
+    return value
+
+
+def _view_like(view: np.ndarray, root: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """The view of ``block`` (a copy of ``root``) that ``view`` is of ``root``."""
+    offset = view.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return np.ndarray(view.shape, dtype=view.dtype, buffer=block, offset=offset, strides=view.strides)
+
+
 # ------------------------------------------------------------------------------ the server's parts
 def capture(parts: Mapping[str, Stateful], cfg: RunConfig, server_round: int) -> ServerState:
     """The state after ``server_round`` (arrays are not copied: they are written out at once)."""
@@ -268,11 +281,35 @@ class BackgroundWriter:
         finally:
             self._executor.shutdown(wait=True)
 
-    def _copy(self, path: str, value: np.ndarray) -> np.ndarray:
-        buffer = self._buffers.get(path)
+    def _copy(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Copies of ``arrays`` in this writer's buffers (the previous checkpoint's, reused).
+
+        Views of one array (a cache table's rows) are copied as one block, and views of the copy
+        are returned: one memcpy instead of one per device and parameter.
+        """
+        groups: dict[int, tuple[np.ndarray, list[str]]] = {}
+        for path, value in arrays.items():
+            root = _root(value)
+            groups.setdefault(id(root), (root, []))[1].append(path)
+        used: dict[str, np.ndarray] = {}
+        copies: dict[str, np.ndarray] = {}
+        for root, paths in groups.values():
+            viewed = sum(arrays[p].nbytes for p in paths)
+            if len(paths) > 1 and root.size and root.flags.c_contiguous and 2 * viewed >= root.nbytes:
+                block = self._buffer(used, "block:" + paths[0], root)
+                copies.update({p: _view_like(arrays[p], root, block) for p in paths})
+            else:  # copying a large array for a small view of it would cost more than it saves
+                copies.update({p: self._buffer(used, p, arrays[p]) for p in paths})
+        self._buffers = used  # buffers of parts that are gone are dropped: memory stays flat
+        return copies
+
+    def _buffer(self, used: dict[str, np.ndarray], key: str, value: np.ndarray) -> np.ndarray:
+        """``value`` copied into the buffer kept under ``key`` (allocated when its shape or dtype changed)."""
+        buffer = self._buffers.get(key)
         if buffer is None or buffer.shape != value.shape or buffer.dtype != value.dtype:
-            buffer = self._buffers[path] = np.empty_like(value, order="C")
+            buffer = np.empty(value.shape, dtype=value.dtype)
         np.copyto(buffer, value)
+        used[key] = buffer
         return buffer
 
     def _write(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], server_round: int) -> None:

@@ -9,6 +9,8 @@ of rounds does not drift between the cached and the memory-friendly variant (The
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -44,23 +46,31 @@ def _zeros(shapes: Sequence[tuple[int, ...]], dtype: type = np.float64) -> Array
 class GradientCache:
     """The server's table G_k of every device's latest gradient, with a running sum over devices.
 
-    One contiguous float32 array of shape ``(K, *shape)`` per parameter holds every device's cache,
-    allocated once with ``np.zeros``: the operating system maps its pages on first write, so a
-    device never received costs no physical memory, and a round allocates nothing K-sized. The
-    running sum is updated with ``new - old`` on the held entries only, so a round costs
-    O(sub-model sizes) instead of O(K * Q).
+    One contiguous float32 K x Q array holds every device's cache (row k: device k's parameters
+    flattened in order, :meth:`row`); :attr:`table` gives each parameter's ``(K, *shape)`` view of
+    it. It is allocated once with ``np.zeros``: the operating system maps its pages on first
+    write, so a device never received costs no physical memory, and a round allocates nothing
+    K-sized. The running sum is updated with ``new - old`` on the held entries only, so a round
+    costs O(sub-model sizes) instead of O(K * Q).
     """
 
     def __init__(self, num_devices: int, shapes: Sequence[tuple[int, ...]]) -> None:
         self.num_devices = num_devices
         self.shapes = [tuple(s) for s in shapes]
-        self.table = [np.zeros((num_devices, *shape), dtype=np.float32) for shape in self.shapes]
+        sizes = [math.prod(s) for s in self.shapes]
+        self.flat = np.zeros((num_devices, sum(sizes)), dtype=np.float32)
+        bounds = itertools.pairwise(itertools.accumulate(sizes, initial=0))
+        self.table = [self.flat[:, a:b].reshape(num_devices, *s) for (a, b), s in zip(bounds, self.shapes, strict=True)]
         self.received = np.zeros(num_devices, dtype=bool)  # False: G_k is still the initial zero
         self.total = _zeros(self.shapes)
 
     def get(self, device: int) -> Arrays:
-        """Device ``device``'s G_k (views into the table: zero for a device never received)."""
+        """Device ``device``'s G_k per parameter (views into the table: zero for a device never received)."""
         return [t[device] for t in self.table]
+
+    def row(self, device: int) -> np.ndarray:
+        """Device ``device``'s G_k, every parameter flattened into one contiguous vector (a view)."""
+        return self.flat[device]
 
     def update(self, update: DeviceUpdate) -> None:
         """Eq. (2): G_k <- g on the held entries; elsewhere G_k keeps its previous value."""

@@ -406,9 +406,9 @@ class AmpFlStrategy(Strategy):
         self.discounted.advance()
         ages = self.aoi.ages
         for update, before_row in zip(updates, ages_before, strict=True):
-            before = [g.copy() for g in self.cache.get(update.device)]
+            before = self.cache.row(update.device).copy()
             self.cache.update(update)
-            self.discounted.replace(before, self.cache.get(update.device), before_row, ages[update.device])
+            self.discounted.replace(before, self.cache.row(update.device), before_row, ages[update.device])
         return self.discounted.mean()
 
     def _over_the_air_direction(
