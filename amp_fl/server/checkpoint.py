@@ -265,8 +265,9 @@ class BackgroundWriter:
 
     def submit(self, state: ServerState) -> None:
         self.flush()
-        arrays, meta = _encode(state, self._copy)
-        self._pending = self._executor.submit(self._write, arrays, meta, state.round)
+        live, meta = _encode(state, lambda arrays: arrays)
+        copies = self._copy(live)
+        self._pending = self._executor.submit(self._write, copies, meta, state.round)
 
     def flush(self) -> None:
         """Wait for the write in progress; raise its error if it failed."""
@@ -281,11 +282,14 @@ class BackgroundWriter:
         finally:
             self._executor.shutdown(wait=True)
 
-    def _copy(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Copies of ``arrays`` in this writer's buffers (the previous checkpoint's, reused).
+    def _copy(self, arrays: dict[str, np.ndarray]) -> Callable[[], dict[str, np.ndarray]]:
+        """Copy ``arrays`` into this writer's buffers (the previous checkpoint's, reused); the
+        returned function (run on the writer's thread) gives the copies by path.
 
-        Views of one array (a cache table's rows) are copied as one block, and views of the copy
-        are returned: one memcpy instead of one per device and parameter.
+        Views of one array (a cache table's rows) are copied as one block, and the copies are
+        views of the block, made on the writer's thread (from the live views' shapes, strides and
+        offsets, which do not change): one memcpy on the round's path instead of one per device
+        and parameter.
         """
         groups: dict[int, tuple[np.ndarray, list[str]]] = {}
         for path, value in arrays.items():
@@ -293,15 +297,21 @@ class BackgroundWriter:
             groups.setdefault(id(root), (root, []))[1].append(path)
         used: dict[str, np.ndarray] = {}
         copies: dict[str, np.ndarray] = {}
+        blocks: list[tuple[np.ndarray, np.ndarray, list[str]]] = []  # (live root, its copy, paths)
         for root, paths in groups.values():
             viewed = sum(arrays[p].nbytes for p in paths)
             if len(paths) > 1 and root.size and root.flags.c_contiguous and 2 * viewed >= root.nbytes:
-                block = self._buffer(used, "block:" + paths[0], root)
-                copies.update({p: _view_like(arrays[p], root, block) for p in paths})
+                blocks.append((root, self._buffer(used, "block:" + paths[0], root), paths))
             else:  # copying a large array for a small view of it would cost more than it saves
                 copies.update({p: self._buffer(used, p, arrays[p]) for p in paths})
         self._buffers = used  # buffers of parts that are gone are dropped: memory stays flat
-        return copies
+
+        def by_path() -> dict[str, np.ndarray]:
+            for root, block, paths in blocks:
+                copies.update({p: _view_like(arrays[p], root, block) for p in paths})
+            return {p: copies[p] for p in arrays}  # in the state's order, as the synchronous save writes
+
+        return by_path
 
     def _buffer(self, used: dict[str, np.ndarray], key: str, value: np.ndarray) -> np.ndarray:
         """``value`` copied into the buffer kept under ``key`` (allocated when its shape or dtype changed)."""
@@ -312,8 +322,8 @@ class BackgroundWriter:
         used[key] = buffer
         return buffer
 
-    def _write(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], server_round: int) -> None:
-        _write(self.run_dir, arrays, meta)
+    def _write(self, copies: Callable[[], dict[str, np.ndarray]], meta: dict[str, Any], server_round: int) -> None:
+        _write(self.run_dir, copies(), meta)
         self.written_round = server_round
 
 
