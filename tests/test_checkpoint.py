@@ -364,3 +364,21 @@ def test_background_writer_copies_views_of_one_table_as_a_block(tmp_path):
     want = np.arange(24, dtype=np.float32).reshape(4, 6)
     for k in range(4):
         np.testing.assert_array_equal(np.concatenate(cached[k]), want[k])
+
+
+def test_views_are_stored_once_and_format_2_still_reads(tmp_path):
+    table = np.arange(24, dtype=np.float32).reshape(4, 6)
+    state = _state(2)
+    state.parts["strategy"]["cache"] = {"cached": [[table[k, :3], table[k, 3:]] for k in range(4)], "total": []}
+    C.save_checkpoint(tmp_path, state)
+    members = _files(tmp_path)
+    assert sum(name.endswith(C.BLOCK_SUFFIX) for name in members) == 1 and len(members) == 4  # + weights, aoi, meta
+    cached = C.load_checkpoint(tmp_path).parts["strategy"]["cache"]["cached"]
+    np.testing.assert_array_equal(np.array([np.concatenate(c) for c in cached]), table)
+    # A format-2 file (every array its own member, no view table) reads the same.
+    arrays: dict[str, np.ndarray] = {}
+    parts = {name: C._flatten(part, name, arrays) for name, part in state.parts.items()}
+    meta = {"format": 2, "round": 2, "seed": 1, "parts": parts, "config": {}}
+    np.savez(tmp_path / CHECKPOINT_FILE, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    old = C.load_checkpoint(tmp_path).parts["strategy"]["cache"]["cached"]
+    np.testing.assert_array_equal(np.array([np.concatenate(c) for c in old]), table)

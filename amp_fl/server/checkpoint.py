@@ -10,7 +10,12 @@ and the configuration it was made with (a resume must use the same).
 
 This module knows no part's field names: a state tree is stored as its arrays, each under its
 path (``strategy/cache/cached/3/0``), plus the tree with every array replaced by a reference to
-its path, as JSON metadata (floats keep all 17 digits).
+its path, as JSON metadata (floats keep all 17 digits). Arrays that are views of one array (the
+gradient cache's rows, one per device and parameter) are stored as that array once, with each
+view's offset, shape and strides in the metadata (format 3; format 2 files still read).
+
+Writes run on a background thread (:class:`BackgroundWriter`): the round pays for copying the
+arrays, not for encoding and syncing the file.
 
 The random components need no saved state: every generator is derived from ``(seed, stream,
 round)`` (:mod:`amp_fl.wireless.seeding`: channel, scheduler, pruning policy, participation,
@@ -44,7 +49,9 @@ from amp_fl.errors import ConfigError
 from amp_fl.run_folder import CHECKPOINT_FILE, RUN_CONFIG_FILE, RunFolderError, read_config
 from amp_fl.state import State, Stateful, StateValue
 
-FORMAT = 2  # 2: every part's state_dict, flattened (1: AMP-FL's fields, named here)
+FORMAT = 3  # 3: views of one array stored as one block; 2: every array its own member; 1: AMP-FL's fields
+READS = (2, 3)
+BLOCK_SUFFIX = "#block"  # the member holding an array that several stored arrays are views of
 META = "meta"
 ARRAY_REF = "$array"  # in the metadata, {"$array": path} stands for the array stored under that path
 
@@ -66,18 +73,12 @@ def comparable_config(cfg: RunConfig) -> dict[str, Any]:
 
 def save_checkpoint(run_dir: Path, state: ServerState) -> Path:
     """Write ``state`` to ``run_dir/checkpoint.npz`` atomically (temporary file, fsync, ``os.replace``)."""
-    return _write(run_dir, *_encode(state, lambda arrays: arrays))
+    arrays, meta = _encode(state)
+    return _write(run_dir, _pack(arrays, lambda _, value: value), meta)
 
 
-Copy = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-
-def _encode(state: ServerState, copy: Copy) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The arrays (passed through ``copy``, path -> array) and the JSON metadata of ``state``.
-
-    The metadata is a new tree of JSON scalars, so once the arrays are copied nothing in the
-    result is shared with the live parts.
-    """
+def _encode(state: ServerState) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays of ``state`` by path (live, not copies) and its JSON metadata (a new tree of scalars)."""
     arrays: dict[str, np.ndarray] = {}
     meta = {
         "format": FORMAT,
@@ -86,16 +87,56 @@ def _encode(state: ServerState, copy: Copy) -> tuple[dict[str, np.ndarray], dict
         "parts": {name: _flatten(part, name, arrays) for name, part in state.parts.items()},
         "config": state.config,
     }
-    return copy(arrays), meta
+    return arrays, meta
 
 
-def _write(run_dir: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
-    arrays = {**arrays, META: np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
+@dataclass
+class _Packed:
+    """What the file stores: ``members`` (zip members by name) and the arrays that are views of a block member."""
+
+    members: dict[str, np.ndarray]
+    views: list[tuple[str, str, np.ndarray, np.ndarray]]  # (path, block member, live view, live block)
+
+    def view_table(self) -> dict[str, list[Any]]:
+        """Per view: its block, byte offset, shape and strides (the metadata's ``views``)."""
+        table = {}
+        for path, member, view, root in self.views:
+            offset = view.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+            table[path] = [member, offset, list(view.shape), list(view.strides)]
+        return table
+
+
+def _pack(arrays: dict[str, np.ndarray], store: Callable[[str, np.ndarray], np.ndarray]) -> _Packed:
+    """Group ``arrays`` into zip members; ``store(name, array)`` gives what is written (the array or a copy).
+
+    Views of one array that cover at least half of it (a cache table's rows: one per device and
+    parameter) are stored as that array, once: one member, and one copy for a background write,
+    instead of hundreds. Any other array is its own member.
+    """
+    groups: dict[int, tuple[np.ndarray, list[str]]] = {}
+    for path, value in arrays.items():
+        root = _root(value)
+        groups.setdefault(id(root), (root, []))[1].append(path)
+    packed = _Packed({}, [])
+    for root, paths in groups.values():
+        viewed = sum(arrays[p].nbytes for p in paths)
+        if len(paths) > 1 and root.size and root.flags.c_contiguous and 2 * viewed >= root.nbytes:
+            member = paths[0] + BLOCK_SUFFIX
+            packed.members[member] = store(member, root)
+            packed.views.extend((p, member, arrays[p], root) for p in paths)
+        else:
+            packed.members.update({p: store(p, arrays[p]) for p in paths})
+    return packed
+
+
+def _write(run_dir: Path, packed: _Packed, meta: dict[str, Any]) -> Path:
+    meta = {**meta, "views": packed.view_table()}
+    members = {**packed.members, META: np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
     path = run_dir / CHECKPOINT_FILE
     tmp = run_dir / (CHECKPOINT_FILE + ".tmp")
     with tmp.open("wb") as f:
         savez: Any = np.savez  # numpy's stub types **kwds as its own keyword arguments
-        savez(f, **arrays)
+        savez(f, **members)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -110,9 +151,10 @@ def load_checkpoint(run_dir: Path) -> ServerState:
     try:
         with np.load(path) as z:
             meta = json.loads(bytes(z[META]).decode("utf-8"))
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"checkpoint format {meta.get('format')}, this version reads {FORMAT}")
-            parts = {name: _unflatten(tree, z) for name, tree in meta["parts"].items()}
+            if meta.get("format") not in READS:
+                raise ValueError(f"checkpoint format {meta.get('format')}, this version reads {READS}")
+            fetch = _reader(z, meta.get("views", {}))
+            parts = {name: _unflatten(tree, fetch) for name, tree in meta["parts"].items()}
         return ServerState(
             round=int(meta["round"]),
             seed=int(meta["seed"]),
@@ -146,14 +188,30 @@ def _flatten(value: StateValue, path: str, arrays: dict[str, np.ndarray]) -> Any
     raise TypeError(f"state: {path!r} holds a {type(value).__name__}, not an array or a JSON scalar")
 
 
-def _unflatten(tree: Any, arrays: Mapping[str, np.ndarray]) -> StateValue:
+def _reader(members: Mapping[str, np.ndarray], views: Mapping[str, list[Any]]) -> Callable[[str], np.ndarray]:
+    """The array stored under a path: its own member, or a copy of its part of a block member."""
+    blocks: dict[str, np.ndarray] = {}
+
+    def fetch(path: str) -> np.ndarray:
+        if path not in views:
+            return np.array(members[path])
+        member, offset, shape, strides = views[path]
+        if member not in blocks:
+            blocks[member] = np.ascontiguousarray(members[member])
+        block = blocks[member]
+        return np.ndarray(tuple(shape), dtype=block.dtype, buffer=block, offset=offset, strides=tuple(strides)).copy()
+
+    return fetch
+
+
+def _unflatten(tree: Any, fetch: Callable[[str], np.ndarray]) -> StateValue:
     """The inverse of :func:`_flatten` (arrays are read into memory)."""
     if isinstance(tree, dict):
         if set(tree) == {ARRAY_REF}:
-            return np.array(arrays[tree[ARRAY_REF]])
-        return {key: _unflatten(v, arrays) for key, v in tree.items()}
+            return fetch(tree[ARRAY_REF])
+        return {key: _unflatten(v, fetch) for key, v in tree.items()}
     if isinstance(tree, list):
-        return [_unflatten(v, arrays) for v in tree]
+        return [_unflatten(v, fetch) for v in tree]
     return tree  # a JSON scalar
 
 
@@ -218,12 +276,6 @@ def _root(value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _view_like(view: np.ndarray, root: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """The view of ``block`` (a copy of ``root``) that ``view`` is of ``root``."""
-    offset = view.__array_interface__["data"][0] - root.__array_interface__["data"][0]
-    return np.ndarray(view.shape, dtype=view.dtype, buffer=block, offset=offset, strides=view.strides)
-
-
 # ------------------------------------------------------------------------------ the server's parts
 def capture(parts: Mapping[str, Stateful], cfg: RunConfig, server_round: int) -> ServerState:
     """The state after ``server_round`` (arrays are not copied: they are written out at once)."""
@@ -265,9 +317,11 @@ class BackgroundWriter:
 
     def submit(self, state: ServerState) -> None:
         self.flush()
-        live, meta = _encode(state, lambda arrays: arrays)
-        copies = self._copy(live)
-        self._pending = self._executor.submit(self._write, copies, meta, state.round)
+        arrays, meta = _encode(state)
+        used: dict[str, np.ndarray] = {}
+        packed = _pack(arrays, lambda name, value: self._copy(used, name, value))
+        self._buffers = used  # buffers of parts that are gone are dropped: memory stays flat
+        self._pending = self._executor.submit(self._write, packed, meta, state.round)
 
     def flush(self) -> None:
         """Wait for the write in progress; raise its error if it failed."""
@@ -282,48 +336,17 @@ class BackgroundWriter:
         finally:
             self._executor.shutdown(wait=True)
 
-    def _copy(self, arrays: dict[str, np.ndarray]) -> Callable[[], dict[str, np.ndarray]]:
-        """Copy ``arrays`` into this writer's buffers (the previous checkpoint's, reused); the
-        returned function (run on the writer's thread) gives the copies by path.
-
-        Views of one array (a cache table's rows) are copied as one block, and the copies are
-        views of the block, made on the writer's thread (from the live views' shapes, strides and
-        offsets, which do not change): one memcpy on the round's path instead of one per device
-        and parameter.
-        """
-        groups: dict[int, tuple[np.ndarray, list[str]]] = {}
-        for path, value in arrays.items():
-            root = _root(value)
-            groups.setdefault(id(root), (root, []))[1].append(path)
-        used: dict[str, np.ndarray] = {}
-        copies: dict[str, np.ndarray] = {}
-        blocks: list[tuple[np.ndarray, np.ndarray, list[str]]] = []  # (live root, its copy, paths)
-        for root, paths in groups.values():
-            viewed = sum(arrays[p].nbytes for p in paths)
-            if len(paths) > 1 and root.size and root.flags.c_contiguous and 2 * viewed >= root.nbytes:
-                blocks.append((root, self._buffer(used, "block:" + paths[0], root), paths))
-            else:  # copying a large array for a small view of it would cost more than it saves
-                copies.update({p: self._buffer(used, p, arrays[p]) for p in paths})
-        self._buffers = used  # buffers of parts that are gone are dropped: memory stays flat
-
-        def by_path() -> dict[str, np.ndarray]:
-            for root, block, paths in blocks:
-                copies.update({p: _view_like(arrays[p], root, block) for p in paths})
-            return {p: copies[p] for p in arrays}  # in the state's order, as the synchronous save writes
-
-        return by_path
-
-    def _buffer(self, used: dict[str, np.ndarray], key: str, value: np.ndarray) -> np.ndarray:
-        """``value`` copied into the buffer kept under ``key`` (allocated when its shape or dtype changed)."""
-        buffer = self._buffers.get(key)
+    def _copy(self, used: dict[str, np.ndarray], name: str, value: np.ndarray) -> np.ndarray:
+        """``value`` copied into the buffer kept under ``name`` (allocated when its shape or dtype changed)."""
+        buffer = self._buffers.get(name)
         if buffer is None or buffer.shape != value.shape or buffer.dtype != value.dtype:
             buffer = np.empty(value.shape, dtype=value.dtype)
         np.copyto(buffer, value)
-        used[key] = buffer
+        used[name] = buffer
         return buffer
 
-    def _write(self, copies: Callable[[], dict[str, np.ndarray]], meta: dict[str, Any], server_round: int) -> None:
-        _write(self.run_dir, copies(), meta)
+    def _write(self, packed: _Packed, meta: dict[str, Any], server_round: int) -> None:
+        _write(self.run_dir, packed, meta)  # the view table reads only the live views' shapes and offsets
         self.written_round = server_round
 
 
