@@ -87,8 +87,8 @@ class Timings:
         return sum(s for t, s in self.calls.get(name, []) if start < t <= end)
 
 
-def run(rounds: int, dataset: str, seed: int) -> Timings:
-    overrides = ["experiment=speedup", "method=amp_fl_tuned", f"num_rounds={rounds}", f"seed={seed}"]
+def run(rounds: int, dataset: str, seed: int, extra: list[str]) -> Timings:
+    overrides = ["experiment=speedup", "method=amp_fl_tuned", f"num_rounds={rounds}", f"seed={seed}", *extra]
     values = compose_values(overrides)
     values["dataset"]["name"] = dataset
     timings = Timings()
@@ -116,10 +116,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--warmup", type=int, default=4, help="first rounds left out (allocations, caches)")
     parser.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist (the preset's) or mnist5k")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another Hydra override")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    timings = run(args.rounds, args.dataset, args.seed)
+    timings = run(args.rounds, args.dataset, args.seed, args.set)
     measured = range(args.warmup + 1, args.rounds + 1)
     per_round: dict[str, list[float]] = {"round": [], "client": [], "evaluation": [], "server": []}
     parts = ("configure_train", "aggregate_train", "checkpoint")
@@ -139,7 +140,7 @@ def main(argv: list[str]) -> None:
     emit(
         {
             "bench": "server",
-            "preset": "experiment=speedup method=amp_fl_tuned",
+            "preset": " ".join(["experiment=speedup method=amp_fl_tuned", *args.set]),
             "dataset": args.dataset,
             "engine": "in-process",
             "rounds_measured": len(measured),
