@@ -467,12 +467,22 @@ class SparseFedAvgConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Server checkpoints (:mod:`amp_fl.server.checkpoint`): ``every`` rounds (and after the last); 0: never."""
+    """Server checkpoints (:mod:`amp_fl.server.checkpoint`): ``every`` rounds (and after the last); 0: never.
+
+    ``every_s`` > 0 also waits that many wall-clock seconds between two checkpoints (the last round
+    is always saved): a long run of short rounds loses at most that much work to a crash.
+    """
 
     every: int = 1
+    every_s: float = 0.0
 
     def validate(self) -> None:
         require(self.every >= 0, "checkpoint.every", f"must be >= 0 rounds (0: no checkpoints), got {self.every}")
+        require(
+            math.isfinite(self.every_s) and self.every_s >= 0,
+            "checkpoint.every_s",
+            f"must be a finite number of seconds >= 0 (0: every due round), got {self.every_s}",
+        )
 
 
 @dataclass

@@ -279,3 +279,106 @@ def test_a_resumed_sparse_fedavg_run_equals_the_uninterrupted_one(tmp_path, monk
     for m1, m2 in zip(resumed["pruner"]["masks"], uninterrupted["pruner"]["masks"], strict=True):
         assert (m1 is None and m2 is None) or np.array_equal(m1, m2)
     assert resumed["pruner"]["history"] == uninterrupted["pruner"]["history"]
+
+
+def _files(run: Path) -> dict[str, np.ndarray]:
+    with np.load(run / CHECKPOINT_FILE) as z:
+        return {name: z[name] for name in z.files}
+
+
+def test_background_writer_writes_what_the_synchronous_save_writes(tmp_path):
+    """Same file contents; the state is copied at submit, so changing it afterwards changes nothing."""
+    sync, background = tmp_path / "sync", tmp_path / "background"
+    sync.mkdir()
+    background.mkdir()
+    C.save_checkpoint(sync, _state(3))
+    state = _state(3)
+    writer = C.BackgroundWriter(background)
+    writer.submit(state)
+    state.parts["strategy"]["weights"][0][...] = -1.0  # the next round changes the live arrays in place
+    writer.close()
+    assert writer.written_round == 3
+    a, b = _files(sync), _files(background)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_background_writer_raises_a_failed_write_on_the_next_call(tmp_path):
+    writer = C.BackgroundWriter(tmp_path / "missing")  # no such folder: the write fails
+    writer.submit(_state(1))
+    with pytest.raises(FileNotFoundError):
+        writer.submit(_state(2))
+    writer.close()
+
+
+CRASH_SCRIPT = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_checkpoint import _state
+from amp_fl.server.checkpoint import BackgroundWriter
+writer = BackgroundWriter(Path({run!r}))
+for r in range(1, 6):
+    writer.submit(_state(r))
+os._exit(1)  # killed right after round 5's checkpoint was handed to the writer
+"""
+
+
+def test_a_crash_right_after_a_round_leaves_that_round_or_the_previous_one(tmp_path):
+    import subprocess
+    import sys
+
+    script = CRASH_SCRIPT.format(tests=str(Path(__file__).parent), run=str(tmp_path))
+    assert subprocess.run([sys.executable, "-c", script], check=False).returncode == 1
+    assert C.load_checkpoint(tmp_path).round in (4, 5)
+
+
+def test_checkpoint_every_s_skips_rounds_until_the_wall_clock_interval(tmp_path, monkeypatch):
+    cfg = load_config({**BASE, "num_rounds": 10, "checkpoint": {"every": 1, "every_s": 30.0}})
+    now = [100.0]
+    monkeypatch.setattr(C.time, "monotonic", lambda: now[0])
+    saved = []
+    monkeypatch.setattr(C.BackgroundWriter, "submit", lambda self, state: saved.append(state.round))
+    checkpoints = C.Checkpointer(tmp_path, cfg, {})
+    for r, t in enumerate([100, 110, 131, 140, 165, 170, 175, 180, 185, 190]):
+        now[0] = t
+        checkpoints(r)
+    assert saved == [2, 4]  # 31 s after the start, then 34 s after round 2
+    checkpoints(10)  # the last round is always saved
+    assert saved == [2, 4, 10]
+    with pytest.raises(ConfigError, match="checkpoint.every_s"):
+        load_config({**BASE, "checkpoint": {"every_s": -1.0}})
+
+
+def test_background_writer_copies_views_of_one_table_as_a_block(tmp_path):
+    """A cache table's rows (views of one array) are copied together; later changes do not leak in."""
+    table = np.arange(24, dtype=np.float32).reshape(4, 6)
+    state = _state(2)
+    state.parts["strategy"]["cache"] = {"cached": [[table[k, :3], table[k, 3:]] for k in range(4)], "total": []}
+    writer = C.BackgroundWriter(tmp_path)
+    writer.submit(state)
+    table[...] = -1.0
+    writer.close()
+    cached = C.load_checkpoint(tmp_path).parts["strategy"]["cache"]["cached"]
+    want = np.arange(24, dtype=np.float32).reshape(4, 6)
+    for k in range(4):
+        np.testing.assert_array_equal(np.concatenate(cached[k]), want[k])
+
+
+def test_views_are_stored_once_and_format_2_still_reads(tmp_path):
+    table = np.arange(24, dtype=np.float32).reshape(4, 6)
+    state = _state(2)
+    state.parts["strategy"]["cache"] = {"cached": [[table[k, :3], table[k, 3:]] for k in range(4)], "total": []}
+    C.save_checkpoint(tmp_path, state)
+    members = _files(tmp_path)
+    assert sum(name.endswith(C.BLOCK_SUFFIX) for name in members) == 1 and len(members) == 4  # + weights, aoi, meta
+    cached = C.load_checkpoint(tmp_path).parts["strategy"]["cache"]["cached"]
+    np.testing.assert_array_equal(np.array([np.concatenate(c) for c in cached]), table)
+    # A format-2 file (every array its own member, no view table) reads the same.
+    arrays: dict[str, np.ndarray] = {}
+    parts = {name: C._flatten(part, name, arrays) for name, part in state.parts.items()}
+    meta = {"format": 2, "round": 2, "seed": 1, "parts": parts, "config": {}}
+    np.savez(tmp_path / CHECKPOINT_FILE, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    old = C.load_checkpoint(tmp_path).parts["strategy"]["cache"]["cached"]
+    np.testing.assert_array_equal(np.array([np.concatenate(c) for c in old]), table)

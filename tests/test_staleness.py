@@ -8,10 +8,11 @@ from test_strategy import LR, SETUP, ScriptedPolicy, ScriptedScheduler, SilentCh
 
 from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid
 from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
+from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.strategy.aggregation import DeviceUpdate, GradientCache
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
 from amp_fl.strategy.server_optimizer import ServerOptimizerSettings
-from amp_fl.strategy.staleness import discounted_mean, entry_ages
+from amp_fl.strategy.staleness import DiscountedSums, EntryAges, discounted_mean, entry_ages
 
 
 def _cache(values_and_held):
@@ -127,3 +128,66 @@ def test_strategy_momentum_on_the_direction(cnn):
 def test_bad_decay_is_rejected():
     with pytest.raises(ValueError, match="staleness_decay"):
         AmpFlSettings(LR, "discounted", staleness_decay=0.0)
+
+
+def _random_round(rng, regions, cache, aoi, sums, num_devices):
+    """One round of random uploads through the cache, the AoI table and the incremental sums."""
+    devices = rng.choice(num_devices, size=rng.integers(0, 3), replace=False)
+    kept = [
+        [np.sort(rng.choice(size, size=rng.integers(1, size + 1), replace=False)) for size in regions.layer_sizes]
+        for _ in devices
+    ]
+    ages_before = aoi.ages[devices]
+    aoi.update(devices, kept)
+    sums.advance()
+    for device, k, row in zip(devices, kept, ages_before, strict=True):
+        values = [rng.standard_normal(s).astype(np.float32) for s in regions.shapes]
+        full, held = scatter_arrays(extract_arrays(values, regions, k), regions, k, regions.shapes)
+        before = cache.row(int(device)).copy()
+        cache.update(DeviceUpdate(int(device), full, held))
+        sums.replace(before, cache.row(int(device)), row, aoi.ages[device])
+
+
+def test_incremental_sums_equal_the_direct_mean_over_a_long_run(cnn):
+    """200 rounds of random uploads at gamma = 0.01: the sums rebase past 75 rounds and stay equal
+    to :func:`discounted_mean` recomputed from scratch; a state round trip and a rebuild agree too."""
+    regions, _ = cnn
+    num_devices, gamma = 5, 0.01
+    cache = GradientCache(num_devices, regions.shapes)
+    aoi = AoITable(num_devices, regions.layer_sizes)
+    sums = DiscountedSums(regions, num_devices, gamma)
+    assert sums.max_shift == 75
+    rng = np.random.default_rng(3)
+    for t in range(1, 201):
+        _random_round(rng, regions, cache, aoi, sums, num_devices)
+        if t % 40 == 0 or t == 1:
+            direct = discounted_mean(cache, lambda k, ages=aoi.ages: entry_ages(regions, ages[k]), gamma)
+            for got, want in zip(sums.mean(), direct, strict=True):
+                np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert max(int(r.max()) for r in sums.reference) < 200  # rebased at least once
+    restored = DiscountedSums(regions, num_devices, gamma)
+    restored.load_state_dict(sums.state_dict())
+    rebuilt = DiscountedSums(regions, num_devices, gamma)
+    rebuilt.rebuild(cache, aoi.ages)
+    for a, b, c in zip(sums.mean(), restored.mean(), rebuilt.mean(), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-12)
+
+
+def test_flat_entry_ages_equal_entry_ages(cnn):
+    regions, _ = cnn
+    flat = EntryAges(regions)
+    rng = np.random.default_rng(0)
+    for row in [rng.integers(0, 50, regions.num_regions) for _ in range(5)]:
+        want = np.concatenate([a.ravel() for a in entry_ages(regions, row)])
+        np.testing.assert_array_equal(flat(row, out=np.zeros(want.size, dtype=np.int64)), want)
+
+
+def test_cache_views_share_one_table(cnn):
+    regions, _ = cnn
+    cache = GradientCache(3, regions.shapes)
+    held = [np.ones(s, dtype=bool) for s in regions.shapes]
+    values = [np.full(s, i + 1.0, dtype=np.float32) for i, s in enumerate(regions.shapes)]
+    cache.update(DeviceUpdate(1, values, held))
+    np.testing.assert_array_equal(cache.row(1), np.concatenate([v.ravel() for v in values]))
+    assert not cache.row(0).any() and not cache.row(2).any()

@@ -5,7 +5,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("submodel", "scheduler", "engine", "simulation", "scale", "server_memory", "startup", "gpu_check")
+BENCHMARKS = (
+    "submodel",
+    "scheduler",
+    "engine",
+    "server",
+    "simulation",
+    "scale",
+    "server_memory",
+    "startup",
+    "gpu_check",
+)
 
 
 def main(argv: list[str]) -> int:

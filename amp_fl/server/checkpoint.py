@@ -10,7 +10,12 @@ and the configuration it was made with (a resume must use the same).
 
 This module knows no part's field names: a state tree is stored as its arrays, each under its
 path (``strategy/cache/cached/3/0``), plus the tree with every array replaced by a reference to
-its path, as JSON metadata (floats keep all 17 digits).
+its path, as JSON metadata (floats keep all 17 digits). Arrays that are views of one array (the
+gradient cache's rows, one per device and parameter) are stored as that array once, with each
+view's offset, shape and strides in the metadata (format 3; format 2 files still read).
+
+Writes run on a background thread (:class:`BackgroundWriter`): the round pays for copying the
+arrays, not for encoding and syncing the file.
 
 The random components need no saved state: every generator is derived from ``(seed, stream,
 round)`` (:mod:`amp_fl.wireless.seeding`: channel, scheduler, pruning policy, participation,
@@ -29,8 +34,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +49,9 @@ from amp_fl.errors import ConfigError
 from amp_fl.run_folder import CHECKPOINT_FILE, RUN_CONFIG_FILE, RunFolderError, read_config
 from amp_fl.state import State, Stateful, StateValue
 
-FORMAT = 2  # 2: every part's state_dict, flattened (1: AMP-FL's fields, named here)
+FORMAT = 3  # 3: views of one array stored as one block; 2: every array its own member; 1: AMP-FL's fields
+READS = (2, 3)
+BLOCK_SUFFIX = "#block"  # the member holding an array that several stored arrays are views of
 META = "meta"
 ARRAY_REF = "$array"  # in the metadata, {"$array": path} stands for the array stored under that path
 
@@ -64,6 +73,12 @@ def comparable_config(cfg: RunConfig) -> dict[str, Any]:
 
 def save_checkpoint(run_dir: Path, state: ServerState) -> Path:
     """Write ``state`` to ``run_dir/checkpoint.npz`` atomically (temporary file, fsync, ``os.replace``)."""
+    arrays, meta = _encode(state)
+    return _write(run_dir, _pack(arrays, lambda _, value: value), meta)
+
+
+def _encode(state: ServerState) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays of ``state`` by path (live, not copies) and its JSON metadata (a new tree of scalars)."""
     arrays: dict[str, np.ndarray] = {}
     meta = {
         "format": FORMAT,
@@ -72,12 +87,56 @@ def save_checkpoint(run_dir: Path, state: ServerState) -> Path:
         "parts": {name: _flatten(part, name, arrays) for name, part in state.parts.items()},
         "config": state.config,
     }
-    arrays[META] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    return arrays, meta
+
+
+@dataclass
+class _Packed:
+    """What the file stores: ``members`` (zip members by name) and the arrays that are views of a block member."""
+
+    members: dict[str, np.ndarray]
+    views: list[tuple[str, str, np.ndarray, np.ndarray]]  # (path, block member, live view, live block)
+
+    def view_table(self) -> dict[str, list[Any]]:
+        """Per view: its block, byte offset, shape and strides (the metadata's ``views``)."""
+        table = {}
+        for path, member, view, root in self.views:
+            offset = view.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+            table[path] = [member, offset, list(view.shape), list(view.strides)]
+        return table
+
+
+def _pack(arrays: dict[str, np.ndarray], store: Callable[[str, np.ndarray], np.ndarray]) -> _Packed:
+    """Group ``arrays`` into zip members; ``store(name, array)`` gives what is written (the array or a copy).
+
+    Views of one array that cover at least half of it (a cache table's rows: one per device and
+    parameter) are stored as that array, once: one member, and one copy for a background write,
+    instead of hundreds. Any other array is its own member.
+    """
+    groups: dict[int, tuple[np.ndarray, list[str]]] = {}
+    for path, value in arrays.items():
+        root = _root(value)
+        groups.setdefault(id(root), (root, []))[1].append(path)
+    packed = _Packed({}, [])
+    for root, paths in groups.values():
+        viewed = sum(arrays[p].nbytes for p in paths)
+        if len(paths) > 1 and root.size and root.flags.c_contiguous and 2 * viewed >= root.nbytes:
+            member = paths[0] + BLOCK_SUFFIX
+            packed.members[member] = store(member, root)
+            packed.views.extend((p, member, arrays[p], root) for p in paths)
+        else:
+            packed.members.update({p: store(p, arrays[p]) for p in paths})
+    return packed
+
+
+def _write(run_dir: Path, packed: _Packed, meta: dict[str, Any]) -> Path:
+    meta = {**meta, "views": packed.view_table()}
+    members = {**packed.members, META: np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
     path = run_dir / CHECKPOINT_FILE
     tmp = run_dir / (CHECKPOINT_FILE + ".tmp")
     with tmp.open("wb") as f:
         savez: Any = np.savez  # numpy's stub types **kwds as its own keyword arguments
-        savez(f, **arrays)
+        savez(f, **members)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -92,9 +151,10 @@ def load_checkpoint(run_dir: Path) -> ServerState:
     try:
         with np.load(path) as z:
             meta = json.loads(bytes(z[META]).decode("utf-8"))
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"checkpoint format {meta.get('format')}, this version reads {FORMAT}")
-            parts = {name: _unflatten(tree, z) for name, tree in meta["parts"].items()}
+            if meta.get("format") not in READS:
+                raise ValueError(f"checkpoint format {meta.get('format')}, this version reads {READS}")
+            fetch = _reader(z, meta.get("views", {}))
+            parts = {name: _unflatten(tree, fetch) for name, tree in meta["parts"].items()}
         return ServerState(
             round=int(meta["round"]),
             seed=int(meta["seed"]),
@@ -128,14 +188,30 @@ def _flatten(value: StateValue, path: str, arrays: dict[str, np.ndarray]) -> Any
     raise TypeError(f"state: {path!r} holds a {type(value).__name__}, not an array or a JSON scalar")
 
 
-def _unflatten(tree: Any, arrays: Mapping[str, np.ndarray]) -> StateValue:
+def _reader(members: Mapping[str, np.ndarray], views: Mapping[str, list[Any]]) -> Callable[[str], np.ndarray]:
+    """The array stored under a path: its own member, or a copy of its part of a block member."""
+    blocks: dict[str, np.ndarray] = {}
+
+    def fetch(path: str) -> np.ndarray:
+        if path not in views:
+            return np.array(members[path])
+        member, offset, shape, strides = views[path]
+        if member not in blocks:
+            blocks[member] = np.ascontiguousarray(members[member])
+        block = blocks[member]
+        return np.ndarray(tuple(shape), dtype=block.dtype, buffer=block, offset=offset, strides=tuple(strides)).copy()
+
+    return fetch
+
+
+def _unflatten(tree: Any, fetch: Callable[[str], np.ndarray]) -> StateValue:
     """The inverse of :func:`_flatten` (arrays are read into memory)."""
     if isinstance(tree, dict):
         if set(tree) == {ARRAY_REF}:
-            return np.array(arrays[tree[ARRAY_REF]])
-        return {key: _unflatten(v, arrays) for key, v in tree.items()}
+            return fetch(tree[ARRAY_REF])
+        return {key: _unflatten(v, fetch) for key, v in tree.items()}
     if isinstance(tree, list):
-        return [_unflatten(v, arrays) for v in tree]
+        return [_unflatten(v, fetch) for v in tree]
     return tree  # a JSON scalar
 
 
@@ -193,6 +269,13 @@ def _first_difference(a: Any, b: Any, prefix: str) -> Sequence[str]:
     return [] if a == b else [prefix.rstrip(".") or "<root>"]
 
 
+def _root(value: np.ndarray) -> np.ndarray:
+    """The array whose memory ``value`` views (``value`` itself if it owns its data)."""
+    while isinstance(value.base, np.ndarray):
+        value = value.base
+    return value
+
+
 # ------------------------------------------------------------------------------ the server's parts
 def capture(parts: Mapping[str, Stateful], cfg: RunConfig, server_round: int) -> ServerState:
     """The state after ``server_round`` (arrays are not copied: they are written out at once)."""
@@ -215,20 +298,103 @@ def restore(parts: Mapping[str, Stateful], state: ServerState) -> None:
             raise ConfigError("resume", f"the checkpoint's {name} does not fit this run: {exc}") from exc
 
 
+class BackgroundWriter:
+    """Writes checkpoints off the round's critical path, one at a time, on a single thread.
+
+    :meth:`submit` copies the state's arrays (into buffers kept from the previous checkpoint, so a
+    round allocates nothing) and returns; the thread encodes the metadata and does the atomic
+    write of :func:`save_checkpoint`. A submit first waits for the previous write (it reuses its
+    buffers), which has had a whole round to finish. A write that failed raises from the next
+    :meth:`submit` or :meth:`flush`, never silently.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.written_round: int | None = None  # the round of the newest checkpoint this writer put on disk
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        self._pending: Future[None] | None = None
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def submit(self, state: ServerState) -> None:
+        self.flush()
+        arrays, meta = _encode(state)
+        used: dict[str, np.ndarray] = {}
+        packed = _pack(arrays, lambda name, value: self._copy(used, name, value))
+        self._buffers = used  # buffers of parts that are gone are dropped: memory stays flat
+        self._pending = self._executor.submit(self._write, packed, meta, state.round)
+
+    def flush(self) -> None:
+        """Wait for the write in progress; raise its error if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Flush and stop the thread (the writer cannot be used afterwards)."""
+        try:
+            self.flush()
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def _copy(self, used: dict[str, np.ndarray], name: str, value: np.ndarray) -> np.ndarray:
+        """``value`` copied into the buffer kept under ``name`` (allocated when its shape or dtype changed)."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != value.shape or buffer.dtype != value.dtype:
+            buffer = np.empty(value.shape, dtype=value.dtype)
+        np.copyto(buffer, value)
+        used[name] = buffer
+        return buffer
+
+    def _write(self, packed: _Packed, meta: dict[str, Any], server_round: int) -> None:
+        _write(self.run_dir, packed, meta)  # the view table reads only the live views' shapes and offsets
+        self.written_round = server_round
+
+
 @dataclass
 class Checkpointer:
-    """The recorder's ``on_row`` hook: save a checkpoint every ``cfg.checkpoint.every`` rounds and after the last."""
+    """The recorder's ``on_row`` hook: save a checkpoint every ``cfg.checkpoint.every`` rounds and after the last.
+
+    With ``cfg.checkpoint.every_s`` > 0 a due round is also skipped until that many wall-clock
+    seconds have passed since the last checkpoint (the last round is always saved). Writes run in
+    the background (:class:`BackgroundWriter`); :meth:`close` waits for the last one, so call it
+    before reporting :attr:`saved_round`.
+    """
 
     run_dir: Path
     cfg: RunConfig
     parts: Mapping[str, Stateful]
-    saved_round: int | None = None  # the round of the newest checkpoint on disk
+    saved_round: int | None = None  # the round of the newest checkpoint on disk (after close: all written)
+    _writer: BackgroundWriter | None = field(default=None, init=False, repr=False)
+    # A lambda: time.monotonic is looked up at each construction (a test fakes the clock).
+    _last_save_s: float = field(default_factory=lambda: time.monotonic(), init=False, repr=False)
 
     def __call__(self, server_round: int) -> None:
-        every = self.cfg.checkpoint.every
+        if not self._due(server_round):
+            return
+        if self._writer is None:
+            self._writer = BackgroundWriter(self.run_dir)
+        self._writer.submit(capture(self.parts, self.cfg, server_round))
+        self._last_save_s = time.monotonic()
+        self._note_written()
+
+    def _due(self, server_round: int) -> bool:
+        every, every_s = self.cfg.checkpoint.every, self.cfg.checkpoint.every_s
         if server_round == 0 or every == 0:
+            return False
+        if server_round == self.cfg.num_rounds:
+            return True
+        return server_round % every == 0 and time.monotonic() - self._last_save_s >= every_s
+
+    def close(self) -> None:
+        """Wait for the checkpoint being written (raising its error, if any) and stop the writer."""
+        if self._writer is None:
             return
-        if server_round % every and server_round != self.cfg.num_rounds:
-            return
-        save_checkpoint(self.run_dir, capture(self.parts, self.cfg, server_round))
-        self.saved_round = server_round
+        try:
+            self._writer.close()
+        finally:
+            self._note_written()
+            self._writer = None
+
+    def _note_written(self) -> None:
+        if self._writer is not None and self._writer.written_round is not None:
+            self.saved_round = self._writer.written_round

@@ -99,6 +99,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
     if resumed is not None:
         base["resumed_from_round"] = completed
     write_summary(run_dir, {**base, "status": RUNNING})
+    checkpoint_error: Exception | None = None
     try:
         loop = strategy if completed == 0 else ResumedRounds(strategy, completed)
         loop.start(
@@ -123,6 +124,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         status = f"failed: {type(exc).__name__}: {exc}"
         raise
     finally:
+        status, checkpoint_error = close_checkpoints(checkpoints, status)  # on disk before the summary names it
         outcome = summary_outcome(writer.rows, status, cfg.strategy.target_accuracy, started)
         outcome["last_checkpoint_round"] = checkpoints.saved_round
         write_summary(run_dir, {**base, **outcome})
@@ -134,7 +136,23 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
             f"AMP-FL {cfg.model.name} on {data.resolved.used}, K={cfg.num_devices}, "
             f"R={cfg.wireless.num_rbs}, scheduler={cfg.scheduling.name}",
         )
+    if checkpoint_error is not None:
+        raise checkpoint_error
     return run_dir
+
+
+def close_checkpoints(checkpoints: Checkpointer, status: str) -> tuple[str, Exception | None]:
+    """Wait for the background checkpoint write: the run's status and the write's error, if it failed.
+
+    A failed write fails a run that had completed (the caller writes the summary with that status,
+    then raises the error); a run already failing or stopped keeps its own status.
+    """
+    try:
+        checkpoints.close()
+    except Exception as exc:
+        log.error("the last checkpoint could not be written: %s", exc)
+        return (f"failed: checkpoint: {type(exc).__name__}: {exc}" if status == COMPLETED else status), exc
+    return status, None
 
 
 def load_resume_state(cfg: RunConfig, run_dir: Path) -> ServerState | None:

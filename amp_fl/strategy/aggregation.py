@@ -9,6 +9,8 @@ of rounds does not drift between the cached and the memory-friendly variant (The
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -44,34 +46,46 @@ def _zeros(shapes: Sequence[tuple[int, ...]], dtype: type = np.float64) -> Array
 class GradientCache:
     """The server's table G_k of every device's latest gradient, with a running sum over devices.
 
-    The running sum is updated with ``new - old`` on the held entries only, so a round costs
-    O(sub-model sizes) instead of O(K * Q).
+    One contiguous float32 K x Q array holds every device's cache (row k: device k's parameters
+    flattened in order, :meth:`row`); :attr:`table` gives each parameter's ``(K, *shape)`` view of
+    it. It is allocated once with ``np.zeros``: the operating system maps its pages on first
+    write, so a device never received costs no physical memory, and a round allocates nothing
+    K-sized. The running sum is updated with ``new - old`` on the held entries only, so a round
+    costs O(sub-model sizes) instead of O(K * Q).
     """
 
     def __init__(self, num_devices: int, shapes: Sequence[tuple[int, ...]]) -> None:
         self.num_devices = num_devices
         self.shapes = [tuple(s) for s in shapes]
-        self._cache: list[Arrays | None] = [None] * num_devices  # lazily allocated per device
+        sizes = [math.prod(s) for s in self.shapes]
+        self.flat = np.zeros((num_devices, sum(sizes)), dtype=np.float32)
+        bounds = itertools.pairwise(itertools.accumulate(sizes, initial=0))
+        self.table = [self.flat[:, a:b].reshape(num_devices, *s) for (a, b), s in zip(bounds, self.shapes, strict=True)]
+        self.received = np.zeros(num_devices, dtype=bool)  # False: G_k is still the initial zero
         self.total = _zeros(self.shapes)
 
     def get(self, device: int) -> Arrays:
-        cached = self._cache[device]
-        return cached if cached is not None else _zeros(self.shapes, np.float32)
+        """Device ``device``'s G_k per parameter (views into the table: zero for a device never received)."""
+        return [t[device] for t in self.table]
+
+    def row(self, device: int) -> np.ndarray:
+        """Device ``device``'s G_k, every parameter flattened into one contiguous vector (a view)."""
+        return self.flat[device]
 
     def update(self, update: DeviceUpdate) -> None:
         """Eq. (2): G_k <- g on the held entries; elsewhere G_k keeps its previous value."""
-        cached = self._cache[update.device]
-        if cached is None:
-            cached = _zeros(self.shapes, np.float32)
-            self._cache[update.device] = cached
-        for g_cached, g_new, held, total in zip(cached, update.values, update.held, self.total, strict=True):
-            delta = g_new[held].astype(np.float64) - g_cached[held]
-            total[held] += delta
-            g_cached[held] = g_new[held]
+        for table, g_new, held, total in zip(self.table, update.values, update.held, self.total, strict=True):
+            g_cached = table[update.device]
+            # Masked in place (``where=``) rather than gathered (``[held]``): the same float64
+            # differences, a third of the time.
+            delta = np.subtract(g_new, g_cached, dtype=np.float64)
+            np.add(total, delta, out=total, where=held)
+            np.copyto(g_cached, g_new, where=held)
+        self.received[update.device] = True
 
     def state_dict(self) -> State:
         """Every device's G_k (``None`` for a device never received) and the running sum; not copies."""
-        cached: list[StateValue] = [None if c is None else list(c) for c in self._cache]
+        cached: list[StateValue] = [list(self.get(k)) if self.received[k] else None for k in range(self.num_devices)]
         return {"cached": cached, "total": list(self.total)}
 
     def load_state_dict(self, state: State) -> None:
@@ -82,10 +96,16 @@ class GradientCache:
             raise ValueError(f"state: 'cached' must list {self.num_devices} devices")
         tables = [None if c is None else as_arrays(c, f"the cache of device {k}") for k, c in enumerate(cached)]
         total = arrays(state, "total")
-        for table in [*(t for t in tables if t is not None), total]:
-            if [a.shape for a in table] != self.shapes:
+        for checked in [*(t for t in tables if t is not None), total]:
+            if [a.shape for a in checked] != self.shapes:
                 raise ValueError("state: cached array shapes differ from the model's")
-        self._cache = [None if t is None else [np.array(a, dtype=np.float32) for a in t] for t in tables]
+        for k, device_table in enumerate(tables):
+            for i, table in enumerate(self.table):
+                if device_table is not None:
+                    table[k] = device_table[i]
+                elif self.received[k]:  # a row never written is already zero (and unmapped): leave it
+                    table[k] = 0.0
+            self.received[k] = device_table is not None
         self.total = [np.array(t, dtype=np.float64) for t in total]
 
     def mean_over_all(self) -> Arrays:
@@ -96,8 +116,8 @@ class GradientCache:
         """Mean of the listed devices' (just updated) caches: compensation scope ``scheduled``."""
         acc = _zeros(self.shapes)
         for device in devices:
-            for a, g in zip(acc, self.get(device), strict=True):
-                a += g
+            for a, table in zip(acc, self.table, strict=True):
+                a += table[device]
         return [a / max(len(devices), 1) for a in acc]
 
 

@@ -60,7 +60,7 @@ from amp_fl.strategy.server_optimizer import (
     server_learning_rate,
     server_step,
 )
-from amp_fl.strategy.staleness import check_decay, discounted_mean, entry_ages
+from amp_fl.strategy.staleness import DiscountedSums, check_decay
 from amp_fl.wireless.channel import Channel
 from amp_fl.wireless.over_the_air import OverTheAirChannel
 
@@ -233,6 +233,9 @@ class AmpFlStrategy(Strategy):
         self.aoi = AoITable(num_devices, region_map.layer_sizes)
         self.cache = GradientCache(num_devices, self.shapes) if not settings.memory_friendly else None
         self.gbar = MemoryFriendlyAggregate(num_devices, self.shapes) if settings.memory_friendly else None
+        # Scope ``discounted`` keeps its sums up to date (O(|S_t| Q) a round); gamma = 1 is scope ``all``.
+        discounting = settings.compensation == "discounted" and settings.staleness_decay < 1.0
+        self.discounted = DiscountedSums(region_map, num_devices, settings.staleness_decay) if discounting else None
         self.server_state = ServerOptimizerState()  # the server optimiser's moments (a checkpoint saves it)
         self._pending: _PendingRound | None = None
 
@@ -249,6 +252,7 @@ class AmpFlStrategy(Strategy):
             "aoi": self.aoi.ages,
             "cache": None if self.cache is None else self.cache.state_dict(),
             "gbar": None if self.gbar is None else self.gbar.state_dict(),
+            "discounted": None if self.discounted is None else self.discounted.state_dict(),
             "server_optimizer": self.server_state.state_dict(),
         }
 
@@ -267,6 +271,12 @@ class AmpFlStrategy(Strategy):
             self.cache.load_state_dict(part(state, "cache"))
         if self.gbar is not None:
             self.gbar.load_state_dict(part(state, "gbar"))
+        if self.discounted is not None:
+            assert self.cache is not None
+            if state.get("discounted") is None:  # a checkpoint from before the sums were saved
+                self.discounted.rebuild(self.cache, self.aoi.ages)
+            else:
+                self.discounted.load_state_dict(part(state, "discounted"))
         self.server_state.load_state_dict(part(state, "server_optimizer"))
 
     # ------------------------------------------------------------------ train
@@ -321,9 +331,11 @@ class AmpFlStrategy(Strategy):
             direction, updates = self._over_the_air_direction(server_round, updates, failures)
             self._update_ages(updates, pending)  # only the PIUs that transmitted uploaded
         else:
-            # Ages first: scope ``discounted`` weighs each cache by its age after this round (0 = fresh).
+            # Ages first: scope ``discounted`` weighs each cache by its age after this round (0 = fresh),
+            # and replaces each uploader's term, weighed by its ages before.
+            ages_before = self.aoi.ages[[u.device for u in updates]]  # a copy (fancy indexing)
             self._update_ages(updates, pending)
-            direction = self._direction(updates)
+            direction = self._direction(updates, ages_before)
         weights = server_step(self.settings.optimizer, self.server_state, self.weights, direction)
         self._check_finite(server_round, direction, weights)  # the model stays the last finite one
         self.weights = weights
@@ -372,23 +384,32 @@ class AmpFlStrategy(Strategy):
                 if not np.all(np.isfinite(values)):
                     raise DivergedError(server_round, f"{what} has NaN or infinite values in {name!r}")
 
-    def _direction(self, updates: list[DeviceUpdate]) -> list[np.ndarray]:
-        """The aggregate the global step subtracts, per compensation scope."""
+    def _direction(self, updates: list[DeviceUpdate], ages_before: np.ndarray) -> list[np.ndarray]:
+        """The aggregate the global step subtracts, per compensation scope (``ages_before``: the
+        uploaders' AoI rows before this round's update, in ``updates`` order)."""
         if self.gbar is not None:
             return self.gbar.apply(updates)
         if self.settings.compensation == "none":
             return fresh_mean(updates, self.shapes)
         assert self.cache is not None
+        if self.discounted is not None:
+            return self._discounted_direction(updates, ages_before)
         for update in updates:
             self.cache.update(update)
         if self.settings.compensation == "scheduled":
             return self.cache.mean_over([u.device for u in updates])
-        if self.settings.compensation == "discounted":
-            ages = self.aoi.ages
-            return discounted_mean(
-                self.cache, lambda k: entry_ages(self.region_map, ages[k]), self.settings.staleness_decay
-            )
-        return self.cache.mean_over_all()
+        return self.cache.mean_over_all()  # scopes ``all`` and ``discounted`` with gamma = 1
+
+    def _discounted_direction(self, updates: list[DeviceUpdate], ages_before: np.ndarray) -> list[np.ndarray]:
+        """Scope ``discounted`` (:mod:`amp_fl.strategy.staleness`): each uploader's term is swapped in the sums."""
+        assert self.cache is not None and self.discounted is not None
+        self.discounted.advance()
+        ages = self.aoi.ages
+        for update, before_row in zip(updates, ages_before, strict=True):
+            before = self.cache.row(update.device).copy()
+            self.cache.update(update)
+            self.discounted.replace(before, self.cache.row(update.device), before_row, ages[update.device])
+        return self.discounted.mean()
 
     def _over_the_air_direction(
         self, server_round: int, updates: list[DeviceUpdate], failures: dict[int, Failure]
