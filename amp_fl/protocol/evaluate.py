@@ -10,11 +10,11 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 
 from amp_fl.errors import InvalidReplyError
 from amp_fl.protocol.fields import (
-    Fields,
     arrays_of,
     check_shapes,
     config_fields,
     in_order,
+    metrics_fields,
     to_array_record,
     wire_arrays,
 )
@@ -126,9 +126,7 @@ class EvaluateReply:
     def from_content(cls, content: RecordDict) -> EvaluateReply:
         """Parse and check an evaluate reply (:class:`InvalidReplyError` naming the key)."""
         where = "evaluate reply"
-        if METRICS not in content.metric_records:
-            raise InvalidReplyError(f"{where}: no {METRICS!r} metric record")
-        f = Fields(content.metric_records[METRICS], where, InvalidReplyError)
+        f = metrics_fields(content, where, InvalidReplyError)
         personalised = f.integer(PERSONALISED)
         if personalised > 1:
             raise f.fail(PERSONALISED, f"must be 0 or 1, got {personalised}")

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
-from amp_fl.protocol.keys import CONFIG, WIRE_DTYPE
+from amp_fl.protocol.keys import CONFIG, METRICS, WIRE_DTYPE
 
 
 # ------------------------------------------------------------------------------ field readers
@@ -100,6 +100,12 @@ def config_fields(content: RecordDict, where: str, error: type[ValueError]) -> F
     if CONFIG not in content.config_records:
         raise error(f"{where}: no {CONFIG!r} config record")
     return Fields(content.config_records[CONFIG], where, error)
+
+
+def metrics_fields(content: RecordDict, where: str, error: type[ValueError]) -> Fields:
+    if METRICS not in content.metric_records:
+        raise error(f"{where}: no {METRICS!r} metric record")
+    return Fields(content.metric_records[METRICS], where, error)
 
 
 def arrays_of(content: RecordDict, name: str, where: str, error: type[ValueError]) -> ArrayRecord:

@@ -174,9 +174,7 @@ class MaskedTrainReply:
     def from_content(cls, content: RecordDict) -> MaskedTrainReply:
         """Parse and check (:class:`InvalidReplyError` naming the key, record or array)."""
         where = "masked train reply"
-        if P.METRICS not in content.metric_records:
-            raise InvalidReplyError(f"{where}: no {P.METRICS!r} metric record")
-        f = P.Fields(content.metric_records[P.METRICS], where, InvalidReplyError)
+        f = P.metrics_fields(content, where, InvalidReplyError)
         device = f.integer(P.DEVICE)
         num_examples = f.integer(P.NUM_EXAMPLES, minimum=1)
         train_loss = f.number(P.TRAIN_LOSS, minimum=0.0)

@@ -16,6 +16,7 @@ from amp_fl.protocol.fields import (
     check_shapes,
     config_fields,
     in_order,
+    metrics_fields,
     to_array_record,
     wire_arrays,
 )
@@ -292,9 +293,7 @@ class TrainReply:
     def from_content(cls, content: RecordDict) -> TrainReply:
         """Parse and check a reply (:class:`InvalidReplyError` naming the key, record or array)."""
         where = "train reply"
-        if METRICS not in content.metric_records:
-            raise InvalidReplyError(f"{where}: no {METRICS!r} metric record")
-        f = Fields(content.metric_records[METRICS], where, InvalidReplyError)
+        f = metrics_fields(content, where, InvalidReplyError)
         device = f.integer(DEVICE)
         num_examples = f.integer(NUM_EXAMPLES, minimum=1)
         train_loss = f.number(TRAIN_LOSS, minimum=0.0)
