@@ -37,6 +37,8 @@ RUN_CONFIG_FILE = "run_config.json"  # the resolved configuration the ServerApp 
 FINAL_MODEL_FILE = "final_model.npz"
 CHECKPOINT_FILE = "checkpoint.npz"  # what a resume continues from (amp_fl.server.checkpoint)
 FLOWER_LOG = "flower.log"  # Flower's output, written by the launcher
+# Which dataset the launcher resolved (and why it fell back), so the ServerApp never resolves twice.
+DATASET_RESOLUTION_FILE = "dataset.json"
 TIMING_FILE = "campaign_timing.json"  # wall (and CPU) seconds of the run, measured by the campaign that ran it
 COMPLETED = "completed"  # summary.json's status of a run that ran to its end (or planned early stop)
 RUNNING = "running"  # summary.json's status while the server runs (and after it died without a word)

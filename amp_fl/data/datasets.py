@@ -207,9 +207,6 @@ def resolve_dataset(name: str, root: str, download: bool, fallback: str | None) 
         return ResolvedDataset(name, fallback, str(exc))
 
 
-DATASET_RESOLUTION = "dataset.json"
-
-
 def save_resolution(resolved: ResolvedDataset, path: Path) -> None:
     path.write_text(json.dumps(asdict(resolved), indent=2))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 
 from amp_fl.config import RunConfig, config_to_dict
-from amp_fl.data.datasets import DATASET_RESOLUTION, DatasetUnavailableError, ResolvedDataset, save_resolution
+from amp_fl.data.datasets import DatasetUnavailableError, ResolvedDataset, save_resolution
 from amp_fl.deployment.os_processes import free_port
 from amp_fl.deployment.ray_cluster import RAY_ADDRESS, RayHead
 from amp_fl.errors import ConfigError
@@ -37,6 +37,7 @@ from amp_fl.launch.progress import LogPump, ProgressView, StartupPhases, one_lin
 from amp_fl.run_folder import (
     CHECKPOINT_FILE,
     COMPLETED,
+    DATASET_RESOLUTION_FILE,
     FLOWER_LOG,
     METRICS_FILE,
     RUN_CONFIG_FILE,
@@ -89,7 +90,7 @@ def write_run_config(cfg: RunConfig, run_dir: Path, resolved: ResolvedDataset | 
     """The resolved config as ``run_config.json`` (what the ServerApp reads), and the dataset outcome."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if resolved is not None:
-        save_resolution(resolved, run_dir / DATASET_RESOLUTION)
+        save_resolution(resolved, run_dir / DATASET_RESOLUTION_FILE)
     values = config_to_dict(cfg)
     values["output_dir"] = str(run_dir)
     # Relative paths mean "relative to where the user launched": the ServerApp runs elsewhere.

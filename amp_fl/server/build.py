@@ -19,7 +19,6 @@ from amp_fl import protocol as P
 from amp_fl.client.sparse_fedavg import prunable_arrays
 from amp_fl.config import RunConfig
 from amp_fl.data.datasets import (
-    DATASET_RESOLUTION,
     ArraySplit,
     Dataset,
     ResolvedDataset,
@@ -34,6 +33,7 @@ from amp_fl.pruning.counts import training_flops_per_sample
 from amp_fl.pruning.magnitude import MagnitudePruner
 from amp_fl.pruning.policies import build_policy
 from amp_fl.pruning.regions import RegionMap
+from amp_fl.run_folder import DATASET_RESOLUTION_FILE
 from amp_fl.scheduling import build_scheduler
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport
@@ -57,7 +57,7 @@ class RunData:
 def run_data(cfg: RunConfig, run_dir: Path) -> RunData:
     """Load the run's dataset, reusing the launcher's resolution (so a download is never tried twice)."""
     root = str(Path(cfg.dataset.root).expanduser().resolve())
-    resolved = load_resolution(run_dir / DATASET_RESOLUTION, cfg.dataset.name) or resolve_dataset(
+    resolved = load_resolution(run_dir / DATASET_RESOLUTION_FILE, cfg.dataset.name) or resolve_dataset(
         cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback
     )
     data = load_dataset(resolved.used, root, cfg.dataset.download)
