@@ -14,7 +14,8 @@ import torch
 
 from amp_fl import protocol as P
 from amp_fl.models import build_model
-from amp_fl.pruning.regions import RegionMap, region_map_for
+from amp_fl.pruning.maps import region_map_for
+from amp_fl.pruning.regions import RegionMap
 from amp_fl.pruning.submodel import module_arrays
 
 # The smallest useful run: two devices of the offline mnist5k set, the paper's CNN, one SGD step of batch 1.

@@ -31,7 +31,7 @@ from amp_fl.config import load_config
 from amp_fl.data.datasets import load_dataset
 from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid, run_in_process
 from amp_fl.models import build_model
-from amp_fl.pruning.regions import region_map_for
+from amp_fl.pruning.maps import region_map_for
 from amp_fl.pruning.submodel import load_arrays, module_arrays
 from amp_fl.server.build import StrategyInputs, build_strategy, initial_model, latency_config, run_data, train_setup
 from amp_fl.strategy.amp_fl import personal_evaluation_due

@@ -26,7 +26,7 @@ from amp_fl.launch.launcher import write_run_config
 from amp_fl.launch.preflight import preflight
 from amp_fl.protocol.provenance import ReportedDeviceProfile, profile_provenance
 from amp_fl.pruning.counts import training_flops_per_sample
-from amp_fl.pruning.regions import region_map
+from amp_fl.pruning.maps import region_map
 from amp_fl.server.runner import run_server
 from amp_fl.wireless.channel import RayleighChannel, shannon_rates
 from amp_fl.wireless.config import WirelessConfig

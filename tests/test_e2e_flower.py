@@ -20,7 +20,7 @@ import pytest
 from amp_fl.config import load_config
 from amp_fl.launch.launcher import PROJECT_ROOT, flower_processes, flwr_home, launch
 from amp_fl.pruning.counts import submodel_param_count
-from amp_fl.pruning.regions import region_map
+from amp_fl.pruning.maps import region_map
 
 ROUNDS = 4
 SMALL = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 10, "num_rbs": 5}, "num_rounds": ROUNDS, "seed": 3}

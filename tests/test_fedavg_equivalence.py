@@ -44,7 +44,7 @@ from amp_fl.client.local import batch_rng, local_data, model_info, train_setting
 from amp_fl.client.trainer import SubModelTrainer
 from amp_fl.config import RunConfig, load_config
 from amp_fl.launch.inprocess import InProcessGrid, run_in_process
-from amp_fl.pruning.regions import region_map
+from amp_fl.pruning.maps import region_map
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.server.build import initial_model, run_data, train_setup
 

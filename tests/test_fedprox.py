@@ -17,7 +17,7 @@ from amp_fl.client.settings import TrainSettings
 from amp_fl.client.trainer import ModelInfo, SubModelTrainer
 from amp_fl.data.datasets import ArraySplit, load_dataset
 from amp_fl.models import build_model
-from amp_fl.pruning.regions import region_map
+from amp_fl.pruning.maps import region_map
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.wireless.seeding import derive_rng
 

@@ -27,7 +27,7 @@ from amp_fl.pruning.magnitude import (
     rewind,
     sparsity_of,
 )
-from amp_fl.pruning.regions import region_map_for
+from amp_fl.pruning.maps import region_map_for
 from amp_fl.pruning.submodel import module_arrays
 
 NUM_CLASSES = 7  # not 10, so that a hard-coded class count cannot pass

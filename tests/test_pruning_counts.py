@@ -17,7 +17,7 @@ from amp_fl.pruning.counts import (
     submodel_shapes,
     training_flops_per_sample,
 )
-from amp_fl.pruning.regions import region_map
+from amp_fl.pruning.maps import region_map
 from amp_fl.pruning.submodel import build_submodel
 
 VGG_WIDTHS = [64, 128, 256, 256, 512, 512, 512, 512]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from amp_fl.pruning.counts import keep_counts, keep_counts_for_fraction
+from amp_fl.pruning.maps import region_map
 from amp_fl.pruning.policies import (
     SelectionContext,
     available_policies,
@@ -19,7 +20,7 @@ from amp_fl.pruning.policies import (
     tie_break_jitter,
     top_aoi_indices,
 )
-from amp_fl.pruning.regions import RegionMap, region_map
+from amp_fl.pruning.regions import RegionMap
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from amp_fl.models import build_model
-from amp_fl.pruning.regions import RegionGroup, check_kept, region_map, region_map_for
+from amp_fl.pruning.maps import region_map, region_map_for
+from amp_fl.pruning.regions import RegionGroup, check_kept
 
 NUM_CLASSES = 7  # not 10, so that a hard-coded class count cannot pass
 

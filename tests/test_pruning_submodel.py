@@ -12,7 +12,8 @@ from torch import nn
 from amp_fl.errors import InvalidReplyError
 from amp_fl.models import build_model
 from amp_fl.pruning.counts import submodel_param_count
-from amp_fl.pruning.regions import KeptIndices, RegionMap, region_map
+from amp_fl.pruning.maps import region_map
+from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import (
     build_submodel,
     extract_arrays,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from amp_fl.pruning.maps import region_map
 from amp_fl.pruning.policies import SelectionContext, build_policy
-from amp_fl.pruning.regions import RegionMap, region_map
+from amp_fl.pruning.regions import RegionMap
 from amp_fl.scheduling import AoITable, Schedule, build_scheduler
 from amp_fl.wireless import DevicePopulation, RayleighChannel, SystemModel, WirelessConfig, paper_latency_config
 

@@ -14,7 +14,7 @@ from amp_fl.errors import InvalidReplyError
 from amp_fl.models import build_model
 from amp_fl.protocol.sparse_fedavg import MaskedTrainInstruction, MaskedTrainReply
 from amp_fl.pruning.magnitude import MagnitudePruner
-from amp_fl.pruning.regions import region_map_for
+from amp_fl.pruning.maps import region_map_for
 from amp_fl.pruning.sparse_encoding import (
     EncodedTensor,
     best_format,

@@ -25,7 +25,7 @@ from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid, run_in_process
 from amp_fl.models import build_model
 from amp_fl.protocol.sparse_fedavg import MaskedTrainInstruction, MaskedTrainReply
 from amp_fl.pruning.magnitude import MagnitudePruner
-from amp_fl.pruning.regions import region_map_for
+from amp_fl.pruning.maps import region_map_for
 from amp_fl.pruning.sparse_encoding import pack_values
 from amp_fl.strategy.report import RoundReport
 from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy, participants_per_round, sample_participants

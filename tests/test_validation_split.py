@@ -16,7 +16,7 @@ from amp_fl.data.datasets import load_dataset
 from amp_fl.data.validation import split_validation, training_pool, validation_counts
 from amp_fl.errors import ConfigError
 from amp_fl.models import build_model
-from amp_fl.pruning.regions import region_map_for
+from amp_fl.pruning.maps import region_map_for
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.run_folder import RoundRow
 from amp_fl.server.recorder import validation_outcome

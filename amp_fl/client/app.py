@@ -37,7 +37,8 @@ from amp_fl.client.sparse_fedavg import train_masked
 from amp_fl.client.trainer import FitResult, ModelInfo, SubModelTrainer
 from amp_fl.data.datasets import ArraySplit, load_dataset
 from amp_fl.protocol.sparse_fedavg import MASKED_ACTION
-from amp_fl.pruning.regions import KeptIndices, RegionMap, region_map
+from amp_fl.pruning.maps import region_map
+from amp_fl.pruning.regions import KeptIndices, RegionMap
 from amp_fl.pruning.submodel import build_submodel, extract_arrays, scatter_arrays
 
 app = ClientApp()

@@ -23,7 +23,7 @@ from torch import nn
 
 from amp_fl.models import build_model
 from amp_fl.pruning.counts import training_flops_per_sample
-from amp_fl.pruning.regions import region_map
+from amp_fl.pruning.maps import region_map
 
 WARMUP_STEPS = 2
 MIN_STEPS = 3

@@ -32,7 +32,8 @@ from amp_fl.client.trainer import ModelInfo, batch_indices
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.errors import check_argument
 from amp_fl.protocol.sparse_fedavg import MaskedTrainInstruction, MaskedTrainReply
-from amp_fl.pruning.regions import RegionMap, region_map
+from amp_fl.pruning.maps import region_map
+from amp_fl.pruning.regions import RegionMap
 from amp_fl.pruning.sparse_encoding import pack_values
 from amp_fl.pruning.submodel import build_submodel, module_arrays
 

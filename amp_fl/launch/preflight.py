@@ -14,7 +14,7 @@ from amp_fl.config import RunConfig, check_keep_counts, check_partition
 from amp_fl.data.datasets import ResolvedDataset, load_dataset, resolve_dataset
 from amp_fl.data.validation import split_validation
 from amp_fl.errors import ConfigError
-from amp_fl.pruning.regions import region_map
+from amp_fl.pruning.maps import region_map
 
 
 def preflight(cfg: RunConfig) -> ResolvedDataset:

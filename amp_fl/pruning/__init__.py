@@ -20,6 +20,7 @@ from .counts import (
     submodel_shapes,
     training_flops_per_sample,
 )
+from .maps import region_map, region_map_for
 from .policies import (
     PruningPolicy,
     SelectionContext,
@@ -36,8 +37,6 @@ from .regions import (
     RegionMap,
     check_kept,
     keep_counts_of,
-    region_map,
-    region_map_for,
 )
 
 # The sub-model functions need torch: imported on first use (amp_fl.lazy says why).

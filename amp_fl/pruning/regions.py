@@ -25,7 +25,7 @@ instead of producing a wrong map.
 
 This module holds the map's types and checks and imports no torch (the configuration, the
 schedulers and the launcher use them without paying for torch); the tracing itself is
-:mod:`amp_fl.pruning.tracing`, imported when a map is first derived.
+:mod:`amp_fl.pruning.tracing`, and :mod:`amp_fl.pruning.maps` derives a model's map with it.
 """
 
 from __future__ import annotations
@@ -200,29 +200,6 @@ class RegionMap:
 def owns_state(module: nn.Module) -> bool:
     """Whether ``module`` itself (not its children) holds parameters or buffers."""
     return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
-
-
-def region_map_for(model: nn.Module, input_shape: Sequence[int]) -> RegionMap:
-    """Derive the region map of ``model`` for inputs of shape ``input_shape`` (C, H, W): see
-    :func:`amp_fl.pruning.tracing.trace_region_map`."""
-    from amp_fl.pruning.tracing import trace_region_map
-
-    return trace_region_map(model, input_shape)
-
-
-def region_map(name: str, input_shape: Sequence[int] | None = None, num_classes: int = 10) -> RegionMap:
-    """Region map of the registered model ``name`` (built on the ``meta`` device: no weights allocated).
-
-    Maps are immutable and cached per ``(name, input_shape, num_classes)``, so the server can
-    ask for one every round at no cost.
-    """
-    from amp_fl.models import model_spec
-
-    shape = tuple(int(d) for d in input_shape) if input_shape is not None else model_spec(name).default_input_shape
-    from amp_fl.pruning.tracing import cached_region_map
-
-    shape = tuple(int(d) for d in input_shape) if input_shape is not None else model_spec(name).default_input_shape
-    return cached_region_map(name, shape, int(num_classes))
 
 
 def check_kept(region_map: RegionMap, kept: Sequence[Any]) -> list[np.ndarray]:

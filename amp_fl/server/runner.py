@@ -20,7 +20,7 @@ from amp_fl import protocol as P
 from amp_fl.client.profile import compute_benchmark
 from amp_fl.config import RunConfig
 from amp_fl.errors import DivergedError, ValidationTargetReached
-from amp_fl.pruning.regions import region_map_for
+from amp_fl.pruning.maps import region_map_for
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.run_folder import COMPLETED, RUNNING, MetricsWriter, write_figures, write_final_model, write_summary
 from amp_fl.server.build import StrategyInputs, build_strategy, initial_model, latency_config, run_data, train_setup
