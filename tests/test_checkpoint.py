@@ -208,6 +208,17 @@ def test_a_resumed_runs_saved_config_repeats_the_run_from_round_0(tmp_path, monk
     assert seen == {"resume": None, "run_dir": tmp_path / "again"}
 
 
+def _whole_and_crashed(values, tmp_path, monkeypatch, crash_after):
+    """The uninterrupted run's folder and that of the same run crashed after round ``crash_after``."""
+    whole = run_in_process(load_config(values), tmp_path / "whole")
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _crash_after(m, crash_after)
+        with pytest.raises(Crash):
+            run_in_process(load_config(values), run)
+    return whole, run
+
+
 @pytest.mark.parametrize(
     "strategy",
     [
@@ -219,12 +230,7 @@ def test_a_resumed_server_optimiser_continues_with_its_moments(tmp_path, monkeyp
     """The server optimiser's step count and moments are in the checkpoint: without them, momentum and
     Adam would restart from zero after a resume and the run would differ from the uninterrupted one."""
     values = {**BASE, "num_rounds": 5, "strategy": strategy}
-    whole = run_in_process(load_config(values), tmp_path / "whole")
-    run = tmp_path / "run"
-    with monkeypatch.context() as m:
-        _crash_after(m, 3)
-        with pytest.raises(Crash):
-            run_in_process(load_config(values), run)
+    whole, run = _whole_and_crashed(values, tmp_path, monkeypatch, crash_after=3)
     saved = C.load_checkpoint(run).parts["strategy"]
     optimizer, num_weights = saved["server_optimizer"], len(saved["weights"])
     assert optimizer["step"] == 3 and len(optimizer["first_moment"]) == num_weights
@@ -259,12 +265,7 @@ def test_a_resumed_sparse_fedavg_run_equals_the_uninterrupted_one(tmp_path, monk
     """Sparse FedAvg saves its own state (weights, the pruner's masks and steps, the rewind snapshot,
     the history) through the same protocol; crashed after round 3, resumed, it ends where the whole run does."""
     values = {**SPARSE, "checkpoint": {"every": 1}}
-    whole = run_in_process(load_config(values), tmp_path / "whole")
-    run = tmp_path / "run"
-    with monkeypatch.context() as m:
-        _crash_after(m, 3)
-        with pytest.raises(Crash):
-            run_in_process(load_config(values), run)
+    whole, run = _whole_and_crashed(values, tmp_path, monkeypatch, crash_after=3)
     saved = C.load_checkpoint(run).parts["strategy"]
     assert saved["rewind_snapshot"] is not None and [r["round"] for r in saved["history"]] == [1, 2, 3]
     assert any(m is not None and not m.all() for m in saved["pruner"]["masks"])  # pruned by round 3
