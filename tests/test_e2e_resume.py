@@ -25,6 +25,7 @@ import pytest
 from amp_fl.config import config_to_dict, load_config
 from amp_fl.launch.launcher import PROJECT_ROOT, launch
 from amp_fl.launch.processes import SERVER_APP_PROGRAMS, run_processes
+from amp_fl.run_folder import CHECKPOINT_FILE
 from amp_fl.server.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.e2e
@@ -58,6 +59,13 @@ def _row_count(run: Path) -> int:
         return 0
 
 
+def _checkpoint_round(run: Path) -> int:
+    """The round of the checkpoint on disk (0 while there is none); replaced atomically, so always readable."""
+    if not (run / CHECKPOINT_FILE).exists():
+        return 0
+    return load_checkpoint(run).round
+
+
 def _start_launcher(run: Path, home: Path, rounds: int = ROUNDS) -> subprocess.Popen[str]:
     """``python -m amp_fl.launch.launcher CONFIG RUN`` in its own process (so it can be signalled)."""
     run.mkdir(parents=True, exist_ok=True)
@@ -80,7 +88,8 @@ def test_sigkilled_server_app_resumes_to_the_uninterrupted_metrics(tmp_path, hom
 
     run = tmp_path / "run"
     proc = _start_launcher(run, home)
-    _wait_for(lambda: _row_count(run) >= 4 and (run / "checkpoint.npz").exists(), 300, "round 3")
+    # Checkpoints are written by a background thread, so round 3's row can appear before its checkpoint.
+    _wait_for(lambda: _row_count(run) >= 4 and _checkpoint_round(run) >= 3, 300, "round 3's checkpoint")
     (server,) = run_processes(home, SERVER_APP_PROGRAMS)
     os.kill(server, signal.SIGKILL)
     _out, err = proc.communicate(timeout=120)
