@@ -8,6 +8,7 @@ channel, so it must equal the in-process run's; the rows must show one buffered 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -65,7 +66,7 @@ def test_fedbuff_runs_through_flower_one_buffered_step_per_round(tmp_path):
         assert int(row["uplink_bytes"]) == 2 * 4 * CNN_PARAMETERS
         assert 0 <= float(row["accuracy"]) <= 1
     times = [float(r["sim_time_s"]) for r in rows]
-    assert times[0] == 0 and all(b > a for a, b in zip(times, times[1:], strict=False))
+    assert times[0] == 0 and all(b > a for a, b in itertools.pairwise(times))
     assert summary["final_sim_time_s"] == pytest.approx(times[-1])
 
     # The same ServerApp and ClientApp code in process: the same simulated timeline.

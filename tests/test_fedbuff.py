@@ -9,6 +9,7 @@ rates of 3, 2 and 1 Mbit/s, so the 1 Mbit upload takes 1/3, 1/2 and 1 s. A devic
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from pathlib import Path
 
@@ -70,8 +71,8 @@ def test_staleness_weights_are_one_over_the_root_of_one_plus_the_staleness():
 
 
 def _arrival(t: float, device: int, version: int = 0, value: float = 0.0) -> Arrival:
-    return Arrival(t, device, rb=device, version=version, update=[np.full(2, value, np.float32)], train_loss=1.0,
-                   uplink_bytes=8)  # fmt: skip
+    update = [np.full(2, value, np.float32)]
+    return Arrival(t, device, rb=device, version=version, update=update, train_loss=1.0, uplink_bytes=8)
 
 
 def test_the_queue_gives_arrivals_back_in_time_order_ties_in_push_order_and_survives_its_state():
@@ -248,16 +249,10 @@ def test_a_resumed_fedbuff_run_equals_the_uninterrupted_one(tmp_path, monkeypatc
     run pops them at the same simulated times with the same staleness, so every row and the final model agree."""
     whole = run_in_process(load_config(BASE), tmp_path / "whole")
     rows = _rows(whole)
-    assert [int(r["num_received"]) for r in rows[1:]] == [2] * 6 and [int(r["num_scheduled"]) for r in rows[1:]] == [
-        4,
-        2,
-        2,
-        2,
-        2,
-        2,
-    ]
+    assert [int(r["num_received"]) for r in rows[1:]] == [2] * 6  # one step of B = 2 updates per round
+    assert [int(r["num_scheduled"]) for r in rows[1:]] == [4, 2, 2, 2, 2, 2]  # 4 slots, then the 2 freed
     times = [float(r["sim_time_s"]) for r in rows]
-    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(times))
 
     original = C.Checkpointer.__call__
 
@@ -274,7 +269,9 @@ def test_a_resumed_fedbuff_run_equals_the_uninterrupted_one(tmp_path, monkeypatc
     saved = C.load_checkpoint(run)
     queue = saved.parts["strategy"]["queue"]["entries"]
     assert saved.round == 3 and len(queue) == 2  # updates in flight are part of the checkpoint
-    assert saved.parts["strategy"]["now_s"] == saved.parts["clock"]["now_s"] == pytest.approx(float(rows[3]["sim_time_s"]))
+    assert (
+        saved.parts["strategy"]["now_s"] == saved.parts["clock"]["now_s"] == pytest.approx(float(rows[3]["sim_time_s"]))
+    )
     run_in_process(C.resume_config(run), run)
     assert _rows(run) == rows
     with np.load(run / "final_model.npz") as a, np.load(whole / "final_model.npz") as b:

@@ -182,4 +182,3 @@ def buffered_direction(
         for total, g in zip(direction, arrival.update, strict=True):
             total += weight * np.asarray(g, dtype=np.float64)
     return [total / len(arrivals) for total in direction]
-

@@ -49,7 +49,7 @@ from flwr.serverapp.strategy import Strategy
 
 from amp_fl import protocol as P
 from amp_fl.errors import DivergedError
-from amp_fl.pruning.regions import KeptIndices, RegionMap
+from amp_fl.pruning.regions import RegionMap
 from amp_fl.scheduling.asynchronous import AsyncDispatcher, Dispatch
 from amp_fl.state import State, arrays, integer, number, part
 from amp_fl.strategy.buffered import Arrival, ArrivalQueue, FedBuffSettings, buffered_direction
@@ -129,7 +129,7 @@ class FedBuffStrategy(Strategy):
         self.now_s = 0.0  # simulated time of the last step (advanced as the recorder's clock is)
         self.queue = ArrivalQueue()
         self.server_state = ServerOptimizerState()
-        self._everything: KeptIndices = tuple(np.arange(size) for size in region_map.layer_sizes)
+        self._everything: tuple[np.ndarray, ...] = tuple(np.arange(size) for size in region_map.layer_sizes)
         self._pending: _PendingRound | None = None
 
     # ------------------------------------------------------------------ state
