@@ -157,14 +157,19 @@ LR = 0.5
 VALUES = (4.0, 2.0, 6.0)  # device k's "gradient": VALUES[k] in every entry
 
 
-def recording_client(received: dict[tuple[int, int], float]) -> ClientApp:
-    """Device k replies VALUES[k] everywhere; records the first entry of the model it was sent, by (round, device)."""
+def recording_client(received: dict[tuple[int, int], float], fails: tuple[int, int] | None = None) -> ClientApp:
+    """Device k replies VALUES[k] everywhere; records the first entry of the model it was sent, by (round, device).
+
+    ``fails = (round, device)``: that device's ClientApp raises in that round.
+    """
     app = ClientApp()
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         device = P.partition_id(context.node_config)
         instruction = P.TrainInstruction.from_content(msg.content)
+        if (instruction.round, device) == fails:
+            raise RuntimeError("the board crashed")
         received[(instruction.round, device)] = float(instruction.arrays[0].flat[0])
         gradient = tuple(np.full_like(a, VALUES[device]) for a in instruction.arrays)
         reply = P.TrainReply(device, instruction.names, gradient, 1, float(device), 0.0, instruction.round)
@@ -173,13 +178,8 @@ def recording_client(received: dict[tuple[int, int], float]) -> ClientApp:
     return app
 
 
-def test_three_server_steps_by_hand(cnn):
-    """K = R = C = 3, B = 2. Round 1 (t = 0): all three start on version 0 and arrive at 1 (device 1),
-    5/4 (device 2) and 4/3 (device 0); the step takes devices 1 and 2 (fresh): d = (2 + 6) / 2 = 4, t = 5/4.
-    Round 2: devices 1 and 2 restart at 5/4 on version 1 (arriving at 9/4 and 5/2); the step takes device 0
-    (1 version stale, weight 1/sqrt 2) and device 1 (fresh): d = (4 / sqrt 2 + 2) / 2, t = 9/4.
-    Round 3: devices 0 and 1 restart at 9/4 on version 2 (arriving at 43/12 and 13/4); the step takes device 2
-    (1 stale) and device 1: d = (6 / sqrt 2 + 2) / 2, t = 13/4."""
+def hand_built(cnn, buffer_size: int) -> tuple[FedBuffStrategy, list[RoundReport]]:
+    """The strategy on the hand-built system (K = R = C = 3), sgd at LR, and the list of its round reports."""
     regions, weights = cnn
     model = system()
     reports: list[RoundReport] = []
@@ -190,18 +190,34 @@ def test_three_server_steps_by_hand(cnn):
         channel=FixedChannel(model),
         device_nodes={k: FIRST_NODE_ID + k for k in range(3)},
         train_setup=make_train_setup(num_devices=3, learning_rate=LR),
-        settings=FedBuffSettings(buffer_size=2),
+        settings=FedBuffSettings(buffer_size=buffer_size),
         optimizer=ServerOptimizerSettings("sgd", LR),
         on_round_end=reports.append,
     )
+    return strategy, reports
+
+
+def run_round(strategy: FedBuffStrategy, grid: InProcessGrid, server_round: int) -> None:
+    messages = strategy.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid)
+    strategy.aggregate_train(server_round, grid.send_and_receive(messages))
+
+
+def test_three_server_steps_by_hand(cnn):
+    """K = R = C = 3, B = 2. Round 1 (t = 0): all three start on version 0 and arrive at 1 (device 1),
+    5/4 (device 2) and 4/3 (device 0); the step takes devices 1 and 2 (fresh): d = (2 + 6) / 2 = 4, t = 5/4.
+    Round 2: devices 1 and 2 restart at 5/4 on version 1 (arriving at 9/4 and 5/2); the step takes device 0
+    (1 version stale, weight 1/sqrt 2) and device 1 (fresh): d = (4 / sqrt 2 + 2) / 2, t = 9/4.
+    Round 3: devices 0 and 1 restart at 9/4 on version 2 (arriving at 43/12 and 13/4); the step takes device 2
+    (1 stale) and device 1: d = (6 / sqrt 2 + 2) / 2, t = 13/4."""
+    _, weights = cnn
+    strategy, reports = hand_built(cnn, buffer_size=2)
     received: dict[tuple[int, int], float] = {}
     grid = InProcessGrid(recording_client(received), 3)
     w0 = float(weights[0].flat[0])
     directions = [4.0, (4 / math.sqrt(2) + 2) / 2, (6 / math.sqrt(2) + 2) / 2]
     expected_w = np.cumsum([w0] + [-LR * d for d in directions])
     for server_round in (1, 2, 3):
-        messages = strategy.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid)
-        strategy.aggregate_train(server_round, grid.send_and_receive(messages))
+        run_round(strategy, grid, server_round)
         assert strategy.version == server_round
         step = LR * sum(directions[:server_round])  # every entry takes the same steps
         for now, initial in zip(strategy.weights, weights, strict=True):
@@ -221,6 +237,26 @@ def test_three_server_steps_by_hand(cnn):
     # Still in flight after round 3: device 0, on version 2, arriving at 9/4 + 4/3.
     [left] = strategy.queue.in_flight()
     assert (left.device, left.version) == (0, 2) and left.arrival_s == pytest.approx(9 / 4 + 4 / 3)
+
+
+def test_a_failed_device_is_idle_at_once_and_a_short_buffer_waits(cnn):
+    """B = 3, device 1 raises in round 1: two updates are in flight, too few for a step (no time passes, the
+    model stays). Round 2 (still t = 0) dispatches only device 1, on version 0; it arrives first (at 1) and
+    completes the buffer: d = (2 + 6 + 4) / 3 = 4, all fresh, at t = 4/3."""
+    _, weights = cnn
+    strategy, reports = hand_built(cnn, buffer_size=3)
+    grid = InProcessGrid(recording_client({}, fails=(1, 1)), 3)
+    run_round(strategy, grid, 1)
+    assert (strategy.version, strategy.now_s, len(strategy.queue)) == (0, 0.0, 2)
+    first = reports[0]
+    assert first.failure_kinds == {1: "error"} and first.received_devices == () and first.round_latency_s == 0.0
+    for now, initial in zip(strategy.weights, weights, strict=True):
+        np.testing.assert_array_equal(now, initial)
+    run_round(strategy, grid, 2)
+    assert reports[1].sent_devices == (1,) and reports[1].received_devices == (1, 2, 0)
+    assert reports[1].round_latency_s == pytest.approx(4 / 3) and strategy.version == 1
+    for now, initial in zip(strategy.weights, weights, strict=True):
+        np.testing.assert_allclose(now, initial - LR * 4.0, rtol=1e-6, atol=1e-6)
 
 
 # ------------------------------------------------------------------ the run: exact resume
