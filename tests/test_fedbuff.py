@@ -313,3 +313,13 @@ def test_a_resumed_fedbuff_run_equals_the_uninterrupted_one(tmp_path, monkeypatc
     with np.load(run / "final_model.npz") as a, np.load(whole / "final_model.npz") as b:
         for name in a.files:
             np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_reports_name_fedbuff_runs_fedbuff_not_synchronous_fl():
+    from amp_fl.config import config_to_dict
+    from amp_fl.report.runs import describe_method
+
+    fedbuff = load_config({**BASE, "scheduling": {"name": "full_model"}})
+    assert describe_method(config_to_dict(fedbuff)) == "FedBuff"
+    synchronous = load_config({"strategy": {"compensation": "none"}, "scheduling": {"name": "full_model"}})
+    assert describe_method(config_to_dict(synchronous)) == "Synchronous FL"
