@@ -135,6 +135,8 @@ def test_rate_dispatch_fills_the_free_rbs_with_the_fastest_idle_uplinks_and_thei
     assert sorted(both.device_ids.tolist()) == [0, 3] and sorted(both.rb_ids.tolist()) == [0, 1]
     np.testing.assert_allclose(both.latency_s[np.argsort(both.device_ids)], [1 + 1 / 3, 1 + 1 / 4])  # 4 Mbit/s
     assert dispatcher.dispatch(1, state, busy_devices=[0, 3], busy_rbs=[0, 1], slots=2).size == 0  # no free RB
+    fewer = dispatcher.dispatch(1, state, busy_devices=[], busy_rbs=[], slots=1)  # concurrency < R: the best pair
+    assert fewer.device_ids.tolist() == [3]
 
 
 def test_random_dispatch_is_seeded_per_round_and_never_picks_busy_or_unreachable_devices():
@@ -323,3 +325,13 @@ def test_reports_name_fedbuff_runs_fedbuff_not_synchronous_fl():
     assert describe_method(config_to_dict(fedbuff)) == "FedBuff"
     synchronous = load_config({"strategy": {"compensation": "none"}, "scheduling": {"name": "full_model"}})
     assert describe_method(config_to_dict(synchronous)) == "Synchronous FL"
+
+
+def test_injected_client_failures_leave_steps_of_b_or_none_and_the_run_completes(tmp_path):
+    """The AMP-FL ClientApp's failure injector acts under FedBuff too: a failed device holds no slot."""
+    cfg = load_config({**BASE, "num_rounds": 8, "failures": {"raise_prob": 0.3}, "checkpoint": {"every": 0}})
+    rows = _rows(run_in_process(cfg, tmp_path / "run"))[1:]
+    assert sum(int(r["failed_error"]) for r in rows) > 0
+    for row in rows:
+        assert int(row["num_received"]) in (0, 2)
+        assert (float(row["round_latency_s"]) == 0) == (int(row["num_received"]) == 0)  # no step, no time
