@@ -121,6 +121,21 @@ def test_settings_are_checked_once_by_the_settings_and_named_by_the_config():
         load_config({**base, "strategy": {"compensation": "all"}})
 
 
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"strategy": {"compensation": "none", "memory_friendly": True}}, "strategy.memory_friendly"),
+        ({"strategy": {"compensation": "none", "max_update_norm": 10.0}}, "strategy.max_update_norm"),
+        ({"strategy": {"compensation": "none", "personal_eval_interval": 5}}, "strategy.personal_eval_interval"),
+        ({"strategy": {"compensation": "none"}, "aggregation": "over_the_air"}, "aggregation"),
+    ],
+)
+def test_amp_fl_options_fedbuff_does_not_read_fail_at_load(values, key):
+    with pytest.raises(ConfigError) as info:
+        load_config({"algorithm": "fedbuff", **values})
+    assert info.value.key == key
+
+
 # ------------------------------------------------------------------ dispatch
 def test_rate_dispatch_fills_the_free_rbs_with_the_fastest_idle_uplinks_and_their_table_i_latencies():
     model = system(num_rbs=2, snr=(7.0, 3.0, 1.0, 15.0), cpu_hz=(1e9, 2e9, 4e9, 1e9))
