@@ -166,7 +166,8 @@ def _read_parsed(name: str, root: Path) -> Parsed | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as stored:
-            return tuple(stored[key] for key in PARSED_KEYS)  # type: ignore[return-value]
+            train_images, train_labels, test_images, test_labels = (stored[key] for key in PARSED_KEYS)
+            return train_images, train_labels, test_images, test_labels
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None  # unreadable (a crash while another process wrote it): parse again
 
@@ -179,7 +180,10 @@ def _write_parsed(name: str, root: Path, parsed: Parsed) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     try:
         path.parent.mkdir(exist_ok=True)
-        np.savez(tmp, **dict(zip(PARSED_KEYS, parsed, strict=True)))
+        train_images, train_labels, test_images, test_labels = parsed
+        np.savez(
+            tmp, train_images=train_images, train_labels=train_labels, test_images=test_images, test_labels=test_labels
+        )
         tmp.replace(path)  # atomic: a parallel process never reads half a file
     except OSError:
         tmp.unlink(missing_ok=True)
