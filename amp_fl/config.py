@@ -30,8 +30,9 @@ from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObject
 from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningMethod, imp_steps_needed
 from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
+from amp_fl.scheduling.levels import LEVEL_ASSIGNMENTS, check_levels
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
-from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
+from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation, FreshMean, check_fresh_rules
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.over_the_air import OtaSettings
@@ -56,6 +57,7 @@ SCHEDULER_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "fixed_ratio": {"num_scheduled": None, "selection": FIXED_RATIO_SELECTIONS},
     "full_model": {"selection": FULL_MODEL_SELECTIONS, "deadline_s": None},
     "pr": {"assignment": PR_ASSIGNMENTS},
+    "levels": {"levels": None, "assignment": LEVEL_ASSIGNMENTS, "selection": FULL_MODEL_SELECTIONS},
 }
 
 
@@ -140,6 +142,9 @@ class PruningConfig:
     # Pruning ratio beta of every sub-model under ``scheduling.name=fixed_ratio`` (Figs. 2-5);
     # the other schedulers size each sub-model by Eq. (16).
     ratio: float = 0.1
+    # HeteroFL's Scaler (docs/peer-methods.md): in training, divide every pruned layer's output by its
+    # kept fraction (inverted dropout); the clients build their sub-models with it (model tag ``+scaler``).
+    scaler: bool = False
 
     def validate(self) -> None:
         from amp_fl.pruning.policies import available_policies
@@ -159,7 +164,9 @@ class SchedulingConfig:
     ``num_scheduled``: devices per round (``fixed_ratio``, <= RBs). ``selection``: how devices are
     picked (``fixed_ratio``: aoi | random; ``full_model``: rate | random). ``deadline_s``: round
     deadline of Synchronous FL (``full_model``; null waits for the slowest device). ``assignment``:
-    ``pr``'s device/RB rule (greedy | matching). Null means the scheduler's own default.
+    ``pr``'s device/RB rule (greedy | matching); ``levels``' level rule (fixed | channel). ``levels``:
+    the keep fractions of scheduler ``levels`` (HeteroFL's width levels, e.g. [1.0, 0.5, 0.25]).
+    Null (or an empty list of levels) means the scheduler's own default.
     """
 
     name: str = "amp"
@@ -167,13 +174,14 @@ class SchedulingConfig:
     selection: str | None = None
     deadline_s: float | None = None
     assignment: str | None = None
+    levels: tuple[float, ...] = ()
 
     def options(self, pruning_ratio: float) -> dict[str, Any]:
         """Keyword options for ``build_scheduler(self.name, ...)``: the set (non-null) ones it takes."""
         options: dict[str, Any] = {"pruning_ratio": pruning_ratio} if self.name == "fixed_ratio" else {}
         for key in SCHEDULER_OPTIONS.get(self.name, {}):
             value = getattr(self, key)
-            if value is not None:
+            if value is not None and value != ():
                 options[key] = value
         return options
 
@@ -186,9 +194,9 @@ class SchedulingConfig:
             f"unknown scheduler {self.name!r}; choose from {', '.join(available_schedulers())}",
         )
         accepted = SCHEDULER_OPTIONS.get(self.name, {})
-        for key in ("num_scheduled", "selection", "deadline_s", "assignment"):
+        for key in ("num_scheduled", "selection", "deadline_s", "assignment", "levels"):
             value = getattr(self, key)
-            if value is None:
+            if value is None or value == ():
                 continue
             takers = sorted(name for name, opts in SCHEDULER_OPTIONS.items() if key in opts)
             require(
@@ -212,6 +220,8 @@ class SchedulingConfig:
             "scheduling.deadline_s",
             f"must be a positive number of seconds or null, got {self.deadline_s}",
         )
+        if self.levels:
+            checked(lambda: check_levels(self.levels), {"levels": "scheduling.levels"})
         require(
             self.name != "fixed_ratio" or self.num_scheduled is not None,
             "scheduling.num_scheduled",
@@ -258,8 +268,22 @@ class StrategyConfig:
     server_momentum: float = 0.9
     server_beta2: float = 0.999
     server_eps: float = 1e-8
+    # Per-entry rules (docs/peer-methods.md): scope none's divisor, scheduled (|S_t|, the paper) | holders
+    # (HeteroFL); FedStale's beta on the cached gradients of scope all (1.0: Eq. (2)).
+    fresh_mean: FreshMean = "scheduled"
+    stale_weight: float = 1.0
 
     def validate(self) -> None:
+        compensation, fresh, beta = self.compensation, self.fresh_mean, self.stale_weight
+        checked(
+            lambda: check_fresh_rules(compensation, fresh, beta),
+            {"fresh_mean": "strategy.fresh_mean", "stale_weight": "strategy.stale_weight"},
+        )
+        require(
+            not (self.memory_friendly and self.stale_weight != 1.0),
+            "strategy.stale_weight",
+            "Algorithm 3 keeps no per-device caches on the server; leave it at 1.0",
+        )
         self._validate_objective()
         self._validate_server()
         require(
@@ -601,6 +625,12 @@ class RunConfig:
         elif self.aggregation == "over_the_air":
             check_amp_fl_over_the_air(self)
         check_failures(self)
+        require(
+            not (self.pruning.scaler and self.train.batched_clients),
+            "pruning.scaler",
+            "the batched in-process trainer pads sub-models to one width and has no Scaler; set "
+            "train.batched_clients=false",
+        )
         require(
             self.strategy.local_objective != "apfl" or self.scheduling.name == "full_model",
             "strategy.local_objective",

@@ -80,10 +80,26 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+TRAINING_TAGS: tuple[str, ...] = ("scaler",)
+"""Options a model name may carry after ``+`` (``"cnn+scaler"``): they change how a sub-model trains,
+not the architecture or its state (read by :func:`amp_fl.pruning.submodel.build_submodel`)."""
+
+
+def split_model_name(name: str) -> tuple[str, frozenset[str]]:
+    """``"cnn+scaler"`` -> ``("cnn", {"scaler"})``: the registered architecture and its training tags."""
+    base, *tags = name.split("+")
+    unknown = [t for t in tags if t not in TRAINING_TAGS]
+    if unknown:
+        raise ValueError(f"unknown model tag {unknown[0]!r} in {name!r}; known tags: {', '.join(TRAINING_TAGS)}")
+    return base, frozenset(tags)
+
+
 def model_spec(name: str) -> ModelSpec:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
-    return _REGISTRY[name]
+    """The registered architecture of ``name`` (training tags after ``+`` ignored: the same architecture)."""
+    base, _ = split_model_name(name)
+    if base not in _REGISTRY:
+        raise ValueError(f"unknown model {base!r}; available: {', '.join(available_models())}")
+    return _REGISTRY[base]
 
 
 def check_input_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:

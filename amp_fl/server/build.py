@@ -99,7 +99,7 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
         num_devices=cfg.num_devices,
         partition=cfg.dataset.partition,
         shards_per_device=cfg.dataset.shards_per_device,
-        model=cfg.model.name,
+        model=cfg.model.name + ("+scaler" if cfg.pruning.scaler else ""),  # the clients' sub-models scale
         input_shape=(int(c), int(h), int(w)),
         num_classes=data.data.num_classes,
         learning_rate=cfg.train.learning_rate,
@@ -171,6 +171,8 @@ def _amp_fl(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy:
             clip_update_norm=cfg.strategy.clip_update_norm,
             staleness_decay=cfg.strategy.staleness_decay,
             server=cfg.strategy.server_settings(cfg.train.learning_rate),
+            fresh_mean=cfg.strategy.fresh_mean,
+            stale_weight=cfg.strategy.stale_weight,
         ),
         on_round_end=inputs.on_round_end,
         on_personal_evaluation=inputs.on_personal_evaluation,
