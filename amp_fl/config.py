@@ -36,6 +36,7 @@ from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation, Fresh
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.over_the_air import OtaSettings
+from amp_fl.wireless.t_max import TmaxSchedule, TmaxShape
 
 Partition = Literal["iid", "shards"]
 CostModel = Literal["paper", "model"]
@@ -103,8 +104,31 @@ class ModelConfig:
     # ``model``: Q and C counted from the model itself.
     cost_model: CostModel = "paper"
     t_max_s: float | None = None  # None: the paper's value for cnn / vgg11
+    # HeteroFL's static BatchNorm (no running statistics; batch statistics at evaluation too); no-op
+    # for models without BatchNorm (the paper's cnn and vgg11).
+    static_bn: bool = False
+    # A T_max that changes over rounds (beyond the paper; amp_fl/wireless/t_max.py): constant (t_max_s
+    # every round) | linear (t_max_s in round 1 to t_max_end_s in round 1 + t_max_rounds) | step
+    # (t_max_s up to round t_max_rounds, t_max_end_s after).
+    t_max_schedule: TmaxShape = "constant"
+    t_max_end_s: float | None = None
+    t_max_rounds: int | None = None
+
+    def t_max_plan(self, start_s: float) -> TmaxSchedule | None:
+        """The T_max schedule from ``start_s`` (the run's T_max); ``None`` for a constant one."""
+        schedule = checked(
+            lambda: TmaxSchedule(self.t_max_schedule, start_s, self.t_max_end_s, self.t_max_rounds),
+            {
+                "shape": "model.t_max_schedule",
+                "start_s": "model.t_max_s",
+                "end_s": "model.t_max_end_s",
+                "rounds": "model.t_max_rounds",
+            },
+        )
+        return None if schedule.shape == "constant" else schedule
 
     def validate(self) -> None:
+        self.t_max_plan(self.t_max_s if self.t_max_s is not None else 1.0)  # the paper's T_max is > 0 too
         require(
             self.name in available_models(),
             "model.name",
@@ -175,6 +199,9 @@ class SchedulingConfig:
     deadline_s: float | None = None
     assignment: str | None = None
     levels: tuple[float, ...] = ()
+    # Beyond the paper (amp_fl/scheduling/spare_steps.py): a device with time to spare under T_max at its
+    # keep ratio runs more local steps, up to this many; null: train.local_steps for every device.
+    max_local_steps: int | None = None
 
     def options(self, pruning_ratio: float) -> dict[str, Any]:
         """Keyword options for ``build_scheduler(self.name, ...)``: the set (non-null) ones it takes."""
@@ -625,6 +652,16 @@ class RunConfig:
         elif self.aggregation == "over_the_air":
             check_amp_fl_over_the_air(self)
         check_failures(self)
+        require(
+            self.scheduling.max_local_steps is None or self.scheduling.max_local_steps >= self.train.local_steps,
+            "scheduling.max_local_steps",
+            f"must be null or >= train.local_steps={self.train.local_steps}, got {self.scheduling.max_local_steps}",
+        )
+        require(
+            self.scheduling.max_local_steps is None or not self.train.batched_clients,
+            "scheduling.max_local_steps",
+            "the batched in-process trainer runs one step count for all clients; set train.batched_clients=false",
+        )
         require(
             not (self.pruning.scaler and self.train.batched_clients),
             "pruning.scaler",

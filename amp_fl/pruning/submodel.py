@@ -8,7 +8,7 @@ The three operations of one AMP-FL round on the model side:
 3. the server puts the reply back into full-size arrays and learns which entries the device
    actually trained (:func:`scatter_arrays`), for region-wise aggregation.
 
-With the model tag ``+scaler`` (``"cnn+scaler"``, :data:`~amp_fl.models.registry.TRAINING_TAGS`) the
+With the model tag ``+scaler`` (``"cnn+scaler"``, :data:`~amp_fl.models.registry.MODEL_TAGS`) the
 sub-model carries HeteroFL's Scaler (:func:`add_scaler`): in training, every pruned layer's output is
 divided by the fraction of its regions kept, as inverted dropout does; in evaluation it is the identity.
 
@@ -261,9 +261,11 @@ def build_submodel(
     from amp_fl.models.registry import split_model_name
 
     counts = keep_counts_of(check_kept(region_map, kept))
-    model_name, tags = split_model_name(model_name)
+    base, tags = split_model_name(model_name)
+    # The template is the architecture (``static_bn`` changes it); the Scaler hooks only the copy.
+    architecture = "+".join([base, *sorted(tags - {"scaler"})])
     key = (
-        model_name,
+        architecture,
         tuple(int(d) for d in input_shape),
         int(num_classes),
         tuple(region_map.param_names),
@@ -272,7 +274,7 @@ def build_submodel(
     )
     template = _TEMPLATES.get(key)
     if template is None:
-        template = _build_template(model_name, key[1], key[2], region_map, counts)
+        template = _build_template(architecture, key[1], key[2], region_map, counts)
         if len(_TEMPLATES) >= _MAX_TEMPLATES:
             _TEMPLATES.pop(next(iter(_TEMPLATES)))  # oldest first
         _TEMPLATES[key] = template

@@ -98,7 +98,9 @@ class WidthLevelScheduler(Scheduler):
             assignment in LEVEL_ASSIGNMENTS, "assignment", f"must be one of {LEVEL_ASSIGNMENTS}, got {assignment!r}"
         )
         check_argument(
-            selection in FULL_MODEL_SELECTIONS, "selection", f"must be one of {FULL_MODEL_SELECTIONS}, got {selection!r}"
+            selection in FULL_MODEL_SELECTIONS,
+            "selection",
+            f"must be one of {FULL_MODEL_SELECTIONS}, got {selection!r}",
         )
         super().__init__(system, seed)
         self.levels = check_levels(levels)

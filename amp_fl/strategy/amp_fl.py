@@ -26,6 +26,7 @@ packages, the message formats in ``amp_fl.protocol``; this module is glue.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -311,10 +312,13 @@ class AmpFlStrategy(Strategy):
                 global_arrays=self.weights,
             )
             kept = self.policy.select([int(c) for c in schedule.keep_counts[row]], context)
+            setup = self.train_setup
+            if schedule.local_steps is not None:  # steps traded against the keep ratio (SpareStepsScheduler)
+                setup = dataclasses.replace(setup, local_steps=int(schedule.local_steps[row]))
             instruction = P.TrainInstruction(
                 round=server_round,
                 device=device,
-                setup=self.train_setup,
+                setup=setup,
                 names=tuple(self.region_map.param_names),
                 arrays=tuple(extract_arrays(self.weights, self.region_map, kept)),
                 kept=tuple(kept),

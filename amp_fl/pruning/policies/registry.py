@@ -30,7 +30,8 @@ def available_policies() -> list[str]:
 
 
 def build_policy(name: str, seed: int = 0) -> PruningPolicy:
-    """The pruning policy called ``name`` (``aoi``, ``importance``, ``random``, ``static``, ``rolling``, ``fedrolex``)."""
+    """The pruning policy called ``name`` (``aoi``, ``importance``, ``random``, ``static``, ``rolling``,
+    ``fedrolex``)."""
     if name not in _POLICIES:
         raise ValueError(f"unknown pruning policy {name!r}; available: {', '.join(available_policies())}")
     return _POLICIES[name](seed=seed)
