@@ -301,15 +301,10 @@ class StrategyConfig:
     stale_weight: float = 1.0
 
     def validate(self) -> None:
-        compensation, fresh, beta = self.compensation, self.fresh_mean, self.stale_weight
+        rules = (self.compensation, self.fresh_mean, self.stale_weight, self.memory_friendly)
         checked(
-            lambda: check_fresh_rules(compensation, fresh, beta),
+            lambda: check_fresh_rules(*rules),
             {"fresh_mean": "strategy.fresh_mean", "stale_weight": "strategy.stale_weight"},
-        )
-        require(
-            not (self.memory_friendly and self.stale_weight != 1.0),
-            "strategy.stale_weight",
-            "Algorithm 3 keeps no per-device caches on the server; leave it at 1.0",
         )
         self._validate_objective()
         self._validate_server()

@@ -142,7 +142,7 @@ def test_the_strategy_applies_the_stale_weight_to_compensation_all(cnn):
 def test_settings_check_the_rules_once():
     with pytest.raises(ArgumentError, match="needs compensation=none"):
         AmpFlSettings(LR, compensation="all", fresh_mean="holders")
-    with pytest.raises(ValueError, match="Algorithm 3"):
+    with pytest.raises(ArgumentError, match="Algorithm 3"):
         AmpFlSettings(LR, compensation="all", memory_friendly=True, stale_weight=0.5)
 
 

@@ -37,11 +37,14 @@ it (HeteroFL's and FedRolex's rule, :func:`holders_mean`)."""
 FRESH_MEANS: tuple[FreshMean, ...] = get_args(FreshMean)
 
 
-def check_fresh_rules(compensation: Compensation, fresh_mean: FreshMean, stale_weight: float) -> None:
+def check_fresh_rules(
+    compensation: Compensation, fresh_mean: FreshMean, stale_weight: float, memory_friendly: bool = False
+) -> None:
     """The per-entry rules against the compensation scope that reads them (``ArgumentError`` naming the rule).
 
     ``fresh_mean="holders"`` is read by scope ``none`` only; ``stale_weight`` (FedStale's beta, in
-    [0, 1]) by scope ``all`` only, and 1 there is the paper's Eq. (2).
+    [0, 1]) by scope ``all`` only, and 1 there is the paper's Eq. (2); Algorithm 3
+    (``memory_friendly``) keeps no per-device caches on the server to weigh.
     """
     check_argument(fresh_mean in FRESH_MEANS, "fresh_mean", f"choose from {', '.join(FRESH_MEANS)}, got {fresh_mean!r}")
     check_argument(
@@ -58,6 +61,11 @@ def check_fresh_rules(compensation: Compensation, fresh_mean: FreshMean, stale_w
         stale_weight == 1.0 or compensation == "all",
         "stale_weight",
         f"weighs the cached gradients of compensation=all only (got compensation={compensation!r}); leave it at 1.0",
+    )
+    check_argument(
+        stale_weight == 1.0 or not memory_friendly,
+        "stale_weight",
+        "Algorithm 3 (memory_friendly) keeps no per-device caches on the server; leave it at 1.0",
     )
 
 

@@ -138,9 +138,7 @@ class AmpFlSettings:
             if bound is not None and not (math.isfinite(bound) and bound > 0):
                 raise ValueError(f"{name}: must be a finite number > 0 or None, got {bound}")
         check_decay(self.staleness_decay)
-        check_fresh_rules(self.compensation, self.fresh_mean, self.stale_weight)
-        if self.memory_friendly and self.stale_weight != 1.0:
-            raise ValueError("stale_weight: Algorithm 3 keeps no per-device caches on the server; leave it at 1.0")
+        check_fresh_rules(self.compensation, self.fresh_mean, self.stale_weight, self.memory_friendly)
 
 
 def paper_step(learning_rate: float) -> ServerOptimizerSettings:
