@@ -393,5 +393,35 @@ def test_the_presets_choose_the_published_methods_parts(method, policy):
     assert levels == ("levels", "fixed", (1.0, 0.5, 0.25))
     assert (cfg.pruning.policy, cfg.pruning.scaler, cfg.model.static_bn) == (policy, True, True)
     assert (cfg.strategy.compensation, cfg.strategy.fresh_mean, cfg.strategy.stale_weight) == ("none", "holders", 1.0)
-    channel = _compose([f"method={method}", "scheduling.assignment=channel", "scheduling.max_local_steps=16"])
+    overrides = ["scheduling.assignment=channel", "scheduling.max_local_steps=16", "scheduling.levels=[1.0,0.5]"]
+    channel = _compose([f"method={method}", *overrides])
     assert (channel.scheduling.assignment, channel.scheduling.max_local_steps) == ("channel", 16)
+    assert channel.scheduling.levels == (1.0, 0.5)
+
+
+def test_the_clients_trainer_builds_the_sub_model_the_model_name_tags(cnn):
+    """The train instruction's model name carries the Scaler to the device's trainer (``cnn+scaler``): one
+    SGD step of a sub-model then differs from the plain one; the full model (rate 1) trains the same."""
+    from amp_fl.client.settings import TrainSettings
+    from amp_fl.client.trainer import ModelInfo, SubModelTrainer
+    from amp_fl.data.datasets import ArraySplit
+    from amp_fl.server.build import model_name
+
+    regions, weights = cnn
+    rng = np.random.default_rng(0)
+    data = ArraySplit(rng.standard_normal((16, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 16))
+    settings = TrainSettings(0.05, 1, 8)
+    kept = [np.arange(3), np.arange(8), np.arange(64)]
+
+    def gradient(name, kept):
+        trainer = SubModelTrainer(data, ModelInfo(name, (1, 28, 28), 10), regions)
+        arrays = extract_arrays(weights, regions, kept)
+        return trainer.fit(arrays, kept, settings, np.random.default_rng(1)).gradient
+
+    tagged = load_config({"pruning": {"scaler": True}, "model": {"static_bn": True}})
+    assert model_name(tagged) == "cnn+static_bn+scaler"
+    plain, scaled = gradient("cnn", kept), gradient("cnn+scaler", kept)
+    assert not np.allclose(plain[0], scaled[0])
+    full = regions.full_kept()
+    for a, b in zip(gradient("cnn", full), gradient("cnn+scaler", full), strict=True):
+        np.testing.assert_array_equal(a, b)
