@@ -30,7 +30,7 @@ from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObject
 from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningMethod, imp_steps_needed
 from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
-from amp_fl.scheduling.levels import LEVEL_ASSIGNMENTS, check_levels
+from amp_fl.scheduling.levels import DEFAULT_LEVELS, LEVEL_ASSIGNMENTS, check_levels, check_levels_fit
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation, FreshMean, check_fresh_rules
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
@@ -818,7 +818,12 @@ def check_partition(cfg: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
 
 
 def check_keep_counts(cfg: RunConfig, layer_sizes: Sequence[int]) -> None:
-    """Fixed-ratio mode: ``pruning.ratio`` must leave every layer of the model at least one region."""
+    """Fixed-ratio mode: ``pruning.ratio`` must leave every layer of the model at least one region; the
+    ``levels`` scheduler: so must its smallest level."""
+    if cfg.scheduling.name == "levels":
+        levels = cfg.scheduling.levels or DEFAULT_LEVELS
+        checked(lambda: check_levels_fit(levels, layer_sizes), {"levels": "scheduling.levels"})
+        return
     if cfg.scheduling.name != "fixed_ratio":
         return
     from amp_fl.pruning.counts import keep_counts

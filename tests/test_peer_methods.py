@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord
 from strategy_doubles import LR, constant_client, make_strategy, run_round
 
 from amp_fl import protocol as P
-from amp_fl.config import load_config
+from amp_fl.config import check_keep_counts, load_config
 from amp_fl.errors import ArgumentError, ConfigError
 from amp_fl.launch.inprocess import InProcessGrid
 from amp_fl.models import build_model
@@ -224,6 +224,12 @@ def test_a_level_that_empties_a_layer_is_refused():
     state, aoi = _round_inputs(system, 1)
     with pytest.raises(ArgumentError, match="level 0.125 leaves a layer of 6 regions empty"):
         WidthLevelScheduler(system, seed=1, levels=(1.0, 0.125)).schedule(1, state, aoi)
+    # ... and before any Flower process starts (the launcher's preflight), naming the key.
+    cfg = load_config({"scheduling": {"name": "levels", "levels": [1.0, 0.125]}})
+    with pytest.raises(ConfigError, match="level 0.125 leaves a layer of 6 regions empty") as caught:
+        check_keep_counts(cfg, (6, 16, 128))
+    assert caught.value.key == "scheduling.levels"
+    check_keep_counts(load_config({"scheduling": {"name": "levels"}}), (6, 16, 128))  # the default levels fit
 
 
 # ------------------------------------------------------------------ Scaler

@@ -48,6 +48,17 @@ def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(values, reverse=True))
 
 
+def check_levels_fit(levels: Sequence[float], layer_sizes: Sequence[int]) -> None:
+    """Every level must keep >= 1 region of every layer (``ArgumentError`` naming ``levels``)."""
+    smallest = min(levels)
+    counts = keep_counts(smallest, layer_sizes)
+    check_argument(
+        bool(counts.min() >= 1),
+        "levels",
+        f"level {smallest} leaves a layer of {int(layer_sizes[int(np.argmin(counts))])} regions empty",
+    )
+
+
 def capability_levels(compute_full_s: np.ndarray, levels: Sequence[float]) -> np.ndarray:
     """Fixed assignment: each device's level, (K,), from its full-model compute time (fastest: largest level).
 
@@ -111,20 +122,10 @@ class WidthLevelScheduler(Scheduler):
 
     def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
         costs = self.round_costs(round, channel_state, aoi_table)
-        self._check_feasible(aoi_table.layer_sizes)
+        check_levels_fit(self.levels, aoi_table.layer_sizes)
         devices, rbs = select_pairs(costs.rates, self.selection, self.round_rng(round))
         if self.assignment == "fixed":
             kappa = self.fixed_levels[devices]
         else:
             kappa = channel_levels(costs.keep_fraction[devices, rbs], self.levels)
         return schedule_with_aoi_pruning(round, costs, aoi_table, devices, rbs, self.seed, keep_fraction=kappa)
-
-    def _check_feasible(self, layer_sizes: Sequence[int]) -> None:
-        """Every level must keep >= 1 region of every layer (``ArgumentError`` naming ``levels``)."""
-        smallest = self.levels[-1]
-        counts = keep_counts(smallest, layer_sizes)
-        check_argument(
-            bool(counts.min() >= 1),
-            "levels",
-            f"level {smallest} leaves a layer of {int(layer_sizes[int(np.argmin(counts))])} regions empty",
-        )

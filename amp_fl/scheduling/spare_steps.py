@@ -35,8 +35,8 @@ def spare_local_steps(
 ) -> np.ndarray:
     """lambda_k of every device (see the module docstring), (S,) int64; ``compute_s`` is at ``local_steps``."""
     compute = np.asarray(compute_s, dtype=np.float64)
-    spare = (t_max_s - np.asarray(upload_s, dtype=np.float64)) / compute
-    with np.errstate(invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero compute time: any number of steps fits
+        spare = (t_max_s - np.asarray(upload_s, dtype=np.float64)) / compute
         budget = np.floor(local_steps * spare + _SLACK)
     budget = np.nan_to_num(budget, nan=local_steps, posinf=max_local_steps, neginf=local_steps)
     return np.clip(budget, local_steps, max_local_steps).astype(np.int64)
