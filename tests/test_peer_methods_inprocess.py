@@ -54,6 +54,11 @@ def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch, varia
     whole, run = _whole_and_crashed(values, tmp_path, monkeypatch, crash_after=2)
     assert C.load_checkpoint(run).round == 2
     run_in_process(C.resume_config(run), run)
+    steps = [s for record in _schedule(whole) for s in record["local_steps"]]
+    if "max_local_steps" in variant["scheduling"]:
+        assert max(steps) > 8 and min(steps) >= 8  # some device had time to spare under T_max
+    else:
+        assert set(steps) == {None}  # train.local_steps for every device
     assert _rows(run) == _rows(whole)
     assert _schedule(run) == _schedule(whole)
     for a, b in zip(_final(run), _final(whole), strict=True):
