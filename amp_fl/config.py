@@ -230,7 +230,7 @@ class StrategyConfig:
     scores its personalised model on its own label distribution (``personal_accuracy`` in
     metrics.csv); null never.
 
-    Beyond the paper (issue 9; README "Tuning and improvements beyond the paper"):
+    Beyond the paper (docs/tuning.md):
     ``staleness_decay``: gamma in (0, 1] of ``compensation=discounted`` (a cache entry of age a
     weighs gamma^a; 1 = ``all``). ``server_optimizer``: ``sgd`` (the paper's step), ``momentum`` or
     ``adam`` on the aggregated direction; ``server_lr``: its learning rate (null: the clients'

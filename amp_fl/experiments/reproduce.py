@@ -231,8 +231,8 @@ def build_report(
     panels = panel_results(figure, specs, runs, targets)
     engine_text = {
         "inprocess": "the in-process loop (`amp_fl/launch/inprocess.py`: the project's ServerApp and ClientApp "
-        "code without SuperLink or Ray; per the README its metrics equal the Flower simulation engine's for "
-        "the same seed, which a test checks)",
+        "code without SuperLink or Ray; its metrics equal the Flower simulation engine's for the same seed, "
+        "which a test checks)",
         "flower": "Flower's simulation engine (`flwr run`, one SuperNode per device)",
     }[engine]
     values = dict(jobs[0].values)
