@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from dataclasses import dataclass
 
 import pytest
 
+from amp_fl.deployment.os_processes import free_port
 from amp_fl.deployment.ray_cluster import RayHead
 from amp_fl.experiments.campaign import (
     RayCluster,
@@ -94,3 +96,15 @@ def test_the_cluster_options_of_the_campaign_commands():
         RayCluster("auto", cpus_per_run=0)
     with pytest.raises(ValueError, match="ray_gpus: GPUs per run must be >= 0, got -1"):
         RayCluster("auto", gpus_per_run=-1)
+    with pytest.raises(ValueError, match="ray_address: give the cluster's host:port"):
+        RayCluster("headnode")
+
+
+def test_a_campaign_sent_to_no_cluster_fails_at_once_naming_the_address(tmp_path):
+    address = f"127.0.0.1:{free_port()}"  # nobody listens there
+    jobs = make_jobs(SPECS[:1], tmp_path)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=f"ray_address: no Ray cluster answers at {address}"):
+        execute(jobs, "inprocess", 1, lambda _: None, cluster=RayCluster(address))
+    assert time.monotonic() - started < 20
+    assert not jobs[0].run_dir.exists()

@@ -39,6 +39,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from amp_fl.deployment.os_processes import wait_for_port
 from amp_fl.run_folder import (
     COMPLETED,
     FINAL_MODEL_FILE,
@@ -156,8 +157,8 @@ class RayCluster:
     gpus_per_run: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.address:
-            raise ValueError("ray_address: give the cluster's host:port (or auto)")
+        if self.address != "auto" and not _host_port(self.address):
+            raise ValueError(f"ray_address: give the cluster's host:port (or auto), got {self.address!r}")
         if not (math.isfinite(self.cpus_per_run) and self.cpus_per_run > 0):
             raise ValueError(f"ray_cpus: CPUs per run must be > 0, got {self.cpus_per_run}")
         if not (math.isfinite(self.gpus_per_run) and self.gpus_per_run >= 0):
@@ -166,6 +167,25 @@ class RayCluster:
     @property
     def threads(self) -> int:
         return max(1, int(self.cpus_per_run))
+
+    def check_reachable(self, timeout_s: float = 5.0) -> None:
+        """``RuntimeError`` unless the head answers (``ray.init`` would retry a dead address for minutes)."""
+        target = _host_port(self.address)
+        if target is None:  # auto: Ray finds the local cluster, or says there is none
+            return
+        try:
+            wait_for_port(*target, timeout_s=timeout_s)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"ray_address: no Ray cluster answers at {self.address} ({exc}); start one with "
+                "`ray start --head --port 6379`, or drop --ray-address to run on local workers"
+            ) from exc
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port`` (or ``ray://host:port``, Ray's client address); None if it is not one."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    return (host, int(port)) if sep and host and port.isdigit() else None
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -386,6 +406,7 @@ def execute_on_ray(jobs: Sequence[Job[Any]], cluster: RayCluster, progress: _Pro
 
     connected_here = not ray.is_initialized()
     if connected_here:
+        cluster.check_reachable()
         ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
     task = ray.remote(run_as_ray_task).options(
         num_cpus=cluster.cpus_per_run, num_gpus=cluster.gpus_per_run, max_retries=0

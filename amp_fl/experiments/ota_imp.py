@@ -537,7 +537,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"[ota-imp] {sweep.name}: {len(jobs)} runs, {len(jobs) - len(todo)} already complete, {len(todo)} to run")
-    failures = execute(todo, args.engine, max(1, args.jobs), name="ota-imp", cluster=cluster)
+    try:
+        failures = execute(todo, args.engine, max(1, args.jobs), name="ota-imp", cluster=cluster)
+    except RuntimeError as exc:  # no cluster at --ray-address
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     path, results = write_report(sweep, jobs, report_dir, command, args.engine)
     print(f"[ota-imp] report: {path}")
     for part, _ in sweep.participation:
