@@ -33,6 +33,7 @@ from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
+from amp_fl.strategy.buffered import FedBuffSettings
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.over_the_air import OtaSettings
@@ -42,9 +43,10 @@ CostModel = Literal["paper", "model"]
 PARTITION_SCHEMES: tuple[str, ...] = get_args(Partition)
 COST_MODELS: tuple[str, ...] = get_args(CostModel)
 
-Algorithm = Literal["amp_fl", "sparse_fedavg"]
+Algorithm = Literal["amp_fl", "sparse_fedavg", "fedbuff"]
 """The FL algorithm the server runs: AMP-FL's strategy (also Synchronous FL, FedProx, APFL, which differ
-only in its ``strategy`` / ``scheduling`` settings) or sparse FedAvg with magnitude pruning."""
+only in its ``strategy`` / ``scheduling`` settings), sparse FedAvg with magnitude pruning, or FedBuff
+(buffered asynchronous aggregation, the ``fedbuff`` section)."""
 Aggregation = Literal["digital", "over_the_air"]
 """How the replies reach the aggregator: each PIU's exactly (``digital``), or their analog superposition
 (``over_the_air``, with the ``ota`` section's channel). Either algorithm takes either, so it is its own key."""
@@ -550,7 +552,7 @@ def check_failures(cfg: RunConfig) -> None:
         "server got g - G_k); the failure injector needs memory_friendly=false",
     )
     require(
-        cfg.algorithm == "amp_fl",
+        cfg.algorithm != "sparse_fedavg",
         "failures.raise_prob",
         "the failure injector acts in the AMP-FL ClientApp only; algorithm=sparse_fedavg does not inject",
     )
@@ -577,6 +579,7 @@ class RunConfig:
     deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
     sparse_fedavg: SparseFedAvgConfig = field(default_factory=SparseFedAvgConfig)
     ota: OtaSettings = field(default_factory=OtaSettings)
+    fedbuff: FedBuffSettings = field(default_factory=FedBuffSettings)
     failures: FailureSettings = field(default_factory=FailureSettings)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -617,6 +620,8 @@ class RunConfig:
         )
         if self.algorithm == "sparse_fedavg":
             check_sparse_fedavg(self)
+        elif self.algorithm == "fedbuff":
+            check_fedbuff(self)
         elif self.aggregation == "over_the_air":
             check_amp_fl_over_the_air(self)
         check_failures(self)
@@ -660,6 +665,28 @@ def check_sparse_fedavg(cfg: RunConfig) -> None:
         f"{s.method} reaches sparse_fedavg.target={s.target} after round {last}; num_rounds must exceed it "
         "(or raise sparse_fedavg.rate, lower sparse_fedavg.interval / sparse_fedavg.first_round)",
     )
+
+
+def check_fedbuff(cfg: RunConfig) -> None:
+    """``algorithm=fedbuff`` against the rest: the concurrency the radio allows, and AMP-FL options it does not read."""
+    checked(
+        lambda: cfg.fedbuff.slots(cfg.wireless.num_devices, cfg.wireless.num_rbs),
+        {"concurrency": "fedbuff.concurrency", "buffer_size": "fedbuff.buffer_size"},
+    )
+    s = cfg.strategy
+    require(
+        s.local_objective != "apfl",
+        "strategy.local_objective",
+        "algorithm=fedbuff evaluates no personalised models; use sgd or fedprox",
+    )
+    require(
+        s.compensation == "none" and not s.memory_friendly,
+        "strategy.compensation",
+        "algorithm=fedbuff keeps no gradient cache: set compensation=none, memory_friendly=false (method=fedbuff does)",
+    )
+    require(cfg.aggregation == "digital", "aggregation", "algorithm=fedbuff receives every update on its own RB")
+    for key in ("max_update_norm", "clip_update_norm", "personal_eval_interval"):
+        require(getattr(s, key) is None, f"strategy.{key}", "algorithm=fedbuff does not read it; set it to null")
 
 
 def check_amp_fl_over_the_air(cfg: RunConfig) -> None:

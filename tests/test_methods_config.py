@@ -40,6 +40,8 @@ EXPECTED = {
     # the air.
     "sparse_fedavg": ("amp", "all", "sgd", None, None, None, False, "sparse_fedavg", "digital"),
     "amp_fl_ota": ("amp", "none", "sgd", None, None, None, False, "amp_fl", "over_the_air"),
+    # Issue 20: FedBuff (buffered asynchronous aggregation of full models).
+    "fedbuff": ("full_model", "none", "sgd", None, None, None, False, "fedbuff", "digital"),
 }
 
 

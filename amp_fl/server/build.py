@@ -2,8 +2,8 @@
 
 The dataset the run uses, the initial global model, its latency constants (Q, C, T_max), the
 run-wide train setup sent to clients, and the strategy ``algorithm`` names: :class:`AmpFlStrategy`
-with its system model, channel, scheduler and pruning policy, or :class:`SparseFedAvgStrategy`
-with its magnitude pruner. Nothing here talks to nodes or writes files.
+with its system model, channel, scheduler and pruning policy, :class:`SparseFedAvgStrategy`
+with its magnitude pruner, or :class:`FedBuffStrategy` with its dispatcher. Nothing here talks to nodes or writes files.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from amp_fl.pruning.policies import build_policy
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.run_folder import DATASET_RESOLUTION_FILE
 from amp_fl.scheduling import build_scheduler
+from amp_fl.scheduling.asynchronous import AsyncDispatcher
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
+from amp_fl.strategy.fedbuff import FedBuffStrategy
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport
 from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy, participants_per_round
 from amp_fl.wireless.config import PAPER_MODEL_COSTS, LatencyConfig
@@ -129,10 +131,12 @@ class StrategyInputs:
     on_personal_evaluation: Callable[[PersonalEvaluation], None] | None = None
 
 
-def build_strategy(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy | SparseFedAvgStrategy:
+def build_strategy(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy | SparseFedAvgStrategy | FedBuffStrategy:
     """The strategy ``cfg.algorithm`` names, for the discovered devices."""
     if cfg.algorithm == "sparse_fedavg":
         return _sparse_fedavg(cfg, inputs)
+    if cfg.algorithm == "fedbuff":
+        return _fedbuff(cfg, inputs)
     return _amp_fl(cfg, inputs)
 
 
@@ -176,6 +180,30 @@ def _amp_fl(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy:
         on_personal_evaluation=inputs.on_personal_evaluation,
         over_the_air=_over_the_air(cfg),
         num_rounds=cfg.num_rounds,
+    )
+
+
+def _fedbuff(cfg: RunConfig, inputs: StrategyInputs) -> FedBuffStrategy:
+    """FedBuff for the discovered devices: the system model's latencies, the channel, the ``fedbuff`` section."""
+    population = DevicePopulation.from_profiles(inputs.profiles)
+    system = SystemModel(cfg.wireless, inputs.latency, population)
+    return FedBuffStrategy(
+        region_map=inputs.regions,
+        initial_weights=inputs.initial_weights,
+        dispatcher=AsyncDispatcher(system, cfg.seed, cfg.fedbuff.selection),
+        channel=build_channel(
+            cfg.wireless,
+            population,
+            inputs.profiles,
+            cfg.seed,
+            deployment=cfg.deployment.superlink is not None,
+            mode=cfg.deployment.channel,
+        ),
+        device_nodes=inputs.device_nodes,
+        train_setup=inputs.setup,
+        settings=cfg.fedbuff,
+        optimizer=cfg.strategy.server_settings(cfg.train.learning_rate),
+        on_round_end=inputs.on_round_end,
     )
 
 
