@@ -14,6 +14,7 @@ this module builds the object and turns its ``ArgumentError`` into a ``ConfigErr
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -268,7 +269,7 @@ class StrategyConfig:
     scores its personalised model on its own label distribution (``personal_accuracy`` in
     metrics.csv); null never.
 
-    Beyond the paper (issue 9; README "Tuning and improvements beyond the paper"):
+    Beyond the paper (docs/tuning.md):
     ``staleness_decay``: gamma in (0, 1] of ``compensation=discounted`` (a cache entry of age a
     weighs gamma^a; 1 = ``all``). ``server_optimizer``: ``sgd`` (the paper's step), ``momentum`` or
     ``adam`` on the aggregated direction; ``server_lr``: its learning rate (null: the clients'
@@ -564,6 +565,22 @@ class EvaluationConfig:
         )
 
 
+@dataclass
+class TrackingConfig:
+    """Experiment tracking (:mod:`amp_fl.tracking`): ``tensorboard`` writes every metrics row and the
+    resolved configuration as TensorBoard events into ``<run>/tensorboard/``; off by default."""
+
+    tensorboard: bool = False
+
+    def validate(self) -> None:
+        # find_spec imports nothing: a missing package is a one-line error now, not a ServerApp crash later.
+        require(
+            not self.tensorboard or importlib.util.find_spec("tensorboard") is not None,
+            "tracking.tensorboard",
+            "needs the tensorboard package (pip install tensorboard), which is not installed",
+        )
+
+
 def check_failures(cfg: RunConfig) -> None:
     """The failure injector against the rest of the configuration (its own values: :class:`FailureSettings`)."""
     if not cfg.failures.enabled:
@@ -612,6 +629,7 @@ class RunConfig:
     failures: FailureSettings = field(default_factory=FailureSettings)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # A run folder whose checkpoint this run continues (python -m amp_fl resume=runs/<run>).
     resume: str | None = None
 
@@ -637,6 +655,7 @@ class RunConfig:
             self.sparse_fedavg,
             self.checkpoint,
             self.evaluation,
+            self.tracking,
         ):
             section.validate()
         self.strategy.server_settings(self.train.learning_rate)  # after train: eta is server_lr's default
