@@ -5,10 +5,7 @@ With 1x28x28 inputs and 10 classes it has exactly 36,758 parameters.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
-
-from amp_fl.models.kernels import conv_pool_relu
 
 KERNEL = 5
 
@@ -52,12 +49,6 @@ class PaperCNN(nn.Module):
         )
 
     def forward(self, x):  # type: ignore[no-untyped-def]
-        if self.training and torch.is_grad_enabled() and not isinstance(x, torch.fx.Proxy):
-            # Training: each conv-pool-ReLU block as one autograd node (amp_fl.models.kernels).
-            # Evaluation and torch.fx tracing (the region map) keep the modules.
-            conv1, conv2 = self.features[0], self.features[3]
-            h = conv_pool_relu(x, conv1.weight, conv1.bias)
-            return self.classifier(conv_pool_relu(h, conv2.weight, conv2.bias))
         return self.classifier(self.features(x))
 
 
