@@ -100,7 +100,7 @@ def fit_batched(
     results = []
     trainable = [rule.is_parameter for rule in region_map.arrays]
     for k, job in enumerate(jobs):
-        end = [np.ascontiguousarray(ends[name][k][corner(a.shape)]) for name, a in zip(ends, job.arrays, strict=True)]
+        end = [np.array(ends[name][k][corner(a.shape)], order="C") for name, a in zip(ends, job.arrays, strict=True)]
         gradient = upload_of([np.asarray(s) for s in job.arrays], end, settings.learning_rate, trainable)
         results.append(
             FitResult(gradient, settings.local_steps * settings.batch_size, losses[k] / settings.local_steps, end)
