@@ -196,3 +196,74 @@ def test_amp_fl_state_round_trips_integer_counters():
     strategy.load_state_dict(state)
     counters = [w for n, w in zip(regions.param_names, strategy.weights, strict=True) if n.endswith("tracked")]
     assert all(c.dtype == np.int64 for c in counters)
+
+
+def _masked_buffer_client(regions):
+    """Sparse FedAvg device k: update k + 1 on every surviving parameter entry; buffers
+    running_mean 10 (k + 1), running_var 20 (k + 1), num_batches_tracked 3 k + 5."""
+    from flwr.app import Context, Message
+    from flwr.clientapp import ClientApp
+
+    from amp_fl.client.sparse_fedavg import prunable_arrays
+    from amp_fl.protocol.sparse_fedavg import MaskedTrainInstruction, MaskedTrainReply
+    from amp_fl.pruning.sparse_encoding import pack_values
+
+    app = ClientApp()
+
+    @app.train("masked")
+    def train(msg: Message, context: Context) -> Message:
+        k = P.partition_id(context.node_config)
+        instruction = MaskedTrainInstruction.from_content(msg.content)
+        arrays, masks = instruction.decode(regions.param_names, regions.shapes, prunable_arrays(regions))
+        buffer = {"running_mean": 10.0 * (k + 1), "running_var": 20.0 * (k + 1), "num_batches_tracked": 3.0 * k + 5}
+        update = [
+            np.full(a.shape, buffer.get(name.rsplit(".", 1)[1], k + 1.0), dtype=np.float32)
+            for name, a in zip(regions.param_names, arrays, strict=True)
+        ]
+        values = tuple(pack_values(u, m) for u, m in zip(update, masks, strict=True))
+        reply = MaskedTrainReply(k, tuple(regions.param_names), values, 4, 1.0, 0.0, instruction.round)
+        return reply.to_reply(msg)
+
+    return app
+
+
+def test_sparse_fedavg_over_the_air_averages_buffers_exactly_and_noises_only_parameters():
+    from conftest import make_train_setup
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from amp_fl.client.sparse_fedavg import prunable_arrays
+    from amp_fl.pruning.magnitude import MagnitudePruner
+    from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy
+    from amp_fl.wireless.over_the_air import OtaSettings, OverTheAirChannel
+
+    _, regions, weights = tiny()
+    strategy = SparseFedAvgStrategy(
+        region_map=regions,
+        initial_weights=weights,
+        pruner=MagnitudePruner(regions.shapes, prunable_arrays(regions), method="one_shot", target=0.5),
+        device_nodes={k: FIRST_NODE_ID + k for k in range(4)},
+        train_setup=make_train_setup(num_devices=4),
+        seed=0,
+        participants=4,
+        over_the_air=OverTheAirChannel(OtaSettings(snr_db=10.0, truncation_threshold=0.01, normalise=False), seed=3),
+    )
+    grid = InProcessGrid(_masked_buffer_client(regions), 4)
+    messages = list(strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid))
+    strategy.aggregate_train(1, grid.send_and_receive(messages))
+    # PIU 0 is silent in this round (its |h|^2 fell under g_th): the buffers are the transmitters' mean.
+    assert strategy.history[-1].transmitters == (1, 2, 3)
+    new = dict(zip(regions.param_names, strategy.weights, strict=True))
+    old = dict(zip(regions.param_names, weights, strict=True))
+    for bn in ("bn1", "bn2"):
+        np.testing.assert_array_equal(new[f"{bn}.running_mean"], [30.0] * WIDTH)  # 10 * mean(2, 3, 4)
+        np.testing.assert_array_equal(new[f"{bn}.running_var"], [60.0] * WIDTH)  # 20 * mean(2, 3, 4)
+        counter = new[f"{bn}.num_batches_tracked"]
+        assert counter.dtype == np.int64 and int(counter) == 11  # mean(8, 11, 14)
+    # Parameters: the mean update 3 = mean(2, 3, 4) received through a 10 dB channel (constant updates: no
+    # normalisation, which would divide by their zero spread): near, not equal (noise sd 1.05 = sqrt(N0 / rho) / 3).
+    step = new["fc.bias"] - old["fc.bias"]
+    assert np.all(np.abs(step - 3.0) < 6.0) and np.any(step != np.float32(3.0))
+    # The analog upload carries the parameters only: one channel use per surviving parameter entry.
+    # 32 parameter entries (3 + 9 conv, 6 + 2 fc, 4 x 3 BatchNorm affine), less the 9 of the 18 conv/fc
+    # weights one-shot pruned before round 1; the 14 buffer entries travel apart.
+    assert strategy.history[-1].channel_uses == 32 - 9
