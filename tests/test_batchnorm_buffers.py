@@ -18,7 +18,7 @@ from amp_fl.client.settings import TrainSettings
 from amp_fl.client.trainer import ModelInfo, SubModelTrainer, upload_of
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.launch.inprocess import FIRST_NODE_ID, InProcessGrid
-from amp_fl.models import available_models, register_model
+from amp_fl.models import registry
 from amp_fl.pruning.maps import region_map_for
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.strategy.aggregation import apply_global_step
@@ -46,8 +46,14 @@ class TinyResidual(nn.Module):
         return self.fc(self.pool(torch.relu(a + self.bn2(self.conv2(a)))).flatten(1))
 
 
-if NAME not in available_models():
-    register_model(NAME, INPUT)(lambda *, num_classes, input_shape: TinyResidual(input_shape[0], num_classes))
+@pytest.fixture(name="registered")
+def registered_fixture(monkeypatch):
+    """The tiny net in the model registry for one test (the registry's list stays as other tests expect it)."""
+    monkeypatch.setitem(
+        registry._REGISTRY,
+        NAME,
+        registry.ModelSpec(NAME, lambda *, num_classes, input_shape: TinyResidual(input_shape[0], num_classes), INPUT),
+    )
 
 
 def tiny() -> tuple[TinyResidual, object, list[np.ndarray]]:
@@ -66,7 +72,7 @@ def test_the_residual_add_couples_stem_and_branch_into_one_group():
     ]
 
 
-def test_trainer_uploads_gradients_of_parameters_and_trained_values_of_buffers():
+def test_trainer_uploads_gradients_of_parameters_and_trained_values_of_buffers(registered):
     _, regions, arrays = tiny()
     names = regions.param_names
     arrays[names.index("conv1.weight")] = np.array([1.0, 2.0, 0.0], dtype=np.float32).reshape(3, 1, 1, 1)

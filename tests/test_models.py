@@ -58,6 +58,6 @@ def test_bad_arguments_fail_eagerly(name, kwargs, message):
 
 
 def test_registry_rejects_duplicates_and_lists_models():
-    assert available_models() == ["cnn", "resnet18", "vgg11"]
+    assert available_models() == ["cnn", "resnet18", "resnet8", "vgg11"]
     with pytest.raises(ValueError, match="already registered"):
         register_model("cnn", default_input_shape=(1, 28, 28))(lambda **_: None)
