@@ -84,7 +84,7 @@ reproduce: $(STAMP) fashion-mnist
 reproduce-quick: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.reproduce quick
 
-# Issue 9: every method tuned the same way on the validation split, then AMP-FL's tuned variant
+# The tuned comparison: every method tuned the same way on the validation split, then AMP-FL's tuned variant
 # against the tuned baselines at paper scale (3 seeds). Stage 1: a 3 x 2 grid per method (learning
 # rate x server momentum, or x FedProx's mu), 3 seeds, ranked by simulated time to 75 % validation
 # accuracy, each run stopped at the target (APFL's global model is Synchronous FL's, so APFL takes
@@ -109,7 +109,7 @@ speedup: $(STAMP) fashion-mnist
 	  --grid scheduling.deadline_s=null,0.25,0.2
 	$(PY) -m amp_fl.experiments.reproduce speedup --tuned reports/tuning --tuned reports/tuning/round_length --jobs $(JOBS)
 
-# Issue 10, OTA-FL with iterative magnitude pruning: sparse FedAvg over the air swept over sparsity
+# OTA-FL with iterative magnitude pruning: sparse FedAvg over the air swept over sparsity
 # x {IMP, one-shot} x {full, partial participation}, plus AMP-FL over the air
 # (amp_fl/experiments/ota_imp.py). Both resume. Quick: 10 PIUs, 30 rounds, reports/ota_imp_quick/;
 # full: 100 PIUs, 150 rounds, 3 seeds, reports/ota_imp/ (hours on 2 cores).

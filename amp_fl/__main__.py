@@ -78,5 +78,15 @@ def _check_resume_overrides(overrides: list[str]) -> None:
         )
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``amp-fl`` (the console script) and ``python -m amp_fl``: ``--help`` lists the presets, the rest is Hydra's."""
+    from amp_fl.launch import catalogue
+
+    if catalogue.wants_help(sys.argv[1:]):
+        print(catalogue.render())
+        return
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -7,8 +7,9 @@ RBs, keep counts, latencies, bytes), ``summary.json`` (the setup, then the outco
 campaign (:mod:`amp_fl.experiments.campaign`) adds its timing. Everything that reads a run folder
 (the launcher's progress view, the campaigns, :mod:`amp_fl.report`) reads it through here.
 
-This module imports nothing of amp_fl but :mod:`amp_fl.errors`: the server below it and the report
-and campaigns above it all use it.
+This module imports nothing of amp_fl but :mod:`amp_fl.errors`, :mod:`amp_fl.state` and
+:mod:`amp_fl.tracking` (which imports nothing of amp_fl): the server below it and the report and
+campaigns above it all use it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from amp_fl.errors import check_argument
 from amp_fl.state import State
+from amp_fl.tracking import TensorBoardTracker, open_tracker
 
 METRICS_FILE = "metrics.csv"
 SCHEDULE_FILE = "schedule.jsonl"
@@ -123,6 +125,7 @@ class MetricsWriter:
         self.rows: list[RoundRow] = []
         self._start = time.perf_counter()
         self._started = False
+        self._tracker: TensorBoardTracker | None = None  # tracking.tensorboard: each row to TensorBoard too
 
     def state_dict(self) -> State:
         """Every row so far (floats in full; NaN where a round was not evaluated)."""
@@ -157,6 +160,8 @@ class MetricsWriter:
         schedule.write_text("".join(line + "\n" for line in kept))
         for row in rows:
             self.append(row)
+        # After the replay: a resumed run's rows are in TensorBoard already; it drops what came after them.
+        self._tracker = open_tracker(run_dir, _stored_config(run_dir), purge_step=last + 1 if rows else None)
 
     def _ensure_started(self) -> None:
         if not self._started:
@@ -177,6 +182,16 @@ class MetricsWriter:
         values = asdict(row)
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow([_fmt(values[c]) for c in METRIC_COLUMNS])
+        if self._tracker is not None:
+            self._tracker.log_row({c: values[c] for c in METRIC_COLUMNS})
+
+
+def _stored_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``run_config.json`` (what the tracker logs and is switched by); ``None`` for a bare folder."""
+    try:
+        return read_config(run_dir)
+    except RunFolderError:
+        return None
 
 
 # ------------------------------------------------------------------------------ what a curve says
@@ -492,7 +507,7 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ the same run
 # Keys of a run's configuration that say where and how it ran, not what it computed: a resume may
 # change them, and a campaign keeps a finished run made with other values of them.
-NOT_COMPARED = ("resume", "output_dir", "verbose", "checkpoint", "deployment", "simulation")
+NOT_COMPARED = ("resume", "output_dir", "verbose", "checkpoint", "deployment", "simulation", "tracking")
 
 
 def comparable_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,8 @@ BENCHMARKS = (
     "server_memory",
     "startup",
     "gpu_check",
+    "reproduce_estimate",
+    "campaign",
 )
 
 

@@ -28,7 +28,17 @@ from typing import Any
 
 import numpy as np
 
-from amp_fl.experiments.campaign import ENGINES, PROJECT_ROOT, Job, execute, is_complete, make_jobs, still_to_run
+from amp_fl.experiments.campaign import (
+    ENGINES,
+    PROJECT_ROOT,
+    Job,
+    add_cluster_arguments,
+    cluster_from_args,
+    execute,
+    is_complete,
+    make_jobs,
+    still_to_run,
+)
 from amp_fl.pruning.magnitude import PRUNING_METHODS, rewind_round_of
 from amp_fl.run_folder import (
     FINAL_MODEL_FILE,
@@ -585,6 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="Hydra overrides of every run")
     parser.add_argument("--runs-root", type=Path, help="default: runs/ota_imp/<name>")
     parser.add_argument("--report-dir", type=Path, help="default: reports/<name>")
+    add_cluster_arguments(parser)
     args = parser.parse_args(argv)
     sweep = SWEEPS[args.sweep]
     if args.seeds:
@@ -604,12 +615,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     report_dir = (args.report_dir or PROJECT_ROOT / "reports" / sweep.name).resolve()
     command = "python -m amp_fl.experiments.ota_imp " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:
+        cluster = cluster_from_args(args)
         jobs, todo = plan(sweep, runs_root)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"[ota-imp] {sweep.name}: {len(jobs)} runs, {len(jobs) - len(todo)} already complete, {len(todo)} to run")
-    failures = execute(todo, args.engine, max(1, args.jobs), name="ota-imp")
+    try:
+        failures = execute(todo, args.engine, max(1, args.jobs), name="ota-imp", cluster=cluster)
+    except RuntimeError as exc:  # no cluster at --ray-address
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     path, results = write_report(sweep, jobs, report_dir, command, args.engine)
     print(f"[ota-imp] report: {path}")
     for part, _ in sweep.participation:
