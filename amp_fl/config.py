@@ -28,7 +28,7 @@ from amp_fl.errors import ArgumentError, ConfigError, require
 from amp_fl.models import available_models
 from amp_fl.protocol.provenance import CHANNEL_MODES, ChannelMode
 from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObjective, TrainDevice
-from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningMethod, imp_steps_needed
+from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningMethod, imp_steps_needed, rewind_round_of
 from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
 from amp_fl.scheduling.levels import DEFAULT_LEVELS, LEVEL_ASSIGNMENTS, check_levels, check_levels_fit
@@ -469,11 +469,13 @@ class SparseFedAvgConfig:
     with ``algorithm=sparse_fedavg`` (:mod:`amp_fl.strategy.sparse_fedavg`; the ``strategy``,
     ``scheduling`` and ``pruning`` sections are then unused).
 
-    ``method``: ``imp`` (every ``interval`` rounds from ``first_round`` on, prune ``rate`` of the
-    remaining conv/linear weights by global magnitude until ``target``) or ``one_shot`` (prune to
+    ``method``: ``imp`` (lottery-ticket IMP: every ``interval`` rounds from ``first_round`` on, prune
+    ``rate`` of the remaining conv/linear weights by global magnitude until ``target``, rewinding the
+    survivors each time), ``gradual`` (the same schedule, no rewinding) or ``one_shot`` (prune to
     ``target`` after ``first_round``); ``first_round`` 0 prunes the initial model. ``rewind_round``: at
-    every step, reset the survivors to the global model after that round (0: the initial model; null:
-    no rewinding). ``participation``: fraction of the PIUs that train each round (1: full participation).
+    every IMP step, reset the survivors to the global model after that round (null: 0, the initial
+    model; read by ``imp`` only: :attr:`rewind_to`). ``participation``: fraction of the
+    PIUs that train each round (1: full participation).
     """
 
     method: PruningMethod = "imp"
@@ -504,6 +506,11 @@ class SparseFedAvgConfig:
             "sparse_fedavg.participation",
             f"must be in (0, 1], got {self.participation}",
         )
+
+    @property
+    def rewind_to(self) -> int | None:
+        """The round the survivors are rewound to at every step (:func:`~amp_fl.pruning.magnitude.rewind_round_of`)."""
+        return rewind_round_of(self.method, self.rewind_round)
 
     def last_pruning_round(self) -> int | None:
         """The round after which ``target`` is reached (IMP step count without rounding); None if nothing is pruned."""

@@ -57,6 +57,7 @@ _REGISTRY: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec("cnn", "amp_fl.models.cnn:build_cnn", (1, 28, 28), channels_last=True),
         ModelSpec("resnet18", "amp_fl.models.resnet:build_resnet18", (3, 32, 32), channels_last=True),
+        ModelSpec("resnet8", "amp_fl.models.resnet8:build_resnet8", (1, 28, 28)),
         ModelSpec("vgg11", "amp_fl.models.vgg:build_vgg11", (3, 32, 32)),
     )
 }

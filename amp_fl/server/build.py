@@ -257,7 +257,7 @@ def _sparse_fedavg(cfg: RunConfig, inputs: StrategyInputs) -> SparseFedAvgStrate
         seed=cfg.seed,
         participants=participants_per_round(cfg.sparse_fedavg.participation, len(inputs.device_nodes)),
         over_the_air=_over_the_air(cfg),
-        rewind_round=cfg.sparse_fedavg.rewind_round,
+        rewind_round=cfg.sparse_fedavg.rewind_to,
         compute_latency_s=full_compute_latency(inputs.latency, population.cpu_hz, population.flops_per_cycle),
         bandwidth_hz=cfg.wireless.bandwidth_hz,
         on_round_end=inputs.on_round_end,

@@ -237,8 +237,11 @@ class MemoryFriendlyAggregate:
 
 
 def apply_global_step(weights: Arrays, direction: Arrays, learning_rate: float) -> Arrays:
-    """w_{t+1} = w_t - eta * direction, kept in the weights' dtype."""
+    """w_{t+1} = w_t - eta * direction, kept in the weights' dtype (and shape: a 0-d array stays an array).
+
+    For parameters only: a buffer is no gradient (:mod:`amp_fl.strategy.buffers`).
+    """
     return [
-        (w.astype(np.float64) - learning_rate * d).astype(w.dtype, copy=False)
+        np.asarray((w.astype(np.float64) - learning_rate * d).astype(w.dtype, copy=False), dtype=w.dtype)
         for w, d in zip(weights, direction, strict=True)
     ]

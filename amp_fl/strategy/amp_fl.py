@@ -8,7 +8,9 @@ channel, the scheduler and the pruning policy) and fills Flower's round hooks:
 - ``aggregate_train``: check the replies (:func:`~amp_fl.strategy.replies.collect_replies`, then
   the sub-model shapes and norm bounds), scatter them to full shape, update the gradient
   cache of Eq. (2) or Gbar (Algorithm 3), the AoI table (Eq. (9)) and the global model, then hand
-  the round's :class:`RoundReport` to the ``on_round_end`` hook;
+  the round's :class:`RoundReport` to the ``on_round_end`` hook. Only parameters take that
+  gradient path; BatchNorm buffers are averaged as values over the devices that held them
+  (:mod:`amp_fl.strategy.buffers`);
 - the global model is evaluated centrally (``evaluate_fn`` of ``Strategy.start``);
   ``configure_evaluate`` asks every device for its *personalised* accuracy (its own model on
   test samples of its own labels: APFL's mix of personal and global model, otherwise the global
@@ -57,6 +59,7 @@ from amp_fl.strategy.aggregation import (
     holders_mean,
     stale_weighted_mean,
 )
+from amp_fl.strategy.buffers import StateSplit, average_buffers, server_array
 from amp_fl.strategy.replies import SILENT_REASON, Failure, collect_replies
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport, participants_of
 from amp_fl.strategy.server_optimizer import (
@@ -160,6 +163,14 @@ def personal_evaluation_due(server_round: int, interval: int | None, num_rounds:
     return server_round % interval == 0 or server_round == num_rounds
 
 
+@dataclass(frozen=True, eq=False)  # holds arrays
+class _BufferUpload:
+    """One device's trained buffers, scattered to full shape, and which entries it held."""
+
+    values: list[np.ndarray]
+    held: list[np.ndarray]
+
+
 @dataclass
 class _PendingRound:
     """What ``configure_train`` sent, for ``aggregate_train`` to check the replies against."""
@@ -230,8 +241,11 @@ class AmpFlStrategy(Strategy):
                 f"({settings.memory_friendly}) must agree"
             )
         self.region_map = region_map
-        self.weights = [np.array(w, dtype=np.float32) for w in initial_weights]
+        self.split = StateSplit.of(region_map)
+        self.weights = [server_array(w) for w in initial_weights]
         self.shapes = [w.shape for w in self.weights]
+        # The gradient path (cache, Gbar, discounted sums, over the air, server optimiser) holds parameters only.
+        self.parameter_shapes = [tuple(s) for s in self.split.parameter_map.shapes]
         self.scheduler = scheduler
         self.channel = channel
         self.policy = policy
@@ -245,11 +259,13 @@ class AmpFlStrategy(Strategy):
         self._evaluating_round: int | None = None
         num_devices = len(device_nodes)
         self.aoi = AoITable(num_devices, region_map.layer_sizes)
-        self.cache = GradientCache(num_devices, self.shapes) if not settings.memory_friendly else None
-        self.gbar = MemoryFriendlyAggregate(num_devices, self.shapes) if settings.memory_friendly else None
+        self.cache = GradientCache(num_devices, self.parameter_shapes) if not settings.memory_friendly else None
+        self.gbar = MemoryFriendlyAggregate(num_devices, self.parameter_shapes) if settings.memory_friendly else None
         # Scope ``discounted`` keeps its sums up to date (O(|S_t| Q) a round); gamma = 1 is scope ``all``.
         discounting = settings.compensation == "discounted" and settings.staleness_decay < 1.0
-        self.discounted = DiscountedSums(region_map, num_devices, settings.staleness_decay) if discounting else None
+        self.discounted = (
+            DiscountedSums(self.split.parameter_map, num_devices, settings.staleness_decay) if discounting else None
+        )
         self.server_state = ServerOptimizerState()  # the server optimiser's moments (a checkpoint saves it)
         self._pending: _PendingRound | None = None
 
@@ -279,7 +295,7 @@ class AmpFlStrategy(Strategy):
             if (state.get(name) is None) != (kept is None):
                 have = "keeps no" if kept is None else "keeps a"
                 raise ValueError(f"state: this strategy {have} {name!r}, the saved state disagrees")
-        self.weights = [np.array(w, dtype=np.float32) for w in weights]
+        self.weights = [server_array(w) for w in weights]
         self.aoi = AoITable.from_array(array(state, "aoi"), self.region_map.layer_sizes)
         if self.cache is not None:
             self.cache.load_state_dict(part(state, "cache"))
@@ -342,8 +358,9 @@ class AmpFlStrategy(Strategy):
             accept=lambda device, reply: self._accept(device, reply, pending),
         )
         failures = dict(collected.failures)
-        updates = [update for update, _ in collected.accepted.values()]
-        replied = {update.device: reply for update, reply in collected.accepted.values()}
+        updates = [update for update, _, _ in collected.accepted.values()]
+        replied = {update.device: reply for update, reply, _ in collected.accepted.values()}
+        buffers = {update.device: upload for update, _, upload in collected.accepted.values()}
         if self.over_the_air is not None:
             direction, updates = self._over_the_air_direction(server_round, updates, failures)
             self._update_ages(updates, pending)  # only the PIUs that transmitted uploaded
@@ -353,9 +370,16 @@ class AmpFlStrategy(Strategy):
             ages_before = self.aoi.ages[[u.device for u in updates]]  # a copy (fancy indexing)
             self._update_ages(updates, pending)
             direction = self._direction(updates, ages_before)
-        weights = server_step(self.settings.optimizer, self.server_state, self.weights, direction)
-        self._check_finite(server_round, direction, weights)  # the model stays the last finite one
-        self.weights = weights
+        parameters = server_step(
+            self.settings.optimizer, self.server_state, self.split.parameters_of(self.weights), direction
+        )
+        # Buffers: the mean over the devices whose update counts this round (over the air: the transmitters).
+        counted = [buffers[u.device] for u in updates]
+        new_buffers = average_buffers(
+            self.split.buffers_of(self.weights), [b.values for b in counted], [b.held for b in counted]
+        )
+        self._check_finite(server_round, direction, parameters, new_buffers)  # the model stays the last finite one
+        self.weights = self.split.merge(parameters, new_buffers)
         self._pending = None
         received = tuple(u.device for u in updates)
         report = RoundReport(
@@ -376,28 +400,46 @@ class AmpFlStrategy(Strategy):
         metrics = P.RoundMetrics(num_updates=len(updates), num_failures=len(failures))
         return ArrayRecord(self.weights), metrics.to_record()
 
-    def _accept(self, device: int, reply: P.TrainReply, pending: _PendingRound) -> tuple[DeviceUpdate, P.TrainReply]:
-        """Check a reply's arrays against the sub-model sent and the norm bounds; scatter it to full shape."""
+    def _accept(
+        self, device: int, reply: P.TrainReply, pending: _PendingRound
+    ) -> tuple[DeviceUpdate, P.TrainReply, _BufferUpload]:
+        """Check a reply's arrays against the sub-model sent and the norm bounds; scatter it to full shape.
+
+        The norm bounds measure the gradient (the parameters); buffers are values, not clipped.
+        """
         kept = pending.kept[device]
-        values = reply.for_model(self.region_map, kept)
-        norm = reply.norm()
+        upload = reply.for_model(self.region_map, kept)
+        values, buffer_values = self.split.parameters_of(upload), self.split.buffers_of(upload)
+        norm = math.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in values))
         bound = self.settings.max_update_norm
         if bound is not None and norm > bound:
             raise InvalidReplyError(f"update norm {norm:.6g} exceeds the bound max_update_norm={bound:g}")
         clip = self.settings.clip_update_norm
         if clip is not None and norm > clip:
             values = [(v * (clip / norm)).astype(v.dtype) for v in values]  # direction kept, length clip
-        full, held = scatter_arrays(values, self.region_map, kept, self.shapes)
-        return DeviceUpdate(device, full, held), reply
+        full, held = scatter_arrays(values, self.split.parameter_map, kept, self.parameter_shapes)
+        full_buffers, held_buffers = scatter_arrays(buffer_values, self.split.buffer_map, kept)
+        return DeviceUpdate(device, full, held), reply, _BufferUpload(full_buffers, held_buffers)
 
-    def _check_finite(self, server_round: int, direction: list[np.ndarray], weights: list[np.ndarray]) -> None:
+    def _check_finite(
+        self,
+        server_round: int,
+        direction: list[np.ndarray],
+        parameters: list[np.ndarray],
+        buffers: list[np.ndarray],
+    ) -> None:
         """Raise :class:`DivergedError` naming the first array of the aggregate or the new model that is not finite.
 
         Every reply was checked finite, so this is an overflow of the sum or of the step itself.
         """
-        names = self.region_map.param_names
-        for what, group in (("the aggregate", direction), ("the global model", weights)):
-            for name, values in zip(names, group, strict=True):
+        names = self.split.parameter_map.param_names
+        buffer_names = self.split.buffer_map.param_names
+        for what, group, group_names in (
+            ("the aggregate", direction, names),
+            ("the global model", parameters, names),
+            ("the global model", buffers, buffer_names),
+        ):
+            for name, values in zip(group_names, group, strict=True):
                 if not np.all(np.isfinite(values)):
                     raise DivergedError(server_round, f"{what} has NaN or infinite values in {name!r}")
 
@@ -408,7 +450,7 @@ class AmpFlStrategy(Strategy):
             return self.gbar.apply(updates)
         if self.settings.compensation == "none":
             mean = holders_mean if self.settings.fresh_mean == "holders" else fresh_mean
-            return mean(updates, self.shapes)
+            return mean(updates, self.parameter_shapes)
         assert self.cache is not None
         if self.discounted is not None:
             return self._discounted_direction(updates, ages_before)
@@ -437,7 +479,7 @@ class AmpFlStrategy(Strategy):
         """Per-region mean over the transmitting PIUs, received over the air; silent PIUs dropped (and listed)."""
         assert self.over_the_air is not None
         if not updates:
-            return fresh_mean(updates, self.shapes), updates
+            return fresh_mean(updates, self.parameter_shapes), updates
         result = self.over_the_air.aggregate(
             server_round, [u.device for u in updates], [u.values for u in updates], [u.held for u in updates]
         )
