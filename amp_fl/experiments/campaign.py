@@ -129,7 +129,11 @@ def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:
         return False
     if not finished or not (run_dir / FINAL_MODEL_FILE).is_file():
         return False
-    return comparable_config(stored) == comparable_config(config_to_dict(load_config(values)))
+    try:  # both sides through the same loader: keys added since with their defaults, types normalised
+        stored_config = config_to_dict(load_config(stored))
+    except ValueError:  # a folder of an older format, or not a run of this package: not this run
+        return False
+    return comparable_config(stored_config) == comparable_config(config_to_dict(load_config(values)))
 
 
 def still_to_run(jobs: Sequence[Job[SpecT]]) -> list[Job[SpecT]]:
