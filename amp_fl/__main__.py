@@ -5,7 +5,8 @@ Flower process starts, then one Flower run is launched per job (see ``amp_fl.lau
 The terminal shows a progress view and a summary (``verbose=true``: Flower's full log as well; it
 is always in the run folder's ``flower.log``). Bad input, an unavailable dataset or a failed run
 end in one ``error: ...`` line on stderr (exit code 2 for input, 1 for a failed run), never in a
-traceback.
+traceback; Hydra's own errors too (:mod:`amp_fl.launch.hydra_cli`), and a run that never started
+leaves no run folder. A folder that holds a run is never written over.
 
 Only Hydra and the configuration's own modules are imported before the config is checked: torch,
 flwr and Ray load in the processes that train (``tests/test_lazy_imports.py``), so a bad setting or
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from amp_fl.config import load_config
 from amp_fl.errors import ConfigError
+from amp_fl.launch.hydra_cli import EXIT_BAD_INPUT, remove_stub, run_cli
 from amp_fl.launch.launcher import cli_errors, launch
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -50,6 +52,15 @@ def main(conf: DictConfig) -> None:
     # Hydra wraps what escapes this function in its own report: errors are turned into
     # one line and SystemExit here (cli_errors).
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        _run(conf, run_dir)
+    except SystemExit as exc:
+        if exc.code == EXIT_BAD_INPUT:
+            remove_stub(run_dir)  # a run that never started leaves no runs/<time>/ folder
+        raise
+
+
+def _run(conf: DictConfig, run_dir: Path) -> None:
     with cli_errors(run_dir):
         if conf.get("resume") is not None:
             run_dir = Path(str(conf.resume)).expanduser().resolve()
@@ -79,4 +90,4 @@ def _check_resume_overrides(overrides: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # Hydra's own errors (unknown key, missing option) in one line, exit 2

@@ -31,6 +31,7 @@ from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningMethod, imp_steps_n
 from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
+from amp_fl.server.health import HealthConfig
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
 from amp_fl.wireless.config import WirelessConfig
@@ -563,6 +564,7 @@ class RunConfig:
     failures: FailureSettings = field(default_factory=FailureSettings)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)  # when a meaningless run stops (server.health)
     # A run folder whose checkpoint this run continues (python -m amp_fl resume=runs/<run>).
     resume: str | None = None
 
@@ -588,6 +590,7 @@ class RunConfig:
             self.sparse_fedavg,
             self.checkpoint,
             self.evaluation,
+            self.health,
         ):
             section.validate()
         self.strategy.server_settings(self.train.learning_rate)  # after train: eta is server_lr's default
@@ -710,6 +713,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         require(bool in allowed, key, f"expected {_type_name(hint)}, got a boolean")
         return value
     if float in allowed and isinstance(value, int | float):
+        # No setting means anything at infinity or NaN (a deadline, a rate, a bound): caught here,
+        # before any process starts, rather than where the value is first used.
+        require(not math.isinf(value), key, f"must be a finite number, got {value}")
         return float(value)
     for typ in (int, str):
         if typ in allowed and isinstance(value, typ):

@@ -41,7 +41,11 @@ FLOWER_LOG = "flower.log"  # Flower's output, written by the launcher
 DATASET_RESOLUTION_FILE = "dataset.json"
 TIMING_FILE = "campaign_timing.json"  # wall (and CPU) seconds of the run, measured by the campaign that ran it
 COMPLETED = "completed"  # summary.json's status of a run that ran to its end (or planned early stop)
-RUNNING = "running"  # summary.json's status while the server runs (and after it died without a word)
+RUNNING = "running"  # summary.json's status while the server runs (never the last word: see finish_summary)
+INTERRUPTED = "interrupted"  # stopped by a signal or a killed launcher; summary.json's "resume" says how to go on
+FAILED = "failed"  # "failed: <reason>"; "diverged at round N: <reason>" when the model blew up
+# Files that make a folder a run's: a new run never writes over them (see check_fresh_run_folder).
+RESULT_FILES = (SUMMARY_FILE, METRICS_FILE, CHECKPOINT_FILE, FINAL_MODEL_FILE)
 
 METRIC_COLUMNS = (
     "round",
@@ -249,9 +253,62 @@ def last_personal_accuracy(rows: list[RoundRow]) -> dict[str, float | int | None
 def write_summary(run_dir: Path, payload: dict[str, Any]) -> Path:
     path = run_dir / SUMMARY_FILE
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)  # atomic: a crash never leaves half a summary
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        tmp.replace(path)  # atomic: a crash never leaves half a summary
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no summary.json.tmp behind
+        raise
     return path
+
+
+def finish_summary(run_dir: Path, status: str, **fields: Any) -> bool:
+    """Give a run whose ``summary.json`` still says ``running`` (or that has none) its final ``status``.
+
+    Called by whoever notices that the server stopped without a word (an interrupt, a killed
+    launcher, a Flower failure); a final status the server wrote itself is kept. True if written.
+    """
+    try:
+        summary = read_summary(run_dir)
+    except RunFolderError:
+        summary = {}
+    if summary.get("status", RUNNING) != RUNNING:
+        return False
+    write_summary(run_dir, {**summary, **fields, "status": status})
+    return True
+
+
+def resume_hint(run_dir: Path) -> str:
+    """How to go on with the run in ``run_dir``: resume from its checkpoint, or start again without one."""
+    if (run_dir / CHECKPOINT_FILE).is_file():
+        return f"python -m amp_fl resume={run_dir}"
+    return "no checkpoint was written: start the run again (in a new folder)"
+
+
+def check_fresh_run_folder(run_dir: Path) -> None:
+    """:class:`RunFolderError` unless ``run_dir`` is free for a new run: no run's results in it, a folder if it exists.
+
+    A new run never writes over another's metrics, checkpoint or summary; a finished run is not
+    extended (a longer run is a new run), an interrupted one is resumed.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: is a file, not a run folder")
+    held = [name for name in RESULT_FILES if (run_dir / name).exists()]
+    if not held:
+        return
+    try:
+        status = str(read_summary(run_dir).get("status", "unknown"))
+    except RunFolderError:
+        status = "no summary"
+    if status == COMPLETED:
+        what = "a finished run cannot be extended: start a new run (with the num_rounds you want) in a new folder"
+    elif status in (RUNNING, INTERRUPTED) and (run_dir / CHECKPOINT_FILE).is_file():
+        what = f"continue it with: python -m amp_fl resume={run_dir}, or use a new folder"
+    else:
+        what = "use a new folder, or delete this one"
+    raise RunFolderError(
+        f"{run_dir}: already holds a run ({', '.join(held)}; status: {status.split(';')[0]}); not overwritten: {what}"
+    )
 
 
 def write_figures(run_dir: Path, rows: list[RoundRow], title: str) -> list[Path]:
@@ -294,7 +351,13 @@ def write_config(run_dir: Path, values: Mapping[str, Any]) -> Path:
     """``run_config.json``: the resolved configuration (a plain mapping) the ServerApp reads."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RUN_CONFIG_FILE
-    path.write_text(json.dumps(values, indent=2, default=list))
+    tmp = path.with_suffix(".json.tmp")
+    try:
+        tmp.write_text(json.dumps(values, indent=2, default=list))
+        tmp.replace(path)  # atomic: a resume's rewrite never leaves the run without its config
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -492,7 +555,8 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ the same run
 # Keys of a run's configuration that say where and how it ran, not what it computed: a resume may
 # change them, and a campaign keeps a finished run made with other values of them.
-NOT_COMPARED = ("resume", "output_dir", "verbose", "checkpoint", "deployment", "simulation")
+# ``health``'s bounds only say when a meaningless run stops: a run they did not stop is the same run.
+NOT_COMPARED = ("resume", "output_dir", "verbose", "checkpoint", "deployment", "simulation", "health")
 
 
 def comparable_config(config: Mapping[str, Any]) -> dict[str, Any]:
