@@ -155,7 +155,7 @@ class RunFolderGuard(Callback):
 
     @staticmethod
     def _into_resumed_folder(config: DictConfig) -> None:
-        """``resume=DIR`` writes Hydra's log into DIR (appended), and no new ``runs/<time>/`` stub, no new ``.hydra/``."""
+        """``resume=DIR``: Hydra's log goes into DIR (appended); no new ``runs/<time>/`` stub, no new ``.hydra/``."""
         run_dir = Path(str(config.resume)).expanduser().resolve()
         if not (run_dir / RUN_CONFIG_FILE).is_file():
             raise ConfigError("resume", f"{run_dir} is not a run folder (no {RUN_CONFIG_FILE})")
