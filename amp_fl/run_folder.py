@@ -378,12 +378,20 @@ class RunFolderError(ValueError):
     """A path given as a run folder cannot be read; the message names the path and the problem."""
 
 
+def read_text(path: Path) -> str:
+    """A run folder's text file; :class:`RunFolderError` naming it when it is missing, unreadable or not text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise RunFolderError(f"{path}: not a text file (byte {exc.start} is not UTF-8; corrupt or binary?)") from exc
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object file of a run folder; :class:`RunFolderError` when missing, truncated or not an object."""
     try:
-        payload = json.loads(path.read_text())
-    except OSError as exc:
-        raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        payload = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise RunFolderError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated?)") from exc
     if not isinstance(payload, dict):
@@ -410,10 +418,7 @@ def read_timing(run_dir: Path) -> dict[str, Any]:
 
 def read_schedule(run_dir: Path) -> list[dict[str, Any]]:
     """``schedule.jsonl``, one record per round."""
-    try:
-        text = (run_dir / SCHEDULE_FILE).read_text()
-    except OSError as exc:
-        raise RunFolderError(f"{run_dir / SCHEDULE_FILE}: cannot read ({exc.strerror or exc})") from exc
+    text = read_text(run_dir / SCHEDULE_FILE)
     return [json.loads(line) for line in text.splitlines() if line]
 
 
@@ -516,10 +521,7 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
     that is not a number, no rows, rounds that do not increase or a simulated clock that goes back,
     each a :class:`RunFolderError` naming the file, the line and the column.
     """
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    lines = read_text(path).splitlines()
     if not lines:
         raise RunFolderError(f"{path}: empty file (no header)")
     reader = csv.reader(lines)

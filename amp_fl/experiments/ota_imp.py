@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from amp_fl.experiments.campaign import ENGINES, PROJECT_ROOT, Job, execute, is_complete, make_jobs, still_to_run
+from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
 from amp_fl.run_folder import (
     FINAL_MODEL_FILE,
     METRICS_FILE,
@@ -520,9 +521,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report_dir = (args.report_dir or PROJECT_ROOT / "reports" / sweep.name).resolve()
     command = "python -m amp_fl.experiments.ota_imp " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:
+        check_folders({"--runs-root": runs_root, "--report-dir": report_dir})
         jobs, todo = plan(sweep, runs_root)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     print(f"[ota-imp] {sweep.name}: {len(jobs)} runs, {len(jobs) - len(todo)} already complete, {len(todo)} to run")
     failures = execute(todo, args.engine, max(1, args.jobs), name="ota-imp")
@@ -538,4 +540,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(campaign_cli(main))

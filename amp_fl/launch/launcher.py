@@ -40,6 +40,7 @@ from amp_fl.run_folder import (
     COMPLETED,
     DATASET_RESOLUTION_FILE,
     FAILED,
+    FINAL_MODEL_FILE,
     FLOWER_LOG,
     INTERRUPTED,
     METRICS_FILE,
@@ -340,8 +341,10 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
         finish_summary(run_dir, INTERRUPTED, interrupted_by=by, resume=resume_hint(run_dir))
         raise
     status = _status(run_dir)
-    if head is not None and returncode == 0 and status == COMPLETED:
-        shutil.rmtree(head.temp_dir, ignore_errors=True)  # Ray's session logs: kept only for a failed run
+    if returncode == 0 and status == COMPLETED:
+        if head is not None:
+            shutil.rmtree(head.temp_dir, ignore_errors=True)  # Ray's session logs: kept only for a failed run
+        drop_flower_state(home)
     if returncode == SERVER_APP_DIED:
         view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
         finish_summary(
@@ -351,21 +354,10 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
             f"the ServerApp process stopped without finishing (killed?); the rounds done are in "
             f"{run_dir / METRICS_FILE}; continue with: {resume_hint(run_dir)}"
         )
-    if returncode == 0 and status.startswith("diverged"):
-        raise RunFailedError(
-            f"{status}; the metrics up to the last good round are in {run_dir / METRICS_FILE} (and its model in "
-            f"{run_dir / CHECKPOINT_FILE})"
-            + (
-                ""
-                if "train.learning_rate" in status
-                else "; try a smaller train.learning_rate or strategy.clip_update_norm"
-            )
-        )
-    if returncode == 0 and status.startswith(f"{FAILED}:"):  # the server stopped the run itself, and said why
-        raise RunFailedError(
-            f"the run {status}; the rounds up to then are in {run_dir / METRICS_FILE}, the last good model in "
-            f"{run_dir / CHECKPOINT_FILE}"
-        )
+    if returncode == 0 and (status.startswith("diverged") or status.startswith(f"{FAILED}:")):
+        # The server stopped the run itself and said why; what it keeps is the last good round's.
+        hint = "" if "train.learning_rate" in status or "t_max_s" in status else f"; {DIVERGED_HINT}"
+        raise RunFailedError(f"the run {status}{hint}; {kept_outputs(run_dir)}")
     if returncode != 0 or status != COMPLETED:
         view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
         where = f"see {run_dir / FLOWER_LOG}"
@@ -379,6 +371,23 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
         )
     view.summary()
     return run_dir
+
+
+DIVERGED_HINT = "try a smaller train.learning_rate or strategy.clip_update_norm"
+
+
+def kept_outputs(run_dir: Path) -> str:
+    """Where a stopped run's rows and its last good model are."""
+    checkpoint = run_dir / CHECKPOINT_FILE
+    saved = f"; its checkpoint: {checkpoint}" if checkpoint.is_file() else ""
+    return f"the rounds are in {run_dir / METRICS_FILE}, the last good model in {run_dir / FINAL_MODEL_FILE}{saved}"
+
+
+def drop_flower_state(home: Path) -> None:
+    """After a completed run: Flower's copy of the app and its database (MBs a run); its config and logs stay."""
+    shutil.rmtree(home / "apps", ignore_errors=True)
+    for db in (home / "local-superlink").glob("state.db*"):
+        db.unlink(missing_ok=True)
 
 
 def _run_in_flower(
