@@ -25,8 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from amp_fl.config import load_config
-from amp_fl.errors import ConfigError
-from amp_fl.launch.hydra_cli import EXIT_BAD_INPUT, remove_stub, run_cli
+from amp_fl.launch.hydra_cli import EXIT_BAD_INPUT, check_resume_overrides, remove_stub, run_cli
 from amp_fl.launch.launcher import cli_errors, launch
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -64,7 +63,7 @@ def _run(conf: DictConfig, run_dir: Path) -> None:
     with cli_errors(run_dir):
         if conf.get("resume") is not None:
             run_dir = Path(str(conf.resume)).expanduser().resolve()
-            _check_resume_overrides(list(HydraConfig.get().overrides.task))
+            check_resume_overrides(list(HydraConfig.get().overrides.task))
             from amp_fl.server.checkpoint import resume_config  # the server's modules: only when resuming
 
             cfg = resume_config(run_dir)
@@ -77,16 +76,6 @@ def _run(conf: DictConfig, run_dir: Path) -> None:
         values = {str(key): value for key, value in container.items()}
         values["output_dir"] = str(run_dir)
         launch(load_config(values), run_dir)
-
-
-def _check_resume_overrides(overrides: list[str]) -> None:
-    """``resume=`` continues the saved configuration: any other setting on the command line is a mistake."""
-    allowed = ("resume=", "verbose=", "hydra.")
-    others = [o for o in overrides if not o.lstrip("+~").startswith(allowed)]
-    if others:
-        raise ConfigError(
-            "resume", f"continues the run's saved configuration; drop the other settings ({' '.join(others)})"
-        )
 
 
 if __name__ == "__main__":

@@ -593,6 +593,7 @@ class RunConfig:
             self.health,
         ):
             section.validate()
+        check_finite(self, "")  # after the sections' own checks, which name their own bounds
         self.strategy.server_settings(self.train.learning_rate)  # after train: eta is server_lr's default
         require(
             self.evaluation.stop_at_val_accuracy is None or self.dataset.validation_fraction > 0,
@@ -617,6 +618,20 @@ class RunConfig:
                 f"and {self.wireless.num_devices} devices",
             )
         return self
+
+
+def check_finite(section: Any, prefix: str) -> None:
+    """No setting means anything at infinity (a deadline, a rate, a bound): ``ConfigError`` naming the first.
+
+    Caught here, before any process starts, rather than where the value is first used (an infinite
+    ``model.t_max_s`` used to pass and fail in the ServerApp under an internal name).
+    """
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            require(not math.isinf(value), f"{prefix}{f.name}", f"must be a finite number, got {value}")
 
 
 def check_sparse_fedavg(cfg: RunConfig) -> None:
@@ -713,9 +728,6 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         require(bool in allowed, key, f"expected {_type_name(hint)}, got a boolean")
         return value
     if float in allowed and isinstance(value, int | float):
-        # No setting means anything at infinity or NaN (a deadline, a rate, a bound): caught here,
-        # before any process starts, rather than where the value is first used.
-        require(not math.isinf(value), key, f"must be a finite number, got {value}")
         return float(value)
     for typ in (int, str):
         if typ in allowed and isinstance(value, typ):

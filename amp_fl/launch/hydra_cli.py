@@ -12,6 +12,7 @@ of a new stub one. A run that fails on bad input leaves no folder behind (:func:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -28,11 +29,10 @@ from omegaconf.errors import OmegaConfBaseException
 from amp_fl.errors import ConfigError
 from amp_fl.launch.launcher import cli_errors
 from amp_fl.launch.progress import one_line
-from amp_fl.run_folder import RUN_CONFIG_FILE, RunFolderError, check_fresh_run_folder
+from amp_fl.run_folder import RESULT_FILES, RunFolderError, check_fresh_run_folder
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
 EXIT_BAD_INPUT = 2
-SWEEP_FILE = "multirun.yaml"  # what Hydra's sweeper writes in the sweep folder before the first job
 
 # Folders this process created for its runs (they did not exist when Hydra was about to make them):
 # only these are removed when a run fails on bad input.
@@ -55,6 +55,7 @@ def run_cli(main: Callable[[], Any]) -> None:
         if user_wants_full:
             raise
         print(f"error: {hydra_error_line(exc)}", file=sys.stderr, flush=True)
+        prune_fresh()  # e.g. a multirun's folder, made before a job's overrides failed to compose
         raise SystemExit(EXIT_BAD_INPUT) from exc
     except OSError as exc:  # Hydra making a run folder it cannot (under a file, in /proc, read-only)
         if user_wants_full:
@@ -96,19 +97,20 @@ def _fresh_parent(path: Path) -> Path | None:
 def remove_stub(run_dir: Path) -> None:
     """Remove the folder Hydra made for a run that failed on bad input (only a folder this process created)."""
     run_dir = run_dir.resolve()
-    fresh = _fresh_parent(run_dir)
-    if fresh is None:
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    if fresh != run_dir and fresh.is_dir() and {p.name for p in fresh.iterdir()} <= {SWEEP_FILE}:
-        shutil.rmtree(fresh, ignore_errors=True)  # a sweep folder left with nothing but Hydra's record
-    for parent in fresh.parents:  # runs/ itself, if Hydra made it for this run: only while empty
-        if parent not in _made_parents:
-            break
-        try:
+    if _fresh_parent(run_dir) is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    prune_fresh()
+
+
+def prune_fresh() -> None:
+    """Remove each folder this process created that holds no run's results (a sweep folder with only
+    Hydra's ``multirun.yaml``), then the folders made above it (``runs/``) while they are empty."""
+    for fresh in sorted(_fresh):
+        if fresh.is_dir() and not any(p.name in RESULT_FILES for p in fresh.rglob("*")):
+            shutil.rmtree(fresh, ignore_errors=True)
+    for parent in sorted(_made_parents, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty (another run's folder), or already gone
             parent.rmdir()
-        except OSError:
-            break
 
 
 def check_run_folder(path: Path) -> None:
@@ -119,6 +121,16 @@ def check_run_folder(path: Path) -> None:
         raise RunFolderError(f"{path}: cannot be made a folder ({existing} is a file)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RunFolderError(f"{path}: cannot be created ({existing} is not writable)")
+
+
+def check_resume_overrides(overrides: list[str]) -> None:
+    """``resume=`` continues the saved configuration: any other setting on the command line is a mistake."""
+    allowed = ("resume=", "verbose=", "hydra.")
+    others = [o for o in overrides if not o.lstrip("+~").startswith(allowed)]
+    if others:
+        raise ConfigError(
+            "resume", f"continues the run's saved configuration; drop the other settings ({' '.join(others)})"
+        )
 
 
 def _named(key: str, check: Callable[[Path], None], path: Path) -> None:
@@ -155,10 +167,13 @@ class RunFolderGuard(Callback):
 
     @staticmethod
     def _into_resumed_folder(config: DictConfig) -> None:
-        """``resume=DIR``: Hydra's log goes into DIR (appended); no new ``runs/<time>/`` stub, no new ``.hydra/``."""
+        """``resume=DIR``: checked before Hydra writes anything; then Hydra's log goes into DIR (appended), and
+        there is no new ``runs/<time>/`` stub, no new ``.hydra/``."""
+        from amp_fl.server.checkpoint import resume_config  # the server's modules: only when resuming
+
+        check_resume_overrides(list(config.hydra.overrides.task))
         run_dir = Path(str(config.resume)).expanduser().resolve()
-        if not (run_dir / RUN_CONFIG_FILE).is_file():
-            raise ConfigError("resume", f"{run_dir} is not a run folder (no {RUN_CONFIG_FILE})")
+        resume_config(run_dir)  # ConfigError naming resume: not a run folder, no or a corrupt checkpoint, finished
         with read_write(config.hydra), open_dict(config.hydra):
             OmegaConf.update(config, "hydra.run.dir", str(run_dir), force_add=True)
             config.hydra.output_subdir = None  # keep the run's own record of how it was started

@@ -354,10 +354,11 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
             f"the ServerApp process stopped without finishing (killed?); the rounds done are in "
             f"{run_dir / METRICS_FILE}; continue with: {resume_hint(run_dir)}"
         )
-    if returncode == 0 and (status.startswith("diverged") or status.startswith(f"{FAILED}:")):
-        # The server stopped the run itself and said why; what it keeps is the last good round's.
-        hint = "" if "train.learning_rate" in status or "t_max_s" in status else f"; {DIVERGED_HINT}"
-        raise RunFailedError(f"the run {status}{hint}; {kept_outputs(run_dir)}")
+    # The server stopped the run itself and said why; what it keeps is the last good round's.
+    if returncode == 0 and status.startswith("diverged"):
+        raise RunFailedError(f"{status}; {kept_outputs(run_dir)}; {DIVERGED_HINT}")
+    if returncode == 0 and status.startswith(f"{FAILED}:"):
+        raise RunFailedError(f"the run {status}; {kept_outputs(run_dir)}")
     if returncode != 0 or status != COMPLETED:
         view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
         where = f"see {run_dir / FLOWER_LOG}"
@@ -379,8 +380,11 @@ DIVERGED_HINT = "try a smaller train.learning_rate or strategy.clip_update_norm"
 def kept_outputs(run_dir: Path) -> str:
     """Where a stopped run's rows and its last good model are."""
     checkpoint = run_dir / CHECKPOINT_FILE
-    saved = f"; its checkpoint: {checkpoint}" if checkpoint.is_file() else ""
-    return f"the rounds are in {run_dir / METRICS_FILE}, the last good model in {run_dir / FINAL_MODEL_FILE}{saved}"
+    saved = f", its checkpoint in {checkpoint}" if checkpoint.is_file() else ""
+    return (
+        f"the metrics up to the last good round are in {run_dir / METRICS_FILE}, its model in "
+        f"{run_dir / FINAL_MODEL_FILE}{saved}"
+    )
 
 
 def drop_flower_state(home: Path) -> None:
@@ -458,7 +462,9 @@ def cli_errors(run_dir: Path | None = None) -> Iterator[None]:
         signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
         where = ""
         if run_dir is not None and (run_dir / METRICS_FILE).is_file():
-            where = f"; the rounds that finished are in {run_dir / METRICS_FILE}; continue with: {resume_hint(run_dir)}"
+            where = f"; the rounds that finished are in {run_dir / METRICS_FILE}"
+            if (run_dir / CHECKPOINT_FILE).is_file():
+                where += f"; continue with: {resume_hint(run_dir)}"
         _exit(f"interrupted ({signal.Signals(signum).name}): Flower stopped{where}", 128 + signum, exc)
 
 

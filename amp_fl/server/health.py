@@ -112,8 +112,7 @@ class RunHealth:
         if cfg.max_loss is not None and not math.isnan(row.loss) and not row.loss <= cfg.max_loss:
             raise UnhealthyRunError(
                 row.round,
-                f"test loss {row.loss:.4g} is above health.max_loss={cfg.max_loss:g}; "
-                "try a smaller train.learning_rate or strategy.clip_update_norm",
+                f"test loss {row.loss:.4g} is above health.max_loss={cfg.max_loss:g}",
                 diverged=True,
             )
         if cfg.max_weight_norm is not None:
@@ -121,7 +120,7 @@ class RunHealth:
             if not norm <= cfg.max_weight_norm:
                 raise UnhealthyRunError(
                     row.round,
-                    f"the global model's weight norm {norm:.4g} is above health.max_weight_norm="
-                    f"{cfg.max_weight_norm:g}; try a smaller train.learning_rate or strategy.clip_update_norm",
+                    f"the global model's weight norm {norm:.4g} is above "
+                    f"health.max_weight_norm={cfg.max_weight_norm:g}",
                     diverged=True,
                 )
