@@ -252,14 +252,23 @@ def last_personal_accuracy(rows: list[RoundRow]) -> dict[str, float | int | None
 # ------------------------------------------------------------------------------ writers
 def write_summary(run_dir: Path, payload: dict[str, Any]) -> Path:
     path = run_dir / SUMMARY_FILE
-    tmp = path.with_suffix(".json.tmp")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        tmp.replace(path)  # atomic: a crash never leaves half a summary
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no summary.json.tmp behind
-        raise
+    replace_atomically(path, json.dumps(payload, indent=2, sort_keys=True, default=str))  # never half a summary
     return path
+
+
+def replace_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through ``<path>.tmp`` and ``os.replace``; on failure the ``.tmp`` is removed,
+    the previous file stays, and the ``OSError`` names ``path`` (a full disk's ``write`` names no file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def finish_summary(run_dir: Path, status: str, **fields: Any) -> bool:
@@ -351,13 +360,7 @@ def write_config(run_dir: Path, values: Mapping[str, Any]) -> Path:
     """``run_config.json``: the resolved configuration (a plain mapping) the ServerApp reads."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RUN_CONFIG_FILE
-    tmp = path.with_suffix(".json.tmp")
-    try:
-        tmp.write_text(json.dumps(values, indent=2, default=list))
-        tmp.replace(path)  # atomic: a resume's rewrite never leaves the run without its config
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_atomically(path, json.dumps(values, indent=2, default=list))  # a resume's rewrite never loses it
     return path
 
 

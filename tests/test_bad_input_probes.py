@@ -340,3 +340,37 @@ def test_interrupted_run_says_interrupted_and_how_to_resume(sig: signal.Signals,
     assert summary["status"] == "interrupted"
     assert summary["resume"] == f"python -m amp_fl resume={run}"
     assert not list(run.glob("*.tmp"))
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from amp_fl.config import load_config
+from amp_fl.experiments.campaign import compose_values
+from amp_fl.launch.inprocess import run_in_process
+from amp_fl.launch.launcher import cli_errors
+run = Path(sys.argv[1])
+values = compose_values(["experiment=quick", "wireless.num_devices=4", "wireless.num_rbs=2", "num_rounds=2"])
+values["output_dir"] = str(run)
+cfg = load_config(values)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000))  # the summary fits, the 1 MB checkpoint does not
+with cli_errors(run):
+    run_in_process(cfg, run)
+"""
+
+
+def test_a_full_disk_fails_the_run_naming_the_file_and_leaves_no_tmp(tmp_path: Path) -> None:
+    """The in-process engine under a file-size limit: the checkpoint cannot be written, as on a full disk."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(run)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 1, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == f"error: cannot use {run / 'checkpoint.npz'}: File too large"
+    assert "Traceback" not in out.stderr
+    status = _summary(run)["status"]
+    assert status == f"failed: OSError: [Errno 27] File too large: '{run / 'checkpoint.npz'}'"
+    assert not list(run.glob("*.tmp")) and not (run / "checkpoint.npz").exists()

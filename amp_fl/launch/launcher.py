@@ -457,7 +457,7 @@ def cli_errors(run_dir: Path | None = None) -> Iterator[None]:
     except RunFailedError as exc:
         _exit(f"error: {exc}", 1, exc)
     except OSError as exc:  # a folder that cannot be written, a full disk: the path and the system's reason
-        _exit(f"error: {os_error_line(exc)}", 1 if exc.errno == errno.ENOSPC else 2, exc)
+        _exit(f"error: {os_error_line(exc)}", 1 if exc.errno in OUT_OF_SPACE else 2, exc)
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
         where = ""
@@ -466,6 +466,10 @@ def cli_errors(run_dir: Path | None = None) -> Iterator[None]:
             if (run_dir / CHECKPOINT_FILE).is_file():
                 where += f"; continue with: {resume_hint(run_dir)}"
         _exit(f"interrupted ({signal.Signals(signum).name}): Flower stopped{where}", 128 + signum, exc)
+
+
+# A write that failed for want of room fails the run (exit 1); a path that cannot be used is bad input (2).
+OUT_OF_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def os_error_line(exc: OSError) -> str:

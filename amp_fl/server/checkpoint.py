@@ -142,8 +142,11 @@ def _write(run_dir: Path, packed: _Packed, meta: dict[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk leaves the last good checkpoint, no .tmp beside it, and says which file
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves the last good checkpoint, and no .tmp beside it
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
