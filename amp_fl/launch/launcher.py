@@ -3,7 +3,7 @@
 The Hydra entry point (``python -m amp_fl``) and the tests call :func:`launch`. It validates the
 config and the data before any Flower process starts, writes the resolved config to the run
 folder, runs ``flwr run`` on a local-simulation connection (Ray backend, one SuperNode per PIU)
-with a project-local ``FLWR_HOME`` and runtime dependency installation disabled, and stops the
+with the run's own ``FLWR_HOME`` (``<run>/.flwr``) and runtime dependency installation disabled, and stops the
 background SuperLink that ``:local:`` leaves running (also when the launcher is interrupted).
 
 Flower's output goes to the run folder's ``flower.log``; the terminal shows a progress view read
@@ -347,9 +347,8 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
         drop_flower_state(home)
     if returncode == SERVER_APP_DIED:
         view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
-        finish_summary(
-            run_dir, f"{FAILED}: the ServerApp process stopped without finishing", resume=resume_hint(run_dir)
-        )
+        by = "the ServerApp process stopped without finishing (killed?)"
+        finish_summary(run_dir, INTERRUPTED, interrupted_by=by, resume=resume_hint(run_dir))
         raise RunFailedError(
             f"the ServerApp process stopped without finishing (killed?); the rounds done are in "
             f"{run_dir / METRICS_FILE}; continue with: {resume_hint(run_dir)}"
