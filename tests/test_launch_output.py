@@ -407,7 +407,7 @@ def real_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str], 
 
 @pytest.mark.e2e
 def test_real_run_terminal_has_progress_not_flower_records(real_run):
-    run, out, home = real_run
+    run, out, _home = real_run
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     terminal = out.stdout + out.stderr
     for record in FLOWER_RECORDS:
