@@ -30,21 +30,25 @@ from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObject
 from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningMethod, imp_steps_needed
 from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
+from amp_fl.scheduling.levels import DEFAULT_LEVELS, LEVEL_ASSIGNMENTS, check_levels, check_levels_fit
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
 from amp_fl.server.health import HealthConfig
-from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
+from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation, FreshMean, check_fresh_rules
+from amp_fl.strategy.buffered import FedBuffSettings
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.over_the_air import OtaSettings
+from amp_fl.wireless.t_max import TmaxSchedule, TmaxShape
 
 Partition = Literal["iid", "shards"]
 CostModel = Literal["paper", "model"]
 PARTITION_SCHEMES: tuple[str, ...] = get_args(Partition)
 COST_MODELS: tuple[str, ...] = get_args(CostModel)
 
-Algorithm = Literal["amp_fl", "sparse_fedavg"]
+Algorithm = Literal["amp_fl", "sparse_fedavg", "fedbuff"]
 """The FL algorithm the server runs: AMP-FL's strategy (also Synchronous FL, FedProx, APFL, which differ
-only in its ``strategy`` / ``scheduling`` settings) or sparse FedAvg with magnitude pruning."""
+only in its ``strategy`` / ``scheduling`` settings), sparse FedAvg with magnitude pruning, or FedBuff
+(buffered asynchronous aggregation, the ``fedbuff`` section)."""
 Aggregation = Literal["digital", "over_the_air"]
 """How the replies reach the aggregator: each PIU's exactly (``digital``), or their analog superposition
 (``over_the_air``, with the ``ota`` section's channel). Either algorithm takes either, so it is its own key."""
@@ -57,6 +61,7 @@ SCHEDULER_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "fixed_ratio": {"num_scheduled": None, "selection": FIXED_RATIO_SELECTIONS},
     "full_model": {"selection": FULL_MODEL_SELECTIONS, "deadline_s": None},
     "pr": {"assignment": PR_ASSIGNMENTS},
+    "levels": {"levels": None, "assignment": LEVEL_ASSIGNMENTS, "selection": FULL_MODEL_SELECTIONS},
 }
 
 
@@ -102,8 +107,31 @@ class ModelConfig:
     # ``model``: Q and C counted from the model itself.
     cost_model: CostModel = "paper"
     t_max_s: float | None = None  # None: the paper's value for cnn / vgg11
+    # HeteroFL's static BatchNorm (no running statistics; batch statistics at evaluation too); no-op
+    # for models without BatchNorm (the paper's cnn and vgg11).
+    static_bn: bool = False
+    # A T_max that changes over rounds (beyond the paper; amp_fl/wireless/t_max.py): constant (t_max_s
+    # every round) | linear (t_max_s in round 1 to t_max_end_s in round 1 + t_max_rounds) | step
+    # (t_max_s up to round t_max_rounds, t_max_end_s after).
+    t_max_schedule: TmaxShape = "constant"
+    t_max_end_s: float | None = None
+    t_max_rounds: int | None = None
+
+    def t_max_plan(self, start_s: float) -> TmaxSchedule | None:
+        """The T_max schedule from ``start_s`` (the run's T_max); ``None`` for a constant one."""
+        schedule = checked(
+            lambda: TmaxSchedule(self.t_max_schedule, start_s, self.t_max_end_s, self.t_max_rounds),
+            {
+                "shape": "model.t_max_schedule",
+                "start_s": "model.t_max_s",
+                "end_s": "model.t_max_end_s",
+                "rounds": "model.t_max_rounds",
+            },
+        )
+        return None if schedule.shape == "constant" else schedule
 
     def validate(self) -> None:
+        self.t_max_plan(self.t_max_s if self.t_max_s is not None else 1.0)  # the paper's T_max is > 0 too
         require(
             self.name in available_models(),
             "model.name",
@@ -141,6 +169,9 @@ class PruningConfig:
     # Pruning ratio beta of every sub-model under ``scheduling.name=fixed_ratio`` (Figs. 2-5);
     # the other schedulers size each sub-model by Eq. (16).
     ratio: float = 0.1
+    # HeteroFL's Scaler (docs/peer-methods.md): in training, divide every pruned layer's output by its
+    # kept fraction (inverted dropout); the clients build their sub-models with it (model tag ``+scaler``).
+    scaler: bool = False
 
     def validate(self) -> None:
         from amp_fl.pruning.policies import available_policies
@@ -160,7 +191,9 @@ class SchedulingConfig:
     ``num_scheduled``: devices per round (``fixed_ratio``, <= RBs). ``selection``: how devices are
     picked (``fixed_ratio``: aoi | random; ``full_model``: rate | random). ``deadline_s``: round
     deadline of Synchronous FL (``full_model``; null waits for the slowest device). ``assignment``:
-    ``pr``'s device/RB rule (greedy | matching). Null means the scheduler's own default.
+    ``pr``'s device/RB rule (greedy | matching); ``levels``' level rule (fixed | channel). ``levels``:
+    the keep fractions of scheduler ``levels`` (HeteroFL's width levels, e.g. [1.0, 0.5, 0.25]).
+    Null (or an empty list of levels) means the scheduler's own default.
     """
 
     name: str = "amp"
@@ -168,13 +201,17 @@ class SchedulingConfig:
     selection: str | None = None
     deadline_s: float | None = None
     assignment: str | None = None
+    levels: tuple[float, ...] = ()
+    # Beyond the paper (amp_fl/scheduling/spare_steps.py): a device with time to spare under T_max at its
+    # keep ratio runs more local steps, up to this many; null: train.local_steps for every device.
+    max_local_steps: int | None = None
 
     def options(self, pruning_ratio: float) -> dict[str, Any]:
         """Keyword options for ``build_scheduler(self.name, ...)``: the set (non-null) ones it takes."""
         options: dict[str, Any] = {"pruning_ratio": pruning_ratio} if self.name == "fixed_ratio" else {}
         for key in SCHEDULER_OPTIONS.get(self.name, {}):
             value = getattr(self, key)
-            if value is not None:
+            if value is not None and value != ():
                 options[key] = value
         return options
 
@@ -187,9 +224,9 @@ class SchedulingConfig:
             f"unknown scheduler {self.name!r}; choose from {', '.join(available_schedulers())}",
         )
         accepted = SCHEDULER_OPTIONS.get(self.name, {})
-        for key in ("num_scheduled", "selection", "deadline_s", "assignment"):
+        for key in ("num_scheduled", "selection", "deadline_s", "assignment", "levels"):
             value = getattr(self, key)
-            if value is None:
+            if value is None or value == ():
                 continue
             takers = sorted(name for name, opts in SCHEDULER_OPTIONS.items() if key in opts)
             require(
@@ -213,6 +250,8 @@ class SchedulingConfig:
             "scheduling.deadline_s",
             f"must be a positive number of seconds or null, got {self.deadline_s}",
         )
+        if self.levels:
+            checked(lambda: check_levels(self.levels), {"levels": "scheduling.levels"})
         require(
             self.name != "fixed_ratio" or self.num_scheduled is not None,
             "scheduling.num_scheduled",
@@ -259,8 +298,17 @@ class StrategyConfig:
     server_momentum: float = 0.9
     server_beta2: float = 0.999
     server_eps: float = 1e-8
+    # Per-entry rules (docs/peer-methods.md): scope none's divisor, scheduled (|S_t|, the paper) | holders
+    # (HeteroFL); FedStale's beta on the cached gradients of scope all (1.0: Eq. (2)).
+    fresh_mean: FreshMean = "scheduled"
+    stale_weight: float = 1.0
 
     def validate(self) -> None:
+        rules = (self.compensation, self.fresh_mean, self.stale_weight, self.memory_friendly)
+        checked(
+            lambda: check_fresh_rules(*rules),
+            {"fresh_mean": "strategy.fresh_mean", "stale_weight": "strategy.stale_weight"},
+        )
         self._validate_objective()
         self._validate_server()
         require(
@@ -534,7 +582,7 @@ def check_failures(cfg: RunConfig) -> None:
         "server got g - G_k); the failure injector needs memory_friendly=false",
     )
     require(
-        cfg.algorithm == "amp_fl",
+        cfg.algorithm != "sparse_fedavg",
         "failures.raise_prob",
         "the failure injector acts in the AMP-FL ClientApp only; algorithm=sparse_fedavg does not inject",
     )
@@ -561,6 +609,7 @@ class RunConfig:
     deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
     sparse_fedavg: SparseFedAvgConfig = field(default_factory=SparseFedAvgConfig)
     ota: OtaSettings = field(default_factory=OtaSettings)
+    fedbuff: FedBuffSettings = field(default_factory=FedBuffSettings)
     failures: FailureSettings = field(default_factory=FailureSettings)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -602,9 +651,27 @@ class RunConfig:
         )
         if self.algorithm == "sparse_fedavg":
             check_sparse_fedavg(self)
+        elif self.algorithm == "fedbuff":
+            check_fedbuff(self)
         elif self.aggregation == "over_the_air":
             check_amp_fl_over_the_air(self)
         check_failures(self)
+        require(
+            self.scheduling.max_local_steps is None or self.scheduling.max_local_steps >= self.train.local_steps,
+            "scheduling.max_local_steps",
+            f"must be null or >= train.local_steps={self.train.local_steps}, got {self.scheduling.max_local_steps}",
+        )
+        require(
+            self.scheduling.max_local_steps is None or not self.train.batched_clients,
+            "scheduling.max_local_steps",
+            "the batched in-process trainer runs one step count for all clients; set train.batched_clients=false",
+        )
+        require(
+            not (self.pruning.scaler and self.train.batched_clients),
+            "pruning.scaler",
+            "the batched in-process trainer pads sub-models to one width and has no Scaler; set "
+            "train.batched_clients=false",
+        )
         require(
             self.strategy.local_objective != "apfl" or self.scheduling.name == "full_model",
             "strategy.local_objective",
@@ -659,6 +726,28 @@ def check_sparse_fedavg(cfg: RunConfig) -> None:
         f"{s.method} reaches sparse_fedavg.target={s.target} after round {last}; num_rounds must exceed it "
         "(or raise sparse_fedavg.rate, lower sparse_fedavg.interval / sparse_fedavg.first_round)",
     )
+
+
+def check_fedbuff(cfg: RunConfig) -> None:
+    """``algorithm=fedbuff`` against the rest: the concurrency the radio allows, and AMP-FL options it does not read."""
+    checked(
+        lambda: cfg.fedbuff.slots(cfg.wireless.num_devices, cfg.wireless.num_rbs),
+        {"concurrency": "fedbuff.concurrency", "buffer_size": "fedbuff.buffer_size"},
+    )
+    s = cfg.strategy
+    require(
+        s.local_objective != "apfl",
+        "strategy.local_objective",
+        "algorithm=fedbuff evaluates no personalised models; use sgd or fedprox",
+    )
+    require(
+        s.compensation == "none" and not s.memory_friendly,
+        "strategy.compensation",
+        "algorithm=fedbuff keeps no gradient cache: set compensation=none, memory_friendly=false (method=fedbuff does)",
+    )
+    require(cfg.aggregation == "digital", "aggregation", "algorithm=fedbuff receives every update on its own RB")
+    for key in ("max_update_norm", "clip_update_norm", "personal_eval_interval"):
+        require(getattr(s, key) is None, f"strategy.{key}", "algorithm=fedbuff does not read it; set it to null")
 
 
 def check_amp_fl_over_the_air(cfg: RunConfig) -> None:
@@ -774,7 +863,12 @@ def check_partition(cfg: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
 
 
 def check_keep_counts(cfg: RunConfig, layer_sizes: Sequence[int]) -> None:
-    """Fixed-ratio mode: ``pruning.ratio`` must leave every layer of the model at least one region."""
+    """Fixed-ratio mode: ``pruning.ratio`` must leave every layer of the model at least one region; the
+    ``levels`` scheduler: so must its smallest level."""
+    if cfg.scheduling.name == "levels":
+        levels = cfg.scheduling.levels or DEFAULT_LEVELS
+        checked(lambda: check_levels_fit(levels, layer_sizes), {"levels": "scheduling.levels"})
+        return
     if cfg.scheduling.name != "fixed_ratio":
         return
     from amp_fl.pruning.counts import keep_counts

@@ -1,6 +1,7 @@
 """Issue 2: dataset loading offline: shapes, dtypes, normalisation, errors naming the offline choices."""
 
 import gzip
+import os
 import struct
 
 import numpy as np
@@ -58,12 +59,12 @@ def test_fashion_mnist_from_debian_package_layout(tmp_path, monkeypatch):
         _idx(debian / f"{split}-images-idx3-ubyte.gz", 2051, (n, 28, 28), images.tobytes())
         _idx(debian / f"{split}-labels-idx1-ubyte.gz", 2049, (n,), labels.tobytes())
     monkeypatch.setattr(ds, "DEBIAN_FASHION_MNIST", debian)
-    ds.load_dataset.cache_clear()
+    ds.clear_dataset_cache()
     data = ds.load_dataset("fashion_mnist", str(tmp_path / "root"), False)
     assert data.train.images.shape == (20, 1, 28, 28) and data.test.images.shape == (10, 1, 28, 28)
     assert data.train.labels.tolist() == [i % 10 for i in range(20)]
     assert data.train.images.min() >= -0.2860 / 0.3530 - 1e-5
-    ds.load_dataset.cache_clear()
+    ds.clear_dataset_cache()
 
 
 def test_unknown_dataset():
@@ -77,3 +78,70 @@ def test_resolution_round_trip_and_mismatch(tmp_path):
     assert ds.load_resolution(tmp_path / "dataset.json", "mnist") == resolved
     assert ds.load_resolution(tmp_path / "dataset.json", "cifar10") is None
     assert ds.load_resolution(tmp_path / "missing.json", "mnist") is None
+
+
+def _miniature_debian(tmp_path, monkeypatch):
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 12), ("t10k", 6)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        _idx(debian / f"{split}-images-idx3-ubyte.gz", 2051, (n, 28, 28), images.tobytes())
+        _idx(debian / f"{split}-labels-idx1-ubyte.gz", 2049, (n,), (np.arange(n) % 10).astype(np.uint8).tobytes())
+    monkeypatch.setattr(ds, "DEBIAN_FASHION_MNIST", debian)
+    ds.clear_dataset_cache()
+
+
+def test_parsed_arrays_are_kept_for_the_next_process_and_give_the_same_dataset(tmp_path, monkeypatch):
+    _miniature_debian(tmp_path, monkeypatch)
+    root = tmp_path / "root"
+    first = ds.load_dataset("fashion_mnist", str(root), False)
+    cache = ds.parsed_cache_path("fashion_mnist", root)
+    assert cache is not None and cache.exists() and cache.parent == root / ds.PARSED_CACHE_FOLDER
+    ds.clear_dataset_cache()  # a new process: only the cache file is left
+
+    def no_torchvision(*args):
+        raise AssertionError("parsed again although the cache is there")
+
+    monkeypatch.setattr(ds, "_parse_with_torchvision", no_torchvision)
+    second = ds.load_dataset("fashion_mnist", str(root), False)
+    for a, b in ((first.train, second.train), (first.test, second.test)):
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    assert not list(cache.parent.glob("*.tmp.npz"))
+    ds.clear_dataset_cache()
+
+
+def test_a_corrupt_or_outdated_parsed_cache_is_parsed_again(tmp_path, monkeypatch):
+    _miniature_debian(tmp_path, monkeypatch)
+    root = tmp_path / "root"
+    reference = ds.load_dataset("fashion_mnist", str(root), False)
+    cache = ds.parsed_cache_path("fashion_mnist", root)
+    assert cache is not None
+    cache.write_bytes(b"not a zip file")  # e.g. a crash while another process wrote it
+    ds.clear_dataset_cache()
+    again = ds.load_dataset("fashion_mnist", str(root), False)
+    assert np.array_equal(again.train.images, reference.train.images)
+    raw = root / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte"
+    os.utime(raw, ns=(0, 0))  # a replaced source file: a new cache name
+    assert ds.parsed_cache_path("fashion_mnist", root) != cache
+    ds.clear_dataset_cache()
+
+
+def test_one_load_per_folder_whatever_its_spelling_or_download_flag(tmp_path, monkeypatch):
+    _miniature_debian(tmp_path, monkeypatch)
+    root = tmp_path / "root"
+    first = ds.load_dataset("fashion_mnist", str(root), True)
+    assert ds.load_dataset("fashion_mnist", str(root / ".." / "root"), False) is first
+    ds.clear_dataset_cache()
+
+
+def test_normalise_in_place_equals_the_out_of_place_formula():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    colour = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    for name, images in (("fashion_mnist", gray), ("cifar10", colour)):
+        mean, std = (np.asarray(v, dtype=np.float32).reshape(1, -1, 1, 1) for v in ds.NORMALISATION[name])
+        chw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+        expected = (chw.astype(np.float32) / 255.0 - mean) / std
+        got = ds._normalise(name, images)
+        assert got.dtype == np.float32 and got.flags.c_contiguous and np.array_equal(got, expected)

@@ -15,6 +15,7 @@ BENCHMARKS = (
     "server_memory",
     "startup",
     "gpu_check",
+    "reproduce_estimate",
 )
 
 

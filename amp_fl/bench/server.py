@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from amp_fl.bench import emit
+from amp_fl.client import trainer
 from amp_fl.config import load_config
 from amp_fl.experiments.campaign import compose_values
 from amp_fl.launch import inprocess
@@ -95,7 +96,7 @@ def run(rounds: int, dataset: str, seed: int, extra: list[str]) -> Timings:
     undo = [
         timings.mark_rounds(),
         timings.wrap(inprocess.InProcessGrid, "_call", "client"),
-        timings.wrap(recorder, "evaluate_arrays", "evaluation"),
+        timings.wrap(trainer.ModelEvaluator, "__call__", "evaluation"),
         timings.wrap(amp_fl.AmpFlStrategy, "configure_train", "configure_train"),
         timings.wrap(amp_fl.AmpFlStrategy, "aggregate_train", "aggregate_train"),
         timings.wrap(checkpoint.Checkpointer, "__call__", "checkpoint"),

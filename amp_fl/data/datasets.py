@@ -14,11 +14,13 @@ Clients and the server only ever see NumPy arrays, so the same loader serves sim
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -76,11 +78,19 @@ class Dataset:
 
 
 def _normalise(name: str, images_uint8: np.ndarray) -> np.ndarray:
-    """uint8 N x H x W (x C) -> float32 N x C x H x W, standardised per channel."""
-    x = images_uint8.astype(np.float32) / 255.0
-    x = x[:, None, :, :] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    """uint8 N x H x W (x C) -> float32 N x C x H x W, standardised per channel.
+
+    One float32 array, transformed in place: ``(x / 255 - mean) / std`` with the same float32
+    operations as out of place, so the same bits, without three more full-size temporaries
+    (first-touching ~200 MB per temporary was most of a Fashion-MNIST load here).
+    """
+    layout = images_uint8[:, None, :, :] if images_uint8.ndim == 3 else images_uint8.transpose(0, 3, 1, 2)
+    x = layout.astype(np.float32, order="C")
     mean, std = (np.asarray(v, dtype=np.float32).reshape(1, -1, 1, 1) for v in NORMALISATION[name])
-    return np.ascontiguousarray((x - mean) / std)
+    x /= np.float32(255.0)
+    x -= mean
+    x /= std
+    return x
 
 
 def _split(name: str, images: np.ndarray, labels: np.ndarray) -> ArraySplit:
@@ -104,6 +114,29 @@ def _first_missing(path: Path) -> Path | None:
 
 
 def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
+    parsed = _read_parsed(name, root)
+    if parsed is None:
+        parsed = _parse_with_torchvision(name, root, download)
+        _write_parsed(name, root, parsed)
+    train_images, train_labels, test_images, test_labels = parsed
+    return Dataset(
+        name,
+        _split(name, train_images, train_labels),
+        _split(name, test_images, test_labels),
+        10,
+        f"torchvision:{root}",
+    )
+
+
+# Train images, train labels, test images, test labels, as torchvision parses them (uint8 images).
+Parsed = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+PARSED_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+# Where torchvision keeps each dataset's files under the root (its layout; read to key the cache).
+TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
+PARSED_CACHE_FOLDER = ".amp_fl_parsed"
+
+
+def _parse_with_torchvision(name: str, root: Path, download: bool) -> Parsed:
     from torchvision import datasets as tvd
 
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
@@ -118,7 +151,55 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
         raise DatasetUnavailableError(
             f"dataset {name!r} unavailable under {root} ({how}: {exc}); {OFFLINE_CHOICES}"
         ) from exc
-    return Dataset(name, _split(name, *train), _split(name, *test), 10, f"torchvision:{root}")
+    return (*train, *test)
+
+
+def parsed_cache_path(name: str, root: Path) -> Path | None:
+    """The file holding torchvision's parsed arrays of ``name`` under ``root``, or ``None`` before its files exist.
+
+    Every process of a run (the launcher's check, the ServerApp, each Ray actor) loads the
+    dataset; parsed once, the others read one ``.npz`` instead of importing torchvision (seconds
+    each). The name carries a digest of the source files' names, sizes and modification times,
+    so replaced files are parsed afresh.
+    """
+    folder = root / TORCHVISION_FOLDERS[name]
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return root / PARSED_CACHE_FOLDER / f"{name}-{digest.hexdigest()[:16]}.npz"
+
+
+def _read_parsed(name: str, root: Path) -> Parsed | None:
+    path = parsed_cache_path(name, root)
+    if path is None or not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            train_images, train_labels, test_images, test_labels = (stored[key] for key in PARSED_KEYS)
+            return train_images, train_labels, test_images, test_labels
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None  # unreadable (a crash while another process wrote it): parse again
+
+
+def _write_parsed(name: str, root: Path, parsed: Parsed) -> None:
+    """Keep the parsed arrays for the next process; best effort (a read-only root just parses every time)."""
+    path = parsed_cache_path(name, root)
+    if path is None:
+        return
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        train_images, train_labels, test_images, test_labels = parsed
+        np.savez(
+            tmp, train_images=train_images, train_labels=train_labels, test_images=test_images, test_labels=test_labels
+        )
+        tmp.replace(path)  # atomic: a parallel process never reads half a file
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def _install_debian_fashion_mnist(root: Path) -> bool:
@@ -178,14 +259,38 @@ def _load_mnist5k() -> Dataset:
     )
 
 
-@lru_cache(maxsize=4)
 def load_dataset(name: str, root: str = "data", download: bool = True) -> Dataset:
-    """Load ``name`` as normalised arrays; cached per process (clients in one worker share it)."""
+    """Load ``name`` as normalised arrays; cached per process (clients in one worker share it).
+
+    The cache is keyed by the dataset and its resolved folder only: the launcher's check
+    (``download=True``), the server and the clients (``download=False``) name one folder in
+    different spellings and flags, and must not load it twice.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    root_path = Path(root).expanduser().resolve()
+    key = (name, str(root_path) if name != "mnist5k" else "")
+    cached = _LOADED.get(key)
+    if cached is None:
+        cached = _load(name, root_path, download)  # a failure is not cached: a later call may download
+        if len(_LOADED) >= _MAX_LOADED:
+            _LOADED.pop(next(iter(_LOADED)))  # oldest first
+        _LOADED[key] = cached
+    return cached
+
+
+_LOADED: dict[tuple[str, str], Dataset] = {}
+_MAX_LOADED = 4
+
+
+def clear_dataset_cache() -> None:
+    """Forget every dataset this process loaded (tests that swap the files behind a name)."""
+    _LOADED.clear()
+
+
+def _load(name: str, root_path: Path, download: bool) -> Dataset:
     if name == "mnist5k":
         return _load_mnist5k()
-    root_path = Path(root).expanduser().resolve()
     if name == "fashion_mnist" and _install_debian_fashion_mnist(root_path):
         return _load_torchvision(name, root_path, download=False)
     return _load_torchvision(name, root_path, download)

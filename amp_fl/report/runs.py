@@ -187,6 +187,8 @@ def describe_method(config: Mapping[str, Any]) -> str:
     flat = flatten(config)
     objective = flat.get("strategy.local_objective", "sgd")
     scheduler = flat.get("scheduling.name", "amp")
+    if flat.get("algorithm") == "fedbuff":  # its scheduling group is not read (full_model only names the model)
+        return "FedBuff" if objective == "sgd" else f"FedBuff ({objective})"
     if objective == "fedprox":
         return "FedProx"
     if objective == "apfl":

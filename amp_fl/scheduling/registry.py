@@ -14,6 +14,7 @@ from amp_fl.scheduling.amp import AmpScheduler
 from amp_fl.scheduling.c_scheduling import CScheduler
 from amp_fl.scheduling.fixed_ratio import FixedRatioScheduler
 from amp_fl.scheduling.full_model import FullModelScheduler
+from amp_fl.scheduling.levels import WidthLevelScheduler
 from amp_fl.scheduling.paper_route import PaperRouteScheduler
 from amp_fl.scheduling.pr_scheduling import PRScheduler
 from amp_fl.scheduling.random_scheduling import RandomScheduler
@@ -45,6 +46,7 @@ for _cls in (
     RandomScheduler,
     FixedRatioScheduler,
     FullModelScheduler,
+    WidthLevelScheduler,
 ):
     register_scheduler(_cls)
 
@@ -59,7 +61,7 @@ def build_scheduler(name: str, system: SystemModel, *, seed: int, **options: Any
 
     Names: ``amp`` (AMP-FL), ``paper_route`` (the paper's K x R sorts + LP), ``pr``, ``channel``,
     ``random`` (scheduling baselines with AoI pruning), ``fixed_ratio`` (Figs. 2-5; needs
-    ``pruning_ratio`` and ``num_scheduled``), ``full_model`` (Synchronous FL).
+    ``pruning_ratio`` and ``num_scheduled``), ``full_model`` (Synchronous FL), ``levels`` (HeteroFL's width levels).
 
     Raises
     ------

@@ -2,8 +2,8 @@
 
 The dataset the run uses, the initial global model, its latency constants (Q, C, T_max), the
 run-wide train setup sent to clients, and the strategy ``algorithm`` names: :class:`AmpFlStrategy`
-with its system model, channel, scheduler and pruning policy, or :class:`SparseFedAvgStrategy`
-with its magnitude pruner. Nothing here talks to nodes or writes files.
+with its system model, channel, scheduler and pruning policy, :class:`SparseFedAvgStrategy`
+with its magnitude pruner, or :class:`FedBuffStrategy` with its dispatcher. Nothing here talks to nodes or writes files.
 """
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ from amp_fl.pruning.policies import build_policy
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.run_folder import DATASET_RESOLUTION_FILE
 from amp_fl.scheduling import build_scheduler
+from amp_fl.scheduling.asynchronous import AsyncDispatcher
+from amp_fl.scheduling.schedule import Scheduler
+from amp_fl.scheduling.spare_steps import SpareStepsScheduler
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
+from amp_fl.strategy.fedbuff import FedBuffStrategy
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport
 from amp_fl.strategy.sparse_fedavg import SparseFedAvgStrategy, participants_per_round
 from amp_fl.wireless.config import PAPER_MODEL_COSTS, LatencyConfig
@@ -69,7 +73,13 @@ def initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
     """The global model, initialised from the run seed without touching torch's global RNG."""
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        return build_model(cfg.model.name, num_classes=data.num_classes, input_shape=data.input_shape)
+        return build_model(model_name(cfg), num_classes=data.num_classes, input_shape=data.input_shape)
+
+
+def model_name(cfg: RunConfig) -> str:
+    """The model the run trains, with HeteroFL's tags (``cnn+scaler``, :data:`amp_fl.models.registry.MODEL_TAGS`)."""
+    tags = [tag for tag, on in (("static_bn", cfg.model.static_bn), ("scaler", cfg.pruning.scaler)) if on]
+    return "+".join([cfg.model.name, *tags])
 
 
 def latency_config(cfg: RunConfig, model: torch.nn.Module, regions: RegionMap) -> LatencyConfig:
@@ -99,7 +109,7 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
         num_devices=cfg.num_devices,
         partition=cfg.dataset.partition,
         shards_per_device=cfg.dataset.shards_per_device,
-        model=cfg.model.name,
+        model=model_name(cfg),
         input_shape=(int(c), int(h), int(w)),
         num_classes=data.data.num_classes,
         learning_rate=cfg.train.learning_rate,
@@ -129,10 +139,12 @@ class StrategyInputs:
     on_personal_evaluation: Callable[[PersonalEvaluation], None] | None = None
 
 
-def build_strategy(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy | SparseFedAvgStrategy:
+def build_strategy(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy | SparseFedAvgStrategy | FedBuffStrategy:
     """The strategy ``cfg.algorithm`` names, for the discovered devices."""
     if cfg.algorithm == "sparse_fedavg":
         return _sparse_fedavg(cfg, inputs)
+    if cfg.algorithm == "fedbuff":
+        return _fedbuff(cfg, inputs)
     return _amp_fl(cfg, inputs)
 
 
@@ -143,13 +155,12 @@ def _over_the_air(cfg: RunConfig) -> OverTheAirChannel | None:
 def _amp_fl(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy:
     """AMP-FL's strategy (and Synchronous FL, FedProx, APFL): system model, channel, scheduler and policy."""
     population = DevicePopulation.from_profiles(inputs.profiles)
-    system = SystemModel(cfg.wireless, inputs.latency, population)
+    t_max = cfg.model.t_max_plan(inputs.latency.t_max_s)
+    system = SystemModel(cfg.wireless, inputs.latency, population, t_max_schedule=t_max)
     return AmpFlStrategy(
         region_map=inputs.regions,
         initial_weights=inputs.initial_weights,
-        scheduler=build_scheduler(
-            cfg.scheduling.name, system, seed=cfg.seed, **cfg.scheduling.options(cfg.pruning.ratio)
-        ),
+        scheduler=_scheduler(cfg, system),
         channel=build_channel(
             cfg.wireless,
             population,
@@ -171,12 +182,46 @@ def _amp_fl(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy:
             clip_update_norm=cfg.strategy.clip_update_norm,
             staleness_decay=cfg.strategy.staleness_decay,
             server=cfg.strategy.server_settings(cfg.train.learning_rate),
+            fresh_mean=cfg.strategy.fresh_mean,
+            stale_weight=cfg.strategy.stale_weight,
         ),
         on_round_end=inputs.on_round_end,
         on_personal_evaluation=inputs.on_personal_evaluation,
         over_the_air=_over_the_air(cfg),
         num_rounds=cfg.num_rounds,
     )
+
+
+def _fedbuff(cfg: RunConfig, inputs: StrategyInputs) -> FedBuffStrategy:
+    """FedBuff for the discovered devices: the system model's latencies, the channel, the ``fedbuff`` section."""
+    population = DevicePopulation.from_profiles(inputs.profiles)
+    system = SystemModel(cfg.wireless, inputs.latency, population)
+    return FedBuffStrategy(
+        region_map=inputs.regions,
+        initial_weights=inputs.initial_weights,
+        dispatcher=AsyncDispatcher(system, cfg.seed, cfg.fedbuff.selection),
+        channel=build_channel(
+            cfg.wireless,
+            population,
+            inputs.profiles,
+            cfg.seed,
+            deployment=cfg.deployment.superlink is not None,
+            mode=cfg.deployment.channel,
+        ),
+        device_nodes=inputs.device_nodes,
+        train_setup=inputs.setup,
+        settings=cfg.fedbuff,
+        optimizer=cfg.strategy.server_settings(cfg.train.learning_rate),
+        on_round_end=inputs.on_round_end,
+    )
+
+
+def _scheduler(cfg: RunConfig, system: SystemModel) -> Scheduler:
+    """The configured scheduler; with ``scheduling.max_local_steps``, its devices' spare time buys local steps."""
+    scheduler = build_scheduler(cfg.scheduling.name, system, seed=cfg.seed, **cfg.scheduling.options(cfg.pruning.ratio))
+    if cfg.scheduling.max_local_steps is None:
+        return scheduler
+    return SpareStepsScheduler(scheduler, cfg.train.local_steps, cfg.scheduling.max_local_steps)
 
 
 def build_pruner(cfg: RunConfig, regions: RegionMap) -> MagnitudePruner:

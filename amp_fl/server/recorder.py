@@ -54,6 +54,7 @@ def schedule_record(report: RoundReport) -> dict[str, Any]:
         "keep_counts": [list(p.keep_counts) for p in sent],
         "compute_latency_s": [p.compute_latency_s for p in sent],
         "upload_latency_s": [p.upload_latency_s for p in sent],
+        "local_steps": [p.local_steps for p in sent],  # null: train.local_steps
         "round_latency_s": float(report.round_latency_s),
         "objective": report.objective,
         "uplink_bytes": {str(k): v for k, v in sorted(report.uplink_bytes_per_device.items())},

@@ -26,6 +26,7 @@ packages, the message formats in ``amp_fl.protocol``; this module is glue.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -48,9 +49,13 @@ from amp_fl.strategy.aggregation import (
     COMPENSATION_SCOPES,
     Compensation,
     DeviceUpdate,
+    FreshMean,
     GradientCache,
     MemoryFriendlyAggregate,
+    check_fresh_rules,
     fresh_mean,
+    holders_mean,
+    stale_weighted_mean,
 )
 from amp_fl.strategy.replies import SILENT_REASON, Failure, collect_replies
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport, participants_of
@@ -93,6 +98,12 @@ class AmpFlSettings:
     server : ServerOptimizerSettings, optional
         The server optimiser on the direction (:mod:`amp_fl.strategy.server_optimizer`); ``None``:
         the paper's step, sgd with ``learning_rate``.
+    fresh_mean : {"scheduled", "holders"}, default "scheduled"
+        Scope ``none``'s divisor: |S_t| (the paper) or, per entry, its holders (HeteroFL, FedRolex;
+        :func:`~amp_fl.strategy.aggregation.holders_mean`).
+    stale_weight : float, default 1.0
+        FedStale's beta on the cached gradients of scope ``all``
+        (:func:`~amp_fl.strategy.aggregation.stale_weighted_mean`); 1 is Eq. (2).
     """
 
     learning_rate: float
@@ -104,6 +115,8 @@ class AmpFlSettings:
     clip_update_norm: float | None = None
     staleness_decay: float = 1.0
     server: ServerOptimizerSettings | None = None
+    fresh_mean: FreshMean = "scheduled"
+    stale_weight: float = 1.0
 
     @property
     def optimizer(self) -> ServerOptimizerSettings:
@@ -125,6 +138,7 @@ class AmpFlSettings:
             if bound is not None and not (math.isfinite(bound) and bound > 0):
                 raise ValueError(f"{name}: must be a finite number > 0 or None, got {bound}")
         check_decay(self.staleness_decay)
+        check_fresh_rules(self.compensation, self.fresh_mean, self.stale_weight, self.memory_friendly)
 
 
 def paper_step(learning_rate: float) -> ServerOptimizerSettings:
@@ -296,10 +310,13 @@ class AmpFlStrategy(Strategy):
                 global_arrays=self.weights,
             )
             kept = self.policy.select([int(c) for c in schedule.keep_counts[row]], context)
+            setup = self.train_setup
+            if schedule.local_steps is not None:  # steps traded against the keep ratio (SpareStepsScheduler)
+                setup = dataclasses.replace(setup, local_steps=int(schedule.local_steps[row]))
             instruction = P.TrainInstruction(
                 round=server_round,
                 device=device,
-                setup=self.train_setup,
+                setup=setup,
                 names=tuple(self.region_map.param_names),
                 arrays=tuple(extract_arrays(self.weights, self.region_map, kept)),
                 kept=tuple(kept),
@@ -390,7 +407,8 @@ class AmpFlStrategy(Strategy):
         if self.gbar is not None:
             return self.gbar.apply(updates)
         if self.settings.compensation == "none":
-            return fresh_mean(updates, self.shapes)
+            mean = holders_mean if self.settings.fresh_mean == "holders" else fresh_mean
+            return mean(updates, self.shapes)
         assert self.cache is not None
         if self.discounted is not None:
             return self._discounted_direction(updates, ages_before)
@@ -398,6 +416,8 @@ class AmpFlStrategy(Strategy):
             self.cache.update(update)
         if self.settings.compensation == "scheduled":
             return self.cache.mean_over([u.device for u in updates])
+        if self.settings.stale_weight != 1.0:
+            return stale_weighted_mean(self.cache, updates, self.settings.stale_weight)
         return self.cache.mean_over_all()  # scopes ``all`` and ``discounted`` with gamma = 1
 
     def _discounted_direction(self, updates: list[DeviceUpdate], ages_before: np.ndarray) -> list[np.ndarray]:

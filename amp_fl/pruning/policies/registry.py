@@ -6,7 +6,7 @@ from .aoi import AoIPolicy
 from .base import PruningPolicy
 from .dropout import FederatedDropoutPolicy
 from .importance import ImportancePolicy
-from .rolling import RollingPolicy
+from .rolling import FedRolexPolicy, RollingPolicy
 from .static import StaticPolicy
 
 _POLICIES: dict[str, type[PruningPolicy]] = {}
@@ -20,7 +20,7 @@ def register_policy(cls: type[PruningPolicy]) -> type[PruningPolicy]:
     return cls
 
 
-for _cls in (AoIPolicy, ImportancePolicy, FederatedDropoutPolicy, StaticPolicy, RollingPolicy):
+for _cls in (AoIPolicy, ImportancePolicy, FederatedDropoutPolicy, StaticPolicy, RollingPolicy, FedRolexPolicy):
     register_policy(_cls)
 
 
@@ -30,7 +30,8 @@ def available_policies() -> list[str]:
 
 
 def build_policy(name: str, seed: int = 0) -> PruningPolicy:
-    """The pruning policy called ``name`` (``aoi``, ``importance``, ``random``, ``static``, ``rolling``)."""
+    """The pruning policy called ``name`` (``aoi``, ``importance``, ``random``, ``static``, ``rolling``,
+    ``fedrolex``)."""
     if name not in _POLICIES:
         raise ValueError(f"unknown pruning policy {name!r}; available: {', '.join(available_policies())}")
     return _POLICIES[name](seed=seed)

@@ -1,0 +1,133 @@
+"""Benchmark: how long ``make reproduce`` (paper scale) and ``make reproduce-quick`` take here, from measured rounds.
+
+``python -m amp_fl.bench reproduce_estimate [--campaigns paper,quick] [--probe-rounds N] [--jobs J]``
+
+A campaign is too long to time whole on every change (the paper scale has 140 runs). Its runs
+fall into a few *kinds*: runs equal in everything but seed and round count cost the same per
+round. For each kind one probe run of ``--probe-rounds`` rounds goes through the campaign's
+own machinery (:func:`amp_fl.experiments.campaign.execute`, the in-process engine, ``--jobs``
+workers side by side as ``make reproduce`` runs them, so the probes slow each other as the real
+runs would). A probe gives the kind's seconds per round (mean over rounds 1..N, so rounds with
+a central evaluation count at their share) and its fixed cost (the run's wall time outside its
+rounds: imports, data, set-up, the final files). The estimate is
+
+    sum over the campaign's runs of (fixed cost + rounds x seconds per round), divided by the workers,
+
+against the goals (paper scale <= 2 h, quick <= 8 min). One JSON line per campaign, with every
+kind's measured figures, the machine's load and the goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amp_fl.bench import emit
+from amp_fl.experiments.campaign import Job, execute, make_jobs
+from amp_fl.experiments.reproduce import DATASETS, FIGURES, PAPER_FIGURES, SCALES, expand_figure
+from amp_fl.run_folder import METRICS_FILE, read_columns, read_timing
+
+GOALS_S = {"paper": 2 * 3600.0, "quick": 8 * 60.0}
+CAMPAIGNS = {"paper": (PAPER_FIGURES, "paper"), "quick": (("quick",), "quick")}
+# Settings that change what a run learns but not what a round computes: the data partition's
+# shards per device (the same sample counts), the seed, the round count and the folder.
+IGNORED_IN_KIND = ("seed", "num_rounds", "output_dir", "dataset.shards_per_device")
+
+
+def kind_of(values: dict[str, Any]) -> str:
+    """Runs of one kind differ only in :data:`IGNORED_IN_KIND`: they cost the same per round."""
+    kept = {**values, "dataset": dict(values.get("dataset", {}))}
+    for path in IGNORED_IN_KIND:
+        section, _, key = path.rpartition(".")
+        (kept[section] if section else kept).pop(key, None)
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def campaign_jobs(campaign: str, runs_root: Path) -> list[Job[Any]]:
+    """Every run of ``campaign`` (as ``python -m amp_fl.experiments.reproduce`` plans it), complete or not."""
+    figures, scale_name = CAMPAIGNS[campaign]
+    scale, dataset = SCALES[scale_name], DATASETS["fashion_mnist"]
+    jobs: list[Job[Any]] = []
+    for name in figures:
+        jobs += make_jobs(expand_figure(FIGURES[name], scale, dataset), runs_root / name)
+    return jobs
+
+
+def probe_jobs(jobs: Sequence[Job[Any]], probe_rounds: int, root: Path) -> dict[str, Job[Any]]:
+    """One short run per kind (the kind's first run, cut to ``probe_rounds`` rounds)."""
+    probes: dict[str, Job[Any]] = {}
+    for job in jobs:
+        kind = kind_of(job.values)
+        if kind in probes:
+            continue
+        run_dir = root / f"kind{len(probes)}"
+        values = {**job.values, "num_rounds": probe_rounds, "output_dir": str(run_dir)}
+        probes[kind] = replace(job, values=values, run_dir=run_dir)
+    return probes
+
+
+def probe_costs(probe: Job[Any]) -> tuple[float, float]:
+    """(seconds per round, fixed seconds) of a finished probe run."""
+    wall = np.asarray(read_columns(probe.run_dir / METRICS_FILE)["wall_time_s"], dtype=float)
+    rounds = len(wall) - 1  # row 0: the initial evaluation
+    per_round = float(wall[-1] - wall[0]) / rounds
+    fixed = float(read_timing(probe.run_dir)["wall_s"]) - per_round * rounds
+    return per_round, fixed
+
+
+def estimate(campaign: str, probe_rounds: int, workers: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="amp_fl_estimate_") as tmp:
+        jobs = campaign_jobs(campaign, Path(tmp) / "plan")
+        probes = probe_jobs(jobs, probe_rounds, Path(tmp) / "probes")
+        load_before = os.getloadavg()[0]
+        failures = execute(list(probes.values()), "inprocess", workers, log=lambda line: None, name="estimate")
+        if failures:
+            raise RuntimeError(f"probe runs failed: {'; '.join(failures)}")
+        costs = {kind: probe_costs(probe) for kind, probe in probes.items()}
+    runs_s = [costs[kind_of(j.values)][1] + int(j.values["num_rounds"]) * costs[kind_of(j.values)][0] for j in jobs]
+    total_s = sum(runs_s) / workers
+    per_round = [c[0] for c in costs.values()]
+    fixed = [c[1] for c in costs.values()]
+    return {
+        "bench": "reproduce_estimate",
+        "campaign": campaign,
+        "runs": len(jobs),
+        "rounds": sum(int(j.values["num_rounds"]) for j in jobs),
+        "kinds": len(probes),
+        "probe_rounds": probe_rounds,
+        "workers": workers,
+        "per_round_s_min": min(per_round),
+        "per_round_s_median": statistics.median(per_round),
+        "per_round_s_max": max(per_round),
+        "fixed_s_median": statistics.median(fixed),
+        "estimate_s": total_s,
+        "estimate_h": total_s / 3600,
+        "goal_s": GOALS_S[campaign],
+        "goal_met": total_s <= GOALS_S[campaign],
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m_before": load_before,
+        "loadavg_1m_after": os.getloadavg()[0],
+    }
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m amp_fl.bench reproduce_estimate", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--campaigns", default="paper,quick", help="comma-separated: paper, quick")
+    parser.add_argument("--probe-rounds", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="workers side by side (make's JOBS)")
+    args = parser.parse_args(argv)
+    for campaign in args.campaigns.split(","):
+        if campaign not in CAMPAIGNS:
+            parser.error(f"unknown campaign {campaign!r}; choose from {', '.join(CAMPAIGNS)}")
+        emit(estimate(campaign, args.probe_rounds, args.jobs))

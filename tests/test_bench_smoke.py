@@ -1,0 +1,44 @@
+"""The round-breakdown benchmarks still run end to end (a renamed hook broke `bench server` once)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from amp_fl.bench import server
+
+
+def test_server_bench_splits_rounds_into_client_evaluation_and_server(capsys: pytest.CaptureFixture[str]) -> None:
+    server.main(["--rounds", "3", "--warmup", "1", "--dataset", "mnist5k", "--set", "wireless.num_devices=12"])
+    (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines() if text.startswith("{")]
+    assert line["bench"] == "server" and line["rounds_measured"] == 2
+    assert line["client_s_mean"] > 0 and line["server_s_mean"] > 0
+    parts = ("configure_train", "aggregate_train", "checkpoint", "other")
+    assert sum(line[f"server_{p}_s_mean"] for p in parts) == pytest.approx(line["server_s_mean"])
+    assert 0 < line["server_share"] < 1
+
+
+def test_reproduce_estimate_groups_runs_by_what_a_round_computes_and_splits_a_probe_into_rounds_and_fixed_cost(
+    tmp_path,
+) -> None:
+    from amp_fl.bench import reproduce_estimate as est
+    from amp_fl.experiments.campaign import Job, compose_values, execute
+
+    base = compose_values(["experiment=quick", "dataset=mnist5k"])
+    other_seed = {**base, "seed": 7, "num_rounds": 99, "dataset": {**base["dataset"], "shards_per_device": 3}}
+    other_rbs = {**base, "wireless": {**base["wireless"], "num_rbs": 2}}
+    assert est.kind_of(base) == est.kind_of(other_seed)  # seed, rounds, shards: the same cost per round
+    assert est.kind_of(base) != est.kind_of(other_rbs)  # fewer RBs: fewer devices trained per round
+    assert base["dataset"]["shards_per_device"] != 3  # kind_of copied, never edited, its input
+
+    class Spec:
+        run_id = "probe"
+        overrides: tuple[str, ...] = ()
+
+    (probe,) = est.probe_jobs([Job(Spec(), base, tmp_path / "unused")], 2, tmp_path).values()
+    assert probe.values["num_rounds"] == 2 and probe.run_dir == tmp_path / "kind0"
+    assert execute([probe], "inprocess", 1, log=lambda line: None) == []
+    per_round, fixed = est.probe_costs(probe)
+    wall = est.read_timing(probe.run_dir)["wall_s"]
+    assert per_round > 0 and fixed > 0 and fixed + 2 * per_round == pytest.approx(wall)
