@@ -16,7 +16,7 @@ GOOD = [np.zeros(3)]
 
 
 def row(round_: int, scheduled: int = 4, received: int = 4, loss: float = 2.3, sim: float = 0.1) -> RoundRow:
-    failed = scheduled - received
+    failed = max(scheduled - received, 0)
     return RoundRow(
         round=round_,
         sim_time_s=sim * round_,
@@ -101,3 +101,10 @@ def test_health_settings_are_checked_and_do_not_make_another_run():
     # The bounds only decide when a meaningless run stops: a campaign keeps a run made with other bounds.
     other = config_to_dict(load_config({"health": {"max_loss": 5.0}}))
     assert comparable_config(other) == comparable_config(config_to_dict(load_config({})))
+
+
+def test_a_fedbuff_step_that_dispatches_nobody_new_is_not_idle():
+    """FedBuff applies B buffered updates in a round that may send no new work: something arrived, so it counts."""
+    rows = [row(0, scheduled=0, received=0)] + [row(r, scheduled=0, received=3) for r in range(1, 9)]
+    RunHealth(HealthConfig(max_idle_rounds=2, max_rejected_rounds=2)).check(rows, GOOD)
+    assert trailing(rows, "idle") == 0 and trailing(rows, "rejected") == 0

@@ -28,9 +28,9 @@ from amp_fl.run_folder import RoundRow
 class HealthConfig:
     """The ``health`` section: when a run is stopped as meaningless (0 or null: that check is off).
 
-    ``max_rejected_rounds``: rounds in a row in which devices were sent work and no reply was
-    aggregated (all rejected, failed or late). ``max_idle_rounds``: rounds in a row in which no
-    device was scheduled at all. ``max_loss``: the central test loss (cross-entropy; about 2.3 for
+    ``max_rejected_rounds``: rounds in a row in which no reply was aggregated and some were lost
+    (rejected, failed or late). ``max_idle_rounds``: rounds in a row in which no device was
+    scheduled and nothing arrived. ``max_loss``: the central test loss (cross-entropy; about 2.3 for
     a 10-class model that guesses) above which the run has diverged; also a non-finite loss.
     ``max_weight_norm``: the same for the L2 norm of the global model's weights.
     """
@@ -60,8 +60,11 @@ def trailing(rows: Sequence[RoundRow], condition: str) -> int:
     for row in reversed(rows):
         if row.round == 0:
             break
-        idle = row.num_scheduled == 0
-        hit = idle if condition == "idle" else (not idle and row.num_received == 0)
+        # Nothing aggregated, and either work was lost (rejected) or none was sent (idle). Keyed on
+        # what arrived, not on what was sent: a FedBuff step may dispatch nobody new yet apply B updates.
+        lost = row.num_received == 0 and row.num_failed > 0
+        idle = row.num_received == 0 and row.num_failed == 0 and row.num_scheduled == 0
+        hit = idle if condition == "idle" else lost
         if not hit:
             break
         count += 1
