@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# Flower keeps its connections and state here, never in the user's ~/.flwr.
+# The flwr CLI's and amp_fl.deployment.register's connections (the docker targets) live here, never in
+# the user's ~/.flwr; python -m amp_fl gives each run its own FLWR_HOME, <run folder>/.flwr.
 export FLWR_HOME := $(CURDIR)/.flwr
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 

@@ -33,6 +33,7 @@ from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
 from amp_fl.scheduling.levels import DEFAULT_LEVELS, LEVEL_ASSIGNMENTS, check_levels, check_levels_fit
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
+from amp_fl.server.health import HealthConfig
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation, FreshMean, check_fresh_rules
 from amp_fl.strategy.buffered import FedBuffSettings
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
@@ -637,6 +638,7 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)  # when a meaningless run stops (server.health)
     # A run folder whose checkpoint this run continues (python -m amp_fl resume=runs/<run>).
     resume: str | None = None
 
@@ -663,8 +665,10 @@ class RunConfig:
             self.checkpoint,
             self.evaluation,
             self.tracking,
+            self.health,
         ):
             section.validate()
+        check_finite(self, "")  # after the sections' own checks, which name their own bounds
         self.strategy.server_settings(self.train.learning_rate)  # after train: eta is server_lr's default
         require(
             self.evaluation.stop_at_val_accuracy is None or self.dataset.validation_fraction > 0,
@@ -707,6 +711,20 @@ class RunConfig:
                 f"and {self.wireless.num_devices} devices",
             )
         return self
+
+
+def check_finite(section: Any, prefix: str) -> None:
+    """No setting means anything at infinity (a deadline, a rate, a bound): ``ConfigError`` naming the first.
+
+    Caught here, before any process starts, rather than where the value is first used (an infinite
+    ``model.t_max_s`` used to pass and fail in the ServerApp under an internal name).
+    """
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            require(not math.isinf(value), f"{prefix}{f.name}", f"must be a finite number, got {value}")
 
 
 def check_sparse_fedavg(cfg: RunConfig) -> None:

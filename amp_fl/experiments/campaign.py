@@ -107,8 +107,16 @@ def make_jobs(specs: Sequence[SpecT], runs_root: Path) -> list[Job[SpecT]]:
         values = compose_values(spec.overrides)
         run_dir = runs_root / spec.run_id
         values["output_dir"] = str(run_dir)
+        check_values(values)  # a bad setting stops the campaign before its first run, naming the key
         jobs.append(Job(spec, values, run_dir))
     return jobs
+
+
+def check_values(values: dict[str, Any]) -> None:
+    """``values`` make a valid configuration (``ConfigError``, a ``ValueError``, naming the key)."""
+    from amp_fl.config import load_config
+
+    load_config(values)
 
 
 def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:

@@ -39,6 +39,7 @@ from amp_fl.experiments.campaign import (
     make_jobs,
     still_to_run,
 )
+from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
 from amp_fl.pruning.magnitude import PRUNING_METHODS, rewind_round_of
 from amp_fl.run_folder import (
     FINAL_MODEL_FILE,
@@ -616,9 +617,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m amp_fl.experiments.ota_imp " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:
         cluster = cluster_from_args(args)
+        check_folders({"--runs-root": runs_root, "--report-dir": report_dir})
         jobs, todo = plan(sweep, runs_root)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     print(f"[ota-imp] {sweep.name}: {len(jobs)} runs, {len(jobs) - len(todo)} already complete, {len(todo)} to run")
     try:
@@ -638,4 +640,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(campaign_cli(main))

@@ -42,6 +42,7 @@ from amp_fl.experiments.campaign import (
     make_jobs,
     per_round_seconds,
 )
+from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
 from amp_fl.experiments.figures import (
     DATASETS,
     FIGURES,
@@ -402,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["python", "-m", "amp_fl.experiments.reproduce", *(sys.argv[1:] if argv is None else list(argv))]
     )
     try:
+        check_folders({"--runs-dir": args.runs_dir, "--reports-dir": args.reports_dir})
         reproduce(
             args.figure,
             scale_name=args.scale,
@@ -420,10 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("[reproduce] interrupted: give the same command again to resume", file=sys.stderr)
         return 130
     except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 1 if isinstance(exc, RuntimeError) else 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(campaign_cli(main))

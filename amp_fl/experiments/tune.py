@@ -45,6 +45,7 @@ from amp_fl.experiments.campaign import (
     make_jobs,
     still_to_run,
 )
+from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
 from amp_fl.experiments.figures import RunSpec, slug
 from amp_fl.run_folder import METRICS_FILE, read_columns, time_to_target
 
@@ -294,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             print(chosen_as_sets(Path(args_list[1])))
         except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(error_line(exc), file=sys.stderr)
             return 2
         return 0
     parser = argparse.ArgumentParser(
@@ -333,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "amp_fl.experiments.tune", *(sys.argv[1:] if argv is None else argv)])
     try:
+        check_folders({"--runs-dir": args.runs_dir, "--reports-dir": args.reports_dir})
         payload = tune(
             args.method,
             parse_grid(args.grid),
@@ -354,11 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("[tune] interrupted: give the same command again to resume", file=sys.stderr)
         return 130
     except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 1 if isinstance(exc, RuntimeError) else 2
     print("chosen: " + " ".join(payload["chosen_overrides"]))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(campaign_cli(main))
