@@ -545,6 +545,9 @@ def check_failures(cfg: RunConfig) -> None:
 class RunConfig:
     seed: int = 0
     num_rounds: int = 200
+    # A horizon on the simulated clock: the run stops after the first round ending at or past it
+    # (num_rounds stays a cap); null: rounds only. The recorder, which owns the clock, applies it.
+    sim_time_limit_s: float | None = None
     output_dir: str = "runs/default"
     # Stream Flower's full log to the terminal too (it is always kept in the run folder's flower.log).
     verbose: bool = False
@@ -578,6 +581,12 @@ class RunConfig:
         themselves when :func:`_build` made them)."""
         require(self.num_rounds >= 1, "num_rounds", f"must be >= 1, got {self.num_rounds}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        limit = self.sim_time_limit_s
+        require(
+            limit is None or (math.isfinite(limit) and limit > 0),
+            "sim_time_limit_s",
+            f"must be a finite number of simulated seconds > 0 or null, got {limit}",
+        )
         for section in (
             self.dataset,
             self.model,

@@ -42,6 +42,11 @@ DATASET_RESOLUTION_FILE = "dataset.json"
 TIMING_FILE = "campaign_timing.json"  # wall (and CPU) seconds of the run, measured by the campaign that ran it
 COMPLETED = "completed"  # summary.json's status of a run that ran to its end (or planned early stop)
 RUNNING = "running"  # summary.json's status while the server runs (and after it died without a word)
+# summary.json keys of a COMPLETED run that stopped before num_rounds, as planned: why, in words
+# (STOPPED_EARLY), and which rule stopped it (STOP_REASON: one of STOP_REASONS).
+STOPPED_EARLY = "stopped_early"
+STOP_REASON = "stop_reason"
+STOP_REASONS = ("val_accuracy", "sim_time_limit")  # evaluation.stop_at_val_accuracy, sim_time_limit_s
 
 METRIC_COLUMNS = (
     "round",
