@@ -33,6 +33,7 @@ from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
 from amp_fl.strategy.buffered import FedBuffSettings
+from amp_fl.strategy.staleness import CACHE_GRANULARITIES, CacheGranularity
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.over_the_air import OtaSettings
@@ -255,6 +256,10 @@ class StrategyConfig:
     # scheduled PIU that has not replied by then counts as failed ("timeout") for that round.
     reply_timeout_s: float = 600.0
     staleness_decay: float = 1.0
+    # What an upload refreshes in its device's cached gradient (Eq. (2)): entry (the entries its
+    # sub-model held, the project's default) | region (every kept region whole, the paper's reading;
+    # docs/fidelity.md).
+    cache_granularity: CacheGranularity = "entry"
     server_optimizer: ServerOptimizerName = "sgd"
     server_lr: float | None = None
     server_momentum: float = 0.9
@@ -294,6 +299,16 @@ class StrategyConfig:
             not (self.memory_friendly and self.compensation != "all"),
             "strategy.memory_friendly",
             "Algorithm 3 reproduces compensation=all only; set strategy.compensation=all",
+        )
+        require(
+            self.cache_granularity in CACHE_GRANULARITIES,
+            "strategy.cache_granularity",
+            f"choose from {', '.join(CACHE_GRANULARITIES)}, got {self.cache_granularity!r}",
+        )
+        require(
+            self.cache_granularity == "entry" or (self.compensation != "none" and not self.memory_friendly),
+            "strategy.cache_granularity",
+            "region refreshes the server's gradient cache: compensation=none and memory_friendly keep none there",
         )
 
     def _validate_server(self) -> None:

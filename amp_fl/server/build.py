@@ -174,6 +174,7 @@ def _amp_fl(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy:
             max_update_norm=cfg.strategy.max_update_norm,
             clip_update_norm=cfg.strategy.clip_update_norm,
             staleness_decay=cfg.strategy.staleness_decay,
+            cache_granularity=cfg.strategy.cache_granularity,
             server=cfg.strategy.server_settings(cfg.train.learning_rate),
         ),
         on_round_end=inputs.on_round_end,
