@@ -33,8 +33,8 @@ from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
 from amp_fl.strategy.buffered import FedBuffSettings
-from amp_fl.strategy.staleness import CACHE_GRANULARITIES, CacheGranularity
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
+from amp_fl.strategy.staleness import CACHE_GRANULARITIES, CacheGranularity
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.over_the_air import OtaSettings
 
@@ -247,6 +247,9 @@ class StrategyConfig:
     local_objective: LocalObjective = "sgd"
     proximal_mu: float | None = None
     apfl_alpha: float | None = None
+    # fixed: APFL's alpha stays apfl_alpha; adaptive: apfl_alpha is each device's initial alpha, moved
+    # by its gradient every local step with step size train.learning_rate (Deng et al.), clipped to [0, 1].
+    apfl_alpha_mode: Literal["fixed", "adaptive"] = "fixed"
     personal_eval_interval: int | None = None
     # Reject a reply whose upload's L2 norm exceeds this (a board sending garbage); null: any finite norm.
     max_update_norm: float | None = None
@@ -363,6 +366,16 @@ class StrategyConfig:
             checked(lambda: check_proximal_mu(mu), {"proximal_mu": "strategy.proximal_mu"})
         if alpha is not None:
             checked(lambda: check_alpha(alpha), {"alpha": "strategy.apfl_alpha"})
+        require(
+            self.apfl_alpha_mode in ("fixed", "adaptive"),
+            "strategy.apfl_alpha_mode",
+            f"choose from fixed, adaptive, got {self.apfl_alpha_mode!r}",
+        )
+        require(
+            self.apfl_alpha_mode == "fixed" or self.local_objective == "apfl",
+            "strategy.apfl_alpha_mode",
+            f"only local_objective=apfl adapts alpha (not {self.local_objective}); leave it fixed",
+        )
         require(
             self.personal_eval_interval is None or self.personal_eval_interval >= 1,
             "strategy.personal_eval_interval",

@@ -111,6 +111,7 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
         local_objective=cfg.strategy.local_objective,
         proximal_mu=0.0 if cfg.strategy.proximal_mu is None else cfg.strategy.proximal_mu,
         apfl_alpha=0.0 if cfg.strategy.apfl_alpha is None else cfg.strategy.apfl_alpha,
+        apfl_alpha_lr=cfg.train.learning_rate if cfg.strategy.apfl_alpha_mode == "adaptive" else 0.0,
         failures=cfg.failures,
         validation_fraction=cfg.dataset.validation_fraction,
         device=cfg.train.device,
