@@ -39,7 +39,7 @@ PAPER, QUICK_SCALE, FASHION = SCALES["paper"], SCALES["quick"], DATASETS["fashio
 
 def test_fig8_expands_into_panels_x_methods_x_seeds_with_overrides_in_order():
     specs = expand(FIG8, PAPER, FASHION, base_rounds=600)
-    assert len(specs) == 2 * 6 * 3
+    assert len(specs) == 2 * 7 * 3  # the six FL series and the per-region cache (paper scale only)
     assert len({s.run_id for s in specs}) == len(specs)
     first = specs[0]
     assert first.run_id == "s2/amp_fl_paper_compensation_all/seed0"
@@ -108,8 +108,11 @@ def test_every_registered_design_composes_into_valid_configs():
     assert load_config(compose_values(quick[0].overrides)).num_rounds == 210  # AMP-FL's cap
     assert quick_apfl.sim_time_limit_s == load_config(compose_values(quick[0].overrides)).sim_time_limit_s == 18.0
     assert quick_apfl.strategy.local_objective == "apfl" and quick_apfl.strategy.personal_eval_interval == 50
-    s3 = load_config(compose_values(expand(FIG8, PAPER, FASHION, base_rounds=600)[-1].overrides))
+    fig8 = expand(FIG8, PAPER, FASHION, base_rounds=600)
+    s3 = load_config(compose_values(next(s for s in reversed(fig8) if s.series == "APFL").overrides))
     assert (s3.dataset.shards_per_device, s3.num_rounds, s3.strategy.local_objective) == (3, 225, "apfl")
+    region = load_config(compose_values(fig8[-1].overrides))
+    assert (region.strategy.cache_granularity, region.strategy.compensation) == ("region", "all")
 
 
 def _fake_run(folder, values, status="completed"):
