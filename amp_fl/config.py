@@ -14,6 +14,7 @@ this module builds the object and turns its ``ArgumentError`` into a ``ConfigErr
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,16 +28,19 @@ from amp_fl.errors import ArgumentError, ConfigError, require
 from amp_fl.models import available_models
 from amp_fl.protocol.provenance import CHANNEL_MODES, ChannelMode
 from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObjective, TrainDevice
-from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningMethod, imp_steps_needed
+from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningMethod, imp_steps_needed, rewind_round_of
 from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
+from amp_fl.scheduling.levels import DEFAULT_LEVELS, LEVEL_ASSIGNMENTS, check_levels, check_levels_fit
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
-from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation
+from amp_fl.server.health import HealthConfig
+from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation, FreshMean, check_fresh_rules
 from amp_fl.strategy.buffered import FedBuffSettings
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
 from amp_fl.strategy.staleness import CACHE_GRANULARITIES, CacheGranularity
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.over_the_air import OtaSettings
+from amp_fl.wireless.t_max import TmaxSchedule, TmaxShape
 
 Partition = Literal["iid", "shards"]
 CostModel = Literal["paper", "model"]
@@ -59,6 +63,7 @@ SCHEDULER_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "fixed_ratio": {"num_scheduled": None, "selection": FIXED_RATIO_SELECTIONS},
     "full_model": {"selection": FULL_MODEL_SELECTIONS, "deadline_s": None},
     "pr": {"assignment": PR_ASSIGNMENTS},
+    "levels": {"levels": None, "assignment": LEVEL_ASSIGNMENTS, "selection": FULL_MODEL_SELECTIONS},
 }
 
 
@@ -104,8 +109,31 @@ class ModelConfig:
     # ``model``: Q and C counted from the model itself.
     cost_model: CostModel = "paper"
     t_max_s: float | None = None  # None: the paper's value for cnn / vgg11
+    # HeteroFL's static BatchNorm (no running statistics; batch statistics at evaluation too); no-op
+    # for models without BatchNorm (the paper's cnn and vgg11).
+    static_bn: bool = False
+    # A T_max that changes over rounds (beyond the paper; amp_fl/wireless/t_max.py): constant (t_max_s
+    # every round) | linear (t_max_s in round 1 to t_max_end_s in round 1 + t_max_rounds) | step
+    # (t_max_s up to round t_max_rounds, t_max_end_s after).
+    t_max_schedule: TmaxShape = "constant"
+    t_max_end_s: float | None = None
+    t_max_rounds: int | None = None
+
+    def t_max_plan(self, start_s: float) -> TmaxSchedule | None:
+        """The T_max schedule from ``start_s`` (the run's T_max); ``None`` for a constant one."""
+        schedule = checked(
+            lambda: TmaxSchedule(self.t_max_schedule, start_s, self.t_max_end_s, self.t_max_rounds),
+            {
+                "shape": "model.t_max_schedule",
+                "start_s": "model.t_max_s",
+                "end_s": "model.t_max_end_s",
+                "rounds": "model.t_max_rounds",
+            },
+        )
+        return None if schedule.shape == "constant" else schedule
 
     def validate(self) -> None:
+        self.t_max_plan(self.t_max_s if self.t_max_s is not None else 1.0)  # the paper's T_max is > 0 too
         require(
             self.name in available_models(),
             "model.name",
@@ -143,6 +171,9 @@ class PruningConfig:
     # Pruning ratio beta of every sub-model under ``scheduling.name=fixed_ratio`` (Figs. 2-5);
     # the other schedulers size each sub-model by Eq. (16).
     ratio: float = 0.1
+    # HeteroFL's Scaler (docs/peer-methods.md): in training, divide every pruned layer's output by its
+    # kept fraction (inverted dropout); the clients build their sub-models with it (model tag ``+scaler``).
+    scaler: bool = False
 
     def validate(self) -> None:
         from amp_fl.pruning.policies import available_policies
@@ -162,7 +193,9 @@ class SchedulingConfig:
     ``num_scheduled``: devices per round (``fixed_ratio``, <= RBs). ``selection``: how devices are
     picked (``fixed_ratio``: aoi | random; ``full_model``: rate | random). ``deadline_s``: round
     deadline of Synchronous FL (``full_model``; null waits for the slowest device). ``assignment``:
-    ``pr``'s device/RB rule (greedy | matching). Null means the scheduler's own default.
+    ``pr``'s device/RB rule (greedy | matching); ``levels``' level rule (fixed | channel). ``levels``:
+    the keep fractions of scheduler ``levels`` (HeteroFL's width levels, e.g. [1.0, 0.5, 0.25]).
+    Null (or an empty list of levels) means the scheduler's own default.
     """
 
     name: str = "amp"
@@ -170,13 +203,17 @@ class SchedulingConfig:
     selection: str | None = None
     deadline_s: float | None = None
     assignment: str | None = None
+    levels: tuple[float, ...] = ()
+    # Beyond the paper (amp_fl/scheduling/spare_steps.py): a device with time to spare under T_max at its
+    # keep ratio runs more local steps, up to this many; null: train.local_steps for every device.
+    max_local_steps: int | None = None
 
     def options(self, pruning_ratio: float) -> dict[str, Any]:
         """Keyword options for ``build_scheduler(self.name, ...)``: the set (non-null) ones it takes."""
         options: dict[str, Any] = {"pruning_ratio": pruning_ratio} if self.name == "fixed_ratio" else {}
         for key in SCHEDULER_OPTIONS.get(self.name, {}):
             value = getattr(self, key)
-            if value is not None:
+            if value is not None and value != ():
                 options[key] = value
         return options
 
@@ -189,9 +226,9 @@ class SchedulingConfig:
             f"unknown scheduler {self.name!r}; choose from {', '.join(available_schedulers())}",
         )
         accepted = SCHEDULER_OPTIONS.get(self.name, {})
-        for key in ("num_scheduled", "selection", "deadline_s", "assignment"):
+        for key in ("num_scheduled", "selection", "deadline_s", "assignment", "levels"):
             value = getattr(self, key)
-            if value is None:
+            if value is None or value == ():
                 continue
             takers = sorted(name for name, opts in SCHEDULER_OPTIONS.items() if key in opts)
             require(
@@ -215,6 +252,8 @@ class SchedulingConfig:
             "scheduling.deadline_s",
             f"must be a positive number of seconds or null, got {self.deadline_s}",
         )
+        if self.levels:
+            checked(lambda: check_levels(self.levels), {"levels": "scheduling.levels"})
         require(
             self.name != "fixed_ratio" or self.num_scheduled is not None,
             "scheduling.num_scheduled",
@@ -232,7 +271,7 @@ class StrategyConfig:
     scores its personalised model on its own label distribution (``personal_accuracy`` in
     metrics.csv); null never.
 
-    Beyond the paper (issue 9; README "Tuning and improvements beyond the paper"):
+    Beyond the paper (docs/tuning.md):
     ``staleness_decay``: gamma in (0, 1] of ``compensation=discounted`` (a cache entry of age a
     weighs gamma^a; 1 = ``all``). ``server_optimizer``: ``sgd`` (the paper's step), ``momentum`` or
     ``adam`` on the aggregated direction; ``server_lr``: its learning rate (null: the clients'
@@ -268,8 +307,17 @@ class StrategyConfig:
     server_momentum: float = 0.9
     server_beta2: float = 0.999
     server_eps: float = 1e-8
+    # Per-entry rules (docs/peer-methods.md): scope none's divisor, scheduled (|S_t|, the paper) | holders
+    # (HeteroFL); FedStale's beta on the cached gradients of scope all (1.0: Eq. (2)).
+    fresh_mean: FreshMean = "scheduled"
+    stale_weight: float = 1.0
 
     def validate(self) -> None:
+        rules = (self.compensation, self.fresh_mean, self.stale_weight, self.memory_friendly)
+        checked(
+            lambda: check_fresh_rules(*rules),
+            {"fresh_mean": "strategy.fresh_mean", "stale_weight": "strategy.stale_weight"},
+        )
         self._validate_objective()
         self._validate_server()
         require(
@@ -450,11 +498,13 @@ class SparseFedAvgConfig:
     with ``algorithm=sparse_fedavg`` (:mod:`amp_fl.strategy.sparse_fedavg`; the ``strategy``,
     ``scheduling`` and ``pruning`` sections are then unused).
 
-    ``method``: ``imp`` (every ``interval`` rounds from ``first_round`` on, prune ``rate`` of the
-    remaining conv/linear weights by global magnitude until ``target``) or ``one_shot`` (prune to
+    ``method``: ``imp`` (lottery-ticket IMP: every ``interval`` rounds from ``first_round`` on, prune
+    ``rate`` of the remaining conv/linear weights by global magnitude until ``target``, rewinding the
+    survivors each time), ``gradual`` (the same schedule, no rewinding) or ``one_shot`` (prune to
     ``target`` after ``first_round``); ``first_round`` 0 prunes the initial model. ``rewind_round``: at
-    every step, reset the survivors to the global model after that round (0: the initial model; null:
-    no rewinding). ``participation``: fraction of the PIUs that train each round (1: full participation).
+    every IMP step, reset the survivors to the global model after that round (null: 0, the initial
+    model; read by ``imp`` only: :attr:`rewind_to`). ``participation``: fraction of the
+    PIUs that train each round (1: full participation).
     """
 
     method: PruningMethod = "imp"
@@ -485,6 +535,11 @@ class SparseFedAvgConfig:
             "sparse_fedavg.participation",
             f"must be in (0, 1], got {self.participation}",
         )
+
+    @property
+    def rewind_to(self) -> int | None:
+        """The round the survivors are rewound to at every step (:func:`~amp_fl.pruning.magnitude.rewind_round_of`)."""
+        return rewind_round_of(self.method, self.rewind_round)
 
     def last_pruning_round(self) -> int | None:
         """The round after which ``target`` is reached (IMP step count without rounding); None if nothing is pruned."""
@@ -546,6 +601,22 @@ class EvaluationConfig:
         )
 
 
+@dataclass
+class TrackingConfig:
+    """Experiment tracking (:mod:`amp_fl.tracking`): ``tensorboard`` writes every metrics row and the
+    resolved configuration as TensorBoard events into ``<run>/tensorboard/``; off by default."""
+
+    tensorboard: bool = False
+
+    def validate(self) -> None:
+        # find_spec imports nothing: a missing package is a one-line error now, not a ServerApp crash later.
+        require(
+            not self.tensorboard or importlib.util.find_spec("tensorboard") is not None,
+            "tracking.tensorboard",
+            "needs the tensorboard package (pip install tensorboard), which is not installed",
+        )
+
+
 def check_failures(cfg: RunConfig) -> None:
     """The failure injector against the rest of the configuration (its own values: :class:`FailureSettings`)."""
     if not cfg.failures.enabled:
@@ -597,6 +668,8 @@ class RunConfig:
     failures: FailureSettings = field(default_factory=FailureSettings)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)  # when a meaningless run stops (server.health)
     # A run folder whose checkpoint this run continues (python -m amp_fl resume=runs/<run>).
     resume: str | None = None
 
@@ -628,8 +701,11 @@ class RunConfig:
             self.sparse_fedavg,
             self.checkpoint,
             self.evaluation,
+            self.tracking,
+            self.health,
         ):
             section.validate()
+        check_finite(self, "")  # after the sections' own checks, which name their own bounds
         self.strategy.server_settings(self.train.learning_rate)  # after train: eta is server_lr's default
         require(
             self.evaluation.stop_at_val_accuracy is None or self.dataset.validation_fraction > 0,
@@ -644,6 +720,22 @@ class RunConfig:
             check_amp_fl_over_the_air(self)
         check_failures(self)
         require(
+            self.scheduling.max_local_steps is None or self.scheduling.max_local_steps >= self.train.local_steps,
+            "scheduling.max_local_steps",
+            f"must be null or >= train.local_steps={self.train.local_steps}, got {self.scheduling.max_local_steps}",
+        )
+        require(
+            self.scheduling.max_local_steps is None or not self.train.batched_clients,
+            "scheduling.max_local_steps",
+            "the batched in-process trainer runs one step count for all clients; set train.batched_clients=false",
+        )
+        require(
+            not (self.pruning.scaler and self.train.batched_clients),
+            "pruning.scaler",
+            "the batched in-process trainer pads sub-models to one width and has no Scaler; set "
+            "train.batched_clients=false",
+        )
+        require(
             self.strategy.local_objective != "apfl" or self.scheduling.name == "full_model",
             "strategy.local_objective",
             f"apfl mixes full models: it needs scheduling.name=full_model, not {self.scheduling.name!r}",
@@ -656,6 +748,20 @@ class RunConfig:
                 f"and {self.wireless.num_devices} devices",
             )
         return self
+
+
+def check_finite(section: Any, prefix: str) -> None:
+    """No setting means anything at infinity (a deadline, a rate, a bound): ``ConfigError`` naming the first.
+
+    Caught here, before any process starts, rather than where the value is first used (an infinite
+    ``model.t_max_s`` used to pass and fail in the ServerApp under an internal name).
+    """
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            require(not math.isinf(value), f"{prefix}{f.name}", f"must be a finite number, got {value}")
 
 
 def check_sparse_fedavg(cfg: RunConfig) -> None:
@@ -820,7 +926,12 @@ def check_partition(cfg: RunConfig, labels: np.ndarray) -> list[np.ndarray]:
 
 
 def check_keep_counts(cfg: RunConfig, layer_sizes: Sequence[int]) -> None:
-    """Fixed-ratio mode: ``pruning.ratio`` must leave every layer of the model at least one region."""
+    """Fixed-ratio mode: ``pruning.ratio`` must leave every layer of the model at least one region; the
+    ``levels`` scheduler: so must its smallest level."""
+    if cfg.scheduling.name == "levels":
+        levels = cfg.scheduling.levels or DEFAULT_LEVELS
+        checked(lambda: check_levels_fit(levels, layer_sizes), {"levels": "scheduling.levels"})
+        return
     if cfg.scheduling.name != "fixed_ratio":
         return
     from amp_fl.pruning.counts import keep_counts

@@ -63,6 +63,22 @@ class DivergedError(ArithmeticError):
         self.reason = reason
 
 
+class UnhealthyRunError(RuntimeError):
+    """The run goes on but its result would mean nothing (:mod:`amp_fl.server.health`): it stops, kept as it was.
+
+    ``status`` is what ``summary.json`` records: ``failed: ...`` (every reply rejected, no device
+    schedulable) or ``diverged at round N: ...`` (loss or weight norm past its bound).
+    """
+
+    def __init__(self, server_round: int, reason: str, diverged: bool = False) -> None:
+        self.status = (
+            f"diverged at round {server_round}: {reason}" if diverged else f"failed: round {server_round}: {reason}"
+        )
+        super().__init__(self.status)
+        self.round = server_round
+        self.reason = reason
+
+
 class ValidationTargetReached(Exception):
     """The validation accuracy reached ``evaluation.stop_at_val_accuracy``: the run stops early, as planned."""
 

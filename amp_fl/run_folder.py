@@ -7,8 +7,9 @@ RBs, keep counts, latencies, bytes), ``summary.json`` (the setup, then the outco
 campaign (:mod:`amp_fl.experiments.campaign`) adds its timing. Everything that reads a run folder
 (the launcher's progress view, the campaigns, :mod:`amp_fl.report`) reads it through here.
 
-This module imports nothing of amp_fl but :mod:`amp_fl.errors`: the server below it and the report
-and campaigns above it all use it.
+This module imports nothing of amp_fl but :mod:`amp_fl.errors`, :mod:`amp_fl.state` and
+:mod:`amp_fl.tracking` (which imports nothing of amp_fl): the server below it and the report and
+campaigns above it all use it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from amp_fl.errors import check_argument
 from amp_fl.state import State
+from amp_fl.tracking import TensorBoardTracker, open_tracker
 
 METRICS_FILE = "metrics.csv"
 SCHEDULE_FILE = "schedule.jsonl"
@@ -41,7 +43,11 @@ FLOWER_LOG = "flower.log"  # Flower's output, written by the launcher
 DATASET_RESOLUTION_FILE = "dataset.json"
 TIMING_FILE = "campaign_timing.json"  # wall (and CPU) seconds of the run, measured by the campaign that ran it
 COMPLETED = "completed"  # summary.json's status of a run that ran to its end (or planned early stop)
-RUNNING = "running"  # summary.json's status while the server runs (and after it died without a word)
+RUNNING = "running"  # summary.json's status while the server runs (never the last word: see finish_summary)
+INTERRUPTED = "interrupted"  # stopped by a signal or a killed launcher; summary.json's "resume" says how to go on
+FAILED = "failed"  # "failed: <reason>"; "diverged at round N: <reason>" when the model blew up
+# Files that make a folder a run's: a new run never writes over them (see check_fresh_run_folder).
+RESULT_FILES = (SUMMARY_FILE, METRICS_FILE, CHECKPOINT_FILE, FINAL_MODEL_FILE)
 # summary.json keys of a COMPLETED run that stopped before num_rounds, as planned: why, in words
 # (STOPPED_EARLY), and which rule stopped it (STOP_REASON: one of STOP_REASONS).
 STOPPED_EARLY = "stopped_early"
@@ -128,6 +134,7 @@ class MetricsWriter:
         self.rows: list[RoundRow] = []
         self._start = time.perf_counter()
         self._started = False
+        self._tracker: TensorBoardTracker | None = None  # tracking.tensorboard: each row to TensorBoard too
 
     def state_dict(self) -> State:
         """Every row so far (floats in full; NaN where a round was not evaluated)."""
@@ -162,6 +169,8 @@ class MetricsWriter:
         schedule.write_text("".join(line + "\n" for line in kept))
         for row in rows:
             self.append(row)
+        # After the replay: a resumed run's rows are in TensorBoard already; it drops what came after them.
+        self._tracker = open_tracker(run_dir, _stored_config(run_dir), purge_step=last + 1 if rows else None)
 
     def _ensure_started(self) -> None:
         if not self._started:
@@ -182,6 +191,16 @@ class MetricsWriter:
         values = asdict(row)
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow([_fmt(values[c]) for c in METRIC_COLUMNS])
+        if self._tracker is not None:
+            self._tracker.log_row({c: values[c] for c in METRIC_COLUMNS})
+
+
+def _stored_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``run_config.json`` (what the tracker logs and is switched by); ``None`` for a bare folder."""
+    try:
+        return read_config(run_dir)
+    except RunFolderError:
+        return None
 
 
 # ------------------------------------------------------------------------------ what a curve says
@@ -253,10 +272,72 @@ def last_personal_accuracy(rows: list[RoundRow]) -> dict[str, float | int | None
 # ------------------------------------------------------------------------------ writers
 def write_summary(run_dir: Path, payload: dict[str, Any]) -> Path:
     path = run_dir / SUMMARY_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)  # atomic: a crash never leaves half a summary
+    replace_atomically(path, json.dumps(payload, indent=2, sort_keys=True, default=str))  # never half a summary
     return path
+
+
+def replace_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through ``<path>.tmp`` and ``os.replace``; on failure the ``.tmp`` is removed,
+    the previous file stays, and the ``OSError`` names ``path`` (a full disk's ``write`` names no file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def finish_summary(run_dir: Path, status: str, **fields: Any) -> bool:
+    """Give a run whose ``summary.json`` still says ``running`` (or that has none) its final ``status``.
+
+    Called by whoever notices that the server stopped without a word (an interrupt, a killed
+    launcher, a Flower failure); a final status the server wrote itself is kept. True if written.
+    """
+    try:
+        summary = read_summary(run_dir)
+    except RunFolderError:
+        summary = {}
+    if summary.get("status", RUNNING) != RUNNING:
+        return False
+    write_summary(run_dir, {**summary, **fields, "status": status})
+    return True
+
+
+def resume_hint(run_dir: Path) -> str:
+    """How to go on with the run in ``run_dir``: resume from its checkpoint, or start again without one."""
+    if (run_dir / CHECKPOINT_FILE).is_file():
+        return f"python -m amp_fl resume={run_dir}"
+    return "no checkpoint was written: start the run again (in a new folder)"
+
+
+def check_fresh_run_folder(run_dir: Path) -> None:
+    """:class:`RunFolderError` unless ``run_dir`` is free for a new run: no run's results in it, a folder if it exists.
+
+    A new run never writes over another's metrics, checkpoint or summary; a finished run is not
+    extended (a longer run is a new run), an interrupted one is resumed.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: is a file, not a run folder")
+    held = [name for name in RESULT_FILES if (run_dir / name).exists()]
+    if not held:
+        return
+    try:
+        status = str(read_summary(run_dir).get("status", "unknown"))
+    except RunFolderError:
+        status = "no summary"
+    if status == COMPLETED:
+        what = "a finished run cannot be extended: start a new run (with the num_rounds you want) in a new folder"
+    elif status in (RUNNING, INTERRUPTED) and (run_dir / CHECKPOINT_FILE).is_file():
+        what = f"continue it with: python -m amp_fl resume={run_dir}, or use a new folder"
+    else:
+        what = "use a new folder, or delete this one"
+    raise RunFolderError(
+        f"{run_dir}: already holds a run ({', '.join(held)}; status: {status.split(';')[0]}); not overwritten: {what}"
+    )
 
 
 def write_figures(run_dir: Path, rows: list[RoundRow], title: str) -> list[Path]:
@@ -299,7 +380,7 @@ def write_config(run_dir: Path, values: Mapping[str, Any]) -> Path:
     """``run_config.json``: the resolved configuration (a plain mapping) the ServerApp reads."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RUN_CONFIG_FILE
-    path.write_text(json.dumps(values, indent=2, default=list))
+    replace_atomically(path, json.dumps(values, indent=2, default=list))  # a resume's rewrite never loses it
     return path
 
 
@@ -320,12 +401,20 @@ class RunFolderError(ValueError):
     """A path given as a run folder cannot be read; the message names the path and the problem."""
 
 
+def read_text(path: Path) -> str:
+    """A run folder's text file; :class:`RunFolderError` naming it when it is missing, unreadable or not text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise RunFolderError(f"{path}: not a text file (byte {exc.start} is not UTF-8; corrupt or binary?)") from exc
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object file of a run folder; :class:`RunFolderError` when missing, truncated or not an object."""
     try:
-        payload = json.loads(path.read_text())
-    except OSError as exc:
-        raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        payload = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise RunFolderError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated?)") from exc
     if not isinstance(payload, dict):
@@ -352,10 +441,7 @@ def read_timing(run_dir: Path) -> dict[str, Any]:
 
 def read_schedule(run_dir: Path) -> list[dict[str, Any]]:
     """``schedule.jsonl``, one record per round."""
-    try:
-        text = (run_dir / SCHEDULE_FILE).read_text()
-    except OSError as exc:
-        raise RunFolderError(f"{run_dir / SCHEDULE_FILE}: cannot read ({exc.strerror or exc})") from exc
+    text = read_text(run_dir / SCHEDULE_FILE)
     return [json.loads(line) for line in text.splitlines() if line]
 
 
@@ -458,10 +544,7 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
     that is not a number, no rows, rounds that do not increase or a simulated clock that goes back,
     each a :class:`RunFolderError` naming the file, the line and the column.
     """
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    lines = read_text(path).splitlines()
     if not lines:
         raise RunFolderError(f"{path}: empty file (no header)")
     reader = csv.reader(lines)
@@ -497,7 +580,8 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ the same run
 # Keys of a run's configuration that say where and how it ran, not what it computed: a resume may
 # change them, and a campaign keeps a finished run made with other values of them.
-NOT_COMPARED = ("resume", "output_dir", "verbose", "checkpoint", "deployment", "simulation")
+# ``health``'s bounds only say when a meaningless run stops: a run they did not stop is the same run.
+NOT_COMPARED = ("resume", "output_dir", "verbose", "checkpoint", "deployment", "simulation", "tracking", "health")
 
 
 def comparable_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 
 from amp_fl.client.failures import injected_failure
 from amp_fl.config import load_config
-from amp_fl.launch.launcher import launch
+from amp_fl.launch.launcher import FLWR_HOME_DIR, launch
 from amp_fl.launch.processes import run_processes
 
 pytestmark = pytest.mark.e2e
@@ -47,4 +47,4 @@ def test_late_replies_miss_the_round_through_flower(tmp_path, monkeypatch):
         late_total += len(late)
     assert late_total >= 1  # the seed makes some PIUs late (else this test would prove nothing)
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
-    assert run_processes(home) == []
+    assert run_processes(run / FLWR_HOME_DIR) == []  # the run's own FLWR_HOME

@@ -48,13 +48,13 @@ def cached_run(tmp_path_factory) -> Path:
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "FLWR_HOME": str(flwr_home())},
+        env={**os.environ, "FLWR_HOME": str(flwr_home(run))},
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     # Progress is the launcher's to render (from metrics.csv, a row per round written as it ends):
     # the ServerApp logs it to ``amp_fl.progress`` and prints nothing itself.
     assert len(_read_csv(run / "metrics.csv")) == ROUNDS + 1
-    assert flower_processes(flwr_home()) == []  # the background SuperLink was stopped
+    assert flower_processes(flwr_home(run)) == []  # the background SuperLink was stopped
     return run
 
 

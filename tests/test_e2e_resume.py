@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from amp_fl.config import config_to_dict, load_config
-from amp_fl.launch.launcher import PROJECT_ROOT, launch
+from amp_fl.launch.launcher import PROJECT_ROOT, flwr_home, launch
 from amp_fl.launch.processes import SERVER_APP_PROGRAMS, run_processes
 from amp_fl.run_folder import CHECKPOINT_FILE
 from amp_fl.server.checkpoint import load_checkpoint
@@ -90,17 +90,19 @@ def test_sigkilled_server_app_resumes_to_the_uninterrupted_metrics(tmp_path, hom
     proc = _start_launcher(run, home)
     # Checkpoints are written by a background thread, so round 3's row can appear before its checkpoint.
     _wait_for(lambda: _row_count(run) >= 4 and _checkpoint_round(run) >= 3, 300, "round 3's checkpoint")
-    (server,) = run_processes(home, SERVER_APP_PROGRAMS)
+    (server,) = run_processes(flwr_home(run), SERVER_APP_PROGRAMS)  # each run has its own FLWR_HOME
     os.kill(server, signal.SIGKILL)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: the ServerApp process stopped without finishing (killed?)"), last
     assert last.endswith(f"continue with: python -m amp_fl resume={run}")
-    _wait_for(lambda: run_processes(home) == [], 30, "no Flower or Ray process left")
+    _wait_for(lambda: run_processes(flwr_home(run)) == [], 30, "no Flower or Ray process left")
     killed_at = load_checkpoint(run).round
     assert 3 <= killed_at < ROUNDS
-    assert json.loads((run / "summary.json").read_text())["status"] == "running"  # it never got to say more
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"  # the ServerApp never got to say more: the launcher did
+    assert summary["resume"] == f"python -m amp_fl resume={run}"
 
     cmd = [sys.executable, "-m", "amp_fl", f"resume={run}", f"hydra.run.dir={tmp_path / 'hydra'}"]
     out = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ))
@@ -109,7 +111,8 @@ def test_sigkilled_server_app_resumes_to_the_uninterrupted_metrics(tmp_path, hom
     assert _rows(run) == _rows(whole)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumed_from_round"] == killed_at
-    assert run_processes(home) == []
+    assert run_processes(flwr_home(run)) == []
+    assert not (tmp_path / "hydra").exists()  # a resume writes into its own run folder, no stub
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
@@ -117,13 +120,15 @@ def test_no_flower_or_ray_process_survives_a_stopped_launcher(tmp_path, home, ho
     run = tmp_path / "run"
     proc = _start_launcher(run, home, rounds=200)
     _wait_for(lambda: _row_count(run) >= 2, 300, "round 1")
-    assert run_processes(home)  # SuperLink, SuperExec, flwr-simulation, Ray...
+    assert run_processes(flwr_home(run))  # SuperLink, SuperExec, flwr-simulation, Ray...
     proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
     proc.communicate(timeout=120)
     if how == "ctrl-c":
         assert proc.returncode == 128 + signal.SIGINT
     # After SIGKILL the launcher cannot clean up: its watchdog does, within seconds.
-    _wait_for(lambda: run_processes(home) == [], 60, "no Flower or Ray process left")
+    _wait_for(lambda: run_processes(flwr_home(run)) == [], 60, "no Flower or Ray process left")
+    # The launcher (Ctrl-C) or its watchdog (SIGKILL, just after stopping Flower) marks the run interrupted.
+    _wait_for(lambda: json.loads((run / "summary.json").read_text())["status"] == "interrupted", 30, "interrupted")
     again = launch(load_config({**SMALL, "num_rounds": 2}), tmp_path / "again")  # a new run starts cleanly
     assert _row_count(again) == 3
-    assert run_processes(home) == []
+    assert run_processes(flwr_home(again)) == []

@@ -24,7 +24,7 @@ from rich.console import Console
 
 import amp_fl.launch.launcher as launch_mod
 from amp_fl.config import load_config
-from amp_fl.launch.launcher import PROJECT_ROOT, RunFailedError, flower_processes, launch
+from amp_fl.launch.launcher import FLWR_HOME_DIR, PROJECT_ROOT, RunFailedError, flower_processes, launch
 from amp_fl.launch.progress import (
     STARTUP_PHASES,
     LiveProgress,
@@ -407,7 +407,7 @@ def real_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str], 
 
 @pytest.mark.e2e
 def test_real_run_terminal_has_progress_not_flower_records(real_run):
-    run, out, home = real_run
+    run, out, _home = real_run
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     terminal = out.stdout + out.stderr
     for record in FLOWER_RECORDS:
@@ -420,7 +420,9 @@ def test_real_run_terminal_has_progress_not_flower_records(real_run):
     assert str(run) in out.stdout
     assert len(out.stdout.splitlines()) <= E2E_ROUNDS + 8 + len(STARTUP_PHASES)  # a clean view: a few lines in all
     assert "[amp-fl] waiting for 4 nodes (ClientApps loading in Ray actors)" in out.stdout
-    assert flower_processes(home) == []  # the background SuperLink was stopped
+    assert (
+        flower_processes(run / FLWR_HOME_DIR) == []
+    )  # the background SuperLink (of the run's own FLWR_HOME) was stopped
 
 
 @pytest.mark.e2e

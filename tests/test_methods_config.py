@@ -42,6 +42,9 @@ EXPECTED = {
     "amp_fl_ota": ("amp", "none", "sgd", None, None, None, False, "amp_fl", "over_the_air"),
     # Issue 20: FedBuff (buffered asynchronous aggregation of full models).
     "fedbuff": ("full_model", "none", "sgd", None, None, None, False, "fedbuff", "digital"),
+    # HeteroFL and FedRolex (width levels; their pruning, Scaler and per-entry mean: test_peer_methods.py).
+    "heterofl": ("levels", "none", "sgd", None, None, None, False, "amp_fl", "digital"),
+    "fedrolex": ("levels", "none", "sgd", None, None, None, False, "amp_fl", "digital"),
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amp_fl.launch.launcher import PROJECT_ROOT, flower_processes
+from amp_fl.launch.launcher import FLWR_HOME_DIR, PROJECT_ROOT, flower_processes
 
 ROUNDS = 2
 OVERRIDES = ["experiment=quick", "wireless.num_devices=4", "wireless.num_rbs=2", f"num_rounds={ROUNDS}", "seed=3"]
@@ -32,7 +32,7 @@ def _run(method: str, run: Path, home: Path) -> Path:
     env = {**os.environ, "FLWR_HOME": str(home)}
     out = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert flower_processes(home) == []  # the background SuperLink was stopped
+    assert flower_processes(run / FLWR_HOME_DIR) == []  # the background SuperLink (the run's own FLWR_HOME) was stopped
     return run
 
 

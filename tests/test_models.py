@@ -8,7 +8,9 @@ from amp_fl.models import available_models, build_model, count_parameters, regis
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("cnn", 36_758), ("vgg11", 9_287_434), ("resnet18", 11_173_962)],
+    # resnet8: stem 144 + 32; stage 1 2 x (2,304 + 32); stage 2 4,608 + 9,216 + 512 + 3 x 64;
+    # stage 3 18,432 + 36,864 + 2,048 + 3 x 128; class layer 650.
+    [("cnn", 36_758), ("vgg11", 9_287_434), ("resnet18", 11_173_962), ("resnet8", 77_754)],
 )
 def test_paper_parameter_counts(name, expected):
     assert count_parameters(build_model(name, num_classes=10)) == expected
@@ -16,7 +18,12 @@ def test_paper_parameter_counts(name, expected):
 
 @pytest.mark.parametrize(
     ("name", "shape", "class_layer_in"),
-    [("cnn", (1, 28, 28), 128), ("vgg11", (3, 32, 32), 128), ("resnet18", (3, 32, 32), 512)],
+    [
+        ("cnn", (1, 28, 28), 128),
+        ("vgg11", (3, 32, 32), 128),
+        ("resnet18", (3, 32, 32), 512),
+        ("resnet8", (1, 28, 28), 64),
+    ],
 )
 def test_non_default_class_count_changes_only_the_class_layer(name, shape, class_layer_in):
     # 50 classes: a hard-coded 10 anywhere would fail this.
@@ -58,6 +65,6 @@ def test_bad_arguments_fail_eagerly(name, kwargs, message):
 
 
 def test_registry_rejects_duplicates_and_lists_models():
-    assert available_models() == ["cnn", "resnet18", "vgg11"]
+    assert available_models() == ["cnn", "resnet18", "resnet8", "vgg11"]
     with pytest.raises(ValueError, match="already registered"):
         register_model("cnn", default_input_shape=(1, 28, 28))(lambda **_: None)

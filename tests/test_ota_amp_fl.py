@@ -179,4 +179,4 @@ def test_config_names_the_key_when_ota_meets_a_cache():
     with pytest.raises(ConfigError, match="sparse_fedavg.rewind_round"):
         load_config({"algorithm": "sparse_fedavg", "sparse_fedavg": {"first_round": 2, "rewind_round": 3}})
     with pytest.raises(ConfigError, match="sparse_fedavg.method"):
-        load_config({"sparse_fedavg": {"method": "gradual"}})
+        load_config({"sparse_fedavg": {"method": "lottery"}})

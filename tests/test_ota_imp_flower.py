@@ -49,7 +49,8 @@ def sweep(tmp_path_factory):
         ]
     )
     assert code == 0
-    assert flower_processes(flwr_home()) == []  # the background SuperLink was stopped
+    for run_id in RUNS:  # each run's background SuperLink was stopped (each run has its own FLWR_HOME)
+        assert flower_processes(flwr_home(root / "runs" / run_id)) == []
     return root
 
 

@@ -53,9 +53,9 @@ def full_context(rm: RegionMap, seed: int, server_round: int = 3, device_id: int
 
 
 def test_registry_lists_every_policy_and_rejects_unknown_names() -> None:
-    assert available_policies() == ["aoi", "importance", "random", "rolling", "static"]
+    assert available_policies() == ["aoi", "fedrolex", "importance", "random", "rolling", "static"]
     assert [build_policy(n, seed=1).name for n in available_policies()] == available_policies()
-    with pytest.raises(ValueError, match="unknown pruning policy 'fedavg'; available: aoi, importance"):
+    with pytest.raises(ValueError, match="unknown pruning policy 'fedavg'; available: aoi, fedrolex, importance"):
         build_policy("fedavg")
 
 

@@ -89,7 +89,27 @@ def test_resnet18_residual_streams_are_coupled() -> None:
     assert (rules["fc.weight"].out_group, rules["fc.weight"].in_group) == (None, rm.group_index("layer4.0.conv2"))
 
 
-@pytest.mark.parametrize(("name", "shape"), [("cnn", (1, 28, 28)), ("vgg11", (3, 32, 32)), ("resnet18", (3, 16, 16))])
+def test_resnet8_residual_streams_are_coupled() -> None:
+    # One block per stage: the stem's output is block 1's identity; stages 2 and 3 add a downsample.
+    rm = region_map("resnet8", (1, 28, 28), NUM_CLASSES)
+    assert list(rm.groups) == [
+        RegionGroup("conv1", 16, ("conv1", "layer1.conv2")),
+        RegionGroup("layer1.conv1", 16, ("layer1.conv1",)),
+        RegionGroup("layer2.conv1", 32, ("layer2.conv1",)),
+        RegionGroup("layer2.conv2", 32, ("layer2.conv2", "layer2.downsample.0")),
+        RegionGroup("layer3.conv1", 64, ("layer3.conv1",)),
+        RegionGroup("layer3.conv2", 64, ("layer3.conv2", "layer3.downsample.0")),
+    ]
+    rules = {r.name: r for r in rm.arrays}
+    assert rules["layer2.downsample.0.weight"].in_group == rm.group_index("conv1")
+    assert rules["layer3.bn2.running_mean"].out_group == rm.group_index("layer3.conv2")
+    assert (rules["fc.weight"].out_group, rules["fc.weight"].in_group) == (None, rm.group_index("layer3.conv2"))
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("cnn", (1, 28, 28)), ("vgg11", (3, 32, 32)), ("resnet18", (3, 16, 16)), ("resnet8", (1, 28, 28))],
+)
 def test_param_names_follow_state_dict_and_instance_map_matches(name: str, shape: tuple[int, int, int]) -> None:
     torch.manual_seed(0)
     model = build_model(name, num_classes=NUM_CLASSES, input_shape=shape)

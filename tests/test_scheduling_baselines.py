@@ -269,11 +269,16 @@ def test_full_model_option_errors() -> None:
 
 
 # ---------------------------------------------------------------- registry
+SCHEDULERS = ["amp", "channel", "fixed_ratio", "full_model", "levels", "paper_route", "pr", "random"]
+
+
 def test_registry_builds_every_scheduler() -> None:
     system, state, table = instance(11)
-    assert available_schedulers() == ["amp", "channel", "fixed_ratio", "full_model", "paper_route", "pr", "random"]
+    assert available_schedulers() == SCHEDULERS
     for name in available_schedulers():
         options = {"pruning_ratio": 0.2, "num_scheduled": 2} if name == "fixed_ratio" else {}
+        if name == "levels":
+            options = {"levels": (1.0, 0.5)}  # the default 1/4 empties this table's 3-region layer
         scheduler = build_scheduler(name, system, seed=0, **options)
         assert isinstance(scheduler, Scheduler) and scheduler.name == name
         assert_basic(scheduler.schedule(0, state, table), system, table)
@@ -303,7 +308,7 @@ def test_register_scheduler_by_class_name() -> None:
         register_scheduler(Duplicate)
     with pytest.raises(TypeError, match="needs a non-empty class attribute 'name'"):
         register_scheduler(Scheduler)
-    assert available_schedulers() == ["amp", "channel", "fixed_ratio", "full_model", "paper_route", "pr", "random"]
+    assert available_schedulers() == SCHEDULERS
     assert issubclass(AmpScheduler, Scheduler)
     with pytest.raises(TypeError):
         Scheduler(instance(0)[0], 0)  # abstract: schedule() is not implemented

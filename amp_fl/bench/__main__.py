@@ -16,6 +16,7 @@ BENCHMARKS = (
     "startup",
     "gpu_check",
     "reproduce_estimate",
+    "campaign",
 )
 
 

@@ -39,9 +39,10 @@ from amp_fl.run_folder import CHECKPOINT_FILE, METRICS_FILE
 from amp_fl.server.runner import run_server
 
 MIB = 1024 * 1024
-# Documented bounds for 100 PIUs and the paper's CNN (README, "Benchmarks"): the server's memory
-# must not grow with the number of rounds (the cache holds one gradient per device, the metrics
-# one row per round), and the whole process (torch, the data set, the strategy) stays small.
+# Documented bounds for 100 PIUs and the paper's CNN (docs/benchmarks.md, "Server memory over a long
+# run"): the server's memory must not grow with the number of rounds (the cache holds one gradient
+# per device, the metrics one row per round), and the whole process (torch, the data set, the
+# strategy) stays small.
 GROWTH_BOUND_MIB = 64
 PEAK_BOUND_MIB = 1536
 

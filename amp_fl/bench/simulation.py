@@ -130,7 +130,7 @@ def flower_round_times(cfg: RunConfig, run_dir: Path, warmup: int) -> tuple[list
     config_file = write_run_config(cfg, run_dir)
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "amp_fl.launch.launcher", str(config_file), str(run_dir)])
-    monitor = PeakMemory(flwr_home(), root_pid=child.pid)
+    monitor = PeakMemory(flwr_home(run_dir), root_pid=child.pid)
     monitor.start()
     try:
         returncode = child.wait()

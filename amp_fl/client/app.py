@@ -268,6 +268,7 @@ def _difference_to_own_cache(
     """Algorithm 3, device side: upload ``g - G_k`` on the held entries and set ``G_k <- g`` there.
 
     G_k lives in ``context.state`` (full-model shaped), so the server needs no per-device cache.
+    Buffers are no gradients (:func:`~amp_fl.client.trainer.upload_of`): they go up as they are.
     """
     names = regions.param_names
     if P.STATE_CACHE in context.state.array_records:
@@ -275,10 +276,15 @@ def _difference_to_own_cache(
     else:
         cache = [np.zeros(shape, dtype=np.float32) for shape in regions.shapes]
     cached_sub = extract_arrays(cache, regions, kept)
-    difference = [(g - c).astype(np.float32) for g, c in zip(gradient, cached_sub, strict=True)]
+    trainable = [rule.is_parameter for rule in regions.arrays]
+    difference = [
+        (g - c).astype(np.float32) if is_parameter else g
+        for g, c, is_parameter in zip(gradient, cached_sub, trainable, strict=True)
+    ]
     full, held = scatter_arrays(gradient, regions, kept, regions.shapes)
-    for c, f, h in zip(cache, full, held, strict=True):
-        c[h] = f[h]
+    for c, f, h, is_parameter in zip(cache, full, held, trainable, strict=True):
+        if is_parameter:
+            c[h] = f[h]
     context.state.array_records[P.STATE_CACHE] = P.arrays_to_record(names, cache)
     return difference
 

@@ -38,7 +38,7 @@ from torch.func import functional_call, vmap
 from amp_fl.client.device import resolve_device
 from amp_fl.client.objectives import add_proximal_gradient
 from amp_fl.client.settings import TrainSettings
-from amp_fl.client.trainer import FitResult, ModelInfo, batch_indices
+from amp_fl.client.trainer import FitResult, ModelInfo, batch_indices, upload_of
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.errors import check_argument
 from amp_fl.pruning.regions import KeptIndices, RegionMap, keep_counts_of
@@ -98,12 +98,10 @@ def fit_batched(
     losses = _train(module, params, buffers, jobs, settings, device)
     ends = {n: t.detach().cpu().numpy() for n, t in state.items()}
     results = []
+    trainable = [rule.is_parameter for rule in region_map.arrays]
     for k, job in enumerate(jobs):
-        end = [np.ascontiguousarray(ends[name][k][corner(a.shape)]) for name, a in zip(ends, job.arrays, strict=True)]
-        gradient = [
-            ((np.asarray(s) - e) / settings.learning_rate).astype(np.float32)
-            for s, e in zip(job.arrays, end, strict=True)
-        ]
+        end = [np.array(ends[name][k][corner(a.shape)], order="C") for name, a in zip(ends, job.arrays, strict=True)]
+        gradient = upload_of([np.asarray(s) for s in job.arrays], end, settings.learning_rate, trainable)
         results.append(
             FitResult(gradient, settings.local_steps * settings.batch_size, losses[k] / settings.local_steps, end)
         )

@@ -4,7 +4,9 @@
 pruned entries held at exactly zero: each masked parameter's gradient is multiplied by the mask
 (a tensor hook, so the optimiser never moves a pruned entry) and the mask is applied again after
 every step (so nothing, not even a future optimiser with momentum or weight decay, can revive
-one). It returns the update ``w_end - w_start``.
+one). It returns the update ``w_end - w_start`` of every parameter and the trained value of every
+buffer (BatchNorm's running statistics are averaged as values by the server, never as updates:
+:mod:`amp_fl.strategy.buffers`).
 
 :func:`train_masked` is registered on the project's ClientApp (:mod:`amp_fl.client.app`) for ``train.masked``:
 Flower routes the ``train.masked`` messages of :mod:`amp_fl.strategy.sparse_fedavg` to it,
@@ -45,7 +47,8 @@ def prunable_arrays(regions: RegionMap) -> list[bool]:
 
 @dataclass(frozen=True, eq=False)  # holds arrays
 class MaskedFitResult:
-    update: list[np.ndarray]  # float32, full shapes: w_end - w_start (exactly 0 at pruned entries)
+    # Full shapes. Parameters: w_end - w_start in float32 (exactly 0 at pruned entries); buffers: w_end.
+    update: list[np.ndarray]
     weights: list[np.ndarray]  # w_end, float32
     num_examples: int
     train_loss: float  # mean mini-batch loss over the local steps
@@ -99,7 +102,10 @@ class MaskedTrainer:
             loss_sum += sgd_step(module, optimiser, self.images[index], self.labels[index], loss_fn)
             self._apply(masked)
         end = module_arrays(module)
-        update = [(e.astype(np.float64) - s).astype(np.float32) for s, e in zip(start, end, strict=True)]
+        update = [
+            (e.astype(np.float64) - s).astype(np.float32) if rule.is_parameter else e.copy()
+            for s, e, rule in zip(start, end, self.regions.arrays, strict=True)
+        ]
         return MaskedFitResult(update, end, settings.local_steps * settings.batch_size, loss_sum / settings.local_steps)
 
     @staticmethod

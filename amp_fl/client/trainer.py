@@ -4,9 +4,10 @@
 :class:`FitResult` (arrays, number of examples, training loss) out. It builds the physically
 smaller sub-model directly from the received arrays and kept indices (no random initialisation
 that would be overwritten), runs ``local_steps`` steps of the configured local objective
-(:mod:`amp_fl.client.objectives`: plain SGD, FedProx or APFL) and returns the cumulative gradient
-``g = (w_start - w_end) / eta`` (the paper's step 4), the trained weights ``w_end`` and, for APFL,
-the updated personal model.
+(:mod:`amp_fl.client.objectives`: plain SGD, FedProx or APFL) and returns the upload
+(:func:`upload_of`: the cumulative gradient ``g = (w_start - w_end) / eta`` of every parameter,
+the paper's step 4, and the trained value of every buffer), the trained weights ``w_end`` and,
+for APFL, the updated personal model.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def laid_out(images: torch.Tensor, memory_format: torch.memory_format) -> torch.
 
 @dataclass(frozen=True, eq=False)  # holds arrays
 class FitResult:
-    gradient: list[np.ndarray]  # float32, the sub-model's shapes: (w_start - w_end) / eta
+    # The upload, in the sub-model's shapes (:func:`upload_of`): parameters (w_start - w_end) / eta
+    # in float32; buffers (BatchNorm running statistics, counters) their trained values, in their dtype.
+    gradient: list[np.ndarray]
     num_examples: int
     train_loss: float  # mean of f(w) over the local steps (the data loss, without FedProx's term)
     weights: list[np.ndarray]  # w_end, float32, the sub-model's shapes
@@ -53,6 +56,23 @@ class ModelInfo:
     name: str
     input_shape: tuple[int, int, int]
     num_classes: int
+
+
+def upload_of(
+    start: list[np.ndarray], end: list[np.ndarray], learning_rate: float, trainable: list[bool]
+) -> list[np.ndarray]:
+    """What a device uploads per state_dict entry: ``(start - end) / eta`` for a parameter, ``end`` for a buffer.
+
+    A buffer (BatchNorm's running mean and variance, its ``num_batches_tracked`` counter) is no
+    gradient: dividing its change by eta and stepping it with the server's optimiser would turn
+    running statistics into pseudo-gradients and truncate an integer counter. The server averages
+    buffers as values instead (:mod:`amp_fl.strategy.buffers`).
+    """
+    check_argument(len(trainable) == len(start) == len(end), "trainable", "one flag per state_dict entry")
+    return [
+        ((s - e) / learning_rate).astype(np.float32) if is_parameter else np.array(e, copy=True)
+        for s, e, is_parameter in zip(start, end, trainable, strict=True)
+    ]
 
 
 def batch_indices(num_samples: int, batch_size: int, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -100,7 +120,8 @@ class SubModelTrainer:
         start = module_arrays(module)  # copies
         loss_sum = self._train(module, personal_module, settings, rng, device)
         end = module_arrays(module)
-        gradient = [((s - e) / settings.learning_rate).astype(np.float32) for s, e in zip(start, end, strict=True)]
+        trainable = [rule.is_parameter for rule in self.region_map.arrays]
+        gradient = upload_of(start, end, settings.learning_rate, trainable)
         samples = settings.local_steps * settings.batch_size
         return FitResult(
             gradient,

@@ -103,6 +103,16 @@ def _torchvision_split(cls: type, root: Path, train: bool, download: bool) -> tu
     return data, np.asarray(ds.targets)
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None: ``path`` exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
 def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
     parsed = _read_parsed(name, root)
     if parsed is None:
@@ -130,10 +140,13 @@ def _parse_with_torchvision(name: str, root: Path, download: bool) -> Parsed:
     from torchvision import datasets as tvd
 
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    created = _first_missing(root)  # torchvision makes <root>/<Name>/raw before it tries to download
     try:
         train = _torchvision_split(cls, root, True, download)
         test = _torchvision_split(cls, root, False, download)
     except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
+        if created is not None:  # a failed root leaves nothing behind (only folders this call made)
+            shutil.rmtree(created, ignore_errors=True)
         how = "download failed" if download else "not found locally and download=false"
         raise DatasetUnavailableError(
             f"dataset {name!r} unavailable under {root} ({how}: {exc}); {OFFLINE_CHOICES}"

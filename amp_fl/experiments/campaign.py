@@ -10,13 +10,25 @@ Engines: ``inprocess`` runs the project's ServerApp and ClientApp code in one pr
 (:func:`~amp_fl.launch.inprocess.run_in_process`: no SuperLink, no Ray; its metrics equal the
 Flower engine's for the same seed), ``workers`` runs side by side; ``flower`` launches each run
 through ``flwr run`` (:func:`~amp_fl.launch.launcher.launch`), one at a time.
+
+On a Ray cluster (:class:`RayCluster`, the campaigns' ``--ray-address``): every in-process run is
+one Ray task with its own CPU / GPU request, placed by Ray on any node with room; the task runs in
+a scratch folder of its node and sends the finished folder back, which is unpacked where the
+campaign expects it (no shared file system needed). With ``engine=flower`` the runs stay one at a
+time on this machine, and each run's simulation places its ClientApp actors on the cluster
+(``deployment.ray_address``).
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import logging
+import math
 import os
 import shutil
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -27,6 +39,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from amp_fl.deployment.os_processes import wait_for_port
 from amp_fl.run_folder import (
     COMPLETED,
     FINAL_MODEL_FILE,
@@ -94,8 +107,16 @@ def make_jobs(specs: Sequence[SpecT], runs_root: Path) -> list[Job[SpecT]]:
         values = compose_values(spec.overrides)
         run_dir = runs_root / spec.run_id
         values["output_dir"] = str(run_dir)
+        check_values(values)  # a bad setting stops the campaign before its first run, naming the key
         jobs.append(Job(spec, values, run_dir))
     return jobs
+
+
+def check_values(values: dict[str, Any]) -> None:
+    """``values`` make a valid configuration (``ConfigError``, a ``ValueError``, naming the key)."""
+    from amp_fl.config import load_config
+
+    load_config(values)
 
 
 def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:
@@ -116,7 +137,11 @@ def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:
         return False
     if not finished or not (run_dir / FINAL_MODEL_FILE).is_file():
         return False
-    return comparable_config(stored) == comparable_config(config_to_dict(load_config(values)))
+    try:  # both sides through the same loader: keys added since with their defaults, types normalised
+        stored_config = config_to_dict(load_config(stored))
+    except ValueError:  # a folder of an older format, or not a run of this package: not this run
+        return False
+    return comparable_config(stored_config) == comparable_config(config_to_dict(load_config(values)))
 
 
 def still_to_run(jobs: Sequence[Job[SpecT]]) -> list[Job[SpecT]]:
@@ -127,6 +152,71 @@ def still_to_run(jobs: Sequence[Job[SpecT]]) -> list[Job[SpecT]]:
 def check_engine(engine: str) -> None:
     if engine not in ENGINES:
         raise ValueError(f"engine: choose from {', '.join(ENGINES)}, got {engine!r}")
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """A running Ray cluster a campaign sends its runs to, and what each run asks of it.
+
+    ``address``: the head's ``host:port`` (``ray start --head`` prints it), or ``auto`` for the
+    cluster this machine is part of. ``cpus_per_run`` / ``gpus_per_run``: each run's Ray resource
+    request; Ray starts a run once a node has them free, so a cluster of N CPUs runs
+    N / ``cpus_per_run`` runs side by side. A run's torch uses ``cpus_per_run`` threads.
+    """
+
+    address: str
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.address != "auto" and not _host_port(self.address):
+            raise ValueError(f"ray_address: give the cluster's host:port (or auto), got {self.address!r}")
+        if not (math.isfinite(self.cpus_per_run) and self.cpus_per_run > 0):
+            raise ValueError(f"ray_cpus: CPUs per run must be > 0, got {self.cpus_per_run}")
+        if not (math.isfinite(self.gpus_per_run) and self.gpus_per_run >= 0):
+            raise ValueError(f"ray_gpus: GPUs per run must be >= 0, got {self.gpus_per_run}")
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_run))
+
+    def check_reachable(self, timeout_s: float = 5.0) -> None:
+        """``RuntimeError`` unless the head answers (``ray.init`` would retry a dead address for minutes)."""
+        target = _host_port(self.address)
+        if target is None:  # auto: Ray finds the local cluster, or says there is none
+            return
+        try:
+            wait_for_port(*target, timeout_s=timeout_s)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"ray_address: no Ray cluster answers at {self.address} ({exc}); start one with "
+                "`ray start --head --port 6379`, or drop --ray-address to run on local workers"
+            ) from exc
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port`` (or ``ray://host:port``, Ray's client address); None if it is not one."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    return (host, int(port)) if sep and host and port.isdigit() else None
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """The campaign CLIs' options for running on a Ray cluster (``--ray-address``, ``--ray-cpus``, ``--ray-gpus``)."""
+    group = parser.add_argument_group("Ray cluster (default: local workers)")
+    group.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="run every run as a Ray task on this running cluster (auto: the cluster this machine belongs to)",
+    )
+    group.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs each run asks of the cluster (default 1)")
+    group.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs each run asks of the cluster (default 0)")
+
+
+def cluster_from_args(args: argparse.Namespace) -> RayCluster | None:
+    """The :class:`RayCluster` of :func:`add_cluster_arguments`' options; ``None`` without ``--ray-address``."""
+    if args.ray_address is None:
+        return None
+    return RayCluster(args.ray_address, args.ray_cpus, args.ray_gpus)
 
 
 def run_inprocess(values: dict[str, Any], run_dir: str, threads: int | None) -> dict[str, Any]:
@@ -161,6 +251,44 @@ def run_flower(values: dict[str, Any], run_dir: str) -> dict[str, Any]:
     started = time.perf_counter()
     launch(load_config(values), Path(run_dir))
     return {"wall_s": time.perf_counter() - started}
+
+
+def pack_folder(folder: Path) -> bytes:
+    """A folder's files as one (uncompressed) tar archive, to send a finished run back from a Ray worker."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        if folder.is_dir():
+            for path in sorted(folder.rglob("*")):
+                archive.add(path, arcname=str(path.relative_to(folder)), recursive=False)
+    return buffer.getvalue()
+
+
+def unpack_folder(data: bytes, folder: Path) -> None:
+    """The files of :func:`pack_folder`'s archive into ``folder`` (plain files and folders only)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as archive:
+        archive.extractall(folder, filter="data")
+
+
+def run_as_ray_task(values: dict[str, Any], threads: int) -> tuple[dict[str, Any] | None, Exception | None, bytes]:
+    """One in-process run inside a Ray task: (outcome or None, the run's exception or None, its folder packed).
+
+    The run writes into a scratch folder on the task's node (the campaign's folder may not exist
+    there); whatever it wrote comes back, a failed run's partial folder included.
+    """
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="amp-fl-run-") as scratch:
+        run_dir = Path(scratch) / "run"
+        outcome: dict[str, Any] | None = None
+        error: Exception | None = None
+        try:
+            outcome = run_inprocess({**values, "output_dir": str(run_dir)}, str(run_dir), threads)
+            context = ray.get_runtime_context()
+            outcome.update(ray_node_id=context.get_node_id(), ray_worker_pid=os.getpid())
+        except Exception as exc:
+            error = exc
+        return outcome, error, pack_folder(run_dir)
 
 
 def per_round_seconds(run_dir: Path) -> float:
@@ -204,19 +332,34 @@ class _Progress:
         )
 
 
-def execute(jobs: Sequence[Job[Any]], engine: str, workers: int, log: Log = print, name: str = "campaign") -> list[str]:
+def execute(
+    jobs: Sequence[Job[Any]],
+    engine: str,
+    workers: int,
+    log: Log = print,
+    name: str = "campaign",
+    cluster: RayCluster | None = None,
+) -> list[str]:
     """Run ``jobs`` (each from a clean folder); returns one line per failure (the others are complete on disk).
 
     ``name`` prefixes the progress lines (``[reproduce] 3/12 ...``). With ``workers > 1`` in-process
-    runs go side by side in spawned processes, each with its share of the CPUs for torch.
+    runs go side by side in spawned processes, each with its share of the CPUs for torch. With a
+    ``cluster``, in-process runs are Ray tasks on it (``workers`` does not apply: the cluster's free
+    resources decide how many run at once), and Flower runs attach their simulations to it.
     """
     if not jobs:
         return []
     check_engine(engine)
-    progress = _Progress(name, len(jobs), engine, workers, log)
     for job in jobs:
         if job.run_dir.exists():  # what an interrupted attempt left must not be read as a result
             shutil.rmtree(job.run_dir)
+    if cluster is not None and engine == "inprocess":
+        progress = _Progress(name, len(jobs), "inprocess on ray", 0, log)
+        execute_on_ray(jobs, cluster, progress)
+        return progress.failures
+    if cluster is not None:  # Flower runs, one at a time: their ClientApp actors go on the cluster
+        jobs = [_on_cluster(job, cluster.address) for job in jobs]
+    progress = _Progress(name, len(jobs), engine, workers, log)
     if engine == "flower" or workers == 1:  # one at a time, in this process (torch keeps its thread count)
         for job in jobs:
             try:
@@ -250,3 +393,53 @@ def execute(jobs: Sequence[Job[Any]], engine: str, workers: int, log: Log = prin
         raise
     pool.shutdown()
     return progress.failures
+
+
+def _on_cluster(job: Job[SpecT], address: str) -> Job[SpecT]:
+    values = {**job.values, "deployment": {**job.values.get("deployment", {}), "ray_address": address}}
+    return Job(job.spec, values, job.run_dir)
+
+
+def _portable(values: dict[str, Any]) -> dict[str, Any]:
+    """A run's values for another process: the data root made absolute here (a Ray worker's directory differs)."""
+    dataset = dict(values.get("dataset", {}))
+    if "root" in dataset:
+        dataset["root"] = str(Path(str(dataset["root"])).expanduser().resolve())
+    return {**values, "dataset": dataset}
+
+
+def execute_on_ray(jobs: Sequence[Job[Any]], cluster: RayCluster, progress: _Progress) -> None:
+    """Every job as one Ray task (:func:`run_as_ray_task`) on ``cluster``; each finished folder unpacked in place.
+
+    Connects this process to the cluster as a driver for the campaign (unless it already is one)
+    and disconnects after; Ray's own log lines stay in the cluster's session folder.
+    """
+    import ray
+
+    connected_here = not ray.is_initialized()
+    if connected_here:
+        cluster.check_reachable()
+        ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
+    task = ray.remote(run_as_ray_task).options(
+        num_cpus=cluster.cpus_per_run, num_gpus=cluster.gpus_per_run, max_retries=0
+    )
+    pending = {task.remote(_portable(job.values), cluster.threads): job for job in jobs}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                job = pending.pop(ref)
+                try:
+                    outcome, error, archive = ray.get(ref)
+                except Exception as exc:  # the task's worker died (killed, out of memory) or Ray failed
+                    progress(job, None, exc)
+                    continue
+                unpack_folder(archive, job.run_dir)
+                progress(job, outcome, error)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if connected_here:
+            ray.shutdown()

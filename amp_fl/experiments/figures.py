@@ -79,14 +79,21 @@ DATASETS: dict[str, DatasetChoice] = {
 class Series:
     """One method (one curve) of a figure: its label and the Hydra overrides that select it.
 
-    ``full_model``: the method trains the full model, whose rounds last longer on the simulated
-    clock; its round cap is the preset's times :data:`FULL_MODEL_ROUNDS` of the task, so that it
-    can cover the same simulated time (the time horizon ``sim_time_limit_s`` stops every method).
+    ``rounds_factor``: this method runs that many times the preset's rounds, so that methods whose
+    rounds last longer (or shorter) on the simulated clock cover about the same simulated time; 1
+    runs the preset's rounds. ``full_model``: the method trains the full model; its factor is then
+    :data:`FULL_MODEL_ROUNDS` of the task (calibrated per model), whatever ``rounds_factor`` says.
+    With a time horizon (``sim_time_limit_s``) the rounds are a cap and the horizon stops every method.
     """
 
     label: str
     overrides: tuple[str, ...]
+    rounds_factor: float = 1.0
     full_model: bool = False
+
+    def factor(self, family: Family) -> float:
+        """The multiple of the preset's rounds this method runs on ``family``'s task."""
+        return FULL_MODEL_ROUNDS[family] if self.full_model else self.rounds_factor
 
     @property
     def slug(self) -> str:
@@ -235,14 +242,14 @@ def expand(
 
     Overrides, later winning: the preset (``experiment=<prefix><preset>``), the dataset's, the task's
     horizon (:func:`task_horizon`; CIFAR-10 only), the panel's, the series' (with
-    ``num_rounds=round(rounds x FULL_MODEL_ROUNDS[task])`` for a full-model series, ``rounds`` the
+    ``num_rounds=round(rounds x factor)`` for a series whose :meth:`Series.factor` is not 1, ``rounds`` the
     task horizon's or else ``base_rounds``, the preset's number of rounds), the swept value, the
     seed, then ``extra`` (a user's own, e.g. ``num_rounds=10``). The run id is a relative folder:
     ``<panel>/[<key>=<value>/]<series>/seed<k>``.
     """
     horizon, task_rounds = task_horizon(figure, scale, dataset)
     base_rounds = task_rounds if task_rounds is not None else base_rounds
-    needs_rounds = any(s.full_model for s in figure.series)
+    needs_rounds = any(s.factor(dataset.family) != 1.0 for s in figure.series)
     check_argument(
         not needs_rounds or (base_rounds is not None and base_rounds >= 1),
         "base_rounds",
@@ -265,8 +272,8 @@ def expand(
                 for seed in seeds:
                     overrides = [f"experiment={scale.preset_prefix}{figure.preset}", *dataset.overrides, *horizon]
                     overrides += [*panel.overrides, *series.overrides]
-                    if series.full_model and base_rounds is not None:
-                        factor = FULL_MODEL_ROUNDS[dataset.family]
+                    factor = series.factor(dataset.family)
+                    if factor != 1.0 and base_rounds is not None:
                         overrides.append(f"num_rounds={max(1, round(base_rounds * factor))}")
                     parts = [panel.name]
                     if value is not None and figure.sweep is not None:
@@ -594,5 +601,44 @@ SPEEDUP = Figure(
     ),
 )  # fmt: skip
 
-FIGURES: dict[str, Figure] = {f.name: f for f in (FIG2, FIG3, FIG6, FIG8, FIG10, QUICK, SPEEDUP)}
+# Every method a user would pick instead, on one accuracy-vs-simulated-time plot (untuned: each at
+# its preset's values, the paper's learning rate 0.05 but AMP-FL tuned's own), Fig. 8's s = 2 panel,
+# every curve scored on the same 0.25 s grid of the simulated clock. Rounds factors give each method
+# about the 30 s of simulated time of AMP-FL's 300 rounds (measured on this preset, 12 rounds, seed 0,
+# simulated seconds per round: AMP-FL 0.099, Synchronous FL 0.273, HeteroFL / FedRolex 0.235 (their
+# round lasts as long as the slowest device's level), FedBuff 0.078 (one step every 3 arrivals)).
+# The published Scaler (activations divided by the kept fraction) destabilises the BatchNorm-free
+# CNN (docs/peer-methods.md), so HeteroFL runs with and without it and FedRolex without it.
+PEER_ROUNDS = 0.43
+FEDBUFF_ROUNDS = 1.29
+AMP_TUNED_PEERS = "AMP-FL tuned"
+HETEROFL = "HeteroFL"
+PEERS = Figure(
+    name="peers",
+    title="Every method on one clock: AMP-FL against HeteroFL, FedRolex, FedBuff and the synchronous baselines",
+    paper_figures={"mnist": "Fig. 8(a)", "cifar10": "Fig. 9(a)"},
+    preset="fig8",
+    series=(
+        Series(AMP_ALL, ("method=amp_fl",)),
+        Series(AMP_TUNED_PEERS, ("method=amp_fl_tuned",)),
+        Series(SYNC, ("method=synchronous",), full_model=True),
+        Series(FEDPROX, ("method=fedprox",), full_model=True),
+        Series(HETEROFL, ("method=heterofl",), PEER_ROUNDS),
+        Series("HeteroFL (no Scaler)", ("method=heterofl", "pruning.scaler=false"), PEER_ROUNDS),
+        Series("FedRolex (no Scaler)", ("method=fedrolex", "pruning.scaler=false"), PEER_ROUNDS),
+        Series("FedBuff", ("method=fedbuff",), FEDBUFF_ROUNDS),
+    ),
+    panels=(
+        Panel("s2", "s = 2 label shards per device", ("dataset.shards_per_device=2", "evaluation.every_sim_s=0.25")),
+    ),
+    reference=SYNC,
+    description=(
+        "The methods at their presets' settings, untuned (the tuned comparison is the headline study's): "
+        "AMP-FL's paper variant and its tuned variant, Synchronous FL and FedProx (full models, channel-aware "
+        "selection), HeteroFL and FedRolex (width levels by device speed, each entry averaged over its "
+        "holders), FedBuff (asynchronous, one step every 3 arrivals, staleness-weighted)."
+    ),
+)
+
+FIGURES: dict[str, Figure] = {f.name: f for f in (FIG2, FIG3, FIG6, FIG8, FIG10, QUICK, SPEEDUP, PEERS)}
 PAPER_FIGURES = ("fig2", "fig3", "fig6", "fig8", "fig10")  # what `all` runs

@@ -32,13 +32,17 @@ from amp_fl.experiments.campaign import (
     ENGINES,
     PROJECT_ROOT,
     Job,
+    RayCluster,
+    add_cluster_arguments,
     check_engine,
+    cluster_from_args,
     compose_values,
     execute,
     is_complete,
     make_jobs,
     per_round_seconds,
 )
+from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
 from amp_fl.experiments.figures import (
     DATASETS,
     FIGURES,
@@ -239,8 +243,8 @@ def build_report(
     panels = panel_results(figure, specs, runs, targets)
     engine_text = {
         "inprocess": "the in-process loop (`amp_fl/launch/inprocess.py`: the project's ServerApp and ClientApp "
-        "code without SuperLink or Ray; per the README its metrics equal the Flower simulation engine's for "
-        "the same seed, which a test checks)",
+        "code without SuperLink or Ray; its metrics equal the Flower simulation engine's for the same seed, "
+        "which a test checks)",
         "flower": "Flower's simulation engine (`flwr run`, one SuperNode per device)",
     }[engine]
     values = dict(jobs[0].values)
@@ -276,6 +280,7 @@ def reproduce(
     extra: Sequence[str] = (),
     log: Any = print,
     tuned_dir: TunedDirs = None,
+    cluster: RayCluster | None = None,
 ) -> list[Path]:
     """Run (or resume) figure ``name`` (a figure, ``quick`` or ``all``) and write its report(s); returns the reports."""
     if name == "all":
@@ -312,6 +317,7 @@ def reproduce(
             extra=extra,
             log=log,
             tuned_dir=tuned_dir,
+            cluster=cluster,
         )
         if path is not None:
             reports.append(path)
@@ -332,6 +338,7 @@ def reproduce_figure(
     extra: Sequence[str] = (),
     log: Any = print,
     tuned_dir: TunedDirs = None,
+    cluster: RayCluster | None = None,
 ) -> Path | None:
     """Run the figure's missing runs under ``runs_root`` and write ``report_dir/report.md`` (None for a dry run).
 
@@ -340,15 +347,18 @@ def reproduce_figure(
     specs, done, todo = plan(figure, scale, dataset, runs_root, tuple(extra), tuned_dir)
     todo.sort(key=expected_cost, reverse=True)  # longest first: the workers finish together
     rounds = sum(int(j.values["num_rounds"]) for j in todo)
+    at_a_time = f"{workers if engine == 'inprocess' else 1} at a time"
+    if cluster is not None:
+        at_a_time = f"on the Ray cluster {cluster.address}"
     log(
         f"[reproduce] {report_dir.name}: {len(specs)} runs, {len(done)} complete, {len(todo)} to run "
-        f"({rounds} rounds; engine {engine}, {workers if engine == 'inprocess' else 1} at a time)"
+        f"({rounds} rounds; engine {engine}, {at_a_time})"
     )
     if dry_run:
         for job in todo:
             log(f"  {job.spec.run_id}: python -m amp_fl {' '.join(job.spec.overrides)}")
         return None
-    failures = execute(todo, engine, workers, log, name="reproduce")
+    failures = execute(todo, engine, workers, log, name="reproduce", cluster=cluster)
     by_id = {j.spec.run_id: j for j in [*done, *todo]}
     jobs = [by_id[s.run_id] for s in specs]
     path = build_report(figure, scale, dataset, specs, jobs, report_dir, command, engine)
@@ -398,11 +408,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="use each method's tuned values from DIR/<method>/tuning.json (python -m amp_fl.experiments.tune); "
         "repeatable for tuning in stages (a later DIR wins on a shared key)",
     )
+    add_cluster_arguments(parser)
     args = parser.parse_args(argv)
     command = shlex.join(
         ["python", "-m", "amp_fl.experiments.reproduce", *(sys.argv[1:] if argv is None else list(argv))]
     )
     try:
+        check_folders({"--runs-dir": args.runs_dir, "--reports-dir": args.reports_dir})
         reproduce(
             args.figure,
             scale_name=args.scale,
@@ -415,15 +427,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             dry_run=args.dry_run,
             extra=args.override,
             tuned_dir=args.tuned,
+            cluster=cluster_from_args(args),
         )
     except KeyboardInterrupt:
         print("[reproduce] interrupted: give the same command again to resume", file=sys.stderr)
         return 130
     except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 1 if isinstance(exc, RuntimeError) else 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(campaign_cli(main))

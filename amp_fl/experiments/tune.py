@@ -36,7 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from amp_fl.experiments.campaign import PROJECT_ROOT, execute, make_jobs, still_to_run
+from amp_fl.experiments.campaign import (
+    PROJECT_ROOT,
+    RayCluster,
+    add_cluster_arguments,
+    cluster_from_args,
+    execute,
+    make_jobs,
+    still_to_run,
+)
+from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
 from amp_fl.experiments.figures import RunSpec, slug
 from amp_fl.run_folder import METRICS_FILE, read_columns, time_to_target
 
@@ -157,6 +166,7 @@ def tune(
     fixed: Sequence[str] = (),
     command: str = "",
     log: Any = print,
+    cluster: RayCluster | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the grid, choose by the validation metric, write the reports; returns tuning.json's content.
 
@@ -191,7 +201,7 @@ def tune(
         raise ValueError("dataset.validation_fraction: tuning needs a validation split (> 0)")
     todo = still_to_run(jobs)
     log(f"[tune] {method}: {len(jobs)} runs, {len(jobs) - len(todo)} complete, {len(todo)} to run")
-    failures = execute(todo, "inprocess", workers, log, name="tune")
+    failures = execute(todo, "inprocess", workers, log, name="tune", cluster=cluster)
     if failures:
         raise RuntimeError(f"{len(failures)} run(s) failed: " + "; ".join(failures))
     points: dict[str, PointResult] = {}
@@ -285,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             print(chosen_as_sets(Path(args_list[1])))
         except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(error_line(exc), file=sys.stderr)
             return 2
         return 0
     parser = argparse.ArgumentParser(
@@ -320,9 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--runs-dir", type=Path, default=PROJECT_ROOT / "runs" / "tuning")
     parser.add_argument("--reports-dir", type=Path, default=PROJECT_ROOT / "reports" / "tuning")
+    add_cluster_arguments(parser)
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "amp_fl.experiments.tune", *(sys.argv[1:] if argv is None else argv)])
     try:
+        check_folders({"--runs-dir": args.runs_dir, "--reports-dir": args.reports_dir})
         payload = tune(
             args.method,
             parse_grid(args.grid),
@@ -338,16 +350,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_at_target=not args.no_stop,
             fixed=args.fix,
             command=command,
+            cluster=cluster_from_args(args),
         )
     except KeyboardInterrupt:
         print("[tune] interrupted: give the same command again to resume", file=sys.stderr)
         return 130
     except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 1 if isinstance(exc, RuntimeError) else 2
     print("chosen: " + " ".join(payload["chosen_overrides"]))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(campaign_cli(main))

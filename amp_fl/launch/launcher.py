@@ -3,7 +3,7 @@
 The Hydra entry point (``python -m amp_fl``) and the tests call :func:`launch`. It validates the
 config and the data before any Flower process starts, writes the resolved config to the run
 folder, runs ``flwr run`` on a local-simulation connection (Ray backend, one SuperNode per PIU)
-with a project-local ``FLWR_HOME`` and runtime dependency installation disabled, and stops the
+with the run's own ``FLWR_HOME`` (``<run>/.flwr``) and runtime dependency installation disabled, and stops the
 background SuperLink that ``:local:`` leaves running (also when the launcher is interrupted).
 
 Flower's output goes to the run folder's ``flower.log``; the terminal shows a progress view read
@@ -14,6 +14,7 @@ from ``metrics.csv`` (:mod:`amp_fl.launch.progress`), or also the full log with 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -31,21 +32,27 @@ from amp_fl.data.datasets import DatasetUnavailableError, ResolvedDataset, save_
 from amp_fl.deployment.os_processes import free_port
 from amp_fl.deployment.ray_cluster import RAY_ADDRESS, RayHead
 from amp_fl.errors import ConfigError
-from amp_fl.launch.preflight import check_resume, preflight
+from amp_fl.launch.preflight import check_machine, check_resume, preflight
 from amp_fl.launch.processes import MARKER, SERVER_APP_PROGRAMS, run_processes, stop_run_processes
 from amp_fl.launch.progress import LogPump, ProgressView, StartupPhases, one_line, progress_view
 from amp_fl.run_folder import (
     CHECKPOINT_FILE,
     COMPLETED,
     DATASET_RESOLUTION_FILE,
+    FAILED,
+    FINAL_MODEL_FILE,
     FLOWER_LOG,
+    INTERRUPTED,
     METRICS_FILE,
     RUN_CONFIG_FILE,
     RUNNING,
     SUMMARY_FILE,
     MetricsTail,
     RunFolderError,
+    check_fresh_run_folder,
+    finish_summary,
     read_summary,
+    resume_hint,
     write_config,
 )
 
@@ -77,8 +84,12 @@ class RunInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def flwr_home() -> Path:
-    home = Path(os.environ.get("FLWR_HOME") or PROJECT_ROOT / ".flwr").resolve()
+FLWR_HOME_DIR = ".flwr"  # in the run folder: Flower's state, connections and superlink.log for this run only
+
+
+def flwr_home(run_dir: Path) -> Path:
+    """The run's own ``FLWR_HOME``: ``<run folder>/.flwr`` (not the user's ``~/.flwr``, nor one shared by runs)."""
+    home = (run_dir / FLWR_HOME_DIR).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "config.toml"
     if not config.exists() or CONNECTION not in config.read_text():
@@ -152,10 +163,11 @@ def stop_flower_processes(home: Path, grace_s: float = STOP_GRACE_S) -> int:
     return stop_run_processes(home, grace_s)
 
 
-def _start_watchdog(home: Path) -> subprocess.Popen[bytes]:
-    """A process that stops this run's Flower and Ray processes once the launcher is gone, even SIGKILLed."""
+def _start_watchdog(home: Path, run_dir: Path) -> subprocess.Popen[bytes]:
+    """A process that stops this run's Flower and Ray processes once the launcher is gone, even SIGKILLed
+    (and marks the run interrupted in its summary)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "amp_fl.launch.processes", str(os.getpid()), str(home)],
+        [sys.executable, "-m", "amp_fl.launch.processes", str(os.getpid()), str(home), str(run_dir)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -290,15 +302,15 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     Flower's output). On SIGINT/SIGTERM/SIGHUP, Flower is stopped and :class:`RunInterrupted` raised.
     """
     cfg.validate()
-    resolved = preflight(cfg)
     run_dir = run_dir.resolve()
+    if cfg.resume is None:
+        check_fresh_run_folder(run_dir)  # a new run never writes over another's results
+    resolved = preflight(cfg)
+    check_machine(cfg)
     if cfg.resume is not None:
         check_resume(cfg, run_dir)
     config_file = write_run_config(cfg, run_dir, resolved)
-    if cfg.resume is None:
-        for stale in (METRICS_FILE, SUMMARY_FILE):  # never show (or trust) a previous run's outputs
-            (run_dir / stale).unlink(missing_ok=True)
-    home = flwr_home()
+    home = flwr_home(run_dir)
     env = {
         **os.environ,
         "FLWR_HOME": str(home),
@@ -321,11 +333,81 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     elif head is not None:
         env[RAY_ADDRESS] = head.address
     view = progress_view(cfg.num_rounds, run_dir, verbose=cfg.verbose)
+    try:
+        returncode = _run_in_flower(cfg, run_dir, config_file, home, env, head, view)
+    except KeyboardInterrupt as exc:
+        # Flower is stopped by now: the summary says so (the ServerApp had no chance to) and how to go on.
+        by = signal.Signals(exc.signum).name if isinstance(exc, RunInterrupted) else "SIGINT"
+        finish_summary(run_dir, INTERRUPTED, interrupted_by=by, resume=resume_hint(run_dir))
+        raise
+    status = _status(run_dir)
+    if returncode == 0 and status == COMPLETED:
+        if head is not None:
+            shutil.rmtree(head.temp_dir, ignore_errors=True)  # Ray's session logs: kept only for a failed run
+        drop_flower_state(home)
+    if returncode == SERVER_APP_DIED:
+        view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
+        by = "the ServerApp process stopped without finishing (killed?)"
+        finish_summary(run_dir, INTERRUPTED, interrupted_by=by, resume=resume_hint(run_dir))
+        raise RunFailedError(
+            f"the ServerApp process stopped without finishing (killed?); the rounds done are in "
+            f"{run_dir / METRICS_FILE}; continue with: {resume_hint(run_dir)}"
+        )
+    # The server stopped the run itself and said why; what it keeps is the last good round's.
+    if returncode == 0 and status.startswith("diverged"):
+        raise RunFailedError(f"{status}; {kept_outputs(run_dir)}; {DIVERGED_HINT}")
+    if returncode == 0 and status.startswith(f"{FAILED}:"):
+        raise RunFailedError(f"the run {status}; {kept_outputs(run_dir)}")
+    if returncode != 0 or status != COMPLETED:
+        view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
+        where = f"see {run_dir / FLOWER_LOG}"
+        if cfg.deployment.superlink is None:
+            where += f" and {home / 'local-superlink' / 'superlink.log'}"
+        if head is not None:
+            where += f" (Ray's logs: {head.temp_dir})"
+        finish_summary(run_dir, f"{FAILED}: Flower run failed (flwr exit code {returncode})")
+        raise RunFailedError(
+            f"Flower run failed (flwr exit code {returncode}, status: {one_line(str(status))}); {where}"
+        )
+    view.summary()
+    return run_dir
+
+
+DIVERGED_HINT = "try a smaller train.learning_rate or strategy.clip_update_norm"
+
+
+def kept_outputs(run_dir: Path) -> str:
+    """Where a stopped run's rows and its last good model are."""
+    checkpoint = run_dir / CHECKPOINT_FILE
+    saved = f", its checkpoint in {checkpoint}" if checkpoint.is_file() else ""
+    return (
+        f"the metrics up to the last good round are in {run_dir / METRICS_FILE}, its model in "
+        f"{run_dir / FINAL_MODEL_FILE}{saved}"
+    )
+
+
+def drop_flower_state(home: Path) -> None:
+    """After a completed run: Flower's copy of the app and its database (MBs a run); its config and logs stay."""
+    shutil.rmtree(home / "apps", ignore_errors=True)
+    for db in (home / "local-superlink").glob("state.db*"):
+        db.unlink(missing_ok=True)
+
+
+def _run_in_flower(
+    cfg: RunConfig,
+    run_dir: Path,
+    config_file: Path,
+    home: Path,
+    env: dict[str, str],
+    head: RayHead | None,
+    view: ProgressView,
+) -> int:
+    """``flwr run`` with the run's watchdog, Ray head and signal handling; ``flwr``'s exit code (or SERVER_APP_DIED)."""
     with _stop_signals():
         # What a crashed or SIGKILLed launcher left (a SuperLink holding the port, a headless run,
         # orphaned Ray agents) is stopped before anything starts.
         stop_flower_processes(home)
-        watchdog = _start_watchdog(home)
+        watchdog = _start_watchdog(home, run_dir)
         try:
             if head is not None:
                 head.start(wait=False)  # comes up while flwr starts the SuperLink and the simulation
@@ -347,32 +429,7 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
             stop_flower_processes(home)
             watchdog.kill()
             watchdog.wait()
-    status = _status(run_dir)
-    if head is not None and returncode == 0 and status == COMPLETED:
-        shutil.rmtree(head.temp_dir, ignore_errors=True)  # Ray's session logs: kept only for a failed run
-    if returncode == SERVER_APP_DIED:
-        view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
-        raise RunFailedError(
-            f"the ServerApp process stopped without finishing (killed?); the rounds done are in "
-            f"{run_dir / METRICS_FILE}; continue with: python -m amp_fl resume={run_dir}"
-        )
-    if returncode == 0 and status.startswith("diverged"):
-        raise RunFailedError(
-            f"{status}; the metrics up to the last good round are in {run_dir / METRICS_FILE} (and its model in "
-            f"{run_dir / CHECKPOINT_FILE}); try a smaller train.learning_rate or strategy.clip_update_norm"
-        )
-    if returncode != 0 or status != COMPLETED:
-        view.failure(run_dir / FLOWER_LOG, LOG_TAIL_LINES)
-        where = f"see {run_dir / FLOWER_LOG}"
-        if cfg.deployment.superlink is None:
-            where += f" and {home / 'local-superlink' / 'superlink.log'}"
-        if head is not None:
-            where += f" (Ray's logs: {head.temp_dir})"
-        raise RunFailedError(
-            f"Flower run failed (flwr exit code {returncode}, status: {one_line(str(status))}); {where}"
-        )
-    view.summary()
-    return run_dir
+    return returncode
 
 
 DATASET_HINT = "or dataset.fallback=mnist5k to fall back to it with a warning (as experiment=main does)"
@@ -394,12 +451,31 @@ def cli_errors(run_dir: Path | None = None) -> Iterator[None]:
         if "offline choices" in message and "dataset.fallback" not in message:
             message += f"; {DATASET_HINT}"
         _exit(f"error: {message}", 2, exc)
+    except RunFolderError as exc:  # an output folder that holds a run, is a file, or a run folder unreadable
+        _exit(f"error: {exc}", 2, exc)
     except RunFailedError as exc:
         _exit(f"error: {exc}", 1, exc)
+    except OSError as exc:  # a folder that cannot be written, a full disk: the path and the system's reason
+        _exit(f"error: {os_error_line(exc)}", 1 if exc.errno in OUT_OF_SPACE else 2, exc)
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
-        where = f"; the rounds that finished are in {run_dir / METRICS_FILE}" if run_dir is not None else ""
+        where = ""
+        if run_dir is not None and (run_dir / METRICS_FILE).is_file():
+            where = f"; the rounds that finished are in {run_dir / METRICS_FILE}"
+            if (run_dir / CHECKPOINT_FILE).is_file():
+                where += f"; continue with: {resume_hint(run_dir)}"
         _exit(f"interrupted ({signal.Signals(signum).name}): Flower stopped{where}", 128 + signum, exc)
+
+
+# A write that failed for want of room fails the run (exit 1); a path that cannot be used is bad input (2).
+OUT_OF_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``cannot use <path>: No space left on device``: the path first, the system's words, no errno soup."""
+    path = exc.filename if exc.filename is not None else "a run file"
+    reason = exc.strerror or str(exc)
+    return f"cannot use {path}: {reason}"
 
 
 def _exit(message: str, code: int, cause: BaseException) -> None:

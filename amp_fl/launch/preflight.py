@@ -8,6 +8,7 @@ be continued by this configuration. Both raise :class:`~amp_fl.errors.ConfigErro
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from amp_fl.config import RunConfig, check_keep_counts, check_partition
@@ -29,9 +30,31 @@ def preflight(cfg: RunConfig) -> ResolvedDataset:
     dataset = load_dataset(resolved.used, root, cfg.dataset.download)
     pool, _ = split_validation(dataset.train.labels, cfg.dataset.validation_fraction, cfg.seed)
     check_partition(cfg, dataset.train.labels[pool])  # ConfigError naming the key (e.g. dataset.shards_per_device)
-    regions = region_map(cfg.model.name, dataset.input_shape, dataset.num_classes)
+    try:  # builds the model on the data's shape: a model the data does not fit fails here, not in the ServerApp
+        regions = region_map(cfg.model.name, dataset.input_shape, dataset.num_classes)
+    except (ValueError, RuntimeError) as exc:
+        c, h, w = dataset.input_shape
+        raise ConfigError(
+            "model", f"{cfg.model.name} does not fit dataset={resolved.used} ({c}x{h}x{w} images): {exc}"
+        ) from exc
     check_keep_counts(cfg, regions.layer_sizes)  # ConfigError naming pruning.ratio
     return resolved
+
+
+def check_machine(cfg: RunConfig) -> None:
+    """A local simulation asks this machine for no more CPUs per client than it has (Ray would start no actor).
+
+    The launcher's check (the in-process engine starts no actors); a Ray cluster named by
+    ``deployment.ray_address`` or ``RAY_ADDRESS`` has resources this machine cannot see.
+    """
+    if cfg.deployment.superlink is not None or cfg.deployment.ray_address is not None or os.environ.get("RAY_ADDRESS"):
+        return  # the clients run elsewhere: that cluster's resources are not known here
+    cpus = len(os.sched_getaffinity(0))
+    if cfg.simulation.client_cpus > cpus:
+        raise ConfigError(
+            "simulation.client_cpus",
+            f"{cfg.simulation.client_cpus} CPUs per client but this machine offers {cpus}: no client could start",
+        )
 
 
 def check_resume(cfg: RunConfig, run_dir: Path) -> None:

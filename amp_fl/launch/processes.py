@@ -132,13 +132,21 @@ def _start_time(pid: int) -> str | None:
     return None if fields[0] == b"Z" else fields[19].decode()
 
 
-def watch(launcher_pid: int, home: Path, poll_s: float = WATCH_POLL_S) -> None:
-    """Wait until ``launcher_pid`` is gone (by start time: a reused PID does not count), then stop the run."""
+def watch(launcher_pid: int, home: Path, run_dir: Path | None = None, poll_s: float = WATCH_POLL_S) -> None:
+    """Wait until ``launcher_pid`` is gone (by start time: a reused PID does not count), then stop the run.
+
+    The launcher kills its watchdog when it ends on its own; reaching the stop means it was killed
+    (SIGKILL: nothing of it ran), so the run's summary is marked interrupted here.
+    """
     started = _start_time(launcher_pid)
     while started is not None and _start_time(launcher_pid) == started:
         time.sleep(poll_s)
     stop_run_processes(home)
+    if run_dir is not None:
+        from amp_fl.run_folder import INTERRUPTED, finish_summary, resume_hint
+
+        finish_summary(run_dir, INTERRUPTED, interrupted_by="the launcher was killed", resume=resume_hint(run_dir))
 
 
 if __name__ == "__main__":
-    watch(int(sys.argv[1]), Path(sys.argv[2]))
+    watch(int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)

@@ -83,9 +83,16 @@ def progress_line(row: RoundRow, num_rounds: int, eta_s: float | None = None) ->
         f"[amp-fl] round {row.round:{width}d}/{num_rounds}  sim {row.sim_time_s:9.3f} s  "
         f"acc {row.accuracy:6.4f}  keep {keep}"
     )
+    if row.num_failed:
+        line += f"  {failed_replies(row)}"
     if eta_s is not None:
         line += f"  ETA {format_duration(eta_s)}"
     return line
+
+
+def failed_replies(row: RoundRow) -> str:
+    """``failed 3/10``: the round's replies that were not aggregated, shown only when there are some."""
+    return f"failed {row.num_failed}/{row.num_scheduled}" if row.num_failed else ""
 
 
 def estimate_eta(rows: list[RoundRow], num_rounds: int) -> float | None:
@@ -325,7 +332,7 @@ class ProgressView(ABC):
     def failure(self, log_path: Path, lines: int = 20) -> None:
         done = self.rows[-1].round if self.rows else 0
         tail = log_tail(log_path, lines)
-        self.write(f"{PREFIX} Flower run failed after {done}/{self.num_rounds} rounds", err=True)
+        self.write(f"{PREFIX} the run stopped after {done}/{self.num_rounds} rounds", err=True)
         if tail:
             self.write(f"{PREFIX} last {len(tail)} lines of {log_path}:", err=True)
             for line in tail:
@@ -397,7 +404,8 @@ class LiveProgress(ProgressView):
         keep = "-" if math.isnan(row.mean_keep_ratio) else f"{row.mean_keep_ratio:.2f}"
         eta = self.eta()
         eta_text = "-" if eta is None else format_duration(eta)
-        return f"sim {row.sim_time_s:.3f} s  acc {row.accuracy:.4f}  keep {keep}  ETA {eta_text}"
+        failed = f"  {failed_replies(row)}" if row.num_failed else ""
+        return f"sim {row.sim_time_s:.3f} s  acc {row.accuracy:.4f}  keep {keep}{failed}  ETA {eta_text}"
 
     def show_phase(self, text: str) -> None:
         self.waiting_for = text

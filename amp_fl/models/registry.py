@@ -57,6 +57,7 @@ _REGISTRY: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec("cnn", "amp_fl.models.cnn:build_cnn", (1, 28, 28), channels_last=True),
         ModelSpec("resnet18", "amp_fl.models.resnet:build_resnet18", (3, 32, 32), channels_last=True),
+        ModelSpec("resnet8", "amp_fl.models.resnet8:build_resnet8", (1, 28, 28)),
         ModelSpec("vgg11", "amp_fl.models.vgg:build_vgg11", (3, 32, 32)),
     )
 }
@@ -80,10 +81,29 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+MODEL_TAGS: tuple[str, ...] = ("scaler", "static_bn")
+"""Options a model name may carry after ``+`` (``"resnet18+static_bn+scaler"``), HeteroFL's two model
+changes. ``static_bn``: every BatchNorm keeps no running statistics and normalises with the batch's, in
+training and evaluation alike (:func:`static_batchnorm`; the state has no running buffers).
+``scaler``: sub-models divide pruned layers' outputs by their kept fraction in training (read by
+:func:`amp_fl.pruning.submodel.build_submodel`; the architecture and its state are unchanged)."""
+
+
+def split_model_name(name: str) -> tuple[str, frozenset[str]]:
+    """``"cnn+scaler"`` -> ``("cnn", {"scaler"})``: the registered architecture and its tags."""
+    base, *tags = name.split("+")
+    unknown = [t for t in tags if t not in MODEL_TAGS]
+    if unknown:
+        raise ValueError(f"unknown model tag {unknown[0]!r} in {name!r}; known tags: {', '.join(MODEL_TAGS)}")
+    return base, frozenset(tags)
+
+
 def model_spec(name: str) -> ModelSpec:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
-    return _REGISTRY[name]
+    """The registered architecture of ``name`` (tags after ``+`` ignored: they keep the layers and memory format)."""
+    base, _ = split_model_name(name)
+    if base not in _REGISTRY:
+        raise ValueError(f"unknown model {base!r}; available: {', '.join(available_models())}")
+    return _REGISTRY[base]
 
 
 def check_input_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -100,10 +120,31 @@ def check_num_classes(num_classes: int) -> int:
 
 
 def build_model(name: str, *, num_classes: int = 10, input_shape: tuple[int, int, int] | None = None) -> nn.Module:
-    """Build a registered model with ``num_classes`` outputs for ``input_shape`` inputs (C, H, W)."""
+    """Build a registered model with ``num_classes`` outputs for ``input_shape`` inputs (C, H, W).
+
+    A ``+static_bn`` tag in ``name`` makes its BatchNorms static (:func:`static_batchnorm`).
+    """
     spec = model_spec(name)
     shape = check_input_shape(input_shape if input_shape is not None else spec.default_input_shape)
-    return spec.resolve_builder()(num_classes=check_num_classes(num_classes), input_shape=shape)
+    model = spec.resolve_builder()(num_classes=check_num_classes(num_classes), input_shape=shape)
+    return static_batchnorm(model) if "static_bn" in split_model_name(name)[1] else model
+
+
+def static_batchnorm(model: nn.Module) -> nn.Module:
+    """HeteroFL's static BatchNorm, in place: no running statistics, batch statistics in training and evaluation.
+
+    A sub-model's running statistics would mix channels of different widths and clients; HeteroFL
+    tracks none. The buffers are set to ``None``, so they leave ``state_dict`` (and the wire).
+    """
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            module.track_running_stats = False
+            module.running_mean = None
+            module.running_var = None
+            module.num_batches_tracked = None
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

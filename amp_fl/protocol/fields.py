@@ -133,7 +133,9 @@ def wire_arrays(
 
 
 def to_array_record(names: Sequence[str], arrays: Sequence[np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({n: Array(np.ascontiguousarray(a)) for n, a in zip(names, arrays, strict=True)})
+    # np.asarray(order="C"), not np.ascontiguousarray: that one turns a 0-d array (BatchNorm's
+    # num_batches_tracked) into shape (1,), which the receiver's shape check then rejects.
+    return ArrayRecord({n: Array(np.asarray(a, order="C")) for n, a in zip(names, arrays, strict=True)})
 
 
 def in_order(

@@ -5,11 +5,19 @@ BatchNorm arrays stay dense. Pruning is **global**: one ranking of ``|w|`` over 
 prunable tensors that are still unpruned, and the smallest are removed. A removed entry never
 comes back (masks only lose ones).
 
-- **IMP** (iterative magnitude pruning): after round ``first_round`` and then every ``interval``
-  rounds, remove ``round(rate * remaining)`` of the remaining entries, until the target count
-  ``round(target * N)`` (``N`` prunable entries) is reached; the last step removes exactly what
-  is left to reach it, so the achieved sparsity is exactly ``round(target * N) / N``.
-- **one-shot**: after round ``first_round``, remove ``round(target * N)`` entries at once.
+- **IMP** (iterative magnitude pruning as the lottery-ticket literature runs it, Frankle & Carbin
+  2019, with rewinding to an early round as Frankle et al. 2020): train ``interval`` rounds, remove
+  ``round(rate * remaining)`` of the remaining entries, rewind the survivors to their values after
+  round ``rewind_round`` (0, the initial model, when none is given: :func:`rewind_round_of`),
+  train again; the steps fall after round ``first_round`` and every ``interval`` rounds after it,
+  until the target count ``round(target * N)`` (``N`` prunable entries) is reached; the last step
+  removes exactly what is left to reach it, so the achieved sparsity is exactly
+  ``round(target * N) / N``.
+- **gradual**: IMP's schedule without rewinding (pruning during training, the trained survivors
+  keep their values): the schedule of this project's first OTA-IMP study (issue 10).
+- **one-shot**: after round ``first_round`` (the trained model, when ``first_round`` is IMP's first
+  step), remove ``round(target * N)`` entries at once, and train the survivors on to the same last
+  round (no rewinding: the fair rival of IMP for the same round budget).
 
 Round 0 means "before round 1" (pruning the initial model). Counts use Python's ``round`` (ties to
 even), exactly as ``torch.nn.utils.prune`` does, and a step's mask equals
@@ -35,8 +43,22 @@ import numpy as np
 from amp_fl.errors import check_argument
 from amp_fl.state import State, StateValue
 
-PruningMethod = Literal["imp", "one_shot"]
+PruningMethod = Literal["imp", "gradual", "one_shot"]
 PRUNING_METHODS: tuple[PruningMethod, ...] = get_args(PruningMethod)
+
+
+def rewind_round_of(method: PruningMethod, rewind_round: int | None) -> int | None:
+    """The round whose model the survivors are rewound to at every step (``None``: no rewinding).
+
+    Only IMP rewinds (to ``rewind_round``; the initial model, round 0, when it is ``None``): gradual
+    pruning and one-shot keep their trained survivors, so they read no ``rewind_round`` (as one-shot
+    reads no ``rate``).
+    """
+    check_argument(method in PRUNING_METHODS, "method", f"choose from {PRUNING_METHODS}, got {method!r}")
+    check_argument(rewind_round is None or rewind_round >= 0, "rewind_round", f"must be >= 0, got {rewind_round}")
+    if method != "imp":
+        return None
+    return 0 if rewind_round is None else rewind_round
 
 
 def prune_count(amount: float, size: int) -> int:
@@ -77,7 +99,8 @@ class PruningPlan:
 
     Parameters
     ----------
-    method : {"imp", "one_shot"}
+    method : {"imp", "gradual", "one_shot"}
+        IMP and gradual share the iterative schedule (they differ in rewinding, which the caller does).
     target : float
         Final fraction of prunable entries removed, in [0, 1).
     num_prunable : int

@@ -8,6 +8,10 @@ The three operations of one AMP-FL round on the model side:
 3. the server puts the reply back into full-size arrays and learns which entries the device
    actually trained (:func:`scatter_arrays`), for region-wise aggregation.
 
+With the model tag ``+scaler`` (``"cnn+scaler"``, :data:`~amp_fl.models.registry.MODEL_TAGS`) the
+sub-model carries HeteroFL's Scaler (:func:`add_scaler`): in training, every pruned layer's output is
+divided by the fraction of its regions kept, as inverted dropout does; in evaluation it is the identity.
+
 Arrays travel in ``RegionMap.param_names`` order (the model's ``state_dict`` order, BatchNorm
 buffers included). Floating-point arrays are ``float32``; integer buffers
 (``num_batches_tracked``) keep their integer dtype.
@@ -275,9 +279,14 @@ def build_submodel(
         Sub-model arrays to load (e.g. from :func:`extract_arrays`); without them the layers
         get their default random initialisation.
     """
+    from amp_fl.models.registry import split_model_name
+
     counts = keep_counts_of(check_kept(region_map, kept))
+    base, tags = split_model_name(model_name)
+    # The template is the architecture (``static_bn`` changes it); the Scaler hooks only the copy.
+    architecture = "+".join([base, *sorted(tags - {"scaler"})])
     key = (
-        model_name,
+        architecture,
         tuple(int(d) for d in input_shape),
         int(num_classes),
         tuple(region_map.param_names),
@@ -286,7 +295,7 @@ def build_submodel(
     )
     template = _TEMPLATES.get(key)
     if template is None:
-        template = _build_template(model_name, key[1], key[2], region_map, counts)
+        template = _build_template(architecture, key[1], key[2], region_map, counts)
         if len(_TEMPLATES) >= _MAX_TEMPLATES:
             _TEMPLATES.pop(next(iter(_TEMPLATES)))  # oldest first
         _TEMPLATES[key] = template
@@ -298,6 +307,45 @@ def build_submodel(
                 module.reset_parameters()  # type: ignore[operator]
     else:
         load_arrays(model, _ordered(arrays, region_map))
+    if "scaler" in tags:
+        add_scaler(model, region_map, counts)
+    return model
+
+
+def kept_rates(region_map: RegionMap, counts: Sequence[int]) -> dict[str, float]:
+    """Each pruned conv / linear layer's kept fraction of its output regions, ``c_g / I_g``, by module name.
+
+    Layers whose output is never pruned (the class layer) are left out.
+    """
+    rates = {}
+    for rule in region_map.arrays:
+        if rule.role == "weight" and rule.out_group is not None:
+            size = region_map.groups[rule.out_group].size
+            rates[rule.name.removesuffix(".weight")] = int(counts[rule.out_group]) / size
+    return rates
+
+
+class _Scale:
+    """A forward hook dividing a layer's output by its kept rate in training mode only (HeteroFL's Scaler)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = float(rate)
+
+    def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
+        if not module.training or self.rate == 1.0:
+            return None  # identity: the full model, and every evaluation
+        return output / self.rate
+
+
+def add_scaler(model: nn.Module, region_map: RegionMap, counts: Sequence[int]) -> nn.Module:
+    """HeteroFL's Scaler on a sub-model keeping ``counts``, in place: hooks, so ``state_dict`` is unchanged.
+
+    In training, every pruned conv / linear layer's output (before its BatchNorm, as HeteroFL
+    places it) is divided by its kept rate (:func:`kept_rates`), so the next layer's input sum has
+    the full model's scale in expectation; the full model (rate 1) and evaluation are unscaled.
+    """
+    for name, rate in kept_rates(region_map, counts).items():
+        model.get_submodule(name).register_forward_hook(_Scale(rate))
     return model
 
 

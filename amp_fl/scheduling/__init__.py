@@ -11,6 +11,7 @@ from amp_fl.scheduling.fixed_ratio import (
     fixed_keep_counts,
 )
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS, FullModelScheduler, FullModelSelection
+from amp_fl.scheduling.levels import LEVEL_ASSIGNMENTS, LevelAssignment, WidthLevelScheduler
 from amp_fl.scheduling.paper_route import PaperRouteScheduler, solve_p4
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS, PRAssignment, PRScheduler
 from amp_fl.scheduling.random_scheduling import RandomScheduler
@@ -21,6 +22,7 @@ __all__ = [
     "AGE_DTYPE",
     "FIXED_RATIO_SELECTIONS",
     "FULL_MODEL_SELECTIONS",
+    "LEVEL_ASSIGNMENTS",
     "PR_ASSIGNMENTS",
     "AmpScheduler",
     "AoITable",
@@ -29,12 +31,14 @@ __all__ = [
     "FixedRatioSelection",
     "FullModelScheduler",
     "FullModelSelection",
+    "LevelAssignment",
     "PRAssignment",
     "PRScheduler",
     "PaperRouteScheduler",
     "RandomScheduler",
     "Schedule",
     "Scheduler",
+    "WidthLevelScheduler",
     "aoi_weight_matrix",
     "assemble_schedule",
     "available_schedulers",

@@ -33,6 +33,25 @@ FullModelSelection = Literal["rate", "random"]
 FULL_MODEL_SELECTIONS: tuple[FullModelSelection, ...] = get_args(FullModelSelection)
 
 
+def select_pairs(
+    rates: np.ndarray, selection: FullModelSelection, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synchronous FL's device selection: the devices and their RBs, one device per RB at most.
+
+    ``rate``: the maximum-sum-rate matching of the (K, R) ``rates``; ``random``: min(K, R) devices
+    with a positive rate uniformly at random, on a random permutation of the RBs (``rng`` is the
+    round's generator, drawn from only here).
+    """
+    if selection == "rate":
+        return max_weight_matching(rates)
+    num_rbs = rates.shape[1]
+    candidates = np.flatnonzero((rates > 0).any(axis=1))
+    count = min(candidates.size, num_rbs)
+    devices = rng.choice(candidates, size=count, replace=False).astype(np.int64)
+    rbs = rng.permutation(num_rbs)[:count].astype(np.int64)
+    return devices, rbs
+
+
 class FullModelScheduler(Scheduler):
     """Full-model selection for Synchronous FL (see module docstring).
 
@@ -67,14 +86,7 @@ class FullModelScheduler(Scheduler):
 
     def schedule(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> Schedule:
         costs = self.round_costs(round, channel_state, aoi_table)
-        if self.selection == "rate":
-            devices, rbs = max_weight_matching(costs.rates)
-        else:
-            rng = self.round_rng(round)
-            candidates = np.flatnonzero((costs.rates > 0).any(axis=1))
-            count = min(candidates.size, self.system.num_rbs)
-            devices = rng.choice(candidates, size=count, replace=False).astype(np.int64)
-            rbs = rng.permutation(self.system.num_rbs)[:count].astype(np.int64)
+        devices, rbs = select_pairs(costs.rates, self.selection, self.round_rng(round))
         sizes = np.array(aoi_table.layer_sizes, dtype=np.int64)
         everything = tuple(np.arange(size) for size in aoi_table.layer_sizes)
         for indices in everything:

@@ -3,6 +3,10 @@
 Like torchvision's ``get_model``: every :class:`~amp_fl.scheduling.schedule.Scheduler` subclass
 is registered once under its class attribute ``name``; options are keyword arguments of its
 constructor and are checked eagerly, with ``ValueError`` messages naming the option.
+
+Schedulers of other packages join through the ``amp_fl.schedulers`` entry points
+(:mod:`amp_fl.plugins`), loaded on the first lookup, or by calling :func:`register_scheduler`
+(in this process only).
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 import inspect
 from typing import Any, TypeVar
 
+from amp_fl.plugins import SCHEDULERS_GROUP, load_entry_points
 from amp_fl.scheduling.amp import AmpScheduler
 from amp_fl.scheduling.c_scheduling import CScheduler
 from amp_fl.scheduling.fixed_ratio import FixedRatioScheduler
 from amp_fl.scheduling.full_model import FullModelScheduler
+from amp_fl.scheduling.levels import WidthLevelScheduler
 from amp_fl.scheduling.paper_route import PaperRouteScheduler
 from amp_fl.scheduling.pr_scheduling import PRScheduler
 from amp_fl.scheduling.random_scheduling import RandomScheduler
@@ -24,6 +30,7 @@ SchedulerType = TypeVar("SchedulerType", bound=type[Scheduler])
 
 _SCHEDULERS: dict[str, type[Scheduler]] = {}
 _BUILT_IN = ("system", "seed")  # constructor arguments every scheduler takes; not options
+_plugins_loaded = False
 
 
 def register_scheduler(cls: SchedulerType) -> SchedulerType:
@@ -45,12 +52,27 @@ for _cls in (
     RandomScheduler,
     FixedRatioScheduler,
     FullModelScheduler,
+    WidthLevelScheduler,
 ):
     register_scheduler(_cls)
 
 
+def _load_plugins() -> None:
+    """Register the installed packages' schedulers (entry points), once per process."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for cls in load_entry_points(SCHEDULERS_GROUP):
+        if not issubclass(cls, Scheduler):
+            raise TypeError(f"entry point {cls.__name__} is not a Scheduler subclass")
+        if _SCHEDULERS.get(cls.name) is not cls:  # registered by a call already: the same class is fine
+            register_scheduler(cls)
+
+
 def available_schedulers() -> list[str]:
-    """Names accepted by :func:`build_scheduler`."""
+    """Names accepted by :func:`build_scheduler` (the installed packages' included)."""
+    _load_plugins()
     return sorted(_SCHEDULERS)
 
 
@@ -59,7 +81,7 @@ def build_scheduler(name: str, system: SystemModel, *, seed: int, **options: Any
 
     Names: ``amp`` (AMP-FL), ``paper_route`` (the paper's K x R sorts + LP), ``pr``, ``channel``,
     ``random`` (scheduling baselines with AoI pruning), ``fixed_ratio`` (Figs. 2-5; needs
-    ``pruning_ratio`` and ``num_scheduled``), ``full_model`` (Synchronous FL).
+    ``pruning_ratio`` and ``num_scheduled``), ``full_model`` (Synchronous FL), ``levels`` (HeteroFL's width levels).
 
     Raises
     ------
@@ -67,6 +89,7 @@ def build_scheduler(name: str, system: SystemModel, *, seed: int, **options: Any
         For an unknown name, an option the scheduler does not take, a missing required option,
         or an invalid value (each message names the scheduler and the option).
     """
+    _load_plugins()
     if name not in _SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose from {', '.join(available_schedulers())}")
     cls = _SCHEDULERS[name]

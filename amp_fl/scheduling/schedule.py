@@ -56,6 +56,9 @@ class Schedule:
     dropped_device_ids, dropped_rb_ids : int arrays
         Devices that were selected and transmitted but missed a round deadline (full-model
         baseline only); their updates are not aggregated and their ages are not reset.
+    local_steps : (S,) int array or None
+        Each device's local steps when they differ from the run's lambda
+        (:class:`~amp_fl.scheduling.spare_steps.SpareStepsScheduler`); ``None``: lambda for all.
     """
 
     round: int
@@ -72,6 +75,7 @@ class Schedule:
     objective: int
     dropped_device_ids: np.ndarray = field(default_factory=lambda: _frozen(np.zeros(0), np.int64))
     dropped_rb_ids: np.ndarray = field(default_factory=lambda: _frozen(np.zeros(0), np.int64))
+    local_steps: np.ndarray | None = None
 
     @property
     def num_scheduled(self) -> int:
@@ -130,7 +134,7 @@ class Scheduler(ABC):
     def round_costs(self, round: int, channel_state: ChannelState, aoi_table: AoITable) -> PairCosts:
         """Validate this round's inputs; rates, full-model latencies and keep fractions of all pairs."""
         check_inputs(self.system.num_devices, self.system.num_rbs, round, channel_state, aoi_table)
-        return self.system.pair_costs(channel_state)
+        return self.system.pair_costs(channel_state, round)
 
     def round_rng(self, round: int) -> np.random.Generator:
         """This scheduler's generator for round ``round`` (device and RB draws, not region tie-breaks)."""

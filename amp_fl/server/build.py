@@ -36,6 +36,8 @@ from amp_fl.pruning.regions import RegionMap
 from amp_fl.run_folder import DATASET_RESOLUTION_FILE
 from amp_fl.scheduling import build_scheduler
 from amp_fl.scheduling.asynchronous import AsyncDispatcher
+from amp_fl.scheduling.schedule import Scheduler
+from amp_fl.scheduling.spare_steps import SpareStepsScheduler
 from amp_fl.strategy.amp_fl import AmpFlSettings, AmpFlStrategy
 from amp_fl.strategy.fedbuff import FedBuffStrategy
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport
@@ -71,7 +73,13 @@ def initial_model(cfg: RunConfig, data: Dataset) -> torch.nn.Module:
     """The global model, initialised from the run seed without touching torch's global RNG."""
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        return build_model(cfg.model.name, num_classes=data.num_classes, input_shape=data.input_shape)
+        return build_model(model_name(cfg), num_classes=data.num_classes, input_shape=data.input_shape)
+
+
+def model_name(cfg: RunConfig) -> str:
+    """The model the run trains, with HeteroFL's tags (``cnn+scaler``, :data:`amp_fl.models.registry.MODEL_TAGS`)."""
+    tags = [tag for tag, on in (("static_bn", cfg.model.static_bn), ("scaler", cfg.pruning.scaler)) if on]
+    return "+".join([cfg.model.name, *tags])
 
 
 def latency_config(cfg: RunConfig, model: torch.nn.Module, regions: RegionMap) -> LatencyConfig:
@@ -101,7 +109,7 @@ def train_setup(cfg: RunConfig, data: RunData) -> P.TrainSetup:
         num_devices=cfg.num_devices,
         partition=cfg.dataset.partition,
         shards_per_device=cfg.dataset.shards_per_device,
-        model=cfg.model.name,
+        model=model_name(cfg),
         input_shape=(int(c), int(h), int(w)),
         num_classes=data.data.num_classes,
         learning_rate=cfg.train.learning_rate,
@@ -148,13 +156,12 @@ def _over_the_air(cfg: RunConfig) -> OverTheAirChannel | None:
 def _amp_fl(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy:
     """AMP-FL's strategy (and Synchronous FL, FedProx, APFL): system model, channel, scheduler and policy."""
     population = DevicePopulation.from_profiles(inputs.profiles)
-    system = SystemModel(cfg.wireless, inputs.latency, population)
+    t_max = cfg.model.t_max_plan(inputs.latency.t_max_s)
+    system = SystemModel(cfg.wireless, inputs.latency, population, t_max_schedule=t_max)
     return AmpFlStrategy(
         region_map=inputs.regions,
         initial_weights=inputs.initial_weights,
-        scheduler=build_scheduler(
-            cfg.scheduling.name, system, seed=cfg.seed, **cfg.scheduling.options(cfg.pruning.ratio)
-        ),
+        scheduler=_scheduler(cfg, system),
         channel=build_channel(
             cfg.wireless,
             population,
@@ -177,6 +184,8 @@ def _amp_fl(cfg: RunConfig, inputs: StrategyInputs) -> AmpFlStrategy:
             staleness_decay=cfg.strategy.staleness_decay,
             cache_granularity=cfg.strategy.cache_granularity,
             server=cfg.strategy.server_settings(cfg.train.learning_rate),
+            fresh_mean=cfg.strategy.fresh_mean,
+            stale_weight=cfg.strategy.stale_weight,
         ),
         on_round_end=inputs.on_round_end,
         on_personal_evaluation=inputs.on_personal_evaluation,
@@ -207,6 +216,14 @@ def _fedbuff(cfg: RunConfig, inputs: StrategyInputs) -> FedBuffStrategy:
         optimizer=cfg.strategy.server_settings(cfg.train.learning_rate),
         on_round_end=inputs.on_round_end,
     )
+
+
+def _scheduler(cfg: RunConfig, system: SystemModel) -> Scheduler:
+    """The configured scheduler; with ``scheduling.max_local_steps``, its devices' spare time buys local steps."""
+    scheduler = build_scheduler(cfg.scheduling.name, system, seed=cfg.seed, **cfg.scheduling.options(cfg.pruning.ratio))
+    if cfg.scheduling.max_local_steps is None:
+        return scheduler
+    return SpareStepsScheduler(scheduler, cfg.train.local_steps, cfg.scheduling.max_local_steps)
 
 
 def build_pruner(cfg: RunConfig, regions: RegionMap) -> MagnitudePruner:
@@ -242,7 +259,7 @@ def _sparse_fedavg(cfg: RunConfig, inputs: StrategyInputs) -> SparseFedAvgStrate
         seed=cfg.seed,
         participants=participants_per_round(cfg.sparse_fedavg.participation, len(inputs.device_nodes)),
         over_the_air=_over_the_air(cfg),
-        rewind_round=cfg.sparse_fedavg.rewind_round,
+        rewind_round=cfg.sparse_fedavg.rewind_to,
         compute_latency_s=full_compute_latency(inputs.latency, population.cpu_hz, population.flops_per_cycle),
         bandwidth_hz=cfg.wireless.bandwidth_hz,
         on_round_end=inputs.on_round_end,

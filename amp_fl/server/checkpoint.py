@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -134,12 +135,19 @@ def _write(run_dir: Path, packed: _Packed, meta: dict[str, Any]) -> Path:
     members = {**packed.members, META: np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
     path = run_dir / CHECKPOINT_FILE
     tmp = run_dir / (CHECKPOINT_FILE + ".tmp")
-    with tmp.open("wb") as f:
-        savez: Any = np.savez  # numpy's stub types **kwds as its own keyword arguments
-        savez(f, **members)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as f:
+            savez: Any = np.savez  # numpy's stub types **kwds as its own keyword arguments
+            savez(f, **members)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk leaves the last good checkpoint, no .tmp beside it, and says which file
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -149,7 +157,10 @@ def load_checkpoint(run_dir: Path) -> ServerState:
     if not path.is_file():
         raise ConfigError("resume", f"no checkpoint in {run_dir} (checkpoint.every=0, or it stopped before round 1)")
     try:
-        with np.load(path) as z:
+        # allow_pickle stays off: a file that needs it is not a checkpoint (numpy would advise turning it on)
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ValueError("not an .npz archive")
             meta = json.loads(bytes(z[META]).decode("utf-8"))
             if meta.get("format") not in READS:
                 raise ValueError(f"checkpoint format {meta.get('format')}, this version reads {READS}")
@@ -161,8 +172,17 @@ def load_checkpoint(run_dir: Path) -> ServerState:
             parts={name: _part(name, state) for name, state in parts.items()},
             config=meta["config"],
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError("resume", f"cannot read the checkpoint {path}: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise ConfigError("resume", f"cannot read the checkpoint {path}: {_why_unreadable(exc)}") from exc
+
+
+def _why_unreadable(exc: BaseException) -> str:
+    """numpy's reasons for a file that is not an archive (its advice to allow pickles among them) made plain."""
+    if isinstance(exc, zipfile.BadZipFile | EOFError):
+        return f"truncated or corrupt ({exc})"
+    if isinstance(exc, ValueError) and "pickle" in str(exc):
+        return "not a checkpoint (not an .npz archive)"
+    return str(exc)
 
 
 def _part(name: str, state: StateValue) -> State:

@@ -35,6 +35,7 @@ from amp_fl.pruning.regions import RegionMap
 from amp_fl.run_folder import MetricsWriter, RoundRow, last_personal_accuracy, time_to_accuracy
 from amp_fl.server.build import RunData
 from amp_fl.server.clock import SimulatedClock
+from amp_fl.server.health import RunHealth
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport
 from amp_fl.wireless.config import LatencyConfig
 from amp_fl.wireless.devices import DeviceProfile
@@ -53,6 +54,7 @@ def schedule_record(report: RoundReport) -> dict[str, Any]:
         "keep_counts": [list(p.keep_counts) for p in sent],
         "compute_latency_s": [p.compute_latency_s for p in sent],
         "upload_latency_s": [p.upload_latency_s for p in sent],
+        "local_steps": [p.local_steps for p in sent],  # null: train.local_steps
         "round_latency_s": float(report.round_latency_s),
         "objective": report.objective,
         "uplink_bytes": {str(k): v for k, v in sorted(report.uplink_bytes_per_device.items())},
@@ -83,6 +85,7 @@ class Recorder:
     on_row: Callable[[int], None] | None = None  # called with the round once its row is written (checkpoints)
     device: str = "cpu"  # train.device: where the central evaluation runs (resolved on this machine)
     model_name: str | None = None  # the registry's name: the evaluation uses its memory format
+    health: RunHealth | None = None  # stops a meaningless run after its row, before its checkpoint
     _evaluate: ModelEvaluator = field(init=False, repr=False)
     _report: RoundReport | None = field(default=None, init=False, repr=False)
     _personal: PersonalEvaluation | None = field(default=None, init=False, repr=False)
@@ -102,7 +105,6 @@ class Recorder:
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         weights = arrays.to_numpy_ndarrays()
-        self.latest_arrays = weights
         report = self._take_report(server_round)
         personal, self._personal = self._personal, None
         if personal is not None and personal.round != server_round:
@@ -122,6 +124,11 @@ class Recorder:
         self.writer.append(row)
         if report is not None:
             self.writer.append_schedule(schedule_record(report))
+        if self.health is not None:
+            # Raises for a meaningless round: its row stays (the user sees why), but neither its
+            # model nor its checkpoint: the last good round's are what the run keeps.
+            self.health.check(self.writer.rows, weights)
+        self.latest_arrays = weights
         if self.on_row is not None:
             self.on_row(server_round)
         progress_log.info(

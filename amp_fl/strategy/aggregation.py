@@ -17,6 +17,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from amp_fl.errors import check_argument
 from amp_fl.state import State, StateValue, arrays, as_arrays
 
 Arrays = list[np.ndarray]
@@ -28,6 +29,44 @@ Compensation = Literal["all", "scheduled", "none", "discounted"]
 devices; ``none``: no compensation, fresh gradients only (Proposed-wGC); ``discounted``: every
 device's cache weighted by ``gamma^age`` (beyond the paper, :mod:`amp_fl.strategy.staleness`)."""
 COMPENSATION_SCOPES: tuple[Compensation, ...] = get_args(Compensation)
+
+FreshMean = Literal["scheduled", "holders"]
+"""What scope ``none`` divides the fresh gradients by: ``scheduled``, the round's |S_t| (the paper's
+Proposed-wGC, :func:`fresh_mean`); ``holders``, per entry the number of devices whose sub-model held
+it (HeteroFL's and FedRolex's rule, :func:`holders_mean`)."""
+FRESH_MEANS: tuple[FreshMean, ...] = get_args(FreshMean)
+
+
+def check_fresh_rules(
+    compensation: Compensation, fresh_mean: FreshMean, stale_weight: float, memory_friendly: bool = False
+) -> None:
+    """The per-entry rules against the compensation scope that reads them (``ArgumentError`` naming the rule).
+
+    ``fresh_mean="holders"`` is read by scope ``none`` only; ``stale_weight`` (FedStale's beta, in
+    [0, 1]) by scope ``all`` only, and 1 there is the paper's Eq. (2); Algorithm 3
+    (``memory_friendly``) keeps no per-device caches on the server to weigh.
+    """
+    check_argument(fresh_mean in FRESH_MEANS, "fresh_mean", f"choose from {', '.join(FRESH_MEANS)}, got {fresh_mean!r}")
+    check_argument(
+        fresh_mean == "scheduled" or compensation == "none",
+        "fresh_mean",
+        f"'holders' averages fresh gradients only: it needs compensation=none (got {compensation!r})",
+    )
+    check_argument(
+        math.isfinite(stale_weight) and 0.0 <= stale_weight <= 1.0,
+        "stale_weight",
+        f"must be in [0, 1], got {stale_weight}",
+    )
+    check_argument(
+        stale_weight == 1.0 or compensation == "all",
+        "stale_weight",
+        f"weighs the cached gradients of compensation=all only (got compensation={compensation!r}); leave it at 1.0",
+    )
+    check_argument(
+        stale_weight == 1.0 or not memory_friendly,
+        "stale_weight",
+        "Algorithm 3 (memory_friendly) keeps no per-device caches on the server; leave it at 1.0",
+    )
 
 
 @dataclass(frozen=True)
@@ -130,6 +169,46 @@ def fresh_mean(updates: Sequence[DeviceUpdate], shapes: Sequence[tuple[int, ...]
     return [a / max(len(updates), 1) for a in acc]
 
 
+def holders_mean(updates: Sequence[DeviceUpdate], shapes: Sequence[tuple[int, ...]]) -> Arrays:
+    """HeteroFL's aggregation: per entry, the mean of the fresh gradients of the devices that held it.
+
+    An entry no device held gets 0 (the global step leaves it unchanged). With the plain server step
+    at the clients' eta, ``w - eta * holders_mean`` is, on every held entry, the mean of the holders'
+    trained weights: HeteroFL's and FedRolex's "average over the clients that hold each entry".
+    """
+    fresh, holders = _fresh_sums(updates, shapes)
+    return [np.divide(f, n, out=np.zeros_like(f), where=n > 0) for f, n in zip(fresh, holders, strict=True)]
+
+
+def stale_weighted_mean(cache: GradientCache, updates: Sequence[DeviceUpdate], stale_weight: float) -> Arrays:
+    """FedStale's mix of fresh and cached gradients, per entry (``cache`` already holds this round's updates).
+
+    Entry e's direction is ``(F_e + beta * (T_e - F_e)) / (n_e + beta * (K - n_e))``: ``F_e`` the sum of
+    the ``n_e`` fresh gradients that held e this round, ``T_e`` the sum of all K caches (so
+    ``T_e - F_e`` is the stale part). beta = 1 is Eq. (2), ``T / K``; beta = 0 is :func:`holders_mean`.
+    An entry with a zero denominator (beta = 0, no holder) gets 0.
+    """
+    fresh, holders = _fresh_sums(updates, cache.shapes)
+    k, beta = cache.num_devices, float(stale_weight)
+    out = []
+    for f, n, total in zip(fresh, holders, cache.total, strict=True):
+        numerator = f + beta * (total - f)
+        denominator = n + beta * (k - n)
+        out.append(np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0))
+    return out
+
+
+def _fresh_sums(updates: Sequence[DeviceUpdate], shapes: Sequence[tuple[int, ...]]) -> tuple[Arrays, Arrays]:
+    """Per entry: the sum of this round's fresh gradients (float64) and how many devices held it."""
+    fresh = _zeros(shapes)
+    holders = _zeros(shapes)
+    for update in updates:
+        for f, n, g, held in zip(fresh, holders, update.values, update.held, strict=True):
+            np.add(f, g, out=f, where=held)
+            n += held
+    return fresh, holders
+
+
 class MemoryFriendlyAggregate:
     """Algorithm 3: the server keeps only Gbar = (1/K) sum_k G_k; devices keep their own G_k.
 
@@ -158,8 +237,11 @@ class MemoryFriendlyAggregate:
 
 
 def apply_global_step(weights: Arrays, direction: Arrays, learning_rate: float) -> Arrays:
-    """w_{t+1} = w_t - eta * direction, kept in the weights' dtype."""
+    """w_{t+1} = w_t - eta * direction, kept in the weights' dtype (and shape: a 0-d array stays an array).
+
+    For parameters only: a buffer is no gradient (:mod:`amp_fl.strategy.buffers`).
+    """
     return [
-        (w.astype(np.float64) - learning_rate * d).astype(w.dtype, copy=False)
+        np.asarray((w.astype(np.float64) - learning_rate * d).astype(w.dtype, copy=False), dtype=w.dtype)
         for w, d in zip(weights, direction, strict=True)
     ]

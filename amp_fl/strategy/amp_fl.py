@@ -8,7 +8,9 @@ channel, the scheduler and the pruning policy) and fills Flower's round hooks:
 - ``aggregate_train``: check the replies (:func:`~amp_fl.strategy.replies.collect_replies`, then
   the sub-model shapes and norm bounds), scatter them to full shape, update the gradient
   cache of Eq. (2) or Gbar (Algorithm 3), the AoI table (Eq. (9)) and the global model, then hand
-  the round's :class:`RoundReport` to the ``on_round_end`` hook;
+  the round's :class:`RoundReport` to the ``on_round_end`` hook. Only parameters take that
+  gradient path; BatchNorm buffers are averaged as values over the devices that held them
+  (:mod:`amp_fl.strategy.buffers`);
 - the global model is evaluated centrally (``evaluate_fn`` of ``Strategy.start``);
   ``configure_evaluate`` asks every device for its *personalised* accuracy (its own model on
   test samples of its own labels: APFL's mix of personal and global model, otherwise the global
@@ -26,6 +28,7 @@ packages, the message formats in ``amp_fl.protocol``; this module is glue.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -48,10 +51,15 @@ from amp_fl.strategy.aggregation import (
     COMPENSATION_SCOPES,
     Compensation,
     DeviceUpdate,
+    FreshMean,
     GradientCache,
     MemoryFriendlyAggregate,
+    check_fresh_rules,
     fresh_mean,
+    holders_mean,
+    stale_weighted_mean,
 )
+from amp_fl.strategy.buffers import StateSplit, average_buffers, server_array
 from amp_fl.strategy.replies import SILENT_REASON, Failure, collect_replies
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport, participants_of
 from amp_fl.strategy.server_optimizer import (
@@ -98,6 +106,12 @@ class AmpFlSettings:
     server : ServerOptimizerSettings, optional
         The server optimiser on the direction (:mod:`amp_fl.strategy.server_optimizer`); ``None``:
         the paper's step, sgd with ``learning_rate``.
+    fresh_mean : {"scheduled", "holders"}, default "scheduled"
+        Scope ``none``'s divisor: |S_t| (the paper) or, per entry, its holders (HeteroFL, FedRolex;
+        :func:`~amp_fl.strategy.aggregation.holders_mean`).
+    stale_weight : float, default 1.0
+        FedStale's beta on the cached gradients of scope ``all``
+        (:func:`~amp_fl.strategy.aggregation.stale_weighted_mean`); 1 is Eq. (2).
     """
 
     learning_rate: float
@@ -109,6 +123,8 @@ class AmpFlSettings:
     clip_update_norm: float | None = None
     staleness_decay: float = 1.0
     server: ServerOptimizerSettings | None = None
+    fresh_mean: FreshMean = "scheduled"
+    stale_weight: float = 1.0
     cache_granularity: CacheGranularity = "entry"
 
     @property
@@ -140,6 +156,7 @@ class AmpFlSettings:
                 "cache_granularity: 'region' refreshes the server's cache; compensation='none' and "
                 "memory_friendly keep none there"
             )
+        check_fresh_rules(self.compensation, self.fresh_mean, self.stale_weight, self.memory_friendly)
 
 
 def paper_step(learning_rate: float) -> ServerOptimizerSettings:
@@ -159,6 +176,14 @@ def personal_evaluation_due(server_round: int, interval: int | None, num_rounds:
     if interval is None:
         return False
     return server_round % interval == 0 or server_round == num_rounds
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays
+class _BufferUpload:
+    """One device's trained buffers, scattered to full shape, and which entries it held."""
+
+    values: list[np.ndarray]
+    held: list[np.ndarray]
 
 
 @dataclass
@@ -231,8 +256,11 @@ class AmpFlStrategy(Strategy):
                 f"({settings.memory_friendly}) must agree"
             )
         self.region_map = region_map
-        self.weights = [np.array(w, dtype=np.float32) for w in initial_weights]
+        self.split = StateSplit.of(region_map)
+        self.weights = [server_array(w) for w in initial_weights]
         self.shapes = [w.shape for w in self.weights]
+        # The gradient path (cache, Gbar, discounted sums, over the air, server optimiser) holds parameters only.
+        self.parameter_shapes = [tuple(s) for s in self.split.parameter_map.shapes]
         self.scheduler = scheduler
         self.channel = channel
         self.policy = policy
@@ -246,12 +274,12 @@ class AmpFlStrategy(Strategy):
         self._evaluating_round: int | None = None
         num_devices = len(device_nodes)
         self.aoi = AoITable(num_devices, region_map.layer_sizes)
-        self.cache = GradientCache(num_devices, self.shapes) if not settings.memory_friendly else None
-        self.gbar = MemoryFriendlyAggregate(num_devices, self.shapes) if settings.memory_friendly else None
+        self.cache = GradientCache(num_devices, self.parameter_shapes) if not settings.memory_friendly else None
+        self.gbar = MemoryFriendlyAggregate(num_devices, self.parameter_shapes) if settings.memory_friendly else None
         # Scope ``discounted`` keeps its sums up to date (O(|S_t| Q) a round); gamma = 1 is scope ``all``.
         discounting = settings.compensation == "discounted" and settings.staleness_decay < 1.0
         self.discounted = (
-            DiscountedSums(region_map, num_devices, settings.staleness_decay, settings.cache_granularity)
+            DiscountedSums(self.split.parameter_map, num_devices, settings.staleness_decay, settings.cache_granularity)
             if discounting
             else None
         )
@@ -284,7 +312,7 @@ class AmpFlStrategy(Strategy):
             if (state.get(name) is None) != (kept is None):
                 have = "keeps no" if kept is None else "keeps a"
                 raise ValueError(f"state: this strategy {have} {name!r}, the saved state disagrees")
-        self.weights = [np.array(w, dtype=np.float32) for w in weights]
+        self.weights = [server_array(w) for w in weights]
         self.aoi = AoITable.from_array(array(state, "aoi"), self.region_map.layer_sizes)
         if self.cache is not None:
             self.cache.load_state_dict(part(state, "cache"))
@@ -315,10 +343,13 @@ class AmpFlStrategy(Strategy):
                 global_arrays=self.weights,
             )
             kept = self.policy.select([int(c) for c in schedule.keep_counts[row]], context)
+            setup = self.train_setup
+            if schedule.local_steps is not None:  # steps traded against the keep ratio (SpareStepsScheduler)
+                setup = dataclasses.replace(setup, local_steps=int(schedule.local_steps[row]))
             instruction = P.TrainInstruction(
                 round=server_round,
                 device=device,
-                setup=self.train_setup,
+                setup=setup,
                 names=tuple(self.region_map.param_names),
                 arrays=tuple(extract_arrays(self.weights, self.region_map, kept)),
                 kept=tuple(kept),
@@ -344,8 +375,9 @@ class AmpFlStrategy(Strategy):
             accept=lambda device, reply: self._accept(device, reply, pending),
         )
         failures = dict(collected.failures)
-        updates = [update for update, _ in collected.accepted.values()]
-        replied = {update.device: reply for update, reply in collected.accepted.values()}
+        updates = [update for update, _, _ in collected.accepted.values()]
+        replied = {update.device: reply for update, reply, _ in collected.accepted.values()}
+        buffers = {update.device: upload for update, _, upload in collected.accepted.values()}
         if self.over_the_air is not None:
             direction, updates = self._over_the_air_direction(server_round, updates, failures)
             self._update_ages(updates, pending)  # only the PIUs that transmitted uploaded
@@ -355,9 +387,16 @@ class AmpFlStrategy(Strategy):
             ages_before = self.aoi.ages[[u.device for u in updates]]  # a copy (fancy indexing)
             self._update_ages(updates, pending)
             direction = self._direction(updates, ages_before)
-        weights = server_step(self.settings.optimizer, self.server_state, self.weights, direction)
-        self._check_finite(server_round, direction, weights)  # the model stays the last finite one
-        self.weights = weights
+        parameters = server_step(
+            self.settings.optimizer, self.server_state, self.split.parameters_of(self.weights), direction
+        )
+        # Buffers: the mean over the devices whose update counts this round (over the air: the transmitters).
+        counted = [buffers[u.device] for u in updates]
+        new_buffers = average_buffers(
+            self.split.buffers_of(self.weights), [b.values for b in counted], [b.held for b in counted]
+        )
+        self._check_finite(server_round, direction, parameters, new_buffers)  # the model stays the last finite one
+        self.weights = self.split.merge(parameters, new_buffers)
         self._pending = None
         received = tuple(u.device for u in updates)
         report = RoundReport(
@@ -378,30 +417,48 @@ class AmpFlStrategy(Strategy):
         metrics = P.RoundMetrics(num_updates=len(updates), num_failures=len(failures))
         return ArrayRecord(self.weights), metrics.to_record()
 
-    def _accept(self, device: int, reply: P.TrainReply, pending: _PendingRound) -> tuple[DeviceUpdate, P.TrainReply]:
-        """Check a reply's arrays against the sub-model sent and the norm bounds; scatter it to full shape."""
+    def _accept(
+        self, device: int, reply: P.TrainReply, pending: _PendingRound
+    ) -> tuple[DeviceUpdate, P.TrainReply, _BufferUpload]:
+        """Check a reply's arrays against the sub-model sent and the norm bounds; scatter it to full shape.
+
+        The norm bounds measure the gradient (the parameters); buffers are values, not clipped.
+        """
         kept = pending.kept[device]
-        values = reply.for_model(self.region_map, kept)
-        norm = reply.norm()
+        upload = reply.for_model(self.region_map, kept)
+        values, buffer_values = self.split.parameters_of(upload), self.split.buffers_of(upload)
+        norm = math.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in values))
         bound = self.settings.max_update_norm
         if bound is not None and norm > bound:
             raise InvalidReplyError(f"update norm {norm:.6g} exceeds the bound max_update_norm={bound:g}")
         clip = self.settings.clip_update_norm
         if clip is not None and norm > clip:
             values = [(v * (clip / norm)).astype(v.dtype) for v in values]  # direction kept, length clip
-        full, held = scatter_arrays(values, self.region_map, kept, self.shapes)
+        full, held = scatter_arrays(values, self.split.parameter_map, kept, self.parameter_shapes)
+        full_buffers, held_buffers = scatter_arrays(buffer_values, self.split.buffer_map, kept)
         if self.settings.cache_granularity == "region":  # Eq. (2) per region: zeros where the input was pruned
-            held = region_held_masks(self.region_map, kept)
-        return DeviceUpdate(device, full, held), reply
+            held = region_held_masks(self.split.parameter_map, kept)
+        return DeviceUpdate(device, full, held), reply, _BufferUpload(full_buffers, held_buffers)
 
-    def _check_finite(self, server_round: int, direction: list[np.ndarray], weights: list[np.ndarray]) -> None:
+    def _check_finite(
+        self,
+        server_round: int,
+        direction: list[np.ndarray],
+        parameters: list[np.ndarray],
+        buffers: list[np.ndarray],
+    ) -> None:
         """Raise :class:`DivergedError` naming the first array of the aggregate or the new model that is not finite.
 
         Every reply was checked finite, so this is an overflow of the sum or of the step itself.
         """
-        names = self.region_map.param_names
-        for what, group in (("the aggregate", direction), ("the global model", weights)):
-            for name, values in zip(names, group, strict=True):
+        names = self.split.parameter_map.param_names
+        buffer_names = self.split.buffer_map.param_names
+        for what, group, group_names in (
+            ("the aggregate", direction, names),
+            ("the global model", parameters, names),
+            ("the global model", buffers, buffer_names),
+        ):
+            for name, values in zip(group_names, group, strict=True):
                 if not np.all(np.isfinite(values)):
                     raise DivergedError(server_round, f"{what} has NaN or infinite values in {name!r}")
 
@@ -411,7 +468,8 @@ class AmpFlStrategy(Strategy):
         if self.gbar is not None:
             return self.gbar.apply(updates)
         if self.settings.compensation == "none":
-            return fresh_mean(updates, self.shapes)
+            mean = holders_mean if self.settings.fresh_mean == "holders" else fresh_mean
+            return mean(updates, self.parameter_shapes)
         assert self.cache is not None
         if self.discounted is not None:
             return self._discounted_direction(updates, ages_before)
@@ -419,6 +477,8 @@ class AmpFlStrategy(Strategy):
             self.cache.update(update)
         if self.settings.compensation == "scheduled":
             return self.cache.mean_over([u.device for u in updates])
+        if self.settings.stale_weight != 1.0:
+            return stale_weighted_mean(self.cache, updates, self.settings.stale_weight)
         return self.cache.mean_over_all()  # scopes ``all`` and ``discounted`` with gamma = 1
 
     def _discounted_direction(self, updates: list[DeviceUpdate], ages_before: np.ndarray) -> list[np.ndarray]:
@@ -438,7 +498,7 @@ class AmpFlStrategy(Strategy):
         """Per-region mean over the transmitting PIUs, received over the air; silent PIUs dropped (and listed)."""
         assert self.over_the_air is not None
         if not updates:
-            return fresh_mean(updates, self.shapes), updates
+            return fresh_mean(updates, self.parameter_shapes), updates
         result = self.over_the_air.aggregate(
             server_round, [u.device for u in updates], [u.values for u in updates], [u.held for u in updates]
         )

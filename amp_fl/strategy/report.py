@@ -26,7 +26,9 @@ class Participant:
     ``rb`` is the resource block of its upload (sparse FedAvg: 0, the one band every PIU shares);
     ``keep_fraction`` is the fraction its sub-model was sized from (AMP-FL's kappa of Eq. (16); 1
     for the full model), ``keep_counts`` the regions kept per layer and ``kept_ratio`` the realised
-    ``1 - beta``: kept regions over all regions (Eq. (3)).
+    ``1 - beta``: kept regions over all regions (Eq. (3)). ``local_steps``: its local steps when the
+    scheduler traded them against the keep ratio (``scheduling.max_local_steps``); ``None``: the
+    run's ``train.local_steps``.
     """
 
     device: int
@@ -36,6 +38,7 @@ class Participant:
     kept_ratio: float
     compute_latency_s: float
     upload_latency_s: float
+    local_steps: int | None = None
 
 
 def participants_of(schedule: Schedule) -> tuple[Participant, ...]:
@@ -50,6 +53,7 @@ def participants_of(schedule: Schedule) -> tuple[Participant, ...]:
             kept_ratio=float(realised[i]),
             compute_latency_s=float(schedule.compute_latency_s[i]),
             upload_latency_s=float(schedule.upload_latency_s[i]),
+            local_steps=None if schedule.local_steps is None else int(schedule.local_steps[i]),
         )
         for i in range(schedule.num_scheduled)
     )

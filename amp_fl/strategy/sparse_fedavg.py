@@ -3,7 +3,8 @@
 The setting of the IIoT OTA-FL paper (spec section 6): every round a set of PIUs (all of them,
 or a seeded random fraction) receives the masked global model in a compact sparse encoding,
 trains it with the pruned entries held at zero (:mod:`amp_fl.client.sparse_fedavg`) and sends back its
-update ``w_k - w``; the server averages the updates, digitally (exact mean) or over the air
+update ``w_k - w`` (parameters; buffers as values: :mod:`amp_fl.strategy.buffers`); the server averages
+the updates, digitally (exact mean) or over the air
 (:mod:`amp_fl.wireless.over_the_air`: the superposition of every transmitting PIU's analog
 signal plus receiver noise, truncated channel inversion), adds the average to the global model,
 and prunes it on the schedule of a :class:`~amp_fl.pruning.magnitude.MagnitudePruner` (IMP:
@@ -45,6 +46,7 @@ from amp_fl.pruning.magnitude import MagnitudePruner, PruningStep, rewind
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.pruning.sparse_encoding import encode
 from amp_fl.state import State, StateValue, arrays, integer, number, optional_arrays, part
+from amp_fl.strategy.buffers import StateSplit, average_buffers, server_array
 from amp_fl.strategy.replies import SILENT_REASON, Failure, collect_replies
 from amp_fl.strategy.report import Participant, RoundReport
 from amp_fl.wireless.over_the_air import OtaResult, OverTheAirChannel
@@ -221,7 +223,8 @@ class SparseFedAvgStrategy(Strategy):
         self.compute_latency_s = compute_latency_s
         self.bandwidth_hz = float(bandwidth_hz)
         self.on_round_end = on_round_end
-        self.weights = [np.array(w, dtype=np.float32) for w in initial_weights]
+        self.split = StateSplit.of(region_map)
+        self.weights = [server_array(w) for w in initial_weights]
         self._snapshot: list[np.ndarray] | None = None
         self._save_snapshot(0)
         self.history: list[SparseRound] = []
@@ -252,8 +255,8 @@ class SparseFedAvgStrategy(Strategy):
         if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
             raise ValueError("state: 'history' must list the rounds so far")
         self.pruner.load_state_dict(part(state, "pruner"))
-        self.weights = [np.array(w, dtype=np.float32) for w in weights]
-        self._snapshot = None if snapshot is None else [np.array(w, dtype=np.float32) for w in snapshot]
+        self.weights = [server_array(w) for w in weights]
+        self._snapshot = None if snapshot is None else [server_array(w) for w in snapshot]
         self.history = [SparseRound.from_state(r) for r in history if isinstance(r, dict)]
 
     # ------------------------------------------------------------------ pruning
@@ -317,13 +320,13 @@ class SparseFedAvgStrategy(Strategy):
         received: tuple[int, ...] = tuple(replied)
         ota: OtaResult | None = None
         if replied:
-            values = [updates[d] for d in replied]
+            split = self.split
+            values = [split.parameters_of(updates[d]) for d in replied]
+            parameter_masks = split.parameters_of(pending.masks)
+            shapes = split.parameters_of(self.shapes)
             if self.over_the_air is not None:
                 held = [
-                    [
-                        np.ones(s, dtype=bool) if m is None else m
-                        for s, m in zip(self.shapes, pending.masks, strict=True)
-                    ]
+                    [np.ones(s, dtype=bool) if m is None else m for s, m in zip(shapes, parameter_masks, strict=True)]
                 ] * len(replied)
                 ota = self.over_the_air.aggregate(server_round, replied, values, held)
                 direction = ota.estimate
@@ -334,11 +337,19 @@ class SparseFedAvgStrategy(Strategy):
             else:
                 direction = [
                     np.asarray(np.mean(np.stack([v[i] for v in values]), axis=0, dtype=np.float64))
-                    for i in range(len(self.shapes))
+                    for i in range(len(shapes))
                 ]
-            self.weights = self.pruner.apply(
-                [(w.astype(np.float64) + d).astype(w.dtype) for w, d in zip(self.weights, direction, strict=True)]
+            parameters = [
+                np.asarray((w.astype(np.float64) + d).astype(w.dtype))
+                for w, d in zip(split.parameters_of(self.weights), direction, strict=True)
+            ]
+            # Buffers: the exact mean of the transmitters' values (a digital side channel of 2 floats per
+            # BatchNorm channel; running statistics are no update the analog sum could carry).
+            sent = [split.buffers_of(updates[d]) for d in received]
+            buffers = average_buffers(
+                split.buffers_of(self.weights), sent, [[np.ones(np.shape(b), dtype=bool) for b in v] for v in sent]
             )
+            self.weights = self.pruner.apply(split.merge(parameters, buffers))
         self._save_snapshot(server_round)
         step = self._prune_after(server_round)
         self._pending = None

@@ -18,6 +18,7 @@ from amp_fl.pruning.counts import check_layer_sizes, keep_counts
 from amp_fl.wireless.channel import ChannelState, shannon_rates
 from amp_fl.wireless.config import LatencyConfig, WirelessConfig
 from amp_fl.wireless.devices import DevicePopulation
+from amp_fl.wireless.t_max import TmaxSchedule
 
 
 def full_compute_latency(latency: LatencyConfig, cpu_hz: np.ndarray, flops_per_cycle: np.ndarray) -> np.ndarray:
@@ -90,11 +91,14 @@ class SystemModel:
         Q, C, T_max, lambda, L_b, q.
     devices : DevicePopulation
         Per-device f_k, n_k, p_k, d_k (simulated or measured).
+    t_max_schedule : TmaxSchedule, optional
+        T_max per round (beyond the paper); ``None``: ``latency.t_max_s`` every round.
     """
 
     wireless: WirelessConfig
     latency: LatencyConfig
     devices: DevicePopulation
+    t_max_schedule: TmaxSchedule | None = None
     _compute_full_s: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -137,11 +141,17 @@ class SystemModel:
         power = self.devices.tx_power_w
         return shannon_rates(state.gains, power, state.interference_w, radio.bandwidth_hz, radio.noise_power_w)
 
-    def pair_costs(self, state: ChannelState) -> PairCosts:
+    def t_max_at(self, server_round: int | None) -> float:
+        """The round's latency budget: the schedule's value, else (or for ``None``) ``latency.t_max_s``."""
+        if self.t_max_schedule is None or server_round is None:
+            return self.latency.t_max_s
+        return self.t_max_schedule.at(server_round)
+
+    def pair_costs(self, state: ChannelState, server_round: int | None = None) -> PairCosts:
         """Rates, full-model latencies and keep fractions of all K x R pairs for this round."""
         rates = self.rates(state)
         upload = full_upload_latency(self.latency, rates)
-        kappa = keep_fraction(self.latency.t_max_s, self.compute_full_s[:, None], upload)
+        kappa = keep_fraction(self.t_max_at(server_round), self.compute_full_s[:, None], upload)
         return PairCosts(rates=rates, compute_full_s=self.compute_full_s, upload_full_s=upload, keep_fraction=kappa)
 
 

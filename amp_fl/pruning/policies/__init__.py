@@ -12,11 +12,12 @@ from .base import (
 from .dropout import FederatedDropoutPolicy
 from .importance import ImportancePolicy, region_l1_norms
 from .registry import available_policies, build_policy, register_policy
-from .rolling import RollingPolicy, rolling_window
+from .rolling import FedRolexPolicy, RollingPolicy, fedrolex_window, rolling_window
 from .static import StaticPolicy
 
 __all__ = [
     "AoIPolicy",
+    "FedRolexPolicy",
     "FederatedDropoutPolicy",
     "ImportancePolicy",
     "PruningPolicy",
@@ -26,6 +27,7 @@ __all__ = [
     "available_policies",
     "build_policy",
     "device_rng",
+    "fedrolex_window",
     "infeasible_layers",
     "is_feasible",
     "region_l1_norms",

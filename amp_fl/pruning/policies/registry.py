@@ -1,15 +1,23 @@
-"""Policy registry: ``build_policy(name, seed)``."""
+"""Policy registry: ``build_policy(name, seed)``.
+
+Policies of other packages join through the ``amp_fl.pruning_policies`` entry points
+(:mod:`amp_fl.plugins`), loaded on the first lookup, or by calling :func:`register_policy` (in
+this process only).
+"""
 
 from __future__ import annotations
+
+from amp_fl.plugins import POLICIES_GROUP, load_entry_points
 
 from .aoi import AoIPolicy
 from .base import PruningPolicy
 from .dropout import FederatedDropoutPolicy
 from .importance import ImportancePolicy
-from .rolling import RollingPolicy
+from .rolling import FedRolexPolicy, RollingPolicy
 from .static import StaticPolicy
 
 _POLICIES: dict[str, type[PruningPolicy]] = {}
+_plugins_loaded = False
 
 
 def register_policy(cls: type[PruningPolicy]) -> type[PruningPolicy]:
@@ -20,17 +28,33 @@ def register_policy(cls: type[PruningPolicy]) -> type[PruningPolicy]:
     return cls
 
 
-for _cls in (AoIPolicy, ImportancePolicy, FederatedDropoutPolicy, StaticPolicy, RollingPolicy):
+for _cls in (AoIPolicy, ImportancePolicy, FederatedDropoutPolicy, StaticPolicy, RollingPolicy, FedRolexPolicy):
     register_policy(_cls)
 
 
+def _load_plugins() -> None:
+    """Register the installed packages' policies (entry points), once per process."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for cls in load_entry_points(POLICIES_GROUP):
+        if not issubclass(cls, PruningPolicy):
+            raise TypeError(f"entry point {cls.__name__} is not a PruningPolicy subclass")
+        if _POLICIES.get(cls.name) is not cls:  # registered by a call already: the same class is fine
+            register_policy(cls)
+
+
 def available_policies() -> list[str]:
-    """Names accepted by :func:`build_policy`."""
+    """Names accepted by :func:`build_policy` (the installed packages' included)."""
+    _load_plugins()
     return sorted(_POLICIES)
 
 
 def build_policy(name: str, seed: int = 0) -> PruningPolicy:
-    """The pruning policy called ``name`` (``aoi``, ``importance``, ``random``, ``static``, ``rolling``)."""
+    """The pruning policy called ``name`` (``aoi``, ``importance``, ``random``, ``static``, ``rolling``,
+    ``fedrolex``)."""
+    _load_plugins()
     if name not in _POLICIES:
         raise ValueError(f"unknown pruning policy {name!r}; available: {', '.join(available_policies())}")
     return _POLICIES[name](seed=seed)

@@ -1,4 +1,8 @@
-"""Rolling pruning (FedRolex-like): a window of ``k`` consecutive regions that moves every round."""
+"""Rolling pruning: a window of ``k`` consecutive regions (cyclic) that moves every round.
+
+Two rules: ``rolling`` (the window advances by its own length, beyond FedRolex: full coverage in
+``ceil(I / k)`` rounds) and ``fedrolex`` (Alam et al., 2022, as published: the window advances by
+one region per round)."""
 
 from __future__ import annotations
 
@@ -29,5 +33,27 @@ class RollingPolicy(PruningPolicy):
     def _select(self, keep_counts: list[int], ctx: SelectionContext) -> KeptIndices:
         return [
             rolling_window(size, count, ctx.server_round)
+            for size, count in zip(ctx.region_map.layer_sizes, keep_counts, strict=True)
+        ]
+
+
+def fedrolex_window(size: int, count: int, server_round: int) -> np.ndarray:
+    """FedRolex's window of ``count`` regions (cyclic) in ``server_round``: it starts at ``(round - 1) mod size``.
+
+    The start advances by one region per round and wraps; Flower's first round (1) starts at 0, so
+    round 1 keeps the same first ``count`` regions as HeteroFL's static sub-model.
+    """
+    start = (int(server_round) - 1) % int(size)
+    return np.sort((start + np.arange(count, dtype=np.int64)) % size)
+
+
+class FedRolexPolicy(PruningPolicy):
+    """FedRolex: every device's window of each group starts at the same region, advanced by one per round."""
+
+    name = "fedrolex"
+
+    def _select(self, keep_counts: list[int], ctx: SelectionContext) -> KeptIndices:
+        return [
+            fedrolex_window(size, count, ctx.server_round)
             for size, count in zip(ctx.region_map.layer_sizes, keep_counts, strict=True)
         ]
