@@ -37,6 +37,7 @@ from amp_fl.server.health import HealthConfig
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation, FreshMean, check_fresh_rules
 from amp_fl.strategy.buffered import FedBuffSettings
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
+from amp_fl.strategy.staleness import CACHE_GRANULARITIES, CacheGranularity
 from amp_fl.wireless.config import WirelessConfig
 from amp_fl.wireless.over_the_air import OtaSettings
 from amp_fl.wireless.t_max import TmaxSchedule, TmaxShape
@@ -285,6 +286,9 @@ class StrategyConfig:
     local_objective: LocalObjective = "sgd"
     proximal_mu: float | None = None
     apfl_alpha: float | None = None
+    # fixed: APFL's alpha stays apfl_alpha; adaptive: apfl_alpha is each device's initial alpha, moved
+    # by its gradient every local step with step size train.learning_rate (Deng et al.), clipped to [0, 1].
+    apfl_alpha_mode: Literal["fixed", "adaptive"] = "fixed"
     personal_eval_interval: int | None = None
     # Reject a reply whose upload's L2 norm exceeds this (a board sending garbage); null: any finite norm.
     max_update_norm: float | None = None
@@ -294,6 +298,10 @@ class StrategyConfig:
     # scheduled PIU that has not replied by then counts as failed ("timeout") for that round.
     reply_timeout_s: float = 600.0
     staleness_decay: float = 1.0
+    # What an upload refreshes in its device's cached gradient (Eq. (2)): entry (the entries its
+    # sub-model held, the project's default) | region (every kept region whole, the paper's reading;
+    # docs/fidelity.md).
+    cache_granularity: CacheGranularity = "entry"
     server_optimizer: ServerOptimizerName = "sgd"
     server_lr: float | None = None
     server_momentum: float = 0.9
@@ -342,6 +350,16 @@ class StrategyConfig:
             not (self.memory_friendly and self.compensation != "all"),
             "strategy.memory_friendly",
             "Algorithm 3 reproduces compensation=all only; set strategy.compensation=all",
+        )
+        require(
+            self.cache_granularity in CACHE_GRANULARITIES,
+            "strategy.cache_granularity",
+            f"choose from {', '.join(CACHE_GRANULARITIES)}, got {self.cache_granularity!r}",
+        )
+        require(
+            self.cache_granularity == "entry" or (self.compensation != "none" and not self.memory_friendly),
+            "strategy.cache_granularity",
+            "region refreshes the server's gradient cache: compensation=none and memory_friendly keep none there",
         )
 
     def _validate_server(self) -> None:
@@ -396,6 +414,16 @@ class StrategyConfig:
             checked(lambda: check_proximal_mu(mu), {"proximal_mu": "strategy.proximal_mu"})
         if alpha is not None:
             checked(lambda: check_alpha(alpha), {"alpha": "strategy.apfl_alpha"})
+        require(
+            self.apfl_alpha_mode in ("fixed", "adaptive"),
+            "strategy.apfl_alpha_mode",
+            f"choose from fixed, adaptive, got {self.apfl_alpha_mode!r}",
+        )
+        require(
+            self.apfl_alpha_mode == "fixed" or self.local_objective == "apfl",
+            "strategy.apfl_alpha_mode",
+            f"only local_objective=apfl adapts alpha (not {self.local_objective}); leave it fixed",
+        )
         require(
             self.personal_eval_interval is None or self.personal_eval_interval >= 1,
             "strategy.personal_eval_interval",
@@ -616,6 +644,9 @@ def check_failures(cfg: RunConfig) -> None:
 class RunConfig:
     seed: int = 0
     num_rounds: int = 200
+    # A horizon on the simulated clock: the run stops after the first round ending at or past it
+    # (num_rounds stays a cap); null: rounds only. The recorder, which owns the clock, applies it.
+    sim_time_limit_s: float | None = None
     output_dir: str = "runs/default"
     # Stream Flower's full log to the terminal too (it is always kept in the run folder's flower.log).
     verbose: bool = False
@@ -651,6 +682,12 @@ class RunConfig:
         themselves when :func:`_build` made them)."""
         require(self.num_rounds >= 1, "num_rounds", f"must be >= 1, got {self.num_rounds}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        limit = self.sim_time_limit_s
+        require(
+            limit is None or (math.isfinite(limit) and limit > 0),
+            "sim_time_limit_s",
+            f"must be a finite number of simulated seconds > 0 or null, got {limit}",
+        )
         for section in (
             self.dataset,
             self.model,

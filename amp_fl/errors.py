@@ -89,3 +89,14 @@ class ValidationTargetReached(Exception):
         )
         self.round = server_round
         self.val_accuracy = val_accuracy
+
+
+class SimTimeLimitReached(Exception):
+    """The simulated clock passed ``sim_time_limit_s``: the run stops, as planned (a time horizon)."""
+
+    def __init__(self, server_round: int, sim_time_s: float, limit_s: float) -> None:
+        super().__init__(
+            f"stopped at round {server_round}: simulated time {sim_time_s:.6g} s reached sim_time_limit_s={limit_s:g}"
+        )
+        self.round = server_round
+        self.sim_time_s = sim_time_s

@@ -48,6 +48,11 @@ INTERRUPTED = "interrupted"  # stopped by a signal or a killed launcher; summary
 FAILED = "failed"  # "failed: <reason>"; "diverged at round N: <reason>" when the model blew up
 # Files that make a folder a run's: a new run never writes over them (see check_fresh_run_folder).
 RESULT_FILES = (SUMMARY_FILE, METRICS_FILE, CHECKPOINT_FILE, FINAL_MODEL_FILE)
+# summary.json keys of a COMPLETED run that stopped before num_rounds, as planned: why, in words
+# (STOPPED_EARLY), and which rule stopped it (STOP_REASON: one of STOP_REASONS).
+STOPPED_EARLY = "stopped_early"
+STOP_REASON = "stop_reason"
+STOP_REASONS = ("val_accuracy", "sim_time_limit")  # evaluation.stop_at_val_accuracy, sim_time_limit_s
 
 METRIC_COLUMNS = (
     "round",

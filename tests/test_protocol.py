@@ -132,9 +132,9 @@ def test_keys_are_kebab_case_and_distinct_per_message():
     for key in keys:
         assert re.fullmatch(r"[a-z]+(-[a-z]+)*", key), key
     config_keys = [*SETUP.to_config(), P.ROUND, P.DEVICE]
-    # incl. local-objective, proximal-mu, apfl-alpha, validation-fraction, train-device and the failure
-    # injector's four fail-* keys
-    assert len(config_keys) == len(set(config_keys)) == 24
+    # incl. local-objective, proximal-mu, apfl-alpha, apfl-alpha-lr, validation-fraction, train-device
+    # and the failure injector's four fail-* keys
+    assert len(config_keys) == len(set(config_keys)) == 25
 
 
 # ------------------------------------------------------------------------------ validation

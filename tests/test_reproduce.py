@@ -39,7 +39,7 @@ PAPER, QUICK_SCALE, FASHION = SCALES["paper"], SCALES["quick"], DATASETS["fashio
 
 def test_fig8_expands_into_panels_x_methods_x_seeds_with_overrides_in_order():
     specs = expand(FIG8, PAPER, FASHION, base_rounds=600)
-    assert len(specs) == 2 * 6 * 3
+    assert len(specs) == 2 * 7 * 3  # the six FL series and the per-region cache (paper scale only)
     assert len({s.run_id for s in specs}) == len(specs)
     first = specs[0]
     assert first.run_id == "s2/amp_fl_paper_compensation_all/seed0"
@@ -52,8 +52,8 @@ def test_fig8_expands_into_panels_x_methods_x_seeds_with_overrides_in_order():
     )
     fedprox_s3 = [s for s in specs if s.panel == "s3" and s.series == "FedProx (Regularized FL)"]
     assert [s.seed for s in fedprox_s3] == [0, 1, 2]
-    # Full-model baselines: 0.37x the rounds, to cover about the same simulated time.
-    assert fedprox_s3[2].overrides[-3:] == ("method=fedprox", "num_rounds=222", "seed=2")
+    # Full-model baselines: capped at 0.375x the rounds (the ratio of the calibrated round lengths).
+    assert fedprox_s3[2].overrides[-3:] == ("method=fedprox", "num_rounds=225", "seed=2")
     with pytest.raises(ValueError, match="base_rounds"):
         expand(FIG8, PAPER, FASHION)
 
@@ -73,7 +73,7 @@ def test_quick_is_fig8s_first_panel_with_a_cheaper_apfl_evaluation():
     specs = expand_figure(QUICK, QUICK_SCALE, FASHION)
     assert len(specs) == 6 * 3 and {s.panel for s in specs} == {"s2"}
     apfl = next(s for s in specs if s.series == "APFL")
-    assert "strategy.personal_eval_interval=50" in apfl.overrides and "num_rounds=67" in apfl.overrides
+    assert "strategy.personal_eval_interval=50" in apfl.overrides and "num_rounds=79" in apfl.overrides
     assert report_name(QUICK, QUICK_SCALE, FASHION) == "quick"
     assert report_name(FIG8, QUICK_SCALE, DATASETS["cifar10"]) == "fig8-quick-cifar10"
     assert report_targets(QUICK, QUICK_SCALE, FASHION) == [0.6, 0.7, 0.9]  # the scale's + the paper's MNIST target
@@ -104,11 +104,15 @@ def test_every_registered_design_composes_into_valid_configs():
     assert checked >= 30
     quick = expand_figure(QUICK, QUICK_SCALE, FASHION)
     quick_apfl = load_config(compose_values(next(s for s in quick if s.series == "APFL").overrides))
-    assert (quick_apfl.num_rounds, quick_apfl.num_devices, quick_apfl.wireless.num_rbs) == (67, 100, 10)
-    assert load_config(compose_values(quick[0].overrides)).num_rounds == 180  # AMP-FL
+    assert (quick_apfl.num_rounds, quick_apfl.num_devices, quick_apfl.wireless.num_rbs) == (79, 100, 10)
+    assert load_config(compose_values(quick[0].overrides)).num_rounds == 210  # AMP-FL's cap
+    assert quick_apfl.sim_time_limit_s == load_config(compose_values(quick[0].overrides)).sim_time_limit_s == 18.0
     assert quick_apfl.strategy.local_objective == "apfl" and quick_apfl.strategy.personal_eval_interval == 50
-    s3 = load_config(compose_values(expand(FIG8, PAPER, FASHION, base_rounds=600)[-1].overrides))
-    assert (s3.dataset.shards_per_device, s3.num_rounds, s3.strategy.local_objective) == (3, 222, "apfl")
+    fig8 = expand(FIG8, PAPER, FASHION, base_rounds=600)
+    s3 = load_config(compose_values(next(s for s in reversed(fig8) if s.series == "APFL").overrides))
+    assert (s3.dataset.shards_per_device, s3.num_rounds, s3.strategy.local_objective) == (3, 225, "apfl")
+    region = load_config(compose_values(fig8[-1].overrides))
+    assert (region.strategy.cache_granularity, region.strategy.compensation) == ("region", "all")
 
 
 def _fake_run(folder, values, status="completed"):

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
 import torch
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from amp_fl import protocol as P
@@ -32,7 +32,7 @@ from amp_fl.client.local import batch_rng, local_data, model_info, train_setting
 from amp_fl.client.objectives import mix_arrays
 from amp_fl.client.personal import evaluate_on_label_distribution, label_frequencies
 from amp_fl.client.profile import resolve_profile_reply
-from amp_fl.client.settings import TrainSettings
+from amp_fl.client.settings import MixingWeight, TrainSettings
 from amp_fl.client.sparse_fedavg import train_masked
 from amp_fl.client.trainer import FitResult, ModelInfo, SubModelTrainer
 from amp_fl.data.datasets import ArraySplit, load_dataset
@@ -168,6 +168,8 @@ def _prepare(msg: Message, context: Context) -> _TrainJob:
             raise ValueError("train instruction: the apfl objective trains the full model, got a pruned sub-model")
         stored = _personal_model(context, regions)
         personal = stored if stored is not None else [a.copy() for a in arrays]  # v_k starts at the first w
+        if setup.apfl_alpha_lr > 0:  # Deng et al.'s adaptive alpha: this device's, from its state
+            settings = replace(settings, alpha=MixingWeight(_personal_alpha(context, setup), setup.apfl_alpha_lr))
     rng = batch_rng(setup, device, instruction.round)
     return _TrainJob(
         msg,
@@ -190,6 +192,8 @@ def _reply(job: _TrainJob, result: FitResult, fit_s: float) -> Message:
     context, regions, setup = job.context, job.regions, job.instruction.setup
     if result.personal is not None:
         context.state.array_records[P.STATE_PERSONAL] = P.arrays_to_record(regions.param_names, result.personal)
+    if isinstance(job.settings.alpha, MixingWeight):  # the adapted alpha_k, beside v_k
+        context.state.config_records[P.STATE_ALPHA] = ConfigRecord({"alpha": job.settings.alpha.value})
     gradient = result.gradient
     if setup.memory_friendly:
         gradient = _difference_to_own_cache(context, regions, job.kept, gradient)
@@ -228,7 +232,7 @@ def evaluate_personal(msg: Message, context: Context) -> Message:
     personal = _personal_model(context, regions) if setup.local_objective == "apfl" else None
     if personal is not None:
         trainable = [rule.is_parameter for rule in regions.arrays]
-        model_arrays = mix_arrays(personal, model_arrays, setup.apfl_alpha, trainable)
+        model_arrays = mix_arrays(personal, model_arrays, _personal_alpha(context, setup), trainable)
     model = build_submodel(
         info.name, info.input_shape, info.num_classes, regions, regions.full_kept(), arrays=model_arrays
     )
@@ -250,6 +254,12 @@ def _personal_model(context: Context, regions: RegionMap) -> list[np.ndarray] | 
     if P.STATE_PERSONAL not in context.state.array_records:
         return None
     return P.record_to_arrays(context.state.array_records[P.STATE_PERSONAL], regions.param_names)
+
+
+def _personal_alpha(context: Context, setup: P.TrainSetup) -> float:
+    """APFL's alpha_k: the adapted one in ``context.state`` (adaptive, once trained), else the configured one."""
+    record = context.state.config_records.get(P.STATE_ALPHA)
+    return float(record["alpha"]) if record is not None else float(setup.apfl_alpha)  # type: ignore[arg-type]
 
 
 def _difference_to_own_cache(

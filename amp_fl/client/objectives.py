@@ -5,7 +5,7 @@
 ``fedprox`` (Li et al., 2020, "Federated optimization in heterogeneous networks")
     SGD on ``f(w) + mu/2 ||w - w_g||^2``, where ``w_g`` is the model the device received this
     round: every step adds the proximal gradient ``mu (w - w_g)`` to each parameter's gradient.
-``apfl`` (Deng et al., 2020, "Adaptive personalized federated learning"), fixed mixing weight alpha
+``apfl`` (Deng et al., 2020, "Adaptive personalized federated learning"), mixing weight alpha
     The device also keeps a personal model ``v``; its personalised model is
     ``alpha v + (1 - alpha) w``. Each step, on the same mini-batch and from the same pre-step
     state (both gradients are taken before either model moves)::
@@ -13,7 +13,9 @@
         w <- w - eta * grad f(w)
         v <- v - eta * grad_v f(alpha v + (1 - alpha) w) = v - eta * alpha * grad f(mixed)
 
-    Only ``w`` goes back to the server; ``v`` stays on the device.
+    Only ``w`` goes back to the server; ``v`` stays on the device. Alpha is fixed, or adaptive
+    (a :class:`~amp_fl.client.settings.MixingWeight`, ``strategy.apfl_alpha_mode=adaptive``): then,
+    from the same pre-step state, ``alpha <- clip(alpha - eta * <v - w, grad f(mixed)>, 0, 1)``.
 
 Only trainable parameters enter the proximal term and the mixing. Buffers (BatchNorm running
 statistics) are not mixed: the personal model keeps the statistics of its own (mixed) forward
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from amp_fl.client.settings import check_alpha, check_proximal_mu
+from amp_fl.client.settings import MixingWeight, check_alpha, check_proximal_mu
 from amp_fl.errors import check_argument
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -127,12 +129,13 @@ def apfl_step(
     targets: torch.Tensor,
     loss_fn: LossFn,
     *,
-    alpha: float,
+    alpha: float | MixingWeight,
 ) -> float:
     """One APFL step (module docstring): ``w`` by SGD on ``f(w)``, ``v`` by SGD on ``f(alpha v + (1 - alpha) w)``.
 
     ``module`` holds ``w`` and ``personal`` holds ``v`` (same architecture); both gradients are
-    taken at the pre-step state. Returns ``f(w)`` on the mini-batch, before the step.
+    taken at the pre-step state. An adaptive ``alpha`` (:class:`MixingWeight`) then takes its own
+    step, by ``d f(mixed) / d alpha`` at the pre-step alpha. Returns ``f(w)`` on the mini-batch, before the step.
     """
     global_params = dict(module.named_parameters())
     personal_params = dict(personal.named_parameters())
@@ -143,10 +146,17 @@ def apfl_step(
     )
     optimiser.zero_grad(set_to_none=True)
     personal_optimiser.zero_grad(set_to_none=True)
-    # The mixed model's parameters: w enters as a constant, so backward only reaches v (giving alpha * grad f).
-    mixed = {n: alpha * personal_params[n] + (1.0 - alpha) * w.detach() for n, w in global_params.items()}
+    # The mixed model's parameters: w enters as a constant, so backward only reaches v (giving alpha * grad f)
+    # and, when alpha adapts, alpha (giving sum over parameters of <v - w, grad f>).
+    weight: float | torch.Tensor = (
+        torch.tensor(alpha.value, dtype=torch.float32, requires_grad=True) if isinstance(alpha, MixingWeight) else alpha
+    )
+    mixed = {n: weight * personal_params[n] + (1.0 - weight) * w.detach() for n, w in global_params.items()}
     mixed_loss = loss_fn(functional_call(personal, mixed, (inputs,)), targets)
     mixed_loss.backward()
+    if isinstance(alpha, MixingWeight):
+        assert isinstance(weight, torch.Tensor) and weight.grad is not None
+        alpha.step(float(weight.grad))
     loss = loss_fn(module(inputs), targets)
     loss.backward()
     optimiser.step()

@@ -29,12 +29,42 @@ def check_alpha(alpha: float, name: str = "alpha") -> float:
     return float(alpha)
 
 
+class MixingWeight:
+    """APFL's adaptive mixing weight of one device (Deng et al., 2020, Algorithm 1): alpha, moved by its gradient.
+
+    Each local step, from the pre-step state and on the step's mini-batch::
+
+        alpha <- clip(alpha - lr * d f(alpha v + (1 - alpha) w) / d alpha, 0, 1),
+        d f / d alpha = <v - w, grad f(alpha v + (1 - alpha) w)>
+
+    (:func:`amp_fl.client.objectives.apfl_step` computes the derivative). It is the device's state
+    (kept in Flower's ``context.state`` between rounds, like the personal model v), so it is mutable.
+    """
+
+    def __init__(self, value: float, learning_rate: float) -> None:
+        self.value = check_alpha(value, "alpha")
+        check_argument(
+            math.isfinite(learning_rate) and learning_rate > 0,
+            "learning_rate",
+            f"alpha's step size must be a finite number > 0, got {learning_rate}",
+        )
+        self.learning_rate = float(learning_rate)
+
+    def step(self, gradient: float) -> float:
+        """One gradient step on alpha, clipped to [0, 1]; returns the new alpha."""
+        if not math.isfinite(gradient):
+            raise ValueError(f"gradient: d f / d alpha must be finite, got {gradient}")
+        self.value = min(max(self.value - self.learning_rate * gradient, 0.0), 1.0)
+        return self.value
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Local training: ``local_steps`` steps of ``objective`` with step size ``learning_rate``.
 
     ``proximal_mu`` is FedProx's mu (used by ``objective="fedprox"``), ``alpha`` APFL's mixing
-    weight (used by ``objective="apfl"``). ``device`` is where the steps run, as configured
+    weight (used by ``objective="apfl"``): a fixed number, or a :class:`MixingWeight` the steps adapt.
+    ``device`` is where the steps run, as configured
     (``auto`` | ``cpu`` | ``cuda`` | ``mps``; resolved by :func:`amp_fl.client.device.resolve_device`
     where the training runs). The default is the CPU: the reference every equality test compares with.
     """
@@ -44,7 +74,7 @@ class TrainSettings:
     batch_size: int
     objective: LocalObjective = "sgd"
     proximal_mu: float = 0.0
-    alpha: float = 0.0
+    alpha: float | MixingWeight = 0.0
     device: TrainDevice = "cpu"
 
     def __post_init__(self) -> None:
@@ -61,7 +91,8 @@ class TrainSettings:
             f"must be one of {', '.join(LOCAL_OBJECTIVES)}, got {self.objective!r}",
         )
         check_proximal_mu(self.proximal_mu)
-        check_alpha(self.alpha)
+        if not isinstance(self.alpha, MixingWeight):  # a MixingWeight checked its own value
+            check_alpha(self.alpha)
         check_argument(
             self.device in TRAIN_DEVICES, "device", f"must be one of {', '.join(TRAIN_DEVICES)}, got {self.device!r}"
         )

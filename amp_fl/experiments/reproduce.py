@@ -55,7 +55,7 @@ from amp_fl.experiments.figures import (
     expand,
 )
 from amp_fl.experiments.tune import TUNING_FILE
-from amp_fl.run_folder import RunFolderError, read_timing
+from amp_fl.run_folder import RunFolderError, read_summary, read_timing
 
 
 def report_name(figure: Figure, scale: Scale, dataset: DatasetChoice) -> str:
@@ -151,6 +151,9 @@ def _settings_text(values: dict[str, Any], figure: Figure, jobs: Sequence[Job[Ru
         if len(by_rounds) > 1
         else f"{values['num_rounds']} rounds"
     )
+    limit = values.get("sim_time_limit_s")
+    if limit is not None:  # the horizon ends the runs; num_rounds only caps them
+        rounds = f"{limit:g} s of simulated time (sim_time_limit_s; round caps: {rounds})"
     parts = [
         rounds,
         f"K = {w['num_devices']} devices",
@@ -172,7 +175,7 @@ def _timing_lines(jobs: Sequence[Job[RunSpec]]) -> list[str]:
     for job in jobs:
         per_round = per_round_seconds(job.run_dir)
         timing = read_timing(job.run_dir)
-        rounds = int(job.values["num_rounds"])
+        rounds = max(1, rounds_run(job))
         cpu = float(timing.get("cpu_s", float("nan")))
         rows.append((job.spec.series, per_round, float(timing.get("wall_s", float("nan"))), cpu / rounds))
     if not rows:
@@ -196,6 +199,14 @@ def _timing_lines(jobs: Sequence[Job[RunSpec]]) -> list[str]:
             f"{np.median(cpus) if cpus else float('nan'):.2f} | {sum(tot) / 60:.1f} |"
         )
     return lines
+
+
+def rounds_run(job: Job[RunSpec]) -> int:
+    """The rounds a finished run ran (a time horizon may stop it before its num_rounds cap)."""
+    try:
+        return int(read_summary(job.run_dir).get("rounds_completed") or job.values["num_rounds"])
+    except RunFolderError:
+        return int(job.values["num_rounds"])
 
 
 def report_targets(figure: Figure, scale: Scale, dataset: DatasetChoice) -> list[float]:

@@ -41,6 +41,7 @@ from amp_fl.lazy import lazy_exports
 from amp_fl.protocol.keys import (
     ACCURACY,
     APFL_ALPHA,
+    APFL_ALPHA_LR,
     ARRAYS,
     BATCH_SIZE,
     CELL_RADIUS_M,
@@ -91,6 +92,7 @@ from amp_fl.protocol.keys import (
     ROUND,
     SEED,
     SHARDS_PER_DEVICE,
+    STATE_ALPHA,
     STATE_CACHE,
     STATE_PERSONAL,
     TRAIN_LOSS,
@@ -166,6 +168,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACCURACY",
     "APFL_ALPHA",
+    "APFL_ALPHA_LR",
     "ARRAYS",
     "BATCH_SIZE",
     "CELL_RADIUS_M",
@@ -217,6 +220,7 @@ __all__ = [
     "ROUND",
     "SEED",
     "SHARDS_PER_DEVICE",
+    "STATE_ALPHA",
     "STATE_CACHE",
     "STATE_PERSONAL",
     "TRAIN_LOSS",

@@ -10,6 +10,7 @@ KEPT = "kept"
 CONFIG = "config"
 METRICS = "metrics"
 STATE_CACHE = "amp-fl-gradient-cache"  # the client's context.state record for memory-friendly AMP-FL
+STATE_ALPHA = "amp-fl-apfl-alpha"  # the client's context.state record of APFL's adaptive alpha_k
 STATE_PERSONAL = "amp-fl-apfl-personal-model"  # the client's context.state record of APFL's personal model v_k
 
 # ------------------------------------------------------------------------------ keys
@@ -55,6 +56,7 @@ MEMORY_FRIENDLY = "memory-friendly"
 LOCAL_OBJECTIVE = "local-objective"
 PROXIMAL_MU = "proximal-mu"
 APFL_ALPHA = "apfl-alpha"
+APFL_ALPHA_LR = "apfl-alpha-lr"  # > 0: APFL adapts alpha with this step size (Deng et al.); 0: alpha fixed
 TRAIN_DEVICE = "train-device"  # train.device as configured (auto | cpu | cuda | mps); the client resolves it
 # The failure injector's settings (amp_fl.client.failures; all 0 in a normal run).
 FAIL_RAISE_PROB = "fail-raise-prob"

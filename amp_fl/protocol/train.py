@@ -22,6 +22,7 @@ from amp_fl.protocol.fields import (
 )
 from amp_fl.protocol.keys import (
     APFL_ALPHA,
+    APFL_ALPHA_LR,
     ARRAYS,
     BATCH_SIZE,
     CONFIG,
@@ -68,7 +69,8 @@ class TrainSetup:
 
     ``local_objective`` is what a device minimises (:mod:`amp_fl.client.objectives`);
     ``proximal_mu`` is FedProx's mu (read by ``fedprox`` only), ``apfl_alpha`` APFL's mixing
-    weight (read by ``apfl`` only). ``validation_fraction``: the share of the training set held out
+    weight (read by ``apfl`` only; with ``apfl_alpha_lr`` > 0 its initial value, adapted each step with
+    that step size, Deng et al.'s adaptive alpha). ``validation_fraction``: the share of the training set held out
     for validation before partitioning (:mod:`amp_fl.data.validation`); devices train on the rest.
     """
 
@@ -88,6 +90,7 @@ class TrainSetup:
     local_objective: LocalObjective = "sgd"
     proximal_mu: float = 0.0
     apfl_alpha: float = 0.0
+    apfl_alpha_lr: float = 0.0
     failures: FailureSettings = field(default_factory=FailureSettings)
     validation_fraction: float = 0.0
     # train.device as configured, not resolved: the server's hardware is not the device's, so each
@@ -112,6 +115,7 @@ class TrainSetup:
             LOCAL_OBJECTIVE: self.local_objective,
             PROXIMAL_MU: float(self.proximal_mu),
             APFL_ALPHA: float(self.apfl_alpha),
+            APFL_ALPHA_LR: float(self.apfl_alpha_lr),
             FAIL_RAISE_PROB: float(self.failures.raise_prob),
             FAIL_LATE_PROB: float(self.failures.late_prob),
             FAIL_CORRUPT_PROB: float(self.failures.corrupt_prob),
@@ -140,6 +144,7 @@ class TrainSetup:
             local_objective=_local_objective(f.choice(LOCAL_OBJECTIVE, LOCAL_OBJECTIVES)),
             proximal_mu=f.number(PROXIMAL_MU, minimum=0.0),
             apfl_alpha=f.number(APFL_ALPHA, minimum=0.0, maximum=1.0),
+            apfl_alpha_lr=f.number(APFL_ALPHA_LR, minimum=0.0),
             failures=_failure_settings(f),
             validation_fraction=f.number(VALIDATION_FRACTION, minimum=0.0, maximum=1.0),
             device=_train_device(f.choice(TRAIN_DEVICE, TRAIN_DEVICES)),

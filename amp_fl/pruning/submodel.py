@@ -179,6 +179,27 @@ def held_masks(region_map: RegionMap, kept: KeptIndices) -> list[np.ndarray]:
     return masks
 
 
+def region_held_masks(region_map: RegionMap, kept: KeptIndices) -> list[np.ndarray]:
+    """The entries a sub-model refreshes in its device's cache under ``cache_granularity=region``.
+
+    Eq. (2) read per region: region i (a filter or neuron with all its input connections and its
+    bias) is refreshed whenever it was kept, whole, so an entry counts as held when its *own*
+    (output, axis-0) region was kept, whatever its input region; an array with no output region
+    (the class layer, never pruned) is held whole by every scheduled device. Entries held here but
+    not in :func:`held_masks` (input region pruned) carry the masked model's gradient there: 0.
+    """
+    kept = check_kept(region_map, kept)
+    masks = []
+    for rule in region_map.arrays:
+        rows, _ = rule.axis_indices(kept)
+        held = np.ones(rule.shape, dtype=bool)
+        if rows is not None:
+            held[...] = False
+            held[rows] = True
+        masks.append(held)
+    return masks
+
+
 # --------------------------------------------------------------------------------------------
 # Modules.
 

@@ -28,7 +28,7 @@ from amp_fl.client.device import resolve_device
 from amp_fl.client.trainer import ModelEvaluator
 from amp_fl.config import RunConfig, config_to_dict
 from amp_fl.data.datasets import ArraySplit
-from amp_fl.errors import ValidationTargetReached
+from amp_fl.errors import SimTimeLimitReached, ValidationTargetReached
 from amp_fl.models import model_spec
 from amp_fl.protocol.provenance import profile_provenance
 from amp_fl.pruning.regions import RegionMap
@@ -79,6 +79,7 @@ class Recorder:
     validation_data: ArraySplit | None = None  # held out of the training set: val_accuracy / val_loss each round
     every_sim_s: float = 0.0  # evaluation.every_sim_s: evaluate on this grid of the simulated clock; 0: every round
     stop_at_val_accuracy: float | None = None  # evaluation.stop_at_val_accuracy: raise ValidationTargetReached
+    sim_time_limit_s: float | None = None  # sim_time_limit_s: raise SimTimeLimitReached once the clock passes it
     clock: SimulatedClock = field(default_factory=SimulatedClock)
     latest_arrays: list[np.ndarray] | None = None  # the latest global model
     on_row: Callable[[int], None] | None = None  # called with the round once its row is written (checkpoints)
@@ -109,7 +110,8 @@ class Recorder:
         if personal is not None and personal.round != server_round:
             personal = None
         latency = 0.0 if report is None else float(report.round_latency_s)
-        evaluate = self._evaluation_due(server_round, self.clock.now_s + latency, personal is not None)
+        ends_run = self._reaches_time_limit(self.clock.now_s + latency)
+        evaluate = ends_run or self._evaluation_due(server_round, self.clock.now_s + latency, personal is not None)
         accuracy = loss = math.nan
         if evaluate:
             accuracy, loss = self._evaluate(weights, self.test_data)
@@ -144,9 +146,16 @@ class Recorder:
         stop = self.stop_at_val_accuracy
         if stop is not None and server_round < self.num_rounds and row.val_accuracy >= stop:
             raise ValidationTargetReached(server_round, row.val_accuracy, stop)
+        if ends_run and server_round < self.num_rounds:
+            assert self.sim_time_limit_s is not None
+            raise SimTimeLimitReached(server_round, row.sim_time_s, self.sim_time_limit_s)
         if not evaluate:
             return None
         return P.EvaluationMetrics(accuracy=accuracy, loss=loss).to_record()
+
+    def _reaches_time_limit(self, sim_time_s: float) -> bool:
+        """Whether a round ending at ``sim_time_s`` is the run's last by the time horizon (evaluated, then the stop)."""
+        return self.sim_time_limit_s is not None and sim_time_s >= self.sim_time_limit_s - 1e-9
 
     def _evaluation_due(self, server_round: int, sim_time_s: float, personal: bool) -> bool:
         """Round 0, the last round, personalised rounds, and the first round to end at or after each

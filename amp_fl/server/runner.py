@@ -19,10 +19,19 @@ from flwr.serverapp import Grid
 from amp_fl import protocol as P
 from amp_fl.client.profile import compute_benchmark
 from amp_fl.config import RunConfig
-from amp_fl.errors import DivergedError, UnhealthyRunError, ValidationTargetReached
+from amp_fl.errors import DivergedError, SimTimeLimitReached, UnhealthyRunError, ValidationTargetReached
 from amp_fl.pruning.maps import region_map_for
 from amp_fl.pruning.submodel import module_arrays
-from amp_fl.run_folder import COMPLETED, RUNNING, MetricsWriter, write_figures, write_final_model, write_summary
+from amp_fl.run_folder import (
+    COMPLETED,
+    RUNNING,
+    STOP_REASON,
+    STOPPED_EARLY,
+    MetricsWriter,
+    write_figures,
+    write_final_model,
+    write_summary,
+)
 from amp_fl.server.build import StrategyInputs, build_strategy, initial_model, latency_config, run_data, train_setup
 from amp_fl.server.checkpoint import (
     Checkpointer,
@@ -70,6 +79,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         validation_data=data.validation,
         every_sim_s=cfg.evaluation.every_sim_s,
         stop_at_val_accuracy=cfg.evaluation.stop_at_val_accuracy,
+        sim_time_limit_s=cfg.sim_time_limit_s,
         device=cfg.train.device,
         model_name=cfg.model.name,
         health=RunHealth(cfg.health),
@@ -112,10 +122,12 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
             evaluate_fn=recorder,
         )
         status = COMPLETED
-    except ValidationTargetReached as exc:
-        # Planned: time-to-target tuning needs nothing after the target; the run is complete.
+    except (ValidationTargetReached, SimTimeLimitReached) as exc:
+        # Planned: time-to-target tuning needs nothing after the target, a time horizon nothing
+        # after it; the run is complete.
         status = COMPLETED
-        base["stopped_early"] = str(exc)
+        base[STOPPED_EARLY] = str(exc)
+        base[STOP_REASON] = "val_accuracy" if isinstance(exc, ValidationTargetReached) else "sim_time_limit"
         log.info("%s", exc)
     except DivergedError as exc:
         # A clean stop, not a crash: the rows, the last good checkpoint and the model of the last

@@ -43,7 +43,7 @@ from amp_fl import protocol as P
 from amp_fl.errors import ArgumentError, DivergedError, InvalidReplyError
 from amp_fl.pruning.policies import PruningPolicy, SelectionContext
 from amp_fl.pruning.regions import KeptIndices, RegionMap
-from amp_fl.pruning.submodel import extract_arrays, scatter_arrays
+from amp_fl.pruning.submodel import extract_arrays, region_held_masks, scatter_arrays
 from amp_fl.scheduling.aoi_table import AoITable
 from amp_fl.scheduling.schedule import Schedule, Scheduler
 from amp_fl.state import State, array, arrays, part
@@ -68,7 +68,7 @@ from amp_fl.strategy.server_optimizer import (
     server_learning_rate,
     server_step,
 )
-from amp_fl.strategy.staleness import DiscountedSums, check_decay
+from amp_fl.strategy.staleness import CACHE_GRANULARITIES, CacheGranularity, DiscountedSums, check_decay
 from amp_fl.wireless.channel import Channel
 from amp_fl.wireless.over_the_air import OverTheAirChannel
 
@@ -98,6 +98,11 @@ class AmpFlSettings:
         Scale a reply whose upload's L2 norm exceeds this down to it (a guard against divergence); ``None``: off.
     staleness_decay : float, default 1.0
         gamma of ``compensation="discounted"`` (:mod:`amp_fl.strategy.staleness`), in (0, 1].
+    cache_granularity : {"entry", "region"}, default "entry"
+        What one upload refreshes in its device's cache (Eq. (2)): the entries its sub-model held
+        (``entry``), or the whole of every region it kept (``region``, the paper's reading;
+        :func:`~amp_fl.pruning.submodel.region_held_masks`). Needs a cache: not with
+        ``compensation="none"`` or ``memory_friendly``.
     server : ServerOptimizerSettings, optional
         The server optimiser on the direction (:mod:`amp_fl.strategy.server_optimizer`); ``None``:
         the paper's step, sgd with ``learning_rate``.
@@ -120,6 +125,7 @@ class AmpFlSettings:
     server: ServerOptimizerSettings | None = None
     fresh_mean: FreshMean = "scheduled"
     stale_weight: float = 1.0
+    cache_granularity: CacheGranularity = "entry"
 
     @property
     def optimizer(self) -> ServerOptimizerSettings:
@@ -141,6 +147,15 @@ class AmpFlSettings:
             if bound is not None and not (math.isfinite(bound) and bound > 0):
                 raise ValueError(f"{name}: must be a finite number > 0 or None, got {bound}")
         check_decay(self.staleness_decay)
+        if self.cache_granularity not in CACHE_GRANULARITIES:
+            raise ValueError(
+                f"cache_granularity: choose from {', '.join(CACHE_GRANULARITIES)}, got {self.cache_granularity!r}"
+            )
+        if self.cache_granularity == "region" and (self.compensation == "none" or self.memory_friendly):
+            raise ValueError(
+                "cache_granularity: 'region' refreshes the server's cache; compensation='none' and "
+                "memory_friendly keep none there"
+            )
         check_fresh_rules(self.compensation, self.fresh_mean, self.stale_weight, self.memory_friendly)
 
 
@@ -264,7 +279,9 @@ class AmpFlStrategy(Strategy):
         # Scope ``discounted`` keeps its sums up to date (O(|S_t| Q) a round); gamma = 1 is scope ``all``.
         discounting = settings.compensation == "discounted" and settings.staleness_decay < 1.0
         self.discounted = (
-            DiscountedSums(self.split.parameter_map, num_devices, settings.staleness_decay) if discounting else None
+            DiscountedSums(self.split.parameter_map, num_devices, settings.staleness_decay, settings.cache_granularity)
+            if discounting
+            else None
         )
         self.server_state = ServerOptimizerState()  # the server optimiser's moments (a checkpoint saves it)
         self._pending: _PendingRound | None = None
@@ -419,6 +436,8 @@ class AmpFlStrategy(Strategy):
             values = [(v * (clip / norm)).astype(v.dtype) for v in values]  # direction kept, length clip
         full, held = scatter_arrays(values, self.split.parameter_map, kept, self.parameter_shapes)
         full_buffers, held_buffers = scatter_arrays(buffer_values, self.split.buffer_map, kept)
+        if self.settings.cache_granularity == "region":  # Eq. (2) per region: zeros where the input was pruned
+            held = region_held_masks(self.split.parameter_map, kept)
         return DeviceUpdate(device, full, held), reply, _BufferUpload(full_buffers, held_buffers)
 
     def _check_finite(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -41,8 +42,19 @@ def check_decay(gamma: float) -> float:
     return float(gamma)
 
 
-def entry_ages(region_map: RegionMap, region_ages: np.ndarray) -> list[np.ndarray]:
-    """Per-entry ages of one device's cache, from its row of the AoI table (length ``num_regions``)."""
+CacheGranularity = Literal["entry", "region"]
+CACHE_GRANULARITIES: tuple[CacheGranularity, ...] = get_args(CacheGranularity)
+
+
+def entry_ages(
+    region_map: RegionMap, region_ages: np.ndarray, granularity: CacheGranularity = "entry"
+) -> list[np.ndarray]:
+    """Per-entry ages of one device's cache, from its row of the AoI table (length ``num_regions``).
+
+    ``granularity="region"`` (the cache refreshed per region, :func:`~amp_fl.pruning.submodel.region_held_masks`):
+    an entry's age is its output region's, or the device's where the array has none; the input
+    region plays no part, and the ages are exact.
+    """
     region_ages = np.asarray(region_ages, dtype=np.int64)
     offsets = [*region_map.offsets, region_map.num_regions]
     device_age = int(region_ages.min()) if region_ages.size else 0
@@ -56,7 +68,7 @@ def entry_ages(region_map: RegionMap, region_ages: np.ndarray) -> list[np.ndarra
         trailing = max(len(rule.shape) - 1, 0)
         if rule.out_group is not None:
             age = np.broadcast_to(group_ages(rule.out_group).reshape((-1,) + (1,) * trailing), rule.shape)
-        if rule.in_group is not None:
+        if rule.in_group is not None and granularity == "entry":
             cols = np.repeat(group_ages(rule.in_group), rule.in_expand)
             in_age = np.broadcast_to(cols.reshape((1, -1) + (1,) * (trailing - 1)), rule.shape)
             age = in_age if rule.out_group is None else np.maximum(age, in_age)
@@ -97,7 +109,7 @@ class EntryAges:
     not sliced) and its input region's (or ``-1``). The slots are mapped once per region map.
     """
 
-    def __init__(self, region_map: RegionMap) -> None:
+    def __init__(self, region_map: RegionMap, granularity: CacheGranularity = "entry") -> None:
         regions = region_map.num_regions
         device_slot, none_slot = regions, regions + 1
         offsets = [*region_map.offsets, regions]
@@ -109,7 +121,7 @@ class EntryAges:
             if rule.out_group is not None:
                 rows = np.arange(offsets[rule.out_group], offsets[rule.out_group + 1])
                 out_slot[...] = rows.reshape((-1,) + (1,) * trailing)
-            if rule.in_group is not None:
+            if rule.in_group is not None and granularity == "entry":  # region: the input region plays no part
                 cols = np.repeat(np.arange(offsets[rule.in_group], offsets[rule.in_group + 1]), rule.in_expand)
                 in_slot[...] = cols.reshape((1, -1) + (1,) * (trailing - 1))
             outs.append(out_slot.ravel())
@@ -151,7 +163,9 @@ class DiscountedSums:
 
     MAX_EXPONENT_BITS = 500
 
-    def __init__(self, region_map: RegionMap, num_devices: int, gamma: float) -> None:
+    def __init__(
+        self, region_map: RegionMap, num_devices: int, gamma: float, granularity: CacheGranularity = "entry"
+    ) -> None:
         self.region_map = region_map
         self.gamma = check_decay(gamma)
         if self.gamma == 1.0:
@@ -165,7 +179,7 @@ class DiscountedSums:
         self.numerator = np.zeros(size, dtype=np.float64)
         self.denominator = np.full(size, float(num_devices), dtype=np.float64)
         self.reference = np.zeros(size, dtype=np.int64)
-        self._entry_ages = EntryAges(region_map)
+        self._entry_ages = EntryAges(region_map, granularity)
         self._ages = np.zeros(size, dtype=np.int64)  # temporaries, reused every call
         self._exponent = np.zeros(size, dtype=np.int64)
         self._weight = np.zeros(size, dtype=np.float64)
