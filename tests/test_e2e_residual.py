@@ -41,7 +41,7 @@ def test_resnet18_on_mnist5k_runs_through_the_real_command(tmp_path):
         "wireless.num_rbs=2", "num_rounds=1", "train.local_steps=1", "train.batch_size=4", "train.device=cpu",
         f"hydra.run.dir={run}",
     ]  # fmt: skip
-    env = {**os.environ, "FLWR_HOME": str(flwr_home())}
+    env = {**os.environ, "FLWR_HOME": str(flwr_home(run))}
     out = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     last = _rows(run)[-1]
