@@ -25,6 +25,7 @@ import numpy as np
 from amp_fl.client.settings import TrainSettings, check_alpha, check_proximal_mu
 from amp_fl.data.datasets import DATASETS
 from amp_fl.errors import ArgumentError, ConfigError, require
+from amp_fl.health import HealthConfig
 from amp_fl.models import available_models
 from amp_fl.protocol.provenance import CHANNEL_MODES, ChannelMode
 from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObjective, TrainDevice
@@ -33,7 +34,6 @@ from amp_fl.scheduling.fixed_ratio import FIXED_RATIO_SELECTIONS
 from amp_fl.scheduling.full_model import FULL_MODEL_SELECTIONS
 from amp_fl.scheduling.levels import DEFAULT_LEVELS, LEVEL_ASSIGNMENTS, check_levels, check_levels_fit
 from amp_fl.scheduling.pr_scheduling import PR_ASSIGNMENTS
-from amp_fl.server.health import HealthConfig
 from amp_fl.strategy.aggregation import COMPENSATION_SCOPES, Compensation, FreshMean, check_fresh_rules
 from amp_fl.strategy.buffered import FedBuffSettings
 from amp_fl.strategy.server_optimizer import ServerOptimizerName, ServerOptimizerSettings, server_learning_rate
@@ -669,7 +669,7 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    health: HealthConfig = field(default_factory=HealthConfig)  # when a meaningless run stops (server.health)
+    health: HealthConfig = field(default_factory=HealthConfig)  # when a meaningless run stops (amp_fl.health)
     # A run folder whose checkpoint this run continues (python -m amp_fl resume=runs/<run>).
     resume: str | None = None
 

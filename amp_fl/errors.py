@@ -64,7 +64,7 @@ class DivergedError(ArithmeticError):
 
 
 class UnhealthyRunError(RuntimeError):
-    """The run goes on but its result would mean nothing (:mod:`amp_fl.server.health`): it stops, kept as it was.
+    """The run goes on but its result would mean nothing (:mod:`amp_fl.health`): it stops, kept as it was.
 
     ``status`` is what ``summary.json`` records: ``failed: ...`` (every reply rejected, no device
     schedulable) or ``diverged at round N: ...`` (loss or weight norm past its bound).

@@ -1,4 +1,4 @@
-"""The run-health checks (amp_fl/server/health.py) on hand-made rows: streaks, bounds, and their statuses."""
+"""The run-health checks (amp_fl/health.py) on hand-made rows: streaks, bounds, and their statuses."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from amp_fl.config import config_to_dict, load_config
 from amp_fl.errors import ConfigError, UnhealthyRunError
+from amp_fl.health import HealthConfig, RunHealth, trailing, weight_norm
 from amp_fl.run_folder import RoundRow, comparable_config
-from amp_fl.server.health import HealthConfig, RunHealth, trailing, weight_norm
 
 GOOD = [np.zeros(3)]
 

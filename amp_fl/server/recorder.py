@@ -29,13 +29,13 @@ from amp_fl.client.trainer import ModelEvaluator
 from amp_fl.config import RunConfig, config_to_dict
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.errors import SimTimeLimitReached, ValidationTargetReached
+from amp_fl.health import RunHealth
 from amp_fl.models import model_spec
 from amp_fl.protocol.provenance import profile_provenance
 from amp_fl.pruning.regions import RegionMap
 from amp_fl.run_folder import MetricsWriter, RoundRow, last_personal_accuracy, time_to_accuracy
 from amp_fl.server.build import RunData
 from amp_fl.server.clock import SimulatedClock
-from amp_fl.server.health import RunHealth
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport
 from amp_fl.wireless.config import LatencyConfig
 from amp_fl.wireless.devices import DeviceProfile

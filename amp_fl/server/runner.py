@@ -20,6 +20,7 @@ from amp_fl import protocol as P
 from amp_fl.client.profile import compute_benchmark
 from amp_fl.config import RunConfig
 from amp_fl.errors import DivergedError, SimTimeLimitReached, UnhealthyRunError, ValidationTargetReached
+from amp_fl.health import RunHealth
 from amp_fl.pruning.maps import region_map_for
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.run_folder import (
@@ -42,7 +43,6 @@ from amp_fl.server.checkpoint import (
     restore,
 )
 from amp_fl.server.discovery import discover_devices, wait_for_nodes
-from amp_fl.server.health import RunHealth
 from amp_fl.server.recorder import Recorder, summary_base, summary_outcome
 from amp_fl.server.run_config import config_from_run_config
 from amp_fl.state import Stateful
@@ -134,7 +134,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         # good round stay; the summary says where and why (the launcher turns it into one line).
         status = str(exc)
         log.error("stopping: %s", exc)
-    except UnhealthyRunError as exc:  # the same clean stop for a run that would mean nothing (server.health)
+    except UnhealthyRunError as exc:  # the same clean stop for a run that would mean nothing (amp_fl.health)
         status = exc.status
         log.error("stopping: %s", exc)
     except BaseException as exc:
