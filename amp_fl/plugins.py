@@ -19,7 +19,9 @@ This module imports nothing of amp_fl.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
+from typing import Any
 
 SCHEDULERS_GROUP = "amp_fl.schedulers"
 POLICIES_GROUP = "amp_fl.pruning_policies"
@@ -48,3 +50,17 @@ def load_entry_points(group: str) -> list[type]:
             )
         classes.append(loaded)
     return classes
+
+
+def register_entry_points(
+    group: str, base: type, registered: Mapping[str, type], register: Callable[[Any], object]
+) -> None:
+    """``register`` every class of entry-point ``group`` (each must subclass ``base``) not in ``registered`` yet.
+
+    A class already registered by a call under its name is left as it is (the same class twice is fine).
+    """
+    for cls in load_entry_points(group):
+        if not issubclass(cls, base):
+            raise TypeError(f"entry point {cls.__name__} is not a {base.__name__} subclass")
+        if registered.get(cls.name) is not cls:  # type: ignore[attr-defined]  # load_entry_points checked it
+            register(cls)

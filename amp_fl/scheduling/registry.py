@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, TypeVar
 
-from amp_fl.plugins import SCHEDULERS_GROUP, load_entry_points
+from amp_fl.plugins import SCHEDULERS_GROUP, register_entry_points
 from amp_fl.scheduling.amp import AmpScheduler
 from amp_fl.scheduling.c_scheduling import CScheduler
 from amp_fl.scheduling.fixed_ratio import FixedRatioScheduler
@@ -63,11 +63,7 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    for cls in load_entry_points(SCHEDULERS_GROUP):
-        if not issubclass(cls, Scheduler):
-            raise TypeError(f"entry point {cls.__name__} is not a Scheduler subclass")
-        if _SCHEDULERS.get(cls.name) is not cls:  # registered by a call already: the same class is fine
-            register_scheduler(cls)
+    register_entry_points(SCHEDULERS_GROUP, Scheduler, _SCHEDULERS, register_scheduler)
 
 
 def available_schedulers() -> list[str]:

@@ -60,7 +60,7 @@ from amp_fl.strategy.aggregation import (
     stale_weighted_mean,
 )
 from amp_fl.strategy.buffers import StateSplit, average_buffers, server_array
-from amp_fl.strategy.replies import SILENT_REASON, Failure, collect_replies
+from amp_fl.strategy.replies import SILENT_REASON, Failure, collect_replies, pending_for
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport, participants_of
 from amp_fl.strategy.server_optimizer import (
     ServerOptimizerSettings,
@@ -362,9 +362,7 @@ class AmpFlStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        pending = self._pending
-        if pending is None or pending.round != server_round:
-            raise ValueError(f"server_round: aggregate_train({server_round}) without configure_train for that round")
+        pending = pending_for(self._pending, server_round)
         collected = collect_replies(
             replies,
             server_round=server_round,

@@ -53,7 +53,7 @@ from amp_fl.pruning.regions import RegionMap
 from amp_fl.scheduling.asynchronous import AsyncDispatcher, Dispatch
 from amp_fl.state import State, arrays, integer, number, part
 from amp_fl.strategy.buffered import Arrival, ArrivalQueue, FedBuffSettings, buffered_direction
-from amp_fl.strategy.replies import collect_replies
+from amp_fl.strategy.replies import collect_replies, pending_for
 from amp_fl.strategy.report import Participant, RoundReport
 from amp_fl.strategy.server_optimizer import ServerOptimizerSettings, ServerOptimizerState, server_step
 from amp_fl.wireless.channel import Channel
@@ -185,9 +185,7 @@ class FedBuffStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        pending = self._pending
-        if pending is None or pending.round != server_round:
-            raise ValueError(f"server_round: aggregate_train({server_round}) without configure_train for that round")
+        pending = pending_for(self._pending, server_round)
         dispatch = pending.dispatch
         rows = {int(d): i for i, d in enumerate(dispatch.device_ids)}
         collected = collect_replies(

@@ -60,6 +60,21 @@ R = TypeVar("R", bound=DeviceReply)
 A = TypeVar("A")
 
 
+class _RoundRecord(Protocol):
+    @property
+    def round(self) -> int: ...
+
+
+P = TypeVar("P", bound=_RoundRecord)
+
+
+def pending_for(pending: P | None, server_round: int) -> P:
+    """What ``configure_train`` kept for ``server_round``: ``aggregate_train`` without it is the caller's error."""
+    if pending is None or pending.round != server_round:
+        raise ValueError(f"server_round: aggregate_train({server_round}) without configure_train for that round")
+    return pending
+
+
 @dataclass(frozen=True)
 class Collected(Generic[A]):
     """The round's replies: accepted ones and failures, each keyed by device and sorted by it."""

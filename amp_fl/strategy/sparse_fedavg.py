@@ -47,7 +47,7 @@ from amp_fl.pruning.regions import RegionMap
 from amp_fl.pruning.sparse_encoding import encode
 from amp_fl.state import State, StateValue, arrays, integer, number, optional_arrays, part
 from amp_fl.strategy.buffers import StateSplit, average_buffers, server_array
-from amp_fl.strategy.replies import SILENT_REASON, Failure, collect_replies
+from amp_fl.strategy.replies import SILENT_REASON, Failure, collect_replies, pending_for
 from amp_fl.strategy.report import Participant, RoundReport
 from amp_fl.wireless.over_the_air import OtaResult, OverTheAirChannel
 from amp_fl.wireless.seeding import check_seed, derive_rng
@@ -301,9 +301,7 @@ class SparseFedAvgStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        pending = self._pending
-        if pending is None or pending.round != server_round:
-            raise ValueError(f"server_round: aggregate_train({server_round}) without configure_train for that round")
+        pending = pending_for(self._pending, server_round)
         collected = collect_replies(
             replies,
             server_round=server_round,

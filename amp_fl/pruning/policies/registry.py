@@ -7,7 +7,7 @@ this process only).
 
 from __future__ import annotations
 
-from amp_fl.plugins import POLICIES_GROUP, load_entry_points
+from amp_fl.plugins import POLICIES_GROUP, register_entry_points
 
 from .aoi import AoIPolicy
 from .base import PruningPolicy
@@ -38,11 +38,7 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    for cls in load_entry_points(POLICIES_GROUP):
-        if not issubclass(cls, PruningPolicy):
-            raise TypeError(f"entry point {cls.__name__} is not a PruningPolicy subclass")
-        if _POLICIES.get(cls.name) is not cls:  # registered by a call already: the same class is fine
-            register_policy(cls)
+    register_entry_points(POLICIES_GROUP, PruningPolicy, _POLICIES, register_policy)
 
 
 def available_policies() -> list[str]:
