@@ -4,7 +4,9 @@ A campaign turns its design into runs, each a :class:`Job`: Hydra overrides comp
 ``conf/`` into a configuration (:func:`compose_values`) and a run folder under the campaign's
 root (:func:`make_jobs`). A job whose folder already holds that run, finished, is kept
 (:func:`is_complete`); :func:`execute` runs the others (clearing what an interrupted attempt
-left), so giving the same command again resumes a campaign where it stopped.
+left), so giving the same command again resumes a campaign where it stopped. Each finished run
+is also recorded, compact, in the results ledger (:mod:`amp_fl.experiments.ledger`, ``results/``,
+committed), from which :func:`make_jobs` restores it on a machine that never ran it.
 
 Engines: ``inprocess`` runs the project's ServerApp and ClientApp code in one process per worker
 (:func:`~amp_fl.launch.inprocess.run_in_process`: no SuperLink, no Ray; its metrics equal the
@@ -22,12 +24,10 @@ time on this machine, and each run's simulation places its ClientApp actors on t
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import math
 import os
 import shutil
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +40,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from amp_fl.deployment.os_processes import wait_for_port
+from amp_fl.experiments import ledger
+from amp_fl.experiments.ledger import pack_folder, unpack_folder
 from amp_fl.run_folder import (
     COMPLETED,
     FINAL_MODEL_FILE,
@@ -101,15 +103,42 @@ def compose_values(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> dict[
 
 
 def make_jobs(specs: Sequence[SpecT], runs_root: Path) -> list[Job[SpecT]]:
-    """One job per spec: its composed configuration, written to ``runs_root/<run id>``."""
+    """One job per spec: its composed configuration, written to ``runs_root/<run id>``.
+
+    A job whose folder lacks its finished run gets it back from the results ledger when the ledger
+    holds it (:func:`restore_from_ledger`): a campaign resumes on a machine that never ran it.
+    """
     jobs = []
     for spec in specs:
         values = compose_values(spec.overrides)
         run_dir = runs_root / spec.run_id
         values["output_dir"] = str(run_dir)
         check_values(values)  # a bad setting stops the campaign before its first run, naming the key
-        jobs.append(Job(spec, values, run_dir))
+        job = Job(spec, values, run_dir)
+        restore_from_ledger(job)
+        jobs.append(job)
     return jobs
+
+
+def restore_from_ledger(job: Job[Any]) -> bool:
+    """Puts the ledger's record of ``job`` in its folder if the folder lacks the finished run and the record is it.
+
+    A record of other settings (the campaign's design changed since) stays in the ledger, unused,
+    until the new run replaces it; the folder is left as it was.
+    """
+    if is_complete(job.run_dir, job.values):
+        return False
+    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    restored = ledger.restore_to(job.run_dir, job.run_dir.parent)
+    if restored is None:
+        return False
+    if not is_complete(restored, job.values):
+        shutil.rmtree(restored)
+        return False
+    if job.run_dir.exists():  # what an interrupted attempt left here
+        shutil.rmtree(job.run_dir)
+    restored.rename(job.run_dir)
+    return True
 
 
 def check_values(values: dict[str, Any]) -> None:
@@ -122,8 +151,9 @@ def check_values(values: dict[str, Any]) -> None:
 def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:
     """Whether ``run_dir`` holds a finished run of exactly ``values`` (wherever it was written).
 
-    Finished: ``summary.json`` says completed and ``final_model.npz`` is there; the server writes
-    that file last, after the summary, so a run killed in between is not taken for a finished one.
+    Finished: ``summary.json`` says completed and ``final_model.npz`` is there (or a ledger record
+    left it out for its size); the server writes that file last, after the summary, so a run killed
+    in between is not taken for a finished one.
     The same run: the stored ``run_config.json`` and ``values`` (resolved like a run's
     configuration) agree on everything but where and how it ran
     (:func:`~amp_fl.run_folder.comparable_config`).
@@ -135,7 +165,7 @@ def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:
         stored = read_config(run_dir)
     except RunFolderError:
         return False
-    if not finished or not (run_dir / FINAL_MODEL_FILE).is_file():
+    if not finished or not ((run_dir / FINAL_MODEL_FILE).is_file() or ledger.omits_final_model(run_dir)):
         return False
     try:  # both sides through the same loader: keys added since with their defaults, types normalised
         stored_config = config_to_dict(load_config(stored))
@@ -253,23 +283,6 @@ def run_flower(values: dict[str, Any], run_dir: str) -> dict[str, Any]:
     return {"wall_s": time.perf_counter() - started}
 
 
-def pack_folder(folder: Path) -> bytes:
-    """A folder's files as one (uncompressed) tar archive, to send a finished run back from a Ray worker."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        if folder.is_dir():
-            for path in sorted(folder.rglob("*")):
-                archive.add(path, arcname=str(path.relative_to(folder)), recursive=False)
-    return buffer.getvalue()
-
-
-def unpack_folder(data: bytes, folder: Path) -> None:
-    """The files of :func:`pack_folder`'s archive into ``folder`` (plain files and folders only)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as archive:
-        archive.extractall(folder, filter="data")
-
-
 def run_as_ray_task(values: dict[str, Any], threads: int) -> tuple[dict[str, Any] | None, Exception | None, bytes]:
     """One in-process run inside a Ray task: (outcome or None, the run's exception or None, its folder packed).
 
@@ -304,8 +317,9 @@ def per_round_seconds(run_dir: Path) -> float:
 class _Progress:
     """Counts the finished jobs, keeps the failures and logs one line per job (with an ETA)."""
 
-    def __init__(self, name: str, total: int, engine: str, workers: int, log: Log) -> None:
+    def __init__(self, name: str, total: int, engine: str, workers: int, log: Log, keep_models: bool = False) -> None:
         self.name, self.total, self.engine, self.workers, self.log = name, total, engine, workers, log
+        self.keep_models = keep_models
         self.started = time.perf_counter()
         self.finished = 0
         self.failures: list[str] = []
@@ -321,6 +335,7 @@ class _Progress:
             return
         assert outcome is not None
         write_timing(job.run_dir, {**outcome, "engine": self.engine, "workers": self.workers})
+        ledger.record(job.run_dir, self.keep_models)  # the compact copy git keeps: a later session resumes from it
         try:
             acc = f"final accuracy {read_summary(job.run_dir).get('final_accuracy', float('nan')):.4f}"
         except (RunFolderError, TypeError, ValueError):
@@ -339,8 +354,12 @@ def execute(
     log: Log = print,
     name: str = "campaign",
     cluster: RayCluster | None = None,
+    keep_models: bool = False,
 ) -> list[str]:
     """Run ``jobs`` (each from a clean folder); returns one line per failure (the others are complete on disk).
+
+    Each finished run is recorded in the results ledger, with its final model if ``keep_models``
+    (the campaign's report reads it).
 
     ``name`` prefixes the progress lines (``[reproduce] 3/12 ...``). With ``workers > 1`` in-process
     runs go side by side in spawned processes, each with its share of the CPUs for torch. With a
@@ -354,12 +373,12 @@ def execute(
         if job.run_dir.exists():  # what an interrupted attempt left must not be read as a result
             shutil.rmtree(job.run_dir)
     if cluster is not None and engine == "inprocess":
-        progress = _Progress(name, len(jobs), "inprocess on ray", 0, log)
+        progress = _Progress(name, len(jobs), "inprocess on ray", 0, log, keep_models)
         execute_on_ray(jobs, cluster, progress)
         return progress.failures
     if cluster is not None:  # Flower runs, one at a time: their ClientApp actors go on the cluster
         jobs = [_on_cluster(job, cluster.address) for job in jobs]
-    progress = _Progress(name, len(jobs), engine, workers, log)
+    progress = _Progress(name, len(jobs), engine, workers, log, keep_models)
     if engine == "flower" or workers == 1:  # one at a time, in this process (torch keeps its thread count)
         for job in jobs:
             try:

@@ -624,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"[ota-imp] {sweep.name}: {len(jobs)} runs, {len(jobs) - len(todo)} already complete, {len(todo)} to run")
     try:
-        failures = execute(todo, args.engine, max(1, args.jobs), name="ota-imp", cluster=cluster)
+        failures = execute(todo, args.engine, max(1, args.jobs), name="ota-imp", cluster=cluster, keep_models=True)
     except RuntimeError as exc:  # no cluster at --ray-address
         print(f"error: {exc}", file=sys.stderr)
         return 1
