@@ -242,6 +242,40 @@ def time_to_target(
     return Hit(round=int(r[i]), sim_time_s=float(t[i]))
 
 
+SMOOTHING_WINDOW_S = 1.0  # the smoothed time to a target averages this much simulated time
+
+
+def smoothed_time_to_target(
+    rounds: Sequence[int] | np.ndarray,
+    sim_time_s: Sequence[float] | np.ndarray,
+    accuracy: Sequence[float] | np.ndarray,
+    target: float,
+    window_s: float = SMOOTHING_WINDOW_S,
+) -> Hit | None:
+    """The first evaluated row at which the mean accuracy of the last ``window_s`` simulated seconds reaches ``target``.
+
+    At an evaluated row at time ``t`` the smoothed accuracy is the plain mean of the evaluations
+    with times in ``(t - window_s, t]``; only rows at least ``window_s`` after the first evaluation
+    count, so that every mean covers a whole window. Unlike :func:`time_to_target` (the first
+    crossing), one lucky evaluation of a noisy curve does not reach the target: a method is timed
+    when it *holds* the target. ``None`` if no window reaches it. NaN accuracies (rounds not
+    evaluated) are left out.
+    """
+    check_argument(math.isfinite(window_s) and window_s > 0, "window_s", f"must be > 0, got {window_s}")
+    if time_to_target(rounds, sim_time_s, accuracy, target) is None:  # validates; never crossed: never held
+        return None
+    acc = np.asarray(accuracy, dtype=np.float64)
+    measured = np.flatnonzero(np.isfinite(acc))
+    r, t, a = np.asarray(rounds)[measured], np.asarray(sim_time_s, dtype=np.float64)[measured], acc[measured]
+    first = np.searchsorted(t, t - window_s, side="right")  # the oldest evaluation inside each window
+    means = np.array([a[start : end + 1].mean() for end, start in enumerate(first)])  # exact, not a cumsum's
+    held = np.flatnonzero((t >= t[0] + window_s) & (means >= target))
+    if held.size == 0:
+        return None
+    i = int(held[0])
+    return Hit(round=int(r[i]), sim_time_s=float(t[i]))
+
+
 def time_to_accuracy(rows: list[RoundRow], target: float, column: str = "accuracy") -> dict[str, float | int | None]:
     """:func:`time_to_target` of ``column`` (test ``accuracy`` or ``val_accuracy``) as ``summary.json`` states it."""
     hit = None

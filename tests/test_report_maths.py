@@ -13,7 +13,7 @@ from amp_fl.report.maths import (
     step_resample,
     value_at,
 )
-from amp_fl.run_folder import Hit, time_to_target
+from amp_fl.run_folder import Hit, smoothed_time_to_target, time_to_target
 
 
 def test_time_to_target_is_the_first_round_at_or_above_the_target():
@@ -78,3 +78,28 @@ def test_band_is_pointwise_mean_min_max_over_curves():
     assert got.low.tolist() == [0.0, 0.2, 0.6] and got.high.tolist() == [0.2, 0.5, 1.0]
     assert got.n == 2
     assert common_grid([5.0, 3.0], points=4).tolist() == [0.0, 1.0, 2.0, 3.0]  # the span every curve covers
+
+
+# ------------------------------------------------------------------ smoothed time to target
+def test_the_smoothed_time_waits_for_the_last_second_to_hold_the_target():
+    # Evaluations every 0.25 s; one lucky 0.80 at 0.5 s, then the curve climbs and holds.
+    t = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25]
+    acc = [0.1, 0.5, 0.80, 0.6, 0.7, 0.75, 0.8, 0.8, 0.8, 0.8]
+    rounds = list(range(len(t)))
+    assert time_to_target(rounds, t, acc, 0.8).sim_time_s == 0.5  # the first crossing: the lucky one
+    # Windows (t - 1, t]: at 1.0 -> (0.5+0.8+0.6+0.7)/4 = 0.65; 1.25 -> 0.7125; 1.5 -> 0.7125;
+    # 1.75 -> 0.7625; 2.0 -> 0.7875; 2.25 -> 0.8: held from 2.25 s.
+    hit = smoothed_time_to_target(rounds, t, acc, 0.8)
+    assert hit == Hit(round=9, sim_time_s=2.25)
+    assert smoothed_time_to_target(rounds, t, acc, 0.7875 - 1e-12).sim_time_s == 2.0
+    assert smoothed_time_to_target(rounds, t, acc, 0.81) is None
+
+
+def test_the_smoothed_time_needs_a_whole_window_and_skips_unevaluated_rounds():
+    t = [0.0, 0.5, 0.6, 1.0, 1.5]
+    acc = [0.9, float("nan"), 0.9, 0.9, 0.9]
+    hit = smoothed_time_to_target([0, 1, 2, 3, 4], t, acc, 0.9)
+    assert hit == Hit(round=3, sim_time_s=1.0)  # not at 0 s or 0.6 s: no whole second behind them yet
+    assert smoothed_time_to_target([0, 1, 2, 3, 4], t, acc, 0.9, window_s=0.5).sim_time_s == 0.6
+    with pytest.raises(ValueError, match="window_s"):
+        smoothed_time_to_target([0, 1], [0.0, 1.0], [0.1, 0.2], 0.5, window_s=0.0)
