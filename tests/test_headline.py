@@ -1,0 +1,140 @@
+"""The headline study's design (amp_fl.experiments.headline): regimes, their calibration, and the runs of each stage."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from amp_fl.experiments import headline as h
+from amp_fl.experiments.campaign import Job, check_values, compose_values
+from amp_fl.experiments.figures import ROUND_LENGTH_S
+from amp_fl.run_folder import FINAL_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE
+
+
+def test_cpu_frequencies_span_the_spread_on_a_log_scale_from_the_fastest():
+    freqs = h.cpu_freqs(8.0)
+    assert freqs == pytest.approx((1.3e9 / 8, 1.3e9 / 4, 1.3e9 / 2, 1.3e9))
+    assert h.cpu_freqs(1.0) == pytest.approx((1.3e9,) * 4)
+    with pytest.raises(ValueError, match="spread"):
+        h.cpu_freqs(0.5)
+
+
+def test_a_calibration_scales_by_the_full_model_round_and_states_the_compute_share():
+    c = h.Calibration(full_round_s=0.5, table1_full_round_s=0.25, comm_only_round_s=0.2)
+    assert c.factor == 2.0
+    assert c.compute_share == pytest.approx(0.6)
+    # Horizon 30 s x 2, grid 0.25 s x 2, tuned T_max 0.08 s x 2, cap ceil(1.15 x 60 / (0.1 x 2)) = 345.
+    assert h.scaled_overrides(c, 0.08, 0.1) == (
+        "sim_time_limit_s=60",
+        "evaluation.every_sim_s=0.5",
+        "model.t_max_s=0.16",
+        "num_rounds=345",
+    )
+    assert h.scaled_overrides(c, None, 0.1) == ("sim_time_limit_s=60", "evaluation.every_sim_s=0.5", "num_rounds=345")
+
+
+def test_table1_calibrates_to_itself_and_to_the_figures_full_model_round_length():
+    c = h.calibrate(h.TABLE1)
+    assert c.factor == 1.0
+    # figures.ROUND_LENGTH_S: 0.2718 s on seed 0 over 150 rounds (mean of three seeds 0.2642 s).
+    assert c.full_round_s == pytest.approx(ROUND_LENGTH_S["mnist"]["full_model"], rel=0.05)
+    assert 0.0 < c.compute_share < 1.0
+
+
+def test_slower_compute_makes_rounds_longer_and_compute_bound():
+    base, slow = h.calibrate(h.TABLE1), h.calibrate(h.Regime("flops_per_cycle", 1.0, ("wireless.flops_per_cycle=1",)))
+    assert slow.full_round_s > base.full_round_s
+    assert slow.compute_share > base.compute_share
+
+
+def test_the_regimes_cover_each_axis_around_table1_with_distinct_keys():
+    keys = [r.key for r in h.REGIMES]
+    assert len(set(keys)) == len(keys)
+    axes = {r.axis for r in h.REGIMES}
+    assert axes == {"table1", "cpu_spread", "flops_per_cycle", "num_rbs"}
+    for regime in h.REGIMES:
+        check_values(compose_values([f"experiment={h.PRESET}", "method=synchronous", *regime.overrides]))
+
+
+def test_tuning_and_evaluation_seeds_are_disjoint_and_there_are_at_least_eight():
+    assert not set(h.TUNING_SEEDS) & set(h.EVAL_SEEDS)
+    assert len(h.EVAL_SEEDS) >= 8
+
+
+def test_evaluation_runs_take_the_tuned_values_after_the_method_and_before_the_seed():
+    method = h.METHODS[2]  # Synchronous FL
+    tuned = {method.key: ("train.learning_rate=0.1",)}
+    specs = h.evaluation_specs([method], tuned, seeds=(0, 1))
+    assert [s.run_id for s in specs] == ["synchronous/seed0", "synchronous/seed1"]
+    assert specs[0].overrides == (
+        "experiment=speedup",
+        "method=synchronous",
+        "train.learning_rate=0.1",
+        f"num_rounds={math.ceil(1.15 * 30 / h.MIN_ROUND_S)}",
+        "seed=0",
+    )
+
+
+def test_map_runs_scale_the_tuned_t_max_of_amp_fl_only():
+    amp, sync = h.METHODS[0], h.METHODS[2]
+    tuned = {amp.key: ("model.t_max_s=0.08",), sync.key: ()}
+    regime = h.Regime("num_rbs", 20, ("wireless.num_rbs=20",))
+    calibration = h.Calibration(0.5, 0.25, 0.2)
+    specs = h.map_specs([amp, sync], tuned, {regime.key: calibration}, [regime], seeds=(3,))
+    assert [s.run_id for s in specs] == ["num_rbs=20/amp_fl_paper/seed3", "num_rbs=20/synchronous/seed3"]
+    amp_overrides, sync_overrides = specs[0].overrides, specs[1].overrides
+    assert amp_overrides.index("wireless.num_rbs=20") < amp_overrides.index("model.t_max_s=0.08")
+    assert amp_overrides.index("model.t_max_s=0.08") < amp_overrides.index("model.t_max_s=0.16")  # scaled wins
+    assert not any(o.startswith("model.t_max_s") for o in sync_overrides)
+    assert "sim_time_limit_s=60" in sync_overrides
+
+
+def _selection_run(run_dir, times, val_accuracy):
+    run_dir.mkdir(parents=True)
+    pairs = enumerate(zip(times, val_accuracy, strict=True))
+    rows = ["round,sim_time_s,accuracy,val_accuracy"] + [f"{i},{t},0.5,{a}" for i, (t, a) in pairs]
+    (run_dir / METRICS_FILE).write_text("\n".join(rows) + "\n")
+
+
+def test_a_selection_run_scores_its_smoothed_validation_time_or_twice_its_length(tmp_path):
+    t = list(np.arange(0, 3.01, 0.25))
+    held = [0.1] * 5 + [0.8] * 8  # 0.8 from 1.25 s on: the last second holds it from 2.0 s
+    _selection_run(tmp_path / "a", t, held)
+    assert h.smoothed_validation_time(tmp_path / "a") == 2.0
+    _selection_run(tmp_path / "b", t, [0.1] * 12 + [0.9])  # one lucky evaluation at the end: never held
+    assert h.smoothed_validation_time(tmp_path / "b") == 6.0
+
+
+def test_the_screen_ranks_complete_variants_and_names_the_winner(tmp_path):
+    jobs = []
+    for key, first in (("discounted", 5), ("paper", 9), ("holders", 5)):
+        spec = h.StudySpec("screen", key, key, 100, ())
+        run_dir = tmp_path / key / "seed100"
+        t = list(np.arange(0, 4.01, 0.25))
+        _selection_run(run_dir, t, [0.1] * first + [0.8] * (len(t) - first))
+        if key != "holders":  # holders' run is unfinished: not ranked
+            (run_dir / SUMMARY_FILE).write_text(json.dumps({"status": "completed"}))
+            (run_dir / FINAL_MODEL_FILE).write_bytes(b"")
+        (run_dir / RUN_CONFIG_FILE).write_text(json.dumps(compose_values(["experiment=quick"])))
+        jobs.append(Job(spec, compose_values(["experiment=quick"]), run_dir))
+    payload = h.write_screen(jobs, tmp_path / "screen", "cmd")
+    assert payload["chosen"] == "discounted"
+    assert [r["variant"] for r in payload["ranked"]] == ["discounted", "paper"]
+    assert payload["ranked"][0]["mean_s"] == 2.0 and payload["ranked"][1]["mean_s"] == 3.0
+    assert "Not yet complete (not ranked): holders." in (tmp_path / "screen" / "screen.md").read_text()
+    assert h.best_variant(tmp_path).key == "discounted"
+
+
+def test_without_a_screen_the_best_variant_is_one_error_naming_the_file(tmp_path):
+    with pytest.raises(ValueError, match=r"screen\.json: no finished screen"):
+        h.best_variant(tmp_path)
+    with pytest.raises(ValueError, match="no finished tuning"):
+        h.tuned_overrides(h.METHODS[0], tmp_path)
+
+
+def test_tuned_t_max_is_the_last_one_chosen():
+    assert h.tuned_t_max(["train.learning_rate=0.1", "model.t_max_s=0.1", "model.t_max_s=0.2"]) == 0.2
+    assert h.tuned_t_max(["train.learning_rate=0.1"]) is None
