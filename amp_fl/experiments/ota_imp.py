@@ -318,7 +318,7 @@ def _setting(values: dict[str, Any], sweep: Sweep) -> list[str]:
         f"{'on' if o['normalise'] else 'off'}. A PIU's fading depends on (seed, round, PIU) only, so every cell of "
         "the grid sees the same channels (common random numbers) and the silent fractions repeat.",
         f"- Preset `conf/experiment/{sweep.preset}.yaml`. Final accuracy = mean test accuracy of the global model "
-        f"over the last {sweep.last_k} rounds (one round's accuracy moves by a few points under non-IID data); "
+        f"over its last {sweep.last_k} evaluations (one round's accuracy moves by a few points under non-IID data); "
         "± is the standard deviation over seeds (of the paired per-seed difference, for differences).",
     ]
 
@@ -463,7 +463,7 @@ def _amp_section(sweep: Sweep, values: dict[str, Any], amp: Sequence[RunResult])
         "server receives only the superposition of the scheduled PIUs' gradients, so it cannot keep per-PIU "
         "caches: compensation=none, each entry averaged over the transmitting PIUs whose sub-model held it "
         f"(truncation threshold {o.get('truncation_threshold', 0.1):g} unless stated). The simulated clock is "
-        f"AMP-FL's OFDMA one in every row. Final accuracy = mean over the last {sweep.last_k} rounds.",
+        f"AMP-FL's OFDMA one in every row. Final accuracy = mean over the last {sweep.last_k} evaluations.",
         "",
         "| variant | final accuracy | best | silent PIUs | dataset |",
         "| --- | --- | --- | --- | --- |",
