@@ -46,7 +46,7 @@ class TimesToTarget:
         return {seed: h.sim_time_s for seed, h in self.hits.items() if h is not None}
 
 
-def times_to_target(hits: dict[int, Hit | None]) -> TimesToTarget:
+def times_over_seeds(hits: dict[int, Hit | None]) -> TimesToTarget:
     reached = [h for h in hits.values() if h is not None]
     return TimesToTarget(hits, spread([h.round for h in reached]), spread([h.sim_time_s for h in reached]))
 
@@ -150,7 +150,7 @@ def target_stats(group: Group, target: float, window_s: float = SMOOTHING_WINDOW
     runs = group.runs
     first = {r.seed: time_to_target(r.rounds, r.sim_time_s, r.accuracy, target) for r in runs}
     held = {r.seed: smoothed_time_to_target(r.rounds, r.sim_time_s, r.accuracy, target, window_s) for r in runs}
-    return TargetStats(target, times_to_target(first), times_to_target(held), window_s)
+    return TargetStats(target, times_over_seeds(first), times_over_seeds(held), window_s)
 
 
 def group_stats(group: Group, targets: Sequence[float], window_s: float = SMOOTHING_WINDOW_S) -> GroupStats:
