@@ -19,6 +19,7 @@ from amp_fl.experiments.figures import PaperClaim
 from amp_fl.experiments.tune import tune
 from amp_fl.models import build_model
 from amp_fl.pruning.submodel import module_arrays
+from amp_fl.report.maths import SpeedupInterval
 from amp_fl.report.runs import Group, Run, read_metrics
 from amp_fl.run_folder import MetricsWriter
 from amp_fl.server.recorder import Recorder, summary_outcome
@@ -170,7 +171,12 @@ def test_curve_goal_compares_mean_curves_on_the_time_grid():
 
 def test_goal_verdicts_say_met_or_by_how_much_missed():
     goal = PaperClaim("mnist", "s2", "speedup", "ours", ("a",), 2.0, "goal", "issue 9", 0.7, goal=True)
-    assert _timed_verdict(goal, 2.3) == "goal met"
+    interval = SpeedupInterval(2.3, 1.62, 3.1, 8, 0.95, 10_000)
+    assert _timed_verdict(goal, 2.3, interval) == "goal met; 95 % interval's lower bound 1.62x (n=8)"
+    assert _timed_verdict(goal, 2.3) == "goal met; no interval (fewer than 2 paired seeds)"
     assert _timed_verdict(goal, math.inf) == "goal met (only AMP-FL reached the target)"
-    assert _timed_verdict(goal, 1.5) == "goal missed: 1.50x of 2x (75% of the goal)"
+    assert (
+        _timed_verdict(goal, 1.5)
+        == "goal missed: 1.50x of 2x (75% of the goal); no interval (fewer than 2 paired seeds)"
+    )
     assert _timed_verdict(goal, math.nan) == "not measurable"

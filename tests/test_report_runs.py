@@ -49,15 +49,18 @@ def test_groups_by_config_without_seed_and_computes_closed_form_statistics(four_
     assert [(g.label, g.seeds) for g in groups] == [("AMP-FL", [0, 1]), ("Synchronous FL", [0, 1])]
     c = compare(groups, [0.7], reference="Synchronous FL")
     a, b = c.by_label("AMP-FL"), c.by_label("Synchronous FL")
-    t = a.targets[0.7]
+    t = a.targets[0.7].first
     assert t.reached == 2 and t.sim_time_s.mean == 3.0 and t.sim_time_s.std == pytest.approx(math.sqrt(2))
     assert t.rounds.mean == 2.0 and t.rounds.std == 0.0
-    assert b.targets[0.7].reached == 1 and b.targets[0.7].sim_time_s.mean == 6.0
+    assert b.targets[0.7].first.reached == 1 and b.targets[0.7].first.sim_time_s.mean == 6.0
+    # Evaluations 1 s or more apart: each 1 s window holds one evaluation, so held = first crossing.
+    assert a.targets[0.7].smoothed.hits == t.hits
     assert a.final_accuracy.mean == pytest.approx(0.9) and a.final_accuracy.std == pytest.approx(0.0)
     assert b.final_accuracy.mean == pytest.approx(0.69) and b.best_accuracy.mean == pytest.approx(0.69)
-    sp = a.speedup[0.7]
-    assert sp.exact == {0: 3.0}  # 6 s / 2 s
-    assert sp.at_least == {1: 3.0}  # B never reached 70 % in seed 1: its whole run (12 s) / A's 4 s
+    sp = a.speedup[0.7].first
+    assert sp.per_seed.exact == {0: 3.0}  # 6 s / 2 s
+    assert sp.per_seed.at_least == {1: 3.0}  # B never reached 70 % in seed 1: its whole run (12 s) / A's 4 s
+    assert (sp.interval.estimate, sp.interval.n, sp.only_method, sp.only_reference) == (3.0, 1, (1,), ())
 
 
 def test_groups_that_share_a_method_name_are_told_apart_by_the_settings_that_differ(tmp_path):
@@ -81,19 +84,25 @@ def test_the_command_writes_the_table_figures_and_json(four_runs, tmp_path, caps
     text = (out / "report.md").read_text()
     # Runs end at 4, 8 and 12 s: accuracy at 4 s is A's 0.9 and 0.75, B's 0.4 and 0.4.
     assert "| accuracy at 4.00 s (%) |" in text
+    # Per target: held 1 s (time, speedup), then the first crossing (rounds, time, speedup).
+    speedup = "3.00x (n=1, no interval); 1 seed(s) where only this method reached it (≥ 3.00x)"
     assert (
-        "| AMP-FL | fashion_mnist | 0,1 | 4 | 90.00 ± 0.00 | 90.00 ± 0.00 | 82.50 ± 10.61 | 2.0 ± 0.0 (2/2) "
-        "| 3.00 ± 1.41 s (2/2) |"
+        "| AMP-FL | fashion_mnist | 0,1 | 4 | 90.00 ± 0.00 | 90.00 ± 0.00 | 82.50 ± 10.61 | 3.00 ± 1.41 s (2/2) "
+        f"| {speedup} | 2.0 ± 0.0 (2/2) | 3.00 ± 1.41 s (2/2) | {speedup} |"
     ) in text
-    assert "3.00x (1 seed); ≥ 3.00x in 1 seed(s) where only this method reached it" in text
     assert (
-        "| Synchronous FL | fashion_mnist | 0,1 | 4 | 69.00 ± 4.24 | 69.00 ± 4.24 | 40.00 ± 0.00 | 2.0 (1/2) " in text
-    )
-    assert "6.00 s (1/2)" in text
+        "| Synchronous FL | fashion_mnist | 0,1 | 4 | 69.00 ± 4.24 | 69.00 ± 4.24 | 40.00 ± 0.00 | 6.00 s (1/2) "
+        "| 1 (reference) | 2.0 (1/2) | 6.00 s (1/2) | 1 (reference) |"
+    ) in text
+    assert "| sim. seconds to 70 %, held 1 s | speedup at 70 %, held 1 s | rounds to 70 %, first crossing |" in text
+    assert "95 % paired bootstrap interval over seeds (10000 resamples" in text
     for name in ("accuracy_vs_sim_time.png", "accuracy_vs_round.png", "avg_aoi_vs_round.png", "comparison.json"):
         assert (out / name).stat().st_size > 0
     payload = json.loads((out / "comparison.json").read_text())
-    assert payload["methods"][0]["targets"]["0.7"]["sim_time_s"]["mean"] == 3.0
+    at_70 = payload["methods"][0]["targets"]["0.7"]
+    assert at_70["sim_time_s"]["mean"] == 3.0 and at_70["smoothed"]["sim_time_s"]["mean"] == 3.0
+    assert at_70["smoothed"]["speedup_over_reference"]["ratio_of_means"]["estimate"] == 3.0
+    assert at_70["speedup_over_reference"]["excluded_seeds"]["only_method_reached"] == [1]
 
 
 def test_default_targets_come_from_the_runs(four_runs, tmp_path):

@@ -1,6 +1,6 @@
 """Comparing runs: ``python -m amp_fl.report RUN [RUN ...] --out DIR [--targets 0.7 0.75] [--labels ...]``.
 
-:mod:`.maths` holds the pure numbers (time to target, spread over seeds, speedups, curve bands),
+:mod:`.maths` holds the pure numbers (spread over seeds, speedups and their bootstrap intervals, curve bands),
 :mod:`.runs` reads and groups run folders, :mod:`.compare` computes a comparison, :mod:`.render`
 writes its Markdown and figures, and :func:`write_report` does all of it for a list of folders.
 """

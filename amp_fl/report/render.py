@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from amp_fl.report.compare import Comparison
-from amp_fl.report.maths import Speedup, Spread, band, common_grid
+from amp_fl.report.compare import Comparison, SpeedupStats, TimesToTarget
+from amp_fl.report.maths import SpeedupInterval, Spread, band, common_grid
 from amp_fl.report.runs import Run
 from amp_fl.run_folder import COMPLETED, SUMMARY_FILE
 
@@ -49,19 +49,34 @@ def fmt_reached(s: Spread, reached: int, seeds: int, digits: int, unit: str = ""
     return f"{fmt_spread(s, digits=digits, unit=unit)} ({reached}/{seeds})"
 
 
-def fmt_speedup(sp: Speedup, is_reference: bool) -> str:
+def fmt_time(tt: TimesToTarget) -> str:
+    """Mean simulated seconds to a target over the seeds that reached it, and how many did."""
+    return fmt_reached(tt.sim_time_s, tt.reached, tt.seeds, digits=2, unit=" s")
+
+
+def fmt_interval(iv: SpeedupInterval) -> str:
+    """``1.62x [1.21, 2.05] (n=8)``: the ratio of mean times, its bootstrap interval and the paired seeds."""
+    if iv.n == 0:
+        return "—"
+    if math.isnan(iv.low):
+        return f"{iv.estimate:.2f}x (n={iv.n}, no interval)"
+    return f"{iv.estimate:.2f}x [{iv.low:.2f}, {iv.high:.2f}] (n={iv.n})"
+
+
+def fmt_speedup(sp: SpeedupStats, is_reference: bool) -> str:
+    """The interval over the paired seeds, then the seeds it leaves out (with the bounds one-sided seeds give)."""
     if is_reference:
         return "1 (reference)"
-    parts = []
-    stats = sp.stats
-    if stats.n:
-        parts.append(f"{fmt_spread(stats, digits=2)}x ({stats.n} seed{'s' if stats.n > 1 else ''})")
-    if sp.at_least:
-        low = min(sp.at_least.values())
-        parts.append(f"≥ {low:.2f}x in {len(sp.at_least)} seed(s) where only this method reached it")
-    if sp.at_most:
-        high = max(sp.at_most.values())
-        parts.append(f"≤ {high:.2f}x in {len(sp.at_most)} seed(s) where only the reference reached it")
+    parts = [fmt_interval(sp.interval)] if sp.interval.n else []
+    bounds = sp.per_seed
+    if sp.only_method:
+        low = f" (≥ {min(bounds.at_least.values()):.2f}x)" if bounds.at_least else ""
+        parts.append(f"{len(sp.only_method)} seed(s) where only this method reached it{low}")
+    if sp.only_reference:
+        high = f" (≤ {max(bounds.at_most.values()):.2f}x)" if bounds.at_most else ""
+        parts.append(f"{len(sp.only_reference)} seed(s) where only the reference reached it{high}")
+    if sp.neither:
+        parts.append(f"{len(sp.neither)} seed(s) where neither reached it")
     return "; ".join(parts) if parts else "—"
 
 
@@ -69,8 +84,17 @@ def target_text(target: float) -> str:
     return f"{100 * target:g} %"
 
 
+def held_text(window_s: float) -> str:
+    return f"held {window_s:g} s"
+
+
 def summary_table(comparison: Comparison) -> list[str]:
-    """The main table: one row per method (final/best accuracy, time to each target, speedup)."""
+    """The main table: one row per method (final/best accuracy, time to each target, speedup).
+
+    Per target, the smoothed time (the target held for the comparison's window) and its speedup
+    lead; the first crossing (rounds, time, speedup) follows. :func:`speedup_note` explains the
+    speedup cells.
+    """
     head = ["method", "dataset used", "seeds", "rounds", "final accuracy (%)", "best accuracy (%)"]
     at_time = comparison.ends_differ
     if at_time:
@@ -78,10 +102,15 @@ def summary_table(comparison: Comparison) -> list[str]:
     personal = any(s.personal_accuracy.n for s in comparison.stats)
     if personal:
         head.append("personalised accuracy (%)")
+    with_speedup = comparison.reference is not None
+    held = held_text(comparison.window_s)
     for t in comparison.targets:
-        head += [f"rounds to {target_text(t)}", f"sim. seconds to {target_text(t)}"]
-        if comparison.reference is not None:
-            head.append(f"speedup at {target_text(t)}")
+        head.append(f"sim. seconds to {target_text(t)}, {held}")
+        if with_speedup:
+            head.append(f"speedup at {target_text(t)}, {held}")
+        head += [f"rounds to {target_text(t)}, first crossing", f"sim. seconds to {target_text(t)}, first crossing"]
+        if with_speedup:
+            head.append(f"speedup at {target_text(t)}, first crossing")
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for s in comparison.stats:
         cells = [
@@ -96,13 +125,39 @@ def summary_table(comparison: Comparison) -> list[str]:
             cells.append(fmt_accuracy(s.accuracy_at_common_time) if s.accuracy_at_common_time else "—")
         if personal:
             cells.append(fmt_accuracy(s.personal_accuracy))
+        is_reference = s.label == comparison.reference
         for t in comparison.targets:
             ts = s.targets[t]
-            cells.append(fmt_reached(ts.rounds, ts.reached, ts.seeds, digits=1))
-            cells.append(fmt_reached(ts.sim_time_s, ts.reached, ts.seeds, digits=2, unit=" s"))
-            if comparison.reference is not None:
-                cells.append(fmt_speedup(s.speedup[t], s.label == comparison.reference))
+            cells.append(fmt_time(ts.smoothed))
+            if with_speedup:
+                cells.append(fmt_speedup(s.speedup[t].smoothed, is_reference))
+            cells.append(fmt_reached(ts.first.rounds, ts.first.reached, ts.first.seeds, digits=1))
+            cells.append(fmt_time(ts.first))
+            if with_speedup:
+                cells.append(fmt_speedup(s.speedup[t].first, is_reference))
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def speedup_note(comparison: Comparison) -> list[str]:
+    """What the time and speedup columns of :func:`summary_table` mean (printed under it)."""
+    w = f"{comparison.window_s:g}"
+    lines = [
+        f"Time to a target, '{held_text(comparison.window_s)}' (leading): the first evaluated time at which the "
+        f"mean test accuracy of the evaluations in the last {w} s of simulated time reached it; 'first crossing': "
+        "the first evaluated round at or above it (a noisy curve crosses early). Means over the seeds that "
+        "reached it, counted as (reached/seeds)."
+    ]
+    if comparison.reference is not None:
+        lines += [
+            "",
+            f"Speedup over {comparison.reference}, shown as `estimate [low, high] (n=seeds)`: the ratio of mean "
+            "times, mean T_reference / mean T_method, over the n seeds where both reached the target, and its "
+            f"{100 * comparison.level:g} % paired bootstrap interval over seeds ({comparison.resamples} resamples "
+            "of the seeds with replacement, each seed's two times kept together). Seeds where one side (or "
+            "neither) never reached the target are excluded from it and counted beside it, with the bound a "
+            "one-sided seed gives (that side's whole run).",
+        ]
     return lines
 
 
@@ -176,11 +231,14 @@ round; best is the mean over seeds of each run's best evaluated accuracy; accura
 model each seed held then; personalised accuracy (APFL) is the last measured mean over devices of
 each device's personalised model on its own label distribution. Time to a target is the first
 evaluated round whose test accuracy reached it (round 0, the initial model, counts) and the
-simulated wireless clock at the end of that round; its mean is over the seeds that reached the
-target, counted as (reached/seeds). The speedup of a method over the reference is, per seed,
-T_reference / T_method on the simulated clock, paired by seed and averaged over the seeds where
-both reached the target (above 1: faster than the reference); a seed where only one of them
-reached the target gives a bound (the other's whole run), listed separately. Curves: mean over
+simulated wireless clock at the end of that round (the first crossing); the smoothed time ("held
+1 s") is the first evaluated time at which the mean accuracy of the evaluations in the last second
+of simulated time reached it, so one lucky evaluation does not count; the report leads with it. Its
+mean is over the seeds that reached the target, counted as (reached/seeds). The speedup of a method
+over the reference is the ratio of mean times T_reference / T_method on the simulated clock over
+the seeds where both reached the target (paired by seed; above 1: faster than the reference), with
+a paired bootstrap interval over seeds; a seed where only one of them reached the target is left
+out of it and gives a bound (the other's whole run), listed separately. Curves: mean over
 seeds with the min-max band, each seed's accuracy taken as a step function (the model the server
 held at that time or round), up to where every seed of that method has data."""
 
@@ -250,6 +308,7 @@ def markdown(
     if comparison.reference is not None:
         lines += [f"Speedups are over **{comparison.reference}** (simulated time to the target).", ""]
     lines += summary_table(comparison)
+    lines += ["", *speedup_note(comparison)]
     lines += ["", *extra]
     notes = notes_for(comparison)
     if notes:
