@@ -138,3 +138,57 @@ def test_without_a_screen_the_best_variant_is_one_error_naming_the_file(tmp_path
 def test_tuned_t_max_is_the_last_one_chosen():
     assert h.tuned_t_max(["train.learning_rate=0.1", "model.t_max_s=0.1", "model.t_max_s=0.2"]) == 0.2
     assert h.tuned_t_max(["train.learning_rate=0.1"]) is None
+
+
+# ------------------------------------------------------------------ the pair's speedups and the map report
+TIMES = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+
+
+def _group(label, curves):
+    from pathlib import Path
+
+    from amp_fl.report.runs import Group, Run
+
+    runs = [
+        Run(
+            path=Path(f"{label}{seed}"),
+            seed=seed,
+            config={"seed": seed},
+            summary={"status": "completed", "dataset_used": "fashion_mnist"},
+            columns={"round": np.arange(len(TIMES)), "sim_time_s": np.array(TIMES), "accuracy": np.array(acc)},
+        )
+        for seed, acc in curves.items()
+    ]
+    return Group(label, runs)
+
+
+# AMP-FL holds 75 % (mean of the evaluations in (t - 1, t]) from 1.0 s on both seeds; the rival from 2.0 s and
+# 3.0 s: ratio of means (2 + 3) / (1 + 1) = 2.5 at 75 %; 70 %: the same times (no evaluation in between).
+AMP = {0: [0.125, 0.75, 0.75, 0.75, 0.75, 0.75, 0.75], 1: [0.125, 0.75, 0.75, 0.75, 0.75, 0.75, 0.75]}
+RIVAL = {0: [0.125, 0.25, 0.5, 0.75, 0.75, 0.75, 0.75], 1: [0.125, 0.25, 0.5, 0.5, 0.5, 0.75, 0.75]}
+
+
+def test_the_pair_speedup_is_the_ratio_of_mean_held_times_and_the_goal_needs_its_interval():
+    results = h.pair_results(_group("amp", AMP), _group("rival", RIVAL))
+    assert [r.target for r in results] == [0.70, 0.75]
+    r75 = results[1]
+    assert r75.smoothed.interval.estimate == pytest.approx(2.5)
+    assert (r75.smoothed.interval.low, r75.smoothed.interval.high) == pytest.approx((2.0, 3.0))
+    assert r75.first.interval.estimate == pytest.approx((1.5 + 2.5) / (0.5 + 0.5))
+    assert r75.goal_met  # 2.5x >= 2.0x, and the interval's lower bound 2.0x is above 1.5x
+    backwards = h.pair_results(_group("rival", RIVAL), _group("amp", AMP))[1]
+    assert backwards.smoothed.interval.estimate == pytest.approx(0.4)
+    assert not backwards.goal_met
+
+
+def test_the_map_report_tabulates_every_complete_regime_and_names_the_missing(tmp_path):
+    results = h.pair_results(_group("amp", AMP), _group("rival", RIVAL))
+    cal = h.Calibration(0.5, 0.25, 0.2)
+    points = [h.MapPoint(h.TABLE1, h.Calibration(0.25, 0.25, 0.16), results), h.MapPoint(h.REGIMES[1], cal, results)]
+    pair = (h.METHODS[1], h.METHODS[2])
+    report = h.map_report(points, pair, tmp_path, "cmd").read_text()
+    assert "| cpu_spread=3 | 0.500 | 2.00 | 60% | 75% | 2.50x [2.00, 3.00] (n=2) |" in report
+    assert "Regimes without complete runs yet: cpu_spread=6" in report
+    assert (tmp_path / "regime_map.png").is_file()
+    payload = json.loads((tmp_path / "map.json").read_text())
+    assert [p["regime"] for p in payload] == ["table1=1", "cpu_spread=3"]

@@ -654,24 +654,84 @@ def map_report(points: Sequence[MapPoint], pair: Sequence[Method], out: Path, co
     return report
 
 
+STAGES = ("screen", "tune", "evaluate", "map")
+
+
+def the_pair(methods: Sequence[Method], reports_root: Path) -> tuple[Method, Method]:
+    """(best AMP-FL, best other) as the evaluation report chose them (``evaluate/headline.json``)."""
+    path = reports_root / "evaluate" / "headline.json"
+    try:
+        chosen = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: no evaluation report ({exc}); run `{MODULE} evaluate` first") from exc
+    by_label = {m.label: m for m in methods}
+    return by_label[chosen["best_amp_fl"]], by_label[chosen["best_other"]]
+
+
+def run_screen(args: argparse.Namespace, command: str, cluster: Any) -> None:
+    jobs = run_stage(screen_specs(args.tuning_seeds), args.runs_root / "screen", args.jobs, cluster)
+    payload = write_screen(jobs, args.reports_root / "screen", command)
+    print(f"[headline] screen: chosen {payload['chosen']} ({args.reports_root / 'screen' / 'screen.md'})")
+
+
+def run_tune(args: argparse.Namespace, command: str, cluster: Any) -> None:
+    raise NotImplementedError
+
+
+def run_evaluate(args: argparse.Namespace, command: str, cluster: Any) -> None:
+    methods = methods_after_screen(args.reports_root)
+    tuned = {m.key: tuned_overrides(m, args.reports_root) for m in methods}
+    jobs = run_stage(evaluation_specs(methods, tuned, args.seeds), args.runs_root / "evaluate", args.jobs, cluster)
+    amp, rival = evaluate_report(jobs, methods, args.reports_root / "evaluate", command)
+    print(f"[headline] evaluate: {amp} against {rival} ({args.reports_root / 'evaluate' / REPORT_FILE})")
+
+
+def run_map(args: argparse.Namespace, command: str, cluster: Any) -> None:
+    methods = methods_after_screen(args.reports_root)
+    pair = the_pair(methods, args.reports_root)
+    tuned = {m.key: tuned_overrides(m, args.reports_root) for m in pair}
+    calibrations = {r.key: calibrate(r) for r in REGIMES}
+    specs = map_specs(pair, tuned, calibrations, REGIMES, args.seeds)
+    jobs = run_stage(specs, args.runs_root / "map", args.jobs, cluster)
+    report = map_report(map_points(jobs, pair, calibrations), pair, args.reports_root / "map", command)
+    print(f"[headline] map: {report}")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"comma-separated whole numbers, got {text!r}") from exc
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"distinct seeds, at least one, got {text!r}")
+    return seeds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("screen",))
+    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("stage", choices=STAGES, help="screen -> tune -> evaluate -> map (each resumes)")
     parser.add_argument("--jobs", type=int, default=2, help="in-process runs side by side (default 2)")
+    parser.add_argument("--seeds", type=_seeds, default=EVAL_SEEDS, help="evaluation seeds (default 0-7)")
+    parser.add_argument("--tuning-seeds", type=_seeds, default=TUNING_SEEDS, help="default 100,101,102")
+    parser.add_argument("--trials", type=int, default=TRIALS, help=f"TPE trials per method (default {TRIALS})")
     parser.add_argument("--runs-root", type=Path, default=RUNS_ROOT)
     parser.add_argument("--reports-root", type=Path, default=REPORTS_ROOT)
     add_cluster_arguments(parser)
     args = parser.parse_args(argv)
     command = shlex.join([*MODULE.split(), *(sys.argv[1:] if argv is None else argv)])
+    if set(args.seeds) & set(args.tuning_seeds):
+        print("error: --seeds: evaluation seeds must differ from the tuning seeds", file=sys.stderr)
+        return 2
+    stages = {"screen": run_screen, "tune": run_tune, "evaluate": run_evaluate, "map": run_map}
     try:
         check_folders({"--runs-root": args.runs_root, "--reports-root": args.reports_root})
-        cluster = cluster_from_args(args)
-        jobs = run_stage(screen_specs(), args.runs_root / "screen", args.jobs, cluster)
-        payload = write_screen(jobs, args.reports_root / "screen", command)
+        stages[args.stage](args, command, cluster_from_args(args))
+    except KeyboardInterrupt:
+        print(f"[headline] interrupted: `{command}` again resumes", file=sys.stderr)
+        return 130
     except ValueError as exc:
         print(error_line(exc), file=sys.stderr)
         return 2
-    print(f"[headline] screen: chosen {payload['chosen']} ({args.reports_root / 'screen' / 'screen.md'})")
     return 0
 
 
