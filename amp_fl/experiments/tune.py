@@ -38,6 +38,7 @@ import numpy as np
 
 from amp_fl.experiments.campaign import (
     PROJECT_ROOT,
+    Job,
     RayCluster,
     add_cluster_arguments,
     cluster_from_args,
@@ -47,9 +48,23 @@ from amp_fl.experiments.campaign import (
 )
 from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
 from amp_fl.experiments.figures import RunSpec, slug
-from amp_fl.run_folder import METRICS_FILE, read_columns, time_to_target
+from amp_fl.run_folder import (
+    METRICS_FILE,
+    SMOOTHING_WINDOW_S,
+    read_columns,
+    smoothed_time_to_target,
+    time_to_target,
+)
 
-METRICS = ("val_time_to_target", "val_final")
+# val_smoothed_time_to_target: the first time the validation accuracy *holds* the target (the mean of
+# the last window's evaluations, run_folder.smoothed_time_to_target); val_time_to_target: the first crossing.
+TIME_METRICS = ("val_smoothed_time_to_target", "val_time_to_target")
+METRICS = (*TIME_METRICS, "val_final")
+SEARCHES = ("grid", "tpe")
+# A seed that never reaches (holds) the target scores this many times its run's last simulated time
+# in a TPE trial's value: worse than any seed that reached it within the same horizon, and still
+# ordered by how long the run lasted (a single number per trial is what TPE learns from).
+NEVER_REACHED_FACTOR = 2.0
 # Short names for the keys tuned most often; any other key is passed to Hydra as written.
 ALIASES = {
     "learning_rate": "train.learning_rate",
@@ -71,6 +86,20 @@ class SeedResult:
     val_time_to_target: float | None  # simulated seconds; None: never reached
     val_final: float  # mean validation accuracy over the last 10% of the rounds
     val_best: float
+    val_smoothed_time_to_target: float | None = None  # simulated seconds; None: never held
+    last_sim_time_s: float = math.nan  # the run's last row: where it stopped
+
+    def time_to_target(self, metric: str) -> float | None:
+        """The seed's time by a time metric (first crossing or smoothed); ``None``: never reached."""
+        return self.val_smoothed_time_to_target if metric == "val_smoothed_time_to_target" else self.val_time_to_target
+
+    def score(self, metric: str) -> float:
+        """The seed's share of a TPE trial's value: the time to target, ``NEVER_REACHED_FACTOR`` x
+        the run's last simulated time if it never reached it; ``val_final`` as it is."""
+        if metric not in TIME_METRICS:
+            return self.val_final
+        time = self.time_to_target(metric)
+        return NEVER_REACHED_FACTOR * self.last_sim_time_s if time is None else time
 
 
 @dataclass(frozen=True)
@@ -80,11 +109,17 @@ class PointResult:
 
     @property
     def missed(self) -> int:
-        return sum(s.val_time_to_target is None for s in self.seeds)
+        return self.missed_by("val_time_to_target")
 
     @property
     def mean_time(self) -> float:
-        times = [s.val_time_to_target for s in self.seeds if s.val_time_to_target is not None]
+        return self.mean_time_by("val_time_to_target")
+
+    def missed_by(self, metric: str) -> int:
+        return sum(s.time_to_target(metric) is None for s in self.seeds)
+
+    def mean_time_by(self, metric: str) -> float:
+        times = [t for s in self.seeds if (t := s.time_to_target(metric)) is not None]
         return float(np.mean(times)) if times else math.inf
 
     @property
@@ -93,8 +128,8 @@ class PointResult:
 
     def rank_key(self, metric: str) -> tuple[float, ...]:
         """Smaller is better."""
-        if metric == "val_time_to_target":
-            return (float(self.missed), self.mean_time, -self.mean_final)
+        if metric in TIME_METRICS:
+            return (float(self.missed_by(metric)), self.mean_time_by(metric), -self.mean_final)
         return (-self.mean_final,)
 
 
@@ -135,18 +170,68 @@ def read_validation(run_dir: Path, target: float) -> tuple[float | None, float, 
     return None if hit is None else hit.sim_time_s, float(np.mean(accuracy[-tail:])), float(np.max(accuracy))
 
 
+def read_seed(run_dir: Path, seed: int, target: float, window_s: float = SMOOTHING_WINDOW_S) -> SeedResult:
+    """Every validation number of a finished run (both times to ``target``, final, best, last time): metrics.csv."""
+    reached, final, best = read_validation(run_dir, target)
+    columns = read_columns(run_dir / METRICS_FILE)
+    measured = ~np.isnan(columns["val_accuracy"])
+    held = smoothed_time_to_target(
+        columns["round"][measured], columns["sim_time_s"][measured], columns["val_accuracy"][measured], target, window_s
+    )
+    last = float(columns["sim_time_s"][-1])
+    return SeedResult(seed, str(run_dir), reached, final, best, None if held is None else held.sim_time_s, last)
+
+
 def base_overrides(
-    method: str, sets: Sequence[str], rounds: int | None, validation_fraction: float, stop_at: float | None = None
+    method: str,
+    sets: Sequence[str],
+    rounds: int | None,
+    validation_fraction: float,
+    stop_at: float | None = None,
+    stop_window_s: float = 0.0,
 ) -> list[str]:
-    """Every run's overrides; ``stop_at``: end each run once its validation accuracy reaches it."""
+    """Every run's overrides; ``stop_at``: end each run once its validation accuracy reaches it
+    (with ``stop_window_s`` > 0: once the mean of that many simulated seconds of evaluations does)."""
     overrides = [f"method={method}", *sets]
     if not any(s.startswith("dataset.validation_fraction=") for s in sets):
         overrides.append(f"dataset.validation_fraction={validation_fraction}")
     if stop_at is not None and not any(s.startswith("evaluation.stop_at_val_accuracy=") for s in sets):
         overrides.append(f"evaluation.stop_at_val_accuracy={stop_at}")
+        if stop_window_s > 0 and not any(s.startswith("evaluation.stop_window_s=") for s in sets):
+            overrides.append(f"evaluation.stop_window_s={stop_window_s}")
     if rounds is not None:
         overrides.append(f"num_rounds={rounds}")
     return overrides
+
+
+def check_tuning_settings(metric: str, target: float, seeds: Sequence[int], window_s: float) -> None:
+    """The settings every tuner shares, checked once before any run (``ValueError`` naming the setting)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric: choose from {', '.join(METRICS)}, got {metric!r}")
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target: must be in (0, 1], got {target}")
+    if not seeds:
+        raise ValueError("seeds: give at least one")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: each seed once, got {', '.join(map(str, seeds))}")
+    if not (math.isfinite(window_s) and window_s > 0):
+        raise ValueError(f"window_s: the smoothing window must be > 0 simulated seconds, got {window_s}")
+
+
+def stop_rule(metric: str, target: float, window_s: float, stop_at_target: bool) -> tuple[float | None, float]:
+    """``(evaluation.stop_at_val_accuracy, evaluation.stop_window_s)`` of a tuning run.
+
+    A time metric's score is known once the run reaches (first crossing) or holds (smoothed over
+    ``window_s``) the target: the run stops there. ``val_final`` needs the whole run.
+    """
+    if not stop_at_target or metric not in TIME_METRICS:
+        return None, 0.0
+    return target, window_s if metric == "val_smoothed_time_to_target" else 0.0
+
+
+def check_validation_split(jobs: Sequence[Job[Any]]) -> None:
+    if any(float(job.values["dataset"].get("validation_fraction", 0.0)) <= 0.0 for job in jobs):
+        raise ValueError("dataset.validation_fraction: tuning needs a validation split (> 0)")
 
 
 def tune(
@@ -167,22 +252,20 @@ def tune(
     command: str = "",
     log: Any = print,
     cluster: RayCluster | None = None,
+    window_s: float = SMOOTHING_WINDOW_S,
 ) -> dict[str, Any]:
     """Run (or resume) the grid, choose by the validation metric, write the reports; returns tuning.json's content.
 
-    With ``metric="val_time_to_target"`` and ``stop_at_target``, each run stops once its validation
-    accuracy reaches ``target`` (``evaluation.stop_at_val_accuracy``): nothing after it counts.
+    With a time metric and ``stop_at_target``, each run stops once its validation accuracy reaches
+    ``target`` (``evaluation.stop_at_val_accuracy``; for ``val_smoothed_time_to_target`` once the
+    mean of the last ``window_s`` simulated seconds does): nothing after it counts.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric: choose from {', '.join(METRICS)}, got {metric!r}")
-    if not 0.0 < target <= 1.0:
-        raise ValueError(f"target: must be in (0, 1], got {target}")
-    if not seeds:
-        raise ValueError("seeds: give at least one")
-    stop_at = target if stop_at_target and metric == "val_time_to_target" else None
+    check_tuning_settings(metric, target, seeds, window_s)
     # Fixed hyper-parameters run like --set but belong to the choice: a comparison that takes the
     # chosen values must run with them too (a set-up value such as the experiment does not).
-    base = base_overrides(method, [*sets, *fixed], rounds, validation_fraction, stop_at)
+    base = base_overrides(
+        method, [*sets, *fixed], rounds, validation_fraction, *stop_rule(metric, target, window_s, stop_at_target)
+    )
     points_by_id = {point_id(point): point for point in grid_points(grid)}
     specs = [
         RunSpec(
@@ -197,8 +280,7 @@ def tune(
         for seed in seeds
     ]
     jobs = make_jobs(specs, runs_dir / method)  # runs_dir/<method>/<point>/seed<s>
-    if any(float(job.values["dataset"].get("validation_fraction", 0.0)) <= 0.0 for job in jobs):
-        raise ValueError("dataset.validation_fraction: tuning needs a validation split (> 0)")
+    check_validation_split(jobs)
     todo = still_to_run(jobs)
     log(f"[tune] {method}: {len(jobs)} runs, {len(jobs) - len(todo)} complete, {len(todo)} to run")
     failures = execute(todo, "inprocess", workers, log, name="tune", cluster=cluster)
@@ -207,9 +289,8 @@ def tune(
     points: dict[str, PointResult] = {}
     for job in jobs:
         point = points_by_id[job.spec.series]
-        reached, final, best = read_validation(job.run_dir, target)
         result = points.setdefault(point_id(point), PointResult(dict(point), []))
-        result.seeds.append(SeedResult(job.spec.seed, str(job.run_dir), reached, final, best))
+        result.seeds.append(read_seed(job.run_dir, job.spec.seed, target, window_s))
     ranked = sorted(points.values(), key=lambda p: p.rank_key(metric))
     chosen = ranked[0]
     payload = {
@@ -217,14 +298,16 @@ def tune(
         "command": command,
         "metric": metric,
         "target": target,
+        "smoothing_window_s": window_s,
         "seeds": list(seeds),
         "base_overrides": base,
         "grid": grid,
         "points": [
             {
                 **asdict(p),
-                "missed": p.missed,
+                "missed": p.missed_by(metric) if metric in TIME_METRICS else p.missed,
                 "mean_val_time_to_target": None if math.isinf(p.mean_time) else p.mean_time,
+                "mean_val_smoothed_time_to_target": _finite(p.mean_time_by("val_smoothed_time_to_target")),
                 "mean_val_final": p.mean_final,
             }
             for p in ranked
@@ -245,6 +328,17 @@ def _time(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.2f}"
 
 
+def _finite(value: float) -> float | None:
+    return None if math.isinf(value) else value
+
+
+def _reaches(payload: dict[str, Any]) -> str:
+    """How the report's time reads the curve, in words."""
+    if payload["metric"] == "val_smoothed_time_to_target":
+        return f"averaged over the last {payload.get('smoothing_window_s', SMOOTHING_WINDOW_S):g} simulated s holds"
+    return "first reaches"
+
+
 def render_markdown(payload: dict[str, Any], ranked: Sequence[PointResult]) -> str:
     keys = list(payload["grid"])
     metric, target = payload["metric"], payload["target"]
@@ -258,7 +352,7 @@ def render_markdown(payload: dict[str, Any], ranked: Sequence[PointResult]) -> s
         "the test set plays no part in the choice.",
         f"- **Chosen:** `{' '.join(payload['chosen_overrides'])}`",
         "",
-        "Points best first. Time: simulated seconds until the validation accuracy first reaches the target "
+        f"Points best first. Time: simulated seconds until the validation accuracy {_reaches(payload)} the target "
         "(mean over the seeds that reached it); final: validation accuracy averaged over the last 10% of the "
         "rounds (mean over seeds).",
         "",
@@ -267,10 +361,11 @@ def render_markdown(payload: dict[str, Any], ranked: Sequence[PointResult]) -> s
         + " |",
         "| " + " | ".join(["---"] * (len(keys) + 4)) + " |",
     ]
+    timed = metric if metric in TIME_METRICS else "val_time_to_target"
     for p in ranked:
-        per_seed = "; ".join(f"seed {s.seed}: {_time(s.val_time_to_target)} s, {s.val_final:.4f}" for s in p.seeds)
-        reached = len(p.seeds) - p.missed
-        time = _time(None if math.isinf(p.mean_time) else p.mean_time)
+        per_seed = "; ".join(f"seed {s.seed}: {_time(s.time_to_target(timed))} s, {s.val_final:.4f}" for s in p.seeds)
+        reached = len(p.seeds) - p.missed_by(timed)
+        time = _time(_finite(p.mean_time_by(timed)))
         cells = [*(p.overrides[k] for k in keys), f"{reached}/{len(p.seeds)}", time, f"{p.mean_final:.4f}", per_seed]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
