@@ -1,24 +1,39 @@
-"""Tune a method on the validation split: ``python -m amp_fl.experiments.tune <method> --grid KEY=V1,V2 ...``.
+"""Tune a method on the validation split: ``python -m amp_fl.experiments.tune <method> --grid KEY=V1,V2 ...``
+or ``... --search tpe --space KEY=float:LO:HI[:log] --trials N``.
 
-For a fair comparison (issue 9) every method gets its hyper-parameters chosen the same way: a grid
-over the given keys, each point run for every seed with the in-process engine, scored on the
-*validation* split held out of the training set (``dataset.validation_fraction``, set here to
-``--validation-fraction`` unless a ``--set`` gives it), never on the test set. Metrics:
+For a fair comparison (issues 9, 21) every method gets its hyper-parameters chosen the same way,
+each candidate run for every seed with the in-process engine, scored on the *validation* split held
+out of the training set (``dataset.validation_fraction``, set here to ``--validation-fraction``
+unless a ``--set`` gives it), never on the test set. Two searches:
 
-- ``val_time_to_target``: simulated seconds until the validation accuracy first reaches
-  ``--target``. A point ranks by (seeds that never reached it, mean time over the seeds that did,
-  minus its mean final validation accuracy): reaching the target on every seed comes first.
-  Each run stops once it reaches the target (``evaluation.stop_at_val_accuracy``; ``--no-stop``
-  runs to the end), so its final accuracy is not comparable across points and only breaks ties.
+- ``grid`` (the default: the committed tunings and ``make speedup`` are grids): every point of the
+  ``--grid`` values; all of them are reported.
+- ``tpe``: Optuna's TPE proposes ``--trials`` points in the ``--space`` ranges, the same budget for
+  every method; one SQLite study per method, ``<reports-dir>/<method>/study.db``, which the same
+  command resumes (:func:`tune_tpe`).
+
+Metrics:
+
+- ``val_smoothed_time_to_target`` (TPE's default): simulated seconds until the validation accuracy
+  *holds* ``--target``: the first evaluation at which the mean of the last ``--window-s`` simulated
+  seconds of evaluations reaches it (:func:`~amp_fl.run_folder.smoothed_time_to_target`). Runs stop
+  there (``evaluation.stop_window_s``).
+- ``val_time_to_target`` (the grid's default): simulated seconds until the validation accuracy first
+  reaches ``--target``. Each run stops once it reaches the target (``evaluation.stop_at_val_accuracy``;
+  ``--no-stop`` runs to the end), so its final accuracy is not comparable across points and only
+  breaks ties. A grid point ranks by (seeds that never reached it, mean time over the seeds that
+  did, minus its mean final validation accuracy): reaching the target on every seed comes first. A
+  TPE trial is worth the mean over seeds of the time, a seed that never reaches the target counting
+  ``NEVER_REACHED_FACTOR`` (2) x its run's last simulated time.
 - ``val_final``: mean over seeds of the validation accuracy averaged over the last 10% of the
   rounds (at least one round): less noisy than the last round alone. Higher is better.
 
-Writes ``<reports-dir>/<method>/tuning.json`` and ``tuning.md`` (every point's validation numbers
-and the chosen values) and prints the chosen overrides, e.g.
+Writes ``<reports-dir>/<method>/tuning.json`` and ``tuning.md`` (every point's / trial's validation
+numbers and the chosen values) and prints the chosen overrides, e.g.
 ``train.learning_rate=0.05 strategy.proximal_mu=0.01``, ready to add to a reproduction command.
-Runs go to ``<runs-dir>/<method>/<point>/seed<s>/``; a run that is complete with the same
-configuration is not run again (as in :mod:`amp_fl.experiments.reproduce`), so an interrupted
-tuning resumes where it stopped.
+Runs go to ``<runs-dir>/<method>/<point>/seed<s>/`` (a TPE trial's point folder is named by its
+parameters alone); a run that is complete with the same configuration is not run again (as in
+:mod:`amp_fl.experiments.reproduce`), so an interrupted tuning resumes where it stopped.
 """
 
 from __future__ import annotations
