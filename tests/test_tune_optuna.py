@@ -299,3 +299,12 @@ def test_the_cli_keeps_each_searchs_options_apart(tmp_path, capsys):
     assert "--trials: TPE needs its budget" in capsys.readouterr().err
     assert main(["amp_fl", "--search", "tpe", "--space", "learning_rate=float:0.3:0.01", "--trials", "2", *dirs]) == 2
     assert "space: train.learning_rate: needs finite LO < HI" in capsys.readouterr().err
+
+
+def test_a_bad_setting_fails_before_any_trial_is_asked(tmp_path):
+    with pytest.raises(ValueError, match="dataset.validation_fraction"):
+        _tpe(tmp_path, trials=2, validation_fraction=0.0)
+    with pytest.raises(ValueError, match="wireless.num_rbs"):
+        tune_tpe("amp_fl", parse_space(SPACE), trials=2, sets=[*MICRO, "wireless.num_rbs=0"],
+                 runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")  # fmt: skip
+    assert not (tmp_path / "reports" / "amp_fl" / STUDY_FILE).exists()

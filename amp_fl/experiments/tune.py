@@ -57,7 +57,9 @@ from amp_fl.experiments.campaign import (
     Job,
     RayCluster,
     add_cluster_arguments,
+    check_values,
     cluster_from_args,
+    compose_values,
     execute,
     is_complete,
     make_jobs,
@@ -627,6 +629,8 @@ def tune_tpe(
         "base_overrides": base,
         "space": {key: dim.spec() for key, dim in space.items()},
     }
+    runs = TrialRuns(method, base, seeds, metric, target, window_s, runs_dir)
+    runs.check(space)  # a bad setting fails here, before a trial is asked
     storage = study_storage(reports_dir, method)
     study = open_study(storage, method, metric, settings)
     requeued = requeue_interrupted(study)
@@ -640,15 +644,7 @@ def tune_tpe(
         study.sampler = batch_sampler(sampler_seed, complete, startup_trials)
         distributions = {key: dim.distribution() for key, dim in space.items()}
         asked = [study.ask(distributions) for _ in range(min(jobs, trials - complete))]
-        run_trials(
-            study,
-            asked,
-            space,
-            TrialRuns(method, base, seeds, metric, target, window_s, runs_dir),
-            workers or jobs,
-            log,
-            cluster,
-        )
+        run_trials(study, asked, space, runs, workers or jobs, log, cluster)
     payload = tpe_payload(study, space, settings, command, fixed, trials, jobs, sampler_seed, startup_trials)
     out = reports_dir / method
     (out / TUNING_FILE).write_text(json.dumps(payload, indent=2) + "\n")
@@ -677,6 +673,20 @@ class TrialRuns:
             RunSpec("tuning", self.method, folder, seed, (*overrides, f"seed={seed}"), f"{folder}/seed{seed}")
             for seed in self.seeds
         ]
+
+    def check(self, space: dict[str, Dimension]) -> None:
+        """The runs' configuration is valid and holds a validation split (``ValueError`` naming the key).
+
+        Composed at one corner of the space (the lower bounds, the first choices), first seed.
+        """
+        corner = {
+            key: dim.choices[0] if dim.kind == "cat" else dim.override_value(dim.low) for key, dim in space.items()
+        }
+        spec = self.specs(corner)[0]
+        values = compose_values(spec.overrides)
+        check_values(values)
+        if float(values["dataset"].get("validation_fraction", 0.0)) <= 0.0:
+            raise ValueError("dataset.validation_fraction: tuning needs a validation split (> 0)")
 
 
 def run_trials(
