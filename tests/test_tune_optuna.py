@@ -177,20 +177,9 @@ def fake_execute(monkeypatch):
 
 
 def _tpe(tmp_path: Path, trials: int, **kwargs) -> dict:
-    return tune_tpe(
-        "amp_fl",
-        parse_space(SPACE),
-        trials=trials,
-        seeds=(0,),
-        rounds=2,
-        target=0.7,
-        sets=MICRO,
-        runs_dir=tmp_path / "runs",
-        reports_dir=tmp_path / "reports",
-        startup_trials=2,
-        log=lambda _: None,
-        **kwargs,
-    )
+    settings = {"seeds": (0,), "rounds": 2, "target": 0.7, "sets": MICRO, "startup_trials": 2, **kwargs}
+    dirs = {"runs_dir": tmp_path / "runs", "reports_dir": tmp_path / "reports"}
+    return tune_tpe("amp_fl", parse_space(SPACE), trials=trials, log=lambda _: None, **dirs, **settings)
 
 
 def test_a_trial_left_running_is_asked_again_and_finds_its_runs(tmp_path, fake_execute):
@@ -308,3 +297,28 @@ def test_a_bad_setting_fails_before_any_trial_is_asked(tmp_path):
         tune_tpe("amp_fl", parse_space(SPACE), trials=2, sets=[*MICRO, "wireless.num_rbs=0"],
                  runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")  # fmt: skip
     assert not (tmp_path / "reports" / "amp_fl" / STUDY_FILE).exists()
+
+
+def test_the_median_pruner_stops_a_trial_worse_than_the_median_after_its_first_seed(tmp_path, fake_execute):
+    # 8 random trials (startup 10) x seeds 0, 1 with the fake curves (a seed's score depends on the
+    # learning rate alone). Once 5 trials are complete, a trial whose seed-0 score is worse than the
+    # median of the complete trials' seed-0 scores is pruned before its seed 1 runs.
+    payload = _tpe(tmp_path, trials=8, seeds=(0, 1), pruner="median", startup_trials=10)
+    ran = {run_id for batch in fake_execute for run_id in batch}
+    trials = payload["trials"]
+    assert len(trials) == 8 and payload["budget"]["pruner"].startswith("optuna.pruners.MedianPruner")
+    complete_first: list[float] = []
+    for trial in trials:
+        first = trial_value([read_seed(Path(trial["seeds"][0]["run_dir"]), 0, 0.7)], "val_smoothed_time_to_target")
+        folder = trial_folder(trial["overrides"])
+        if len(complete_first) >= 5 and first > float(np.median(complete_first)):
+            assert trial["state"] == "PRUNED" and len(trial["seeds"]) == 1
+            assert trial["value"] == first and trial["intermediate_values"] == {"0": first}
+            assert f"{folder}/seed1" not in ran
+        else:
+            assert trial["state"] == "COMPLETE" and len(trial["seeds"]) == 2 and f"{folder}/seed1" in ran
+            complete_first.append(first)
+    assert any(t["state"] == "PRUNED" for t in trials)
+    assert "Pruned trials (counted in the budget" in (tmp_path / "reports" / "amp_fl" / "tuning.md").read_text()
+    with pytest.raises(ValueError, match="pruner: a trial is pruned between its seeds"):
+        _tpe(tmp_path / "one", trials=2, pruner="median")

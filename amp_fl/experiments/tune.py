@@ -70,6 +70,7 @@ from amp_fl.experiments.figures import RunSpec, slug
 
 if TYPE_CHECKING:  # optuna is imported where it is used: reproduce reads TUNING_FILE from here
     from optuna.distributions import BaseDistribution
+    from optuna.pruners import BasePruner
     from optuna.samplers import TPESampler
     from optuna.study import Study
     from optuna.trial import Trial, TrialState
@@ -401,6 +402,8 @@ def render_markdown(payload: dict[str, Any], ranked: Sequence[PointResult]) -> s
 STUDY_FILE = "study.db"  # <reports-dir>/<method>/: the Optuna study, committed with the report so it resumes
 KINDS = ("float", "int", "cat")
 STARTUP_TRIALS = 10  # TPE's random trials before it models the results (Optuna's default)
+PRUNERS = ("none", "median")
+MEDIAN_STARTUP_TRIALS = 5  # complete trials before the median pruner prunes (Optuna's default)
 MAX_FOLDER = 100  # characters of a trial's folder name; a longer point id is cut and given a digest
 # What a trial's value means: resuming a study with any of these changed would mix incomparable values.
 STUDY_SETTINGS = ("metric", "target", "smoothing_window_s", "seeds", "base_overrides", "space")
@@ -566,6 +569,15 @@ def batch_sampler(sampler_seed: int, completed: int, startup_trials: int) -> TPE
     return TPESampler(seed=seed, n_startup_trials=startup_trials, multivariate=True, constant_liar=True)
 
 
+def make_pruner(name: str) -> BasePruner:
+    """``median``: Optuna's MedianPruner (prunes a trial whose mean over its first k seeds is worse
+    than the median of the complete trials' over the same seeds, once 5 trials are complete);
+    ``none``: every trial runs all its seeds."""
+    from optuna.pruners import MedianPruner, NopPruner
+
+    return MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=0) if name == "median" else NopPruner()
+
+
 def _count(study: Study, *states: TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
@@ -595,6 +607,7 @@ def tune_tpe(
     workers: int | None = None,
     sampler_seed: int = 0,
     startup_trials: int = STARTUP_TRIALS,
+    pruner: str = "none",
     stop_at_target: bool = True,
     fixed: Sequence[str] = (),
     command: str = "",
@@ -618,6 +631,10 @@ def tune_tpe(
             raise ValueError(f"{name}: must be >= 1, got {value}")
     if startup_trials < 0:
         raise ValueError(f"startup_trials: must be >= 0, got {startup_trials}")
+    if pruner not in PRUNERS:
+        raise ValueError(f"pruner: choose from {', '.join(PRUNERS)}, got {pruner!r}")
+    if pruner != "none" and len(seeds) < 2:
+        raise ValueError("pruner: a trial is pruned between its seeds: give two or more seeds")
     base = base_overrides(
         method, [*sets, *fixed], rounds, validation_fraction, *stop_rule(metric, target, window_s, stop_at_target)
     )
@@ -638,14 +655,16 @@ def tune_tpe(
         log(f"[tune] {method}: trial(s) {', '.join(map(str, requeued))} were left running: asked again")
     from optuna.trial import TrialState
 
-    while (complete := _count(study, TrialState.COMPLETE)) < trials:
+    study.pruner = make_pruner(pruner)
+    # A pruned trial is one of the budget's trials: it was proposed and judged, on fewer seeds.
+    while (finished := _count(study, TrialState.COMPLETE, TrialState.PRUNED)) < trials:
         if _failed_runs(study) >= trials:  # a whole budget of failures: the setup is broken, not the points
             raise RuntimeError(f"study: {trials} trials had runs that failed (see tuning.json); the search stops")
-        study.sampler = batch_sampler(sampler_seed, complete, startup_trials)
+        study.sampler = batch_sampler(sampler_seed, finished, startup_trials)
         distributions = {key: dim.distribution() for key, dim in space.items()}
-        asked = [study.ask(distributions) for _ in range(min(jobs, trials - complete))]
-        run_trials(study, asked, space, runs, workers or jobs, log, cluster)
-    payload = tpe_payload(study, space, settings, command, fixed, trials, jobs, sampler_seed, startup_trials)
+        asked = [study.ask(distributions) for _ in range(min(jobs, trials - finished))]
+        run_trials(study, asked, space, runs, workers or jobs, log, cluster, prune=pruner != "none")
+    payload = tpe_payload(study, space, settings, command, fixed, trials, jobs, sampler_seed, startup_trials, pruner)
     out = reports_dir / method
     (out / TUNING_FILE).write_text(json.dumps(payload, indent=2) + "\n")
     (out / "tuning.md").write_text(render_tpe_markdown(payload))
@@ -697,39 +716,72 @@ def run_trials(
     workers: int,
     log: Any,
     cluster: RayCluster | None,
+    prune: bool = False,
 ) -> None:
     """Run the asked trials' runs side by side (those not already complete) and tell the study each value.
 
     A trial with a run that failed is told failed (its error lines kept as a user attribute); the
     others are complete with their value and every seed's numbers (``seeds``) and overrides (``point``).
+    With ``prune``, the seeds go one at a time across the asked trials: after each, a trial reports
+    the mean score of its seeds so far (step k: seeds 0..k of ``runs.seeds``, the same seeds for
+    every trial) and the study's pruner may stop it, told pruned, before its other seeds run.
     """
     from optuna.trial import TrialState
 
     points = {trial.number: trial_point(trial.params, space) for trial in asked}
     jobs_of = {number: make_jobs(runs.specs(point), runs.runs_dir / runs.method) for number, point in points.items()}
-    every = [job for jobs in jobs_of.values() for job in jobs]
-    check_validation_split(every)
-    todo = list({job.run_dir: job for job in still_to_run(every)}.values())  # two trials at one point: run once
-    numbers = ", ".join(map(str, points))
-    done = len(every) - len(todo)
-    log(f"[tune] {runs.method}: trial(s) {numbers}: {len(every)} runs, {done} complete, {len(todo)} to run")
-    failures = execute(todo, "inprocess", workers, log, name="tune", cluster=cluster)
-    for trial in asked:
-        jobs = jobs_of[trial.number]
+    results: dict[int, list[SeedResult]] = {trial.number: [] for trial in asked}
+    live = list(asked)
+    for trial in live:
         trial.set_user_attr("point", points[trial.number])
-        missing = [job for job in jobs if not is_complete(job.run_dir, job.values)]
-        if missing:
-            ids = {job.spec.run_id for job in missing}
-            trial.set_user_attr("failures", [f for f in failures if f.split(":", 1)[0] in ids] or sorted(ids))
-            study.tell(trial, state=TrialState.FAIL)
-            log(f"[tune] {runs.method}: trial {trial.number} failed: {'; '.join(sorted(ids))}")
-            continue
-        results = [read_seed(job.run_dir, job.spec.seed, runs.target, runs.window_s) for job in jobs]
-        trial.set_user_attr("seeds", [asdict(r) for r in results])
-        value = trial_value(results, runs.metric)
+    stages = [[i] for i in range(len(runs.seeds))] if prune else [list(range(len(runs.seeds)))]
+    for stage in stages:
+        stage_jobs = {trial.number: [jobs_of[trial.number][i] for i in stage] for trial in live}
+        failed = _run_stage(stage_jobs, runs.method, workers, log, cluster)
+        still = []
+        for trial in live:
+            done = results[trial.number]
+            if trial.number in failed:
+                trial.set_user_attr("failures", failed[trial.number])
+                study.tell(trial, state=TrialState.FAIL)
+                log(f"[tune] {runs.method}: trial {trial.number} failed: {'; '.join(failed[trial.number])}")
+                continue
+            done += [
+                read_seed(job.run_dir, job.spec.seed, runs.target, runs.window_s) for job in stage_jobs[trial.number]
+            ]
+            trial.set_user_attr("seeds", [asdict(r) for r in done])
+            if prune:
+                trial.report(trial_value(done, runs.metric), step=len(done) - 1)
+                if len(done) < len(runs.seeds) and trial.should_prune():
+                    study.tell(trial, state=TrialState.PRUNED)
+                    log(f"[tune] {runs.method}: trial {trial.number} pruned after {len(done)} seed(s)")
+                    continue
+            still.append(trial)
+        live = still
+    for trial in live:
+        value = trial_value(results[trial.number], runs.metric)
         study.tell(trial, value)
         point = " ".join(f"{k}={v}" for k, v in points[trial.number].items())
         log(f"[tune] {runs.method}: trial {trial.number} {point}: {value:.4g}")
+
+
+def _run_stage(
+    jobs_of: dict[int, list[Job[Any]]], method: str, workers: int, log: Any, cluster: RayCluster | None
+) -> dict[int, list[str]]:
+    """Runs the trials' jobs not already complete, side by side; returns each failed trial's error lines."""
+    every = [job for jobs in jobs_of.values() for job in jobs]
+    todo = list({job.run_dir: job for job in still_to_run(every)}.values())  # two trials at one point: run once
+    numbers = ", ".join(map(str, jobs_of))
+    log(
+        f"[tune] {method}: trial(s) {numbers}: {len(every)} runs, {len(every) - len(todo)} complete, {len(todo)} to run"
+    )
+    failures = execute(todo, "inprocess", workers, log, name="tune", cluster=cluster)
+    failed = {}
+    for number, jobs in jobs_of.items():
+        ids = {job.spec.run_id for job in jobs if not is_complete(job.run_dir, job.values)}
+        if ids:
+            failed[number] = [f for f in failures if f.split(":", 1)[0] in ids] or sorted(ids)
+    return failed
 
 
 def tpe_payload(
@@ -742,6 +794,7 @@ def tpe_payload(
     jobs: int,
     sampler_seed: int,
     startup_trials: int,
+    pruner: str = "none",
 ) -> dict[str, Any]:
     """tuning.json of a TPE search: the budget, every trial (parameters, per-seed numbers), the choice."""
     import optuna
@@ -759,10 +812,11 @@ def tpe_payload(
             ),
             "value": t.value,
             "seeds": t.user_attrs.get("seeds", []),
+            **({"intermediate_values": _by_step(t.intermediate_values)} if t.state == TrialState.PRUNED else {}),
             **({"requeued_from": t.user_attrs["requeued_from"]} if "requeued_from" in t.user_attrs else {}),
             **({"failures": t.user_attrs["failures"]} if "failures" in t.user_attrs else {}),
         }
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
     ]
     return {
         "method": study.study_name,
@@ -778,6 +832,9 @@ def tpe_payload(
             "sampler_seed": sampler_seed,
             "startup_trials": startup_trials,
             "trials_asked_at_once": jobs,
+            "pruner": "none"
+            if pruner == "none"
+            else f"optuna.pruners.MedianPruner(n_startup_trials={MEDIAN_STARTUP_TRIALS})",
             "optuna": optuna.__version__,
         },
         "study": {"storage": STUDY_FILE, "name": study.study_name, "direction": study.direction.name.lower()},
@@ -788,6 +845,11 @@ def tpe_payload(
         "fixed": list(fixed),
         "chosen_overrides": [*fixed, *(f"{k}={v}" for k, v in chosen.items())],
     }
+
+
+def _by_step(values: dict[int, float]) -> dict[str, float]:
+    """A trial's intermediate values keyed as JSON writes them (step k: the mean over the first k + 1 seeds)."""
+    return {str(step): value for step, value in sorted(values.items())}
 
 
 def _seed_cell(seed: dict[str, Any], metric: str) -> str:
@@ -821,7 +883,7 @@ def render_tpe_markdown(payload: dict[str, Any]) -> str:
         f"- **Budget:** {budget['trials']} trials x {budget['seeds_per_trial']} seed(s) "
         f"({', '.join(map(str, payload['seeds']))}) = {budget['runs']} runs; {budget['sampler']}, "
         f"seed {budget['sampler_seed']}, {budget['startup_trials']} random startup trials, "
-        f"{budget['trials_asked_at_once']} asked at once; Optuna {budget['optuna']}; "
+        f"{budget['trials_asked_at_once']} asked at once; pruner {budget['pruner']}; Optuna {budget['optuna']}; "
         f"study `{payload['study']['storage']}`",
         f"- **Chosen by:** `{metric}` on the validation split held out of the training set: {score}; "
         "the test set plays no part in the choice.",
@@ -837,6 +899,17 @@ def render_tpe_markdown(payload: dict[str, Any]) -> str:
         per_seed = "; ".join(_seed_cell(s, metric) for s in t["seeds"])
         cells = [str(t["number"]), *(t["overrides"][k] for k in keys), f"{t['value']:.4g}", per_seed]
         lines.append("| " + " | ".join(cells) + " |")
+    pruned = [t for t in payload["trials"] if t["state"] == "PRUNED"]
+    if pruned:
+        lines += [
+            "",
+            "Pruned trials (counted in the budget; mean score over the seeds they ran): "
+            + "; ".join(
+                f"trial {t['number']} ({' '.join(f'{k}={v}' for k, v in t['overrides'].items())}): "
+                f"{t['value']:.4g} after {len(t['seeds'])} seed(s)"
+                for t in pruned
+            ),
+        ]
     if failed:
         lines += [
             "",
@@ -899,6 +972,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=STARTUP_TRIALS,
         help=f"TPE: random trials before TPE models the results (default {STARTUP_TRIALS})",
+    )
+    parser.add_argument(
+        "--prune",
+        choices=PRUNERS,
+        default="none",
+        help="TPE: median stops a trial between its seeds once its mean is worse than the complete trials' median "
+        "over the same seeds (default none: every trial runs every seed)",
     )
     parser.add_argument(
         "--workers", type=int, help="TPE: runs side by side (default --jobs: one per trial asked at once)"
@@ -972,7 +1052,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_search(args: argparse.Namespace, common: dict[str, Any]) -> dict[str, Any]:
     """The CLI's search: its own options checked against the other search's (one clear error each)."""
     if args.search == "grid":
-        unused = [o for o, v in (("--space", args.space), ("--trials", args.trials), ("--workers", args.workers)) if v]
+        tpe_only = (("--space", args.space), ("--trials", args.trials), ("--workers", args.workers))
+        unused = [o for o, v in (*tpe_only, ("--prune", args.prune != "none")) if v]
         if unused:
             raise ValueError(f"{unused[0]}: only with --search tpe (the grid takes --grid)")
         metric = args.metric or "val_time_to_target"
@@ -990,6 +1071,7 @@ def _run_search(args: argparse.Namespace, common: dict[str, Any]) -> dict[str, A
         workers=args.workers,
         sampler_seed=args.sampler_seed,
         startup_trials=args.startup_trials,
+        pruner=args.prune,
         **common,
     )
 
