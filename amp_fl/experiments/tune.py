@@ -256,8 +256,9 @@ def stop_rule(metric: str, target: float, window_s: float, stop_at_target: bool)
     return target, window_s if metric == "val_smoothed_time_to_target" else 0.0
 
 
-def check_validation_split(jobs: Sequence[Job[Any]]) -> None:
-    if any(float(job.values["dataset"].get("validation_fraction", 0.0)) <= 0.0 for job in jobs):
+def check_validation_split(configurations: Sequence[dict[str, Any]]) -> None:
+    """Every run's composed configuration holds a validation split out (tuning chooses on it)."""
+    if any(float(values["dataset"].get("validation_fraction", 0.0)) <= 0.0 for values in configurations):
         raise ValueError("dataset.validation_fraction: tuning needs a validation split (> 0)")
 
 
@@ -307,7 +308,7 @@ def tune(
         for seed in seeds
     ]
     jobs = make_jobs(specs, runs_dir / method)  # runs_dir/<method>/<point>/seed<s>
-    check_validation_split(jobs)
+    check_validation_split([job.values for job in jobs])
     todo = still_to_run(jobs)
     log(f"[tune] {method}: {len(jobs)} runs, {len(jobs) - len(todo)} complete, {len(todo)} to run")
     failures = execute(todo, "inprocess", workers, log, name="tune", cluster=cluster)
@@ -704,8 +705,7 @@ class TrialRuns:
         spec = self.specs(corner)[0]
         values = compose_values(spec.overrides)
         check_values(values)
-        if float(values["dataset"].get("validation_fraction", 0.0)) <= 0.0:
-            raise ValueError("dataset.validation_fraction: tuning needs a validation split (> 0)")
+        check_validation_split([values])
 
 
 def run_trials(
@@ -852,13 +852,14 @@ def _by_step(values: dict[int, float]) -> dict[str, float]:
     return {str(step): value for step, value in sorted(values.items())}
 
 
-def _seed_cell(seed: dict[str, Any], metric: str) -> str:
+def _seed_cell(recorded: dict[str, Any], metric: str) -> str:
+    seed = SeedResult(**recorded)
     if metric not in TIME_METRICS:
-        return f"seed {seed['seed']}: {seed['val_final']:.4f}"
-    time = seed["val_smoothed_time_to_target" if metric == "val_smoothed_time_to_target" else "val_time_to_target"]
+        return f"seed {seed.seed}: {seed.val_final:.4f}"
+    time = seed.time_to_target(metric)
     if time is None:
-        return f"seed {seed['seed']}: not reached (ran {seed['last_sim_time_s']:.2f} s)"
-    return f"seed {seed['seed']}: {time:.2f} s"
+        return f"seed {seed.seed}: not reached (ran {seed.last_sim_time_s:.2f} s)"
+    return f"seed {seed.seed}: {time:.2f} s"
 
 
 def render_tpe_markdown(payload: dict[str, Any]) -> str:
