@@ -22,7 +22,6 @@ from amp_fl.experiments import tune as tune_module
 from amp_fl.experiments.tune import (
     STUDY_FILE,
     Dimension,
-    TrialRuns,
     batch_sampler,
     main,
     parse_space,
@@ -182,44 +181,52 @@ def _tpe(tmp_path: Path, trials: int, **kwargs) -> dict:
     return tune_tpe("amp_fl", parse_space(SPACE), trials=trials, log=lambda _: None, **dirs, **settings)
 
 
-def test_a_trial_left_running_is_asked_again_and_finds_its_runs(tmp_path, fake_execute):
-    # A killed session: trial 0 was asked (RUNNING in study.db) and its run finished before the kill.
-    space = parse_space(SPACE)
-    study = optuna.create_study(storage=study_storage(tmp_path / "reports", "amp_fl"), study_name="amp_fl")
-    study.sampler = batch_sampler(0, 0, 2)
-    stale = study.ask({k: d.distribution() for k, d in space.items()})
-    point = trial_point(stale.params, space)
-    base = ["method=amp_fl", *MICRO, "dataset.validation_fraction=0.1", "evaluation.stop_at_val_accuracy=0.7"]
-    base += ["evaluation.stop_window_s=1.0", "num_rounds=2"]
-    runs = TrialRuns("amp_fl", base, (0,), "val_smoothed_time_to_target", 0.7, 1.0, tmp_path / "runs")
-    (job,) = tune_module.make_jobs(runs.specs(point), tmp_path / "runs" / "amp_fl")
-    _fake_finished_run(job)
-    study.set_user_attr("settings", {  # what tune_tpe stores when it creates the study
-        "metric": "val_smoothed_time_to_target", "target": 0.7, "smoothing_window_s": 1.0, "seeds": [0],
-        "base_overrides": base, "space": {"train.learning_rate": "float:0.01:0.3:log"},
-    })  # fmt: skip
+def test_trials_left_running_by_a_killed_session_are_asked_again_and_find_their_runs(tmp_path, monkeypatch):
+    # A session asks trials 0 and 1 together; their runs finish, then the process is killed before
+    # it tells the study (KeyboardInterrupt out of the runner, as a Ctrl-C would).
+    def killed(jobs, *args, **kwargs):
+        for job in jobs:
+            _fake_finished_run(job)
+        raise KeyboardInterrupt
 
-    payload = _tpe(tmp_path, trials=2)
-    trials = optuna.load_study(study_name="amp_fl", storage=study_storage(tmp_path / "reports", "amp_fl")).trials
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    assert trials[1].params == stale.params and trials[1].user_attrs["requeued_from"] == 0
-    # The re-asked trial's run was complete: only the new trial's run was run.
-    new_folder = trial_folder(trial_point(trials[2].params, space))
-    assert fake_execute == [[], [f"{new_folder}/seed0"]]
-    # Its value, from the run on disk: 0.9 from rise = 0.05 / lr on a 0.25 s grid, held (1 s mean of
-    # four or five evaluations >= 0.7) once the window holds no more than one 0.1.
-    expected = read_seed(job.run_dir, 0, 0.7).val_smoothed_time_to_target
-    lr = stale.params["train.learning_rate"]
+    monkeypatch.setattr(tune_module, "execute", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _tpe(tmp_path, trials=3, jobs=2)
+    storage = study_storage(tmp_path / "reports", "amp_fl")
+    stale = optuna.load_study(study_name="amp_fl", storage=storage).trials
+    assert [t.state for t in stale] == [TrialState.RUNNING] * 2
+
+    asked: list[list[str]] = []
+
+    def execute(jobs, *args, **kwargs):
+        asked.append([job.spec.run_id for job in jobs])
+        for job in jobs:
+            _fake_finished_run(job)
+        return []
+
+    monkeypatch.setattr(tune_module, "execute", execute)
+    payload = _tpe(tmp_path, trials=3, jobs=2)
+    trials = optuna.load_study(study_name="amp_fl", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 3
+    # Trials 2 and 3 are 0 and 1 asked again, with the same parameters; their runs were complete on
+    # disk, so the runner got nothing for them, then trial 4's one run.
+    assert [t.params for t in trials[2:4]] == [t.params for t in stale]
+    assert [t.user_attrs["requeued_from"] for t in trials[2:4]] == [0, 1]
+    space = parse_space(SPACE)
+    assert asked == [[], [f"{trial_folder(trial_point(trials[4].params, space))}/seed0"]]
+    # A re-asked trial's value, from its run on disk: validation accuracy 0.9 from the first 0.25 s
+    # evaluation at or after 0.05 / lr, 0.1 before; held once a 1 s window's mean reaches 0.7 (brute force).
+    lr = trials[2].params["train.learning_rate"]
     grid = np.arange(21) * 0.25
     first_high = grid[grid >= 0.05 / lr][0]
     means = {t: np.mean([0.9 if u >= first_high else 0.1 for u in grid if t - 1.0 < u <= t]) for t in grid if t >= 1.0}
-    assert expected == min(t for t, m in means.items() if m >= 0.7)
-    assert trials[1].value == expected
-    assert [t["number"] for t in payload["trials"]] == [0, 1, 2] and payload["trials"][0]["state"] == "FAIL"
+    assert trials[2].value == min(t for t, m in means.items() if m >= 0.7)
+    assert [t["number"] for t in payload["trials"]] == [0, 1, 2, 3, 4]
+    assert [t["state"] for t in payload["trials"][:2]] == ["FAIL", "FAIL"]
 
-    # The same call again: the study holds its 2 complete trials, nothing runs or is asked.
-    again = _tpe(tmp_path, trials=2)
-    assert fake_execute == [[], [f"{new_folder}/seed0"]] and again["trials"] == payload["trials"]
+    # The same call again: the study holds its 3 complete trials, nothing runs or is asked.
+    again = _tpe(tmp_path, trials=3, jobs=2)
+    assert len(asked) == 2 and again["trials"] == payload["trials"]
 
 
 def test_the_same_command_proposes_the_same_trials_and_a_resumed_study_continues_as_one(tmp_path, fake_execute):
