@@ -254,8 +254,10 @@ def test_trials_asked_together_run_side_by_side_and_are_told_each(tmp_path, fake
 
 
 def test_a_micro_tpe_tuning_on_mnist5k_writes_its_study_and_report(tmp_path, capsys):
+    # Target 1 % (any model holds it), window 0.1 s: each run stops, through the server's own rule,
+    # at the first evaluation a whole window after round 0, not at round 0 where the first crossing is.
     argv = ["amp_fl", "--search", "tpe", "--space", "learning_rate=float:0.01:0.3:log", "--trials", "2"]
-    argv += ["--rounds", "2", "--target", "0.9", "--startup-trials", "1", "--sampler-seed", "3"]
+    argv += ["--rounds", "8", "--target", "0.01", "--window-s", "0.1", "--startup-trials", "1", "--sampler-seed", "3"]
     argv += [a for s in MICRO for a in ("--set", s)]
     argv += ["--runs-dir", str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports")]
     assert main(argv) == 0
@@ -265,23 +267,30 @@ def test_a_micro_tpe_tuning_on_mnist5k_writes_its_study_and_report(tmp_path, cap
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert report["search"] == "tpe" and report["metric"] == "val_smoothed_time_to_target"
     assert report["budget"]["trials"] == 2 and report["budget"]["sampler_seed"] == 3
-    assert "evaluation.stop_window_s=1.0" in report["base_overrides"]
+    assert "evaluation.stop_window_s=0.1" in report["base_overrides"]
     for trial, stored in zip(report["trials"], study.trials, strict=True):
         assert trial["params"] == stored.params and trial["value"] == stored.value
         (seed,) = trial["seeds"]
-        # Recomputed from the run's metrics.csv: 2 rounds of a few ms never hold 90 % for 1 s.
-        again = read_seed(Path(seed["run_dir"]), 0, 0.9)
-        assert again.val_smoothed_time_to_target is None and seed["val_final"] == again.val_final
-        assert trial["value"] == pytest.approx(2 * again.last_sim_time_s)
-        assert Path(seed["run_dir"]).parent.name == trial_folder(trial["overrides"])
-    best = min(study.trials, key=lambda t: t.value)
+        run = Path(seed["run_dir"])
+        assert run.parent.name == trial_folder(trial["overrides"])
+        # Recomputed from the run's metrics.csv: the last row is the first at or after 0.1 s, and it is the value.
+        times = [float(row["sim_time_s"]) for row in csv.DictReader((run / METRICS_FILE).open())]
+        assert times[-1] >= 0.1 > times[-2] and len(times) < 9
+        assert read_seed(run, 0, 0.01, window_s=0.1).val_smoothed_time_to_target == times[-1] == trial["value"]
+        summary = json.loads((run / SUMMARY_FILE).read_text())
+        assert (
+            summary["stop_reason"] == "val_accuracy"
+            and "mean validation accuracy of the last 0.1 s" in (summary["stopped_early"])
+        )
+    best = min(study.trials, key=lambda t: (t.value, t.number))
     assert report["chosen_trial"] == best.number
     assert report["chosen_overrides"] == [f"train.learning_rate={best.params['train.learning_rate']!r}"]
     md = (out / "tuning.md").read_text()
     assert "(Optuna TPE)" in md and "the test set plays no part" in md and "2 trials x 1 seed(s)" in md
     assert capsys.readouterr().out.strip().splitlines()[-1] == "chosen: " + report["chosen_overrides"][0]
-    # The same command resumes: nothing left to run, the same choice.
+    # The same command resumes: nothing left to run, the same report.
     assert main(argv) == 0
+    assert "to run" not in capsys.readouterr().out
     assert json.loads((out / "tuning.json").read_text())["trials"] == report["trials"]
 
 
