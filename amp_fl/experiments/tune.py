@@ -556,8 +556,8 @@ def requeue_interrupted(study: Study) -> list[int]:
     return [trial.number for trial in stale]
 
 
-def batch_sampler(sampler_seed: int, completed: int, startup_trials: int) -> TPESampler:
-    """The TPE sampler of one batch of asks, seeded by ``sampler_seed`` and the trials complete so far.
+def batch_sampler(sampler_seed: int, finished: int, startup_trials: int) -> TPESampler:
+    """The TPE sampler of one batch of asks, seeded by ``sampler_seed`` and the trials finished so far.
 
     A new sampler per batch, seeded from the study's state rather than from a generator that lives
     as long as the process: the same command proposes the same trials, and a resumed study the
@@ -566,7 +566,7 @@ def batch_sampler(sampler_seed: int, completed: int, startup_trials: int) -> TPE
     """
     from optuna.samplers import TPESampler
 
-    seed = int(np.random.SeedSequence([sampler_seed, completed]).generate_state(1)[0])
+    seed = int(np.random.SeedSequence([sampler_seed, finished]).generate_state(1)[0])
     return TPESampler(seed=seed, n_startup_trials=startup_trials, multivariate=True, constant_liar=True)
 
 
