@@ -582,10 +582,15 @@ class EvaluationConfig:
     of the cost; rows in between carry NaN accuracy.
     ``stop_at_val_accuracy``: stop the run once the validation accuracy reaches it (time-to-target
     tuning needs nothing after that); the run ends with status ``completed`` and says so.
+    ``stop_window_s``: 0 stops at the first evaluation that reaches ``stop_at_val_accuracy``; > 0
+    once the mean of the validation evaluations of the last ``stop_window_s`` simulated seconds
+    reaches it (the smoothed curve of :func:`~amp_fl.run_folder.smoothed_time_to_target`, so a run
+    stops exactly when its smoothed time to the target is known).
     """
 
     every_sim_s: float = 0.0
     stop_at_val_accuracy: float | None = None
+    stop_window_s: float = 0.0
 
     def validate(self) -> None:
         require(
@@ -598,6 +603,11 @@ class EvaluationConfig:
             stop is None or (math.isfinite(stop) and 0.0 < stop <= 1.0),
             "evaluation.stop_at_val_accuracy",
             f"must be in (0, 1] or null, got {stop}",
+        )
+        require(
+            math.isfinite(self.stop_window_s) and self.stop_window_s >= 0,
+            "evaluation.stop_window_s",
+            f"must be finite simulated seconds >= 0 (0: stop at the first crossing), got {self.stop_window_s}",
         )
 
 

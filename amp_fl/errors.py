@@ -82,9 +82,10 @@ class UnhealthyRunError(RuntimeError):
 class ValidationTargetReached(Exception):
     """The validation accuracy reached ``evaluation.stop_at_val_accuracy``: the run stops early, as planned."""
 
-    def __init__(self, server_round: int, val_accuracy: float, target: float) -> None:
+    def __init__(self, server_round: int, val_accuracy: float, target: float, window_s: float = 0.0) -> None:
+        what = f"mean validation accuracy of the last {window_s:g} s" if window_s > 0 else "validation accuracy"
         super().__init__(
-            f"stopped at round {server_round}: validation accuracy {val_accuracy:.4f} reached "
+            f"stopped at round {server_round}: {what} {val_accuracy:.4f} reached "
             f"evaluation.stop_at_val_accuracy={target:g}"
         )
         self.round = server_round

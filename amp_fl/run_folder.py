@@ -256,10 +256,10 @@ def smoothed_time_to_target(
 
     At an evaluated row at time ``t`` the smoothed accuracy is the plain mean of the evaluations
     with times in ``(t - window_s, t]``; only rows at least ``window_s`` after the first evaluation
-    count, so that every mean covers a whole window. Unlike :func:`time_to_target` (the first
-    crossing), one lucky evaluation of a noisy curve does not reach the target: a method is timed
-    when it *holds* the target. ``None`` if no window reaches it. NaN accuracies (rounds not
-    evaluated) are left out.
+    count, so that every mean covers a whole window (:func:`smoothed_accuracy_at`). Unlike
+    :func:`time_to_target` (the first crossing), one lucky evaluation of a noisy curve does not
+    reach the target: a method is timed when it *holds* the target. ``None`` if no window reaches
+    it. NaN accuracies (rounds not evaluated) are left out.
     """
     check_argument(math.isfinite(window_s) and window_s > 0, "window_s", f"must be > 0, got {window_s}")
     if time_to_target(rounds, sim_time_s, accuracy, target) is None:  # validates; never crossed: never held
@@ -267,13 +267,31 @@ def smoothed_time_to_target(
     acc = np.asarray(accuracy, dtype=np.float64)
     measured = np.flatnonzero(np.isfinite(acc))
     r, t, a = np.asarray(rounds)[measured], np.asarray(sim_time_s, dtype=np.float64)[measured], acc[measured]
-    first = np.searchsorted(t, t - window_s, side="right")  # the oldest evaluation inside each window
-    means = np.array([a[start : end + 1].mean() for end, start in enumerate(first)])  # exact, not a cumsum's
-    held = np.flatnonzero((t >= t[0] + window_s) & (means >= target))
-    if held.size == 0:
+    for i in range(t.size):
+        if holds_target_at(t, a, i, target, window_s):
+            return Hit(round=int(r[i]), sim_time_s=float(t[i]))
+    return None
+
+
+def smoothed_accuracy_at(sim_time_s: np.ndarray, accuracy: np.ndarray, end: int, window_s: float) -> float | None:
+    """The mean of the evaluations with times in ``(t[end] - window_s, t[end]]``; ``None`` before a whole window.
+
+    ``sim_time_s`` and ``accuracy``: the evaluated rows only, in time order. A row less than
+    ``window_s`` after the first evaluation has no whole window behind it: ``None``. The one
+    definition of the smoothed curve, read by :func:`smoothed_time_to_target` after a run and by the
+    server's early stop (``evaluation.stop_window_s``) during it.
+    """
+    t = sim_time_s
+    if t[end] < t[0] + window_s:
         return None
-    i = int(held[0])
-    return Hit(round=int(r[i]), sim_time_s=float(t[i]))
+    start = int(np.searchsorted(t[: end + 1], t[end] - window_s, side="right"))  # the oldest inside the window
+    return float(np.mean(accuracy[start : end + 1]))  # exact, not a cumsum's
+
+
+def holds_target_at(sim_time_s: np.ndarray, accuracy: np.ndarray, end: int, target: float, window_s: float) -> bool:
+    """Whether the smoothed accuracy (:func:`smoothed_accuracy_at`) at evaluated row ``end`` reaches ``target``."""
+    mean = smoothed_accuracy_at(sim_time_s, accuracy, end, window_s)
+    return mean is not None and mean >= target
 
 
 def time_to_accuracy(rows: list[RoundRow], target: float, column: str = "accuracy") -> dict[str, float | int | None]:

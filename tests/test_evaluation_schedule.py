@@ -21,7 +21,7 @@ from amp_fl.models import build_model
 from amp_fl.pruning.submodel import module_arrays
 from amp_fl.report.maths import SpeedupInterval
 from amp_fl.report.runs import Group, Run, read_metrics
-from amp_fl.run_folder import MetricsWriter
+from amp_fl.run_folder import MetricsWriter, smoothed_time_to_target
 from amp_fl.server.recorder import Recorder, summary_outcome
 from amp_fl.strategy.report import Participant, RoundReport
 
@@ -66,6 +66,8 @@ def _recorder(tmp_path: Path, num_rounds: int, **kwargs) -> Recorder:
         ("evaluation.every_sim_s", math.inf, "every_sim_s"),
         ("evaluation.stop_at_val_accuracy", 0.0, "stop_at_val_accuracy"),
         ("evaluation.stop_at_val_accuracy", 1.5, "stop_at_val_accuracy"),
+        ("evaluation.stop_window_s", -0.1, "stop_window_s"),
+        ("evaluation.stop_window_s", math.nan, "stop_window_s"),
     ],
 )
 def test_bad_evaluation_settings_name_the_key(key, value, problem):
@@ -128,6 +130,30 @@ def test_validation_target_stops_the_run_after_writing_its_row(tmp_path):
         recorder(1, ArrayRecord(zeros))  # uniform logits: argmax is class 0, accuracy 1.0
     assert stop.value.round == 1
     assert [r.round for r in recorder.writer.rows] == [0, 1]  # the stop round's row is written first
+
+
+@pytest.mark.parametrize(("target", "stop_round", "mean"), [(0.6, 3, 2 / 3), (0.7, 5, 1.0)])
+def test_a_stop_window_stops_once_the_smoothed_validation_accuracy_holds_the_target(tmp_path, target, stop_round, mean):
+    # Validation accuracy by round (every 0.04 s): 0, 1, 0, 1, 1, 1, 1. With a 0.1 s window the first
+    # whole window ends at round 3 (0.12 s): rounds 1-3 (0.04, 0.08, 0.12 s), mean 2/3; round 4
+    # (0.16 s): rounds 2-4, 2/3; round 5 (0.20 s): rounds 3-5, 1.0. Target 0.6 stops at round 3,
+    # 0.7 at round 5, both though round 1 already crossed it (where stop_window_s=0 stops).
+    recorder = _recorder(tmp_path, num_rounds=6, stop_at_val_accuracy=target, stop_window_s=0.1)
+    zeros = [np.zeros_like(w) for w in module_arrays(build_model("cnn", num_classes=10))]
+    class_one = [*zeros[:-1], np.eye(10, dtype=np.float32)[1]]  # val accuracy 0; zeros: 1 (every label is 0)
+    models = [class_one, zeros, class_one, zeros, zeros, zeros, zeros]
+    with pytest.raises(ValidationTargetReached, match=f"mean validation accuracy of the last 0.1 s {mean:.4f}") as stop:
+        for k, weights in enumerate(models):
+            if k:
+                recorder.on_round_end(_report(k))
+            recorder(k, ArrayRecord(weights))
+    assert stop.value.round == stop_round and stop.value.val_accuracy == pytest.approx(mean)
+    rows = recorder.writer.rows
+    assert [r.val_accuracy for r in rows] == [0.0, 1.0, 0.0, 1.0, 1.0, 1.0][: stop_round + 1]
+    # The same rule as the smoothed time to target read afterwards: the run stops at its hit.
+    hit = smoothed_time_to_target([r.round for r in rows], [r.sim_time_s for r in rows],
+                                  [r.val_accuracy for r in rows], target, window_s=0.1)  # fmt: skip
+    assert hit is not None and hit.round == stop_round
 
 
 def test_time_to_target_tuning_stops_each_run_at_the_target(tmp_path):

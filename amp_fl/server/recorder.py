@@ -33,7 +33,14 @@ from amp_fl.health import RunHealth
 from amp_fl.models import model_spec
 from amp_fl.protocol.provenance import profile_provenance
 from amp_fl.pruning.regions import RegionMap
-from amp_fl.run_folder import MetricsWriter, RoundRow, last_personal_accuracy, time_to_accuracy
+from amp_fl.run_folder import (
+    MetricsWriter,
+    RoundRow,
+    holds_target_at,
+    last_personal_accuracy,
+    smoothed_accuracy_at,
+    time_to_accuracy,
+)
 from amp_fl.server.build import RunData
 from amp_fl.server.clock import SimulatedClock
 from amp_fl.strategy.report import PersonalEvaluation, RoundReport
@@ -79,6 +86,7 @@ class Recorder:
     validation_data: ArraySplit | None = None  # held out of the training set: val_accuracy / val_loss each round
     every_sim_s: float = 0.0  # evaluation.every_sim_s: evaluate on this grid of the simulated clock; 0: every round
     stop_at_val_accuracy: float | None = None  # evaluation.stop_at_val_accuracy: raise ValidationTargetReached
+    stop_window_s: float = 0.0  # evaluation.stop_window_s: > 0 stops on the smoothed validation curve
     sim_time_limit_s: float | None = None  # sim_time_limit_s: raise SimTimeLimitReached once the clock passes it
     clock: SimulatedClock = field(default_factory=SimulatedClock)
     latest_arrays: list[np.ndarray] | None = None  # the latest global model
@@ -144,14 +152,35 @@ class Recorder:
             row.wall_time_s,
         )
         stop = self.stop_at_val_accuracy
-        if stop is not None and server_round < self.num_rounds and row.val_accuracy >= stop:
-            raise ValidationTargetReached(server_round, row.val_accuracy, stop)
+        if stop is not None and server_round < self.num_rounds:
+            reached = self._validation_reached(stop)
+            if reached is not None:
+                raise ValidationTargetReached(server_round, reached, stop, self.stop_window_s)
         if ends_run and server_round < self.num_rounds:
             assert self.sim_time_limit_s is not None
             raise SimTimeLimitReached(server_round, row.sim_time_s, self.sim_time_limit_s)
         if not evaluate:
             return None
         return P.EvaluationMetrics(accuracy=accuracy, loss=loss).to_record()
+
+    def _validation_reached(self, target: float) -> float | None:
+        """The latest row's validation accuracy (smoothed over ``stop_window_s`` if > 0) if it reaches ``target``.
+
+        ``None`` if it does not, or if the latest row was not evaluated. The smoothed rule is
+        :func:`~amp_fl.run_folder.holds_target_at`'s, so the run stops at its smoothed time to target.
+        """
+        latest = self.writer.rows[-1].val_accuracy
+        if math.isnan(latest):
+            return None
+        if self.stop_window_s <= 0:
+            return latest if latest >= target else None
+        measured = [r for r in self.writer.rows if not math.isnan(r.val_accuracy)]  # resumed rows included
+        times = np.array([r.sim_time_s for r in measured])
+        accuracy = np.array([r.val_accuracy for r in measured])
+        end = len(measured) - 1
+        if not holds_target_at(times, accuracy, end, target, self.stop_window_s):
+            return None
+        return smoothed_accuracy_at(times, accuracy, end, self.stop_window_s)
 
     def _reaches_time_limit(self, sim_time_s: float) -> bool:
         """Whether a round ending at ``sim_time_s`` is the run's last by the time horizon (evaluated, then the stop)."""

@@ -79,6 +79,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         validation_data=data.validation,
         every_sim_s=cfg.evaluation.every_sim_s,
         stop_at_val_accuracy=cfg.evaluation.stop_at_val_accuracy,
+        stop_window_s=cfg.evaluation.stop_window_s,
         sim_time_limit_s=cfg.sim_time_limit_s,
         device=cfg.train.device,
         model_name=cfg.model.name,
