@@ -192,3 +192,48 @@ def test_the_map_report_tabulates_every_complete_regime_and_names_the_missing(tm
     assert (tmp_path / "regime_map.png").is_file()
     payload = json.loads((tmp_path / "map.json").read_text())
     assert [p["regime"] for p in payload] == ["table1=1", "cpu_spread=3"]
+
+
+def _screened(tmp_path, winner="holders_spare"):
+    (tmp_path / "screen").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "screen" / h.SCREEN_FILE).write_text(json.dumps({"chosen": winner}))
+    return h.methods_after_screen(tmp_path)
+
+
+def test_every_variant_of_the_screen_composes_into_a_valid_selection_run():
+    for spec in h.screen_specs(seeds=(100,)):
+        values = compose_values(spec.overrides)
+        check_values(values)
+        assert values["evaluation"]["stop_window_s"] == 1.0
+        assert values["dataset"]["validation_fraction"] == 0.1
+
+
+def test_every_method_tunes_a_space_whose_corners_are_valid_configs(tmp_path):
+    from amp_fl.experiments.tune import parse_space
+
+    methods = _screened(tmp_path)
+    assert methods[1].overrides == next(v for v in h.VARIANTS if v.key == "holders_spare").overrides
+    for method in methods:
+        preset, rest = h.preset_and_sets(method)
+        space = parse_space(list(method.space))
+        for corner in ("low", "high"):
+            picks = []
+            for key, dim in space.items():
+                value = dim.choices[-1 if corner == "high" else 0] if dim.kind == "cat" else getattr(dim, corner)
+                picks.append(f"{key}={dim.override_value(value)}")
+            check_values(compose_values([f"method={preset}", f"experiment={h.PRESET}", *rest, *picks]))
+
+
+def test_each_study_method_keeps_its_tuning_in_a_folder_of_its_own(tmp_path):
+    methods = _screened(tmp_path, winner="paper")
+    files = [h.tuning_file(m, tmp_path) for m in methods]
+    assert len(set(files)) == len(files)
+    assert files[0] == tmp_path / "tuning" / "amp_fl_paper" / "amp_fl" / "tuning.json"
+    files[0].parent.mkdir(parents=True)
+    files[0].write_text(json.dumps({"chosen_overrides": ["train.learning_rate=0.1", "model.t_max_s=0.2"]}))
+    assert h.tuned_overrides(methods[0], tmp_path) == ("train.learning_rate=0.1", "model.t_max_s=0.2")
+
+
+def test_the_command_refuses_evaluation_seeds_that_were_tuning_seeds(capsys):
+    assert h.main(["evaluate", "--seeds", "0,100"]) == 2
+    assert "evaluation seeds must differ" in capsys.readouterr().err

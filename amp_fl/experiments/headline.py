@@ -48,6 +48,7 @@ from amp_fl.experiments.campaign import (
 )
 from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
 from amp_fl.experiments.figures import ROUND_CAP_MARGIN
+from amp_fl.experiments.tune import TUNING_FILE, parse_space, tune_tpe
 from amp_fl.report import REPORT_FILE, write_report
 from amp_fl.report.compare import Comparison, SpeedupStats, compare
 from amp_fl.report.render import fmt_speedup
@@ -90,7 +91,7 @@ class Method:
 
 MODULE = "python -m amp_fl.experiments.headline"
 LEARNING_RATE = "learning_rate=float:0.02:0.4:log"
-SERVER_STEP = "server_optimizer=cat:sgd,momentum"
+SERVER_STEP = "strategy.server_optimizer=cat:sgd,momentum"
 T_MAX = "t_max=float:0.05:0.4:log"
 AMP_BEST = "amp_fl_best"
 METHODS = (
@@ -343,9 +344,22 @@ MIN_ROUND_S = 0.035
 TUNING_DIR = "tuning"
 
 
+def preset_and_sets(method: Method) -> tuple[str, tuple[str, ...]]:
+    """``method``'s preset (its first ``method=`` override) and the rest of its overrides."""
+    presets = [o.split("=", 1)[1] for o in method.overrides if o.startswith("method=")]
+    if not presets:
+        raise ValueError(f"{method.key}: its overrides name no method preset (method=...)")
+    return presets[0], tuple(o for o in method.overrides if o != f"method={presets[0]}")
+
+
+def tuning_file(method: Method, reports_root: Path = REPORTS_ROOT) -> Path:
+    """``<reports>/tuning/<key>/<preset>/tuning.json``: each study method in a folder of its own."""
+    return reports_root / TUNING_DIR / method.key / preset_and_sets(method)[0] / TUNING_FILE
+
+
 def tuned_overrides(method: Method, reports_root: Path = REPORTS_ROOT) -> tuple[str, ...]:
-    """``<reports>/tuning/<key>/tuning.json``'s ``chosen_overrides`` of ``method``; ValueError if it is untuned."""
-    path = reports_root / TUNING_DIR / method.key / "tuning.json"
+    """The ``chosen_overrides`` of ``method``'s tuning (:func:`tuning_file`); ValueError if it is untuned."""
+    path = tuning_file(method, reports_root)
     try:
         return tuple(str(o) for o in json.loads(path.read_text())["chosen_overrides"])
     except (OSError, ValueError, KeyError) as exc:
@@ -675,7 +689,24 @@ def run_screen(args: argparse.Namespace, command: str, cluster: Any) -> None:
 
 
 def run_tune(args: argparse.Namespace, command: str, cluster: Any) -> None:
-    raise NotImplementedError
+    """Every method: ``args.trials`` TPE trials over the tuning seeds, the same budget each (resumes its study)."""
+    cap = f"num_rounds={math.ceil(ROUND_CAP_MARGIN * BASE_HORIZON_S / MIN_ROUND_S)}"
+    for method in methods_after_screen(args.reports_root):
+        preset, rest = preset_and_sets(method)
+        payload = tune_tpe(
+            preset,
+            parse_space(list(method.space)),
+            trials=args.trials,
+            seeds=args.tuning_seeds,
+            target=SELECTION_TARGET,
+            sets=(f"experiment={PRESET}", *rest, cap),
+            runs_dir=args.runs_root / TUNING_DIR / method.key,
+            reports_dir=args.reports_root / TUNING_DIR / method.key,
+            jobs=max(1, args.jobs),
+            command=command,
+            cluster=cluster,
+        )
+        print(f"[headline] tune {method.key}: {' '.join(payload['chosen_overrides'])}")
 
 
 def run_evaluate(args: argparse.Namespace, command: str, cluster: Any) -> None:
