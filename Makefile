@@ -122,10 +122,19 @@ ota-imp: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.ota_imp full
 
 # Issue 23: lottery-ticket IMP against one-shot on the narrow ResNet-8 over the air, 20 PIUs, 60 rounds,
-# 3 seeds (docs/ota-imp.md; ~4.7 h with 2 jobs on an idle 2-core machine; resumes): reports/ota_imp_residual/.
+# 3 seeds (docs/ota-imp.md; hours with 2 jobs on a 2-core machine; resumes): reports/ota_imp_residual/.
 .PHONY: ota-imp-residual
 ota-imp-residual: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.ota_imp residual --jobs $(JOBS)
+
+# Issue 21, the headline study (amp_fl/experiments/headline.py, docs/headline.md): AMP-FL's rules screened on
+# validation, every method tuned with the same TPE budget (12 trials x 3 tuning seeds), 8 evaluation seeds,
+# then the regime map. Many hours on 2 cores; every stage resumes, and finished runs are recorded in
+# results/headline/ (commit it to resume on another machine). `make headline STAGE=screen` runs one stage.
+STAGES ?= screen tune evaluate map
+.PHONY: headline
+headline: $(STAMP) fashion-mnist
+	for stage in $(or $(STAGE),$(STAGES)); do $(PY) -m amp_fl.experiments.headline $$stage --jobs $(JOBS) || exit 1; done
 
 clean:
 	rm -rf runs multirun outputs .flwr .pytest_cache
