@@ -128,7 +128,7 @@ ota-imp-residual: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.ota_imp residual --jobs $(JOBS)
 
 # Issue 21, the headline study (amp_fl/experiments/headline.py, docs/headline.md): AMP-FL's rules screened on
-# validation, every method tuned with the same TPE budget (12 trials x 3 tuning seeds), 8 evaluation seeds,
+# validation, every method tuned with the same TPE budget (12 trials x 2 tuning seeds), 8 evaluation seeds,
 # then the regime map. Many hours on 2 cores; every stage resumes, and finished runs are recorded in
 # results/headline/ (commit it to resume on another machine). `make headline STAGE=screen` runs one stage.
 STAGES ?= screen tune evaluate map
