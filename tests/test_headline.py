@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from report_doubles import hand_built_group
 
 from amp_fl.experiments import headline as h
 from amp_fl.experiments.campaign import Job, check_values, compose_values
@@ -145,21 +146,7 @@ TIMES = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
 
 
 def _group(label, curves):
-    from pathlib import Path
-
-    from amp_fl.report.runs import Group, Run
-
-    runs = [
-        Run(
-            path=Path(f"{label}{seed}"),
-            seed=seed,
-            config={"seed": seed},
-            summary={"status": "completed", "dataset_used": "fashion_mnist"},
-            columns={"round": np.arange(len(TIMES)), "sim_time_s": np.array(TIMES), "accuracy": np.array(acc)},
-        )
-        for seed, acc in curves.items()
-    ]
-    return Group(label, runs)
+    return hand_built_group(label, curves, TIMES)
 
 
 # AMP-FL holds 75 % (mean of the evaluations in (t - 1, t]) from 1.0 s on both seeds; the rival from 2.0 s and

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from report_doubles import hand_built_group
 
 from amp_fl.experiments.figure_report import evaluate_claim
 from amp_fl.experiments.figures import PaperClaim
 from amp_fl.report.compare import compare, to_jsonable
 from amp_fl.report.render import markdown, summary_table
-from amp_fl.report.runs import Group, Run
 
 TIMES = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
 # Reference R: climbs and holds. Seed 2 never reaches 75 %.
@@ -33,17 +33,7 @@ M = {
 
 
 def _group(label, curves):
-    runs = [
-        Run(
-            path=Path(f"{label}{seed}"),
-            seed=seed,
-            config={"seed": seed},
-            summary={"status": "completed", "dataset_used": "fashion_mnist"},
-            columns={"round": np.arange(len(TIMES)), "sim_time_s": np.array(TIMES), "accuracy": np.array(acc)},
-        )
-        for seed, acc in curves.items()
-    ]
-    return Group(label, runs)
+    return hand_built_group(label, curves, TIMES)
 
 
 @pytest.fixture
