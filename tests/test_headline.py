@@ -196,7 +196,7 @@ def test_every_variant_of_the_screen_composes_into_a_valid_selection_run():
 
 
 def test_every_method_tunes_a_space_whose_corners_are_valid_configs(tmp_path):
-    from amp_fl.experiments.tune import parse_space
+    from amp_fl.experiments.tpe import parse_space
 
     methods = _screened(tmp_path)
     assert methods[1].overrides == next(v for v in h.VARIANTS if v.key == "holders_spare").overrides

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from amp_fl.experiments.tune import PointResult, SeedResult, grid_points, main, parse_grid, read_validation, tune
+from amp_fl.experiments.selection import PointResult, SeedResult, read_validation
+from amp_fl.experiments.tune import grid_points, main, parse_grid, tune
 
 
 def test_grid_parsing_aliases_and_product_order():

@@ -18,20 +18,20 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from amp_fl.experiments import tune as tune_module
-from amp_fl.experiments.tune import (
+from amp_fl.experiments import tpe as tpe_module
+from amp_fl.experiments.selection import read_seed
+from amp_fl.experiments.tpe import (
     STUDY_FILE,
     Dimension,
     batch_sampler,
-    main,
     parse_space,
-    read_seed,
     study_storage,
     trial_folder,
     trial_point,
     trial_value,
     tune_tpe,
 )
+from amp_fl.experiments.tune import main
 from amp_fl.run_folder import FINAL_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -171,7 +171,7 @@ def fake_execute(monkeypatch):
             _fake_finished_run(job)
         return []
 
-    monkeypatch.setattr(tune_module, "execute", execute)
+    monkeypatch.setattr(tpe_module, "execute", execute)
     return asked
 
 
@@ -189,7 +189,7 @@ def test_trials_left_running_by_a_killed_session_are_asked_again_and_find_their_
             _fake_finished_run(job)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tune_module, "execute", killed)
+    monkeypatch.setattr(tpe_module, "execute", killed)
     with pytest.raises(KeyboardInterrupt):
         _tpe(tmp_path, trials=3, jobs=2)
     storage = study_storage(tmp_path / "reports", "amp_fl")
@@ -204,7 +204,7 @@ def test_trials_left_running_by_a_killed_session_are_asked_again_and_find_their_
             _fake_finished_run(job)
         return []
 
-    monkeypatch.setattr(tune_module, "execute", execute)
+    monkeypatch.setattr(tpe_module, "execute", execute)
     payload = _tpe(tmp_path, trials=3, jobs=2)
     trials = optuna.load_study(study_name="amp_fl", storage=storage).trials
     assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 3

@@ -48,7 +48,8 @@ from amp_fl.experiments.campaign import (
 )
 from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
 from amp_fl.experiments.figures import ROUND_CAP_MARGIN
-from amp_fl.experiments.tune import TUNING_FILE, parse_space, tune_tpe
+from amp_fl.experiments.selection import TUNING_FILE
+from amp_fl.experiments.tpe import parse_space, tune_tpe
 from amp_fl.report import REPORT_FILE, write_report
 from amp_fl.report.compare import Comparison, SpeedupStats, compare
 from amp_fl.report.render import fmt_speedup

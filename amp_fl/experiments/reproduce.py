@@ -54,7 +54,7 @@ from amp_fl.experiments.figures import (
     Scale,
     expand,
 )
-from amp_fl.experiments.tune import TUNING_FILE
+from amp_fl.experiments.selection import TUNING_FILE
 from amp_fl.run_folder import RunFolderError, read_summary, read_timing
 
 
