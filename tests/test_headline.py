@@ -224,3 +224,42 @@ def test_each_study_method_keeps_its_tuning_in_a_folder_of_its_own(tmp_path):
 def test_the_command_refuses_evaluation_seeds_that_were_tuning_seeds(capsys):
     assert h.main(["evaluate", "--seeds", "0,100"]) == 2
     assert "evaluation seeds must differ" in capsys.readouterr().err
+
+
+MICRO = [
+    "dataset=mnist5k",
+    "wireless.num_devices=4",
+    "wireless.num_rbs=2",
+    "num_rounds=3",
+    "train.local_steps=1",
+    "train.batch_size=16",
+    "evaluation.every_sim_s=0",
+    "checkpoint.every=0",
+]
+
+
+def test_the_four_stages_run_end_to_end_on_a_micro_setting(tmp_path, monkeypatch, capsys):
+    """screen -> tune -> evaluate -> map through the real campaign machinery (in-process, mnist5k, 3 rounds)."""
+    monkeypatch.setattr(h, "VARIANTS", h.VARIANTS[:2])  # paper, discounted
+    monkeypatch.setattr(h, "METHODS", h.METHODS[:3])  # AMP-FL paper, AMP-FL best, Synchronous FL
+    monkeypatch.setattr(h, "REGIMES", (h.TABLE1, next(r for r in h.REGIMES if r.key == "flops_per_cycle=1")))
+    monkeypatch.setattr(h, "TARGETS", (0.1, 0.15))
+    common = ["--jobs", "1", "--tuning-seeds", "100", "--seeds", "0", "--trials", "1"]
+    common += ["--runs-root", str(tmp_path / "runs"), "--reports-root", str(tmp_path / "reports"), "--set", *MICRO]
+    for stage in h.STAGES:
+        assert h.main([stage, *common]) == 0, capsys.readouterr().err
+    reports = tmp_path / "reports"
+    screen = json.loads((reports / "screen" / h.SCREEN_FILE).read_text())
+    assert {r["variant"] for r in screen["ranked"]} == {"paper", "discounted"}
+    for method in h.methods_after_screen(reports):
+        tuning = json.loads(h.tuning_file(method, reports).read_text())
+        assert tuning["chosen_overrides"] and tuning["seeds"] == [100]
+    headline = json.loads((reports / "evaluate" / "headline.json").read_text())
+    assert headline["best_other"] == "Synchronous FL" and headline["seeds"] == [0]
+    assert "the best AMP-FL against the best other method" in (reports / "evaluate" / "report.md").read_text()
+    regimes = [p["regime"] for p in json.loads((reports / "map" / "map.json").read_text())]
+    assert regimes == ["table1=1", "flops_per_cycle=1"]
+    assert (reports / "map" / "regime_map.png").is_file()
+    # Everything again: nothing is rerun (each stage finds its runs complete).
+    assert h.main(["screen", *common]) == 0
+    assert "0 to run" in capsys.readouterr().out

@@ -30,7 +30,7 @@ import math
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,16 +200,19 @@ def full_round_s(overrides: Sequence[str], seed: int = 0, rounds: int = CALIBRAT
     from amp_fl.config import load_config
     from amp_fl.experiments.horizons import round_lengths
 
-    values = compose_values([f"experiment={PRESET}", "method=synchronous", *overrides, f"seed={seed}"])
+    values = compose_values([f"experiment={PRESET}", "method=synchronous", f"seed={seed}", *overrides])
     return float(np.mean(round_lengths(load_config(values), rounds, (1, 28, 28))))
 
 
-def calibrate(regime: Regime, seed: int = 0) -> Calibration:
-    """:class:`Calibration` of ``regime``: its full-model round length, Table I's, and the uplink-only one."""
+def calibrate(regime: Regime, seed: int = 0, extra: Sequence[str] = ()) -> Calibration:
+    """:class:`Calibration` of ``regime``: its full-model round length, Table I's, and the uplink-only one.
+
+    ``extra``: the study's own overrides of every run (e.g. fewer devices), applied before the regime's.
+    """
     return Calibration(
-        full_round_s(regime.overrides, seed),
-        full_round_s((), seed),
-        full_round_s((*regime.overrides, "wireless.flops_per_cycle=1e12"), seed),
+        full_round_s((*extra, *regime.overrides), seed),
+        full_round_s(extra, seed),
+        full_round_s((*extra, *regime.overrides, "wireless.flops_per_cycle=1e12"), seed),
     )
 
 
@@ -423,9 +426,18 @@ def map_specs(
 
 
 def run_stage(
-    specs: Sequence[StudySpec], runs_root: Path, jobs_n: int, cluster: Any, log: Any = print
+    specs: Sequence[StudySpec],
+    runs_root: Path,
+    jobs_n: int,
+    cluster: Any,
+    extra: Sequence[str] = (),
+    log: Any = print,
 ) -> list[Job[StudySpec]]:
-    """Plan ``specs`` (restoring finished runs from the ledger), run what is missing; returns every job."""
+    """Plan ``specs`` with ``extra`` overrides last (restoring finished runs from the ledger), run what is missing.
+
+    Returns every job, complete or not.
+    """
+    specs = [replace(spec, overrides=(*spec.overrides, *extra)) for spec in specs]
     jobs = make_jobs(specs, runs_root)
     todo = [j for j in jobs if not is_complete(j.run_dir, j.values)]
     log(f"[headline] {specs[0].stage}: {len(jobs)} runs, {len(jobs) - len(todo)} complete, {len(todo)} to run")
@@ -460,19 +472,21 @@ def load_group(label: str, jobs: Sequence[Job[StudySpec]]) -> Group:
     return Group(label, sorted(runs, key=lambda r: r.seed))
 
 
-def pair_results(amp: Group, other: Group, targets: Sequence[float] = TARGETS) -> list[PairResult]:
-    """Speedups of ``amp`` over ``other`` (paired by seed) at every target, smoothed and first crossing."""
-    comparison = compare([other, amp], targets, reference=other.label)
+def pair_results(amp: Group, other: Group, targets: Sequence[float] | None = None) -> list[PairResult]:
+    """Speedups of ``amp`` over ``other`` (paired by seed) at every target (default :data:`TARGETS`)."""
+    comparison = compare([other, amp], TARGETS if targets is None else targets, reference=other.label)
     stats = comparison.by_label(amp.label)
     return [PairResult(t, stats.speedup[t].smoothed, stats.speedup[t].first) for t in comparison.targets]
 
 
-def best_other(comparison: Comparison, others: Sequence[str], target: float = SELECTION_TARGET) -> str:
-    """The other method the evidence favours: most seeds holding ``target``, then the shortest mean smoothed time.
+def best_other(comparison: Comparison, others: Sequence[str]) -> str:
+    """The other method the evidence favours: most seeds holding the selection target (75 %; the highest
+    target if the comparison lacks it), then the shortest mean smoothed time.
 
     Picked on the evaluation seeds, after the fact: the strongest rival, so the choice can only
     make AMP-FL's speedup smaller.
     """
+    target = SELECTION_TARGET if SELECTION_TARGET in comparison.targets else comparison.targets[-1]
 
     def key(label: str) -> tuple[float, float]:
         smoothed = comparison.by_label(label).targets[target].smoothed
@@ -604,19 +618,26 @@ def plot_map(points: Sequence[MapPoint], out: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     for ax, (axis, title) in zip(axes, AXIS_TITLES.items(), strict=True):
         on_axis = sorted([p for p in points if p.regime.axis == axis] + ([table1] if table1 else []), key=MapPoint.x)
+        plotted = False
         for i, target in enumerate(TARGETS):
-            xs = [p.x() if p.regime is not TABLE1 else _table1_x(axis, p) for p in on_axis]
-            ivs = [p.results[i].smoothed.interval for p in on_axis]
-            est = np.array([iv.estimate for iv in ivs])
-            low = np.array([iv.estimate - iv.low if math.isfinite(iv.low) else 0.0 for iv in ivs])
-            high = np.array([iv.high - iv.estimate if math.isfinite(iv.high) else 0.0 for iv in ivs])
+            rows = [(_x_on(axis, p), p.results[i].smoothed.interval) for p in on_axis]
+            rows = [(x, iv) for x, iv in rows if math.isfinite(iv.estimate)]  # a point where a side never got there
+            if not rows:
+                continue
+            est = np.array([iv.estimate for _, iv in rows])
+            low = np.array([iv.estimate - iv.low if math.isfinite(iv.low) else 0.0 for _, iv in rows])
+            high = np.array([iv.high - iv.estimate if math.isfinite(iv.high) else 0.0 for _, iv in rows])
+            xs = [x for x, _ in rows]
             ax.errorbar(xs, est, yerr=[low, high], marker="o", capsize=3, label=f"to {target:.0%} (held 1 s)")
+            plotted = True
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.axhline(GOAL_SPEEDUP, color="grey", lw=0.8, ls="--")
         ax.set_title(title, fontsize=9)
-        ax.set_xscale("log" if axis != "flops_per_cycle" else "linear")
+        if plotted and axis != "flops_per_cycle":
+            ax.set_xscale("log")
     axes[0].set_ylabel("speedup of the best AMP-FL")
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     path = out / "regime_map.png"
     fig.savefig(path, dpi=120)
@@ -624,11 +645,12 @@ def plot_map(points: Sequence[MapPoint], out: Path) -> Path:
     return path
 
 
-def _table1_x(axis: str, point: MapPoint) -> float:
-    """Table I's own place on each axis: its CPU spread, compute share, and R."""
-    return {"cpu_spread": TABLE1_CPU_HZ[-1] / TABLE1_CPU_HZ[0], "num_rbs": 10.0}.get(
-        axis, point.calibration.compute_share
-    )
+def _x_on(axis: str, point: MapPoint) -> float:
+    """Where ``point`` sits on ``axis``; Table I's own place on each: its CPU spread, compute share, and R."""
+    if point.regime is not TABLE1:
+        return point.x()
+    own = {"cpu_spread": TABLE1_CPU_HZ[-1] / TABLE1_CPU_HZ[0], "num_rbs": 10.0}
+    return own.get(axis, point.calibration.compute_share)
 
 
 def map_report(points: Sequence[MapPoint], pair: Sequence[Method], out: Path, command: str) -> Path:
@@ -686,7 +708,7 @@ def the_pair(methods: Sequence[Method], reports_root: Path) -> tuple[Method, Met
 
 
 def run_screen(args: argparse.Namespace, command: str, cluster: Any) -> None:
-    jobs = run_stage(screen_specs(args.tuning_seeds), args.runs_root / "screen", args.jobs, cluster)
+    jobs = run_stage(screen_specs(args.tuning_seeds), args.runs_root / "screen", args.jobs, cluster, args.set)
     payload = write_screen(jobs, args.reports_root / "screen", command)
     print(f"[headline] screen: chosen {payload['chosen']} ({args.reports_root / 'screen' / 'screen.md'})")
 
@@ -702,7 +724,7 @@ def run_tune(args: argparse.Namespace, command: str, cluster: Any) -> None:
             trials=args.trials,
             seeds=args.tuning_seeds,
             target=SELECTION_TARGET,
-            sets=(f"experiment={PRESET}", *rest, cap),
+            sets=(f"experiment={PRESET}", *rest, cap, *args.set),
             runs_dir=args.runs_root / TUNING_DIR / method.key,
             reports_dir=args.reports_root / TUNING_DIR / method.key,
             jobs=max(1, args.jobs),
@@ -716,7 +738,8 @@ def run_tune(args: argparse.Namespace, command: str, cluster: Any) -> None:
 def run_evaluate(args: argparse.Namespace, command: str, cluster: Any) -> None:
     methods = methods_after_screen(args.reports_root)
     tuned = {m.key: tuned_overrides(m, args.reports_root) for m in methods}
-    jobs = run_stage(evaluation_specs(methods, tuned, args.seeds), args.runs_root / "evaluate", args.jobs, cluster)
+    specs = evaluation_specs(methods, tuned, args.seeds)
+    jobs = run_stage(specs, args.runs_root / "evaluate", args.jobs, cluster, args.set)
     amp, rival = evaluate_report(jobs, methods, args.reports_root / "evaluate", command)
     print(f"[headline] evaluate: {amp} against {rival} ({args.reports_root / 'evaluate' / REPORT_FILE})")
 
@@ -725,9 +748,9 @@ def run_map(args: argparse.Namespace, command: str, cluster: Any) -> None:
     methods = methods_after_screen(args.reports_root)
     pair = the_pair(methods, args.reports_root)
     tuned = {m.key: tuned_overrides(m, args.reports_root) for m in pair}
-    calibrations = {r.key: calibrate(r) for r in REGIMES}
+    calibrations = {r.key: calibrate(r, extra=args.set) for r in REGIMES}
     specs = map_specs(pair, tuned, calibrations, REGIMES, args.seeds)
-    jobs = run_stage(specs, args.runs_root / "map", args.jobs, cluster)
+    jobs = run_stage(specs, args.runs_root / "map", args.jobs, cluster, args.set)
     report = map_report(map_points(jobs, pair, calibrations), pair, args.reports_root / "map", command)
     print(f"[headline] map: {report}")
 
@@ -749,6 +772,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=_seeds, default=EVAL_SEEDS, help="evaluation seeds (default 0-7)")
     parser.add_argument("--tuning-seeds", type=_seeds, default=TUNING_SEEDS, help="default 100,101")
     parser.add_argument("--trials", type=int, default=TRIALS, help=f"TPE trials per method (default {TRIALS})")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="Hydra overrides of every run (last, so they win)"
+    )
     parser.add_argument("--runs-root", type=Path, default=RUNS_ROOT)
     parser.add_argument("--reports-root", type=Path, default=REPORTS_ROOT)
     add_cluster_arguments(parser)
