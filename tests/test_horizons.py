@@ -109,3 +109,15 @@ def test_cifar10_figures_get_the_papers_horizons():
     assert load_config(compose_values(fig10.overrides)).sim_time_limit_s == 1.5e4  # the quick scale: half
     fig2 = load_config(compose_values(expand(FIGURES["fig2"], SCALES["paper"], cifar)[0].overrides))
     assert (fig2.num_rounds, fig2.sim_time_limit_s) == (CIFAR10_ROUNDS, None)  # Figs. 4-5: after 1000 rounds
+
+
+def test_the_resnet_preset_caps_rounds_above_what_its_horizon_needs():
+    """conf/experiment/resnet.yaml: one cap for every method, above the rounds 600 s take at each seed's mean length."""
+    from amp_fl.experiments.figures import FIGURES
+
+    resnet = FIGURES["resnet"]
+    for spec in expand_figure(resnet, SCALES["paper"], DATASETS["fashion_mnist"]):
+        cfg = load_config(compose_values(spec.overrides))
+        lengths = round_lengths(cfg, 40, (1, 28, 28))
+        assert cfg.sim_time_limit_s == 600.0
+        assert cfg.num_rounds >= 1.05 * cfg.sim_time_limit_s / lengths.mean(), spec.run_id
