@@ -114,6 +114,7 @@ from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObject
 # only the keys and the setup's names) stays free of flwr (amp_fl.lazy says why).
 _LAZY = {
     "amp_fl.protocol.arrays": (
+        "STYPE",
         "decode_array",
         "encode_array",
     ),
@@ -159,7 +160,7 @@ _LAZY = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 if TYPE_CHECKING:
-    from amp_fl.protocol.arrays import decode_array, encode_array
+    from amp_fl.protocol.arrays import STYPE, decode_array, encode_array
     from amp_fl.protocol.evaluate import EvaluateInstruction, EvaluateReply
     from amp_fl.protocol.fields import (
         Fields,
@@ -236,6 +237,7 @@ __all__ = [
     "STATE_ALPHA",
     "STATE_CACHE",
     "STATE_PERSONAL",
+    "STYPE",
     "TRAIN_LOSS",
     "TX_POWER_DBM",
     "TX_POWER_W",
