@@ -14,6 +14,7 @@ from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_conte
 
 from amp_fl import protocol as P
 from amp_fl.errors import ArgumentError, InvalidReplyError
+from amp_fl.protocol.arrays import STYPE
 
 WHERE = "train reply"
 
@@ -105,18 +106,18 @@ GOOD = _npy(np.zeros(3, dtype=np.float32))
     ("array", "problem"),
     [
         (Array(dtype="float32", shape=(3,), stype="torch.Tensor", data=GOOD), "is serialised as 'torch.Tensor'"),
-        (Array(dtype="float33", shape=(3,), stype=P.STYPE, data=GOOD), "declares an unknown dtype 'float33'"),
-        (Array(dtype="object", shape=(3,), stype=P.STYPE, data=GOOD), "declares a dtype that cannot travel, 'object'"),
-        (Array(dtype="float32", shape=(-3,), stype=P.STYPE, data=GOOD), "declares an impossible shape (-3,)"),
-        (Array(dtype="float32", shape=(3,), stype=P.STYPE, data=GOOD[:-1]), "holds no valid .npy payload"),
-        (Array(dtype="float32", shape=(3,), stype=P.STYPE, data=b"not numpy at all"), "holds no valid .npy payload"),
-        (Array(dtype="float32", shape=(3,), stype=P.STYPE, data=b""), "holds no valid .npy payload"),
+        (Array(dtype="float33", shape=(3,), stype=STYPE, data=GOOD), "declares an unknown dtype 'float33'"),
+        (Array(dtype="object", shape=(3,), stype=STYPE, data=GOOD), "declares a dtype that cannot travel, 'object'"),
+        (Array(dtype="float32", shape=(-3,), stype=STYPE, data=GOOD), "declares an impossible shape (-3,)"),
+        (Array(dtype="float32", shape=(3,), stype=STYPE, data=GOOD[:-1]), "holds no valid .npy payload"),
+        (Array(dtype="float32", shape=(3,), stype=STYPE, data=b"not numpy at all"), "holds no valid .npy payload"),
+        (Array(dtype="float32", shape=(3,), stype=STYPE, data=b""), "holds no valid .npy payload"),
         (
-            Array(dtype="float32", shape=(3,), stype=P.STYPE, data=_npy(np.zeros(4, dtype=np.float32))),
+            Array(dtype="float32", shape=(3,), stype=STYPE, data=_npy(np.zeros(4, dtype=np.float32))),
             "declares float32 (3,), its payload holds float32 (4,)",
         ),
         (
-            Array(dtype="float32", shape=(3,), stype=P.STYPE, data=_npy(np.zeros(3, dtype=np.int32))),
+            Array(dtype="float32", shape=(3,), stype=STYPE, data=_npy(np.zeros(3, dtype=np.int32))),
             "declares float32 (3,), its payload holds int32 (3,)",
         ),
     ],
@@ -132,7 +133,7 @@ def test_a_reply_with_a_malformed_array_is_rejected_naming_it(cnn):
     reply = P.TrainReply(0, tuple(regions.param_names), tuple(weights), 1, 0.0, 0.0, 1)
     content = reply.to_content()
     name = regions.param_names[1]
-    content.array_records[P.ARRAYS][name] = Array(dtype="float32", shape=(6,), stype=P.STYPE, data=b"\x00" * 24)
+    content.array_records[P.ARRAYS][name] = Array(dtype="float32", shape=(6,), stype=STYPE, data=b"\x00" * 24)
     with pytest.raises(InvalidReplyError, match=re.escape(f"train reply: array {name!r} holds no valid .npy payload")):
         P.TrainReply.from_content(content)
 
@@ -167,3 +168,13 @@ def test_records_keep_names_order_and_0d_arrays():
     record = P.to_array_record(["z", "a", "m"], [np.ones((2, 2)), np.array(7, dtype=np.int64), np.zeros(1)])
     assert isinstance(record, ArrayRecord) and list(record.keys()) == ["z", "a", "m"]
     assert record["a"].shape == () and int(_decode(record["a"])) == 7
+
+
+def test_the_model_record_is_flowers_array_record_of_a_list(cnn):
+    """What the strategies hand Flower each round: the keys and bytes of ArrayRecord(list), read back in order."""
+    _, weights = cnn
+    ours, flowers = P.model_record(weights), ArrayRecord(weights)
+    assert list(ours.keys()) == list(flowers.keys()) == [str(i) for i in range(len(weights))]
+    assert [a.data for a in ours.values()] == [a.data for a in flowers.values()]
+    for back, sent in zip(P.model_arrays(flowers), weights, strict=True):
+        assert back.dtype == sent.dtype and back.tobytes() == sent.tobytes()

@@ -114,7 +114,6 @@ from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObject
 # only the keys and the setup's names) stays free of flwr (amp_fl.lazy says why).
 _LAZY = {
     "amp_fl.protocol.arrays": (
-        "STYPE",
         "decode_array",
         "encode_array",
     ),
@@ -133,6 +132,8 @@ _LAZY = {
         "in_order",
         "metrics_fields",
         "metrics_fields",
+        "model_arrays",
+        "model_record",
         "record_to_arrays",
         "to_array_record",
         "wire_arrays",
@@ -160,7 +161,7 @@ _LAZY = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 if TYPE_CHECKING:
-    from amp_fl.protocol.arrays import STYPE, decode_array, encode_array
+    from amp_fl.protocol.arrays import decode_array, encode_array
     from amp_fl.protocol.evaluate import EvaluateInstruction, EvaluateReply
     from amp_fl.protocol.fields import (
         Fields,
@@ -170,6 +171,8 @@ if TYPE_CHECKING:
         config_fields,
         in_order,
         metrics_fields,
+        model_arrays,
+        model_record,
         record_to_arrays,
         to_array_record,
         wire_arrays,
@@ -237,7 +240,6 @@ __all__ = [
     "STATE_ALPHA",
     "STATE_CACHE",
     "STATE_PERSONAL",
-    "STYPE",
     "TRAIN_LOSS",
     "TX_POWER_DBM",
     "TX_POWER_W",
@@ -267,6 +269,8 @@ __all__ = [
     "encode_array",
     "in_order",
     "metrics_fields",
+    "model_arrays",
+    "model_record",
     "partition_id",
     "record_to_arrays",
     "simulation_node_config",

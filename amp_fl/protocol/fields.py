@@ -142,6 +142,17 @@ def to_array_record(names: Sequence[str], arrays: Sequence[np.ndarray]) -> Array
     return record
 
 
+def model_record(arrays: Sequence[np.ndarray]) -> ArrayRecord:
+    """The global model as Flower hands it around: keyed ``"0"``, ``"1"``, ... as ``ArrayRecord(list)`` keys it,
+    each array encoded by :func:`~amp_fl.protocol.arrays.encode_array` (the same bytes, without ``np.save``)."""
+    return to_array_record([str(i) for i in range(len(arrays))], arrays)
+
+
+def model_arrays(record: ArrayRecord) -> list[np.ndarray]:
+    """The arrays of a :func:`model_record` (or of Flower's ``ArrayRecord(list)``) in order, read-only."""
+    return [decode_array(array, name, "model record", ValueError) for name, array in record.items()]
+
+
 def in_order(
     names: Sequence[str], arrays: Sequence[np.ndarray], wanted: Sequence[str], where: str, error: type[ValueError]
 ) -> list[np.ndarray]:
