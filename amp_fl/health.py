@@ -81,7 +81,11 @@ def failure_summary(row: RoundRow) -> str:
 
 def weight_norm(weights: Sequence[np.ndarray]) -> float:
     """The L2 norm of all the model's weights together (float64 sums: no overflow short of a real one)."""
-    return math.sqrt(sum(float(np.dot(w.ravel().astype(np.float64), w.ravel().astype(np.float64))) for w in weights))
+    total = 0.0
+    for w in weights:
+        flat = w.astype(np.float64).ravel()  # one float64 copy per array (it is checked every round)
+        total += float(np.dot(flat, flat))
+    return math.sqrt(total)
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -187,3 +189,30 @@ def test_check_kept_names_the_bad_group() -> None:
     for kept, message in cases:
         with pytest.raises(ValueError, match=message):
             check_kept(rm, kept)
+
+
+def test_check_kept_accepts_exactly_the_valid_sets_brute_force() -> None:
+    """The one-pass common case agrees with the definition on random sets of every integer dtype (and bool, floats)."""
+    rm = region_map("cnn", (1, 28, 28), NUM_CLASSES)
+    size = rm.groups[0].size  # 6
+    rng = np.random.default_rng(0)
+    dtypes = [np.int8, np.int32, np.int64, np.uint8, np.uint64, np.bool_, np.float64]
+    for _ in range(600):
+        dtype = dtypes[rng.integers(len(dtypes))]
+        values = rng.integers(-2 if np.dtype(dtype).kind == "i" else 0, size + 2, size=rng.integers(0, 5))
+        idx = np.sort(values) if rng.random() < 0.6 else values
+        idx = idx.astype(dtype)
+        ints = [int(v) for v in idx]
+        valid = (
+            idx.dtype.kind in "iu"
+            and len(ints) > 0
+            and all(0 <= v < size for v in ints)
+            and all(a < b for a, b in itertools.pairwise(ints))
+        )
+        kept = [idx, np.arange(16), np.array([5])]
+        if valid:
+            (first, *_) = check_kept(rm, kept)
+            assert first.dtype == np.int64 and first.tolist() == ints
+        else:
+            with pytest.raises(ValueError, match="'features.0'"):
+                check_kept(rm, kept)

@@ -27,6 +27,12 @@ Messages
     global model) scored on test samples of its own label distribution
     (:mod:`amp_fl.client.personal`).
 
+Arrays
+------
+Every array travels in Flower's own ``numpy.ndarray`` encoding (``.npy`` bytes), written and read
+by :mod:`amp_fl.protocol.arrays` (:func:`encode_array`, :func:`decode_array`) without the cost of
+``np.save``/``np.load``; decoded arrays are read-only views of the message's bytes.
+
 Byte accounting
 ---------------
 Downlink (:attr:`TrainInstruction.downlink_bytes`) = float32 sub-model bytes + 4 bytes per kept
@@ -107,6 +113,10 @@ from amp_fl.protocol.setup import LOCAL_OBJECTIVES, FailureSettings, LocalObject
 # The message modules need flwr: imported on first use, so that the configuration (which reads
 # only the keys and the setup's names) stays free of flwr (amp_fl.lazy says why).
 _LAZY = {
+    "amp_fl.protocol.arrays": (
+        "decode_array",
+        "encode_array",
+    ),
     "amp_fl.protocol.evaluate": (
         "EvaluateInstruction",
         "EvaluateReply",
@@ -115,11 +125,15 @@ _LAZY = {
         "Fields",
         "arrays_of",
         "arrays_to_record",
+        "decode_array",
+        "encode_array",
         "check_shapes",
         "config_fields",
         "in_order",
         "metrics_fields",
         "metrics_fields",
+        "model_arrays",
+        "model_record",
         "record_to_arrays",
         "to_array_record",
         "wire_arrays",
@@ -147,6 +161,7 @@ _LAZY = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 if TYPE_CHECKING:
+    from amp_fl.protocol.arrays import decode_array, encode_array
     from amp_fl.protocol.evaluate import EvaluateInstruction, EvaluateReply
     from amp_fl.protocol.fields import (
         Fields,
@@ -156,6 +171,8 @@ if TYPE_CHECKING:
         config_fields,
         in_order,
         metrics_fields,
+        model_arrays,
+        model_record,
         record_to_arrays,
         to_array_record,
         wire_arrays,
@@ -248,8 +265,12 @@ __all__ = [
     "arrays_to_record",
     "check_shapes",
     "config_fields",
+    "decode_array",
+    "encode_array",
     "in_order",
     "metrics_fields",
+    "model_arrays",
+    "model_record",
     "partition_id",
     "record_to_arrays",
     "simulation_node_config",

@@ -6,8 +6,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.app import ArrayRecord, RecordDict
 
+from amp_fl.protocol.arrays import decode_array, encode_array
 from amp_fl.protocol.keys import CONFIG, METRICS, WIRE_DTYPE
 
 
@@ -117,10 +118,10 @@ def arrays_of(content: RecordDict, name: str, where: str, error: type[ValueError
 def wire_arrays(
     record: ArrayRecord, where: str, error: type[ValueError]
 ) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:
-    """Named float32 arrays with finite values, in record order."""
+    """Named float32 arrays with finite values, in record order (read-only: views of the message's bytes)."""
     names, arrays = [], []
     for name, array in record.items():
-        value = array.numpy()
+        value = decode_array(array, name, where, error)
         if value.dtype != WIRE_DTYPE:
             raise error(f"{where}: array {name!r} must be {WIRE_DTYPE}, got {value.dtype}")
         if not np.all(np.isfinite(value)):
@@ -133,9 +134,23 @@ def wire_arrays(
 
 
 def to_array_record(names: Sequence[str], arrays: Sequence[np.ndarray]) -> ArrayRecord:
-    # np.asarray(order="C"), not np.ascontiguousarray: that one turns a 0-d array (BatchNorm's
-    # num_batches_tracked) into shape (1,), which the receiver's shape check then rejects.
-    return ArrayRecord({n: Array(np.asarray(a, order="C")) for n, a in zip(names, arrays, strict=True)})
+    """Named arrays in that order, each encoded by :func:`~amp_fl.protocol.arrays.encode_array` (0-d stays 0-d)."""
+    # Filled item by item: ArrayRecord({...}) would rebuild every Array it is given.
+    record = ArrayRecord()
+    for name, value in zip(names, arrays, strict=True):
+        record[name] = encode_array(value)
+    return record
+
+
+def model_record(arrays: Sequence[np.ndarray]) -> ArrayRecord:
+    """The global model as Flower hands it around: keyed ``"0"``, ``"1"``, ... as ``ArrayRecord(list)`` keys it,
+    each array encoded by :func:`~amp_fl.protocol.arrays.encode_array` (the same bytes, without ``np.save``)."""
+    return to_array_record([str(i) for i in range(len(arrays))], arrays)
+
+
+def model_arrays(record: ArrayRecord) -> list[np.ndarray]:
+    """The arrays of a :func:`model_record` (or of Flower's ``ArrayRecord(list)``) in order, read-only."""
+    return [decode_array(array, name, "model record", ValueError) for name, array in record.items()]
 
 
 def in_order(
@@ -175,6 +190,9 @@ def arrays_to_record(names: Sequence[str], arrays: Sequence[np.ndarray]) -> Arra
 
 
 def record_to_arrays(record: ArrayRecord, names: Iterable[str]) -> list[np.ndarray]:
-    """ArrayRecord -> arrays in ``names`` order (``ValueError`` on a missing or extra name)."""
+    """ArrayRecord -> writable arrays in ``names`` order (``ValueError`` on a missing or extra name or a bad array)."""
     wanted = list(names)
-    return in_order(list(record.keys()), [a.numpy() for a in record.values()], wanted, "array record", ValueError)
+    where = "array record"
+    # Copies: the client updates its state arrays in place (decoding gives views of the record's bytes).
+    arrays = [np.array(decode_array(a, n, where, ValueError)) for n, a in record.items()]
+    return in_order(list(record.keys()), arrays, wanted, where, ValueError)

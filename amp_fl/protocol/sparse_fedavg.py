@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from amp_fl import protocol as P
 from amp_fl.errors import InvalidReplyError
@@ -60,14 +60,9 @@ class MaskedTrainInstruction:
     def to_content(self) -> RecordDict:
         config = ConfigRecord({**self.setup.to_config(), P.ROUND: int(self.round), P.DEVICE: int(self.device)})
         arrays = P.to_array_record(self.names, [t.values for t in self.tensors])
-        index = ArrayRecord(
-            {
-                n: Array(np.ascontiguousarray(t.index))
-                for n, t in zip(self.names, self.tensors, strict=True)
-                if t.format != "dense"
-            }
-        )
-        tags = ArrayRecord({FORMATS_KEY: Array(self.format_codes)})
+        sparse = [(n, t.index) for n, t in zip(self.names, self.tensors, strict=True) if t.format != "dense"]
+        index = P.to_array_record([n for n, _ in sparse], [i for _, i in sparse])
+        tags = P.to_array_record([FORMATS_KEY], [self.format_codes])
         return RecordDict({P.ARRAYS: arrays, INDEX: index, FORMAT_TAGS: tags, P.CONFIG: config})
 
     def to_message(self, dst_node_id: int) -> Message:
@@ -83,7 +78,7 @@ class MaskedTrainInstruction:
         codes = P.arrays_of(content, FORMAT_TAGS, where, ValueError)
         if FORMATS_KEY not in codes:
             raise ValueError(f"{where}: record {FORMAT_TAGS!r} has no {FORMATS_KEY!r} array")
-        formats = codes[FORMATS_KEY].numpy()
+        formats = P.decode_array(codes[FORMATS_KEY], FORMATS_KEY, where, ValueError)
         if formats.dtype != np.uint8 or formats.shape != (len(names),) or np.any(formats >= len(FORMATS)):
             raise ValueError(f"{where}: {FORMATS_KEY!r} must be {len(names)} uint8 codes < {len(FORMATS)}")
         index = P.arrays_of(content, INDEX, where, ValueError)
@@ -94,7 +89,11 @@ class MaskedTrainInstruction:
         for name, value, code in zip(names, values, formats, strict=True):
             if value.ndim != 1:
                 raise ValueError(f"{where}: array {name!r} must be 1-d on the wire, got shape {value.shape}")
-            idx = index[name].numpy() if name in sparse else np.zeros(0, dtype=np.uint8)
+            idx = (
+                P.decode_array(index[name], name, f"{where}: {INDEX!r}", ValueError)
+                if name in sparse
+                else np.zeros(0, dtype=np.uint8)
+            )
             tensors.append(EncodedTensor((value.size,), FORMATS[int(code)], value, idx))  # real shapes: decode()
         return cls(
             round=f.integer(P.ROUND, minimum=1),

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from amp_fl.errors import ArgumentError, InvalidReplyError
+from amp_fl.protocol.arrays import decode_array
 from amp_fl.protocol.fields import (
     Fields,
     arrays_of,
@@ -207,7 +208,7 @@ class TrainInstruction:
     def to_content(self) -> RecordDict:
         config = ConfigRecord({**self.setup.to_config(), ROUND: int(self.round), DEVICE: int(self.device)})
         arrays = to_array_record(self.names, [np.asarray(a, dtype=WIRE_DTYPE) for a in self.arrays])
-        kept = ArrayRecord({str(g): Array(np.asarray(k, dtype=KEPT_DTYPE)) for g, k in enumerate(self.kept)})
+        kept = to_array_record([str(g) for g in range(len(self.kept))], [np.asarray(k, KEPT_DTYPE) for k in self.kept])
         return RecordDict({ARRAYS: arrays, KEPT: kept, CONFIG: config})
 
     def to_message(self, dst_node_id: int) -> Message:
@@ -230,7 +231,7 @@ class TrainInstruction:
             raise ValueError(f"{where}: {KEPT!r} entries must be named 0..{len(groups) - 1}, got {list(kept_record)}")
         kept = []
         for g in groups:
-            idx = kept_record[g].numpy()
+            idx = decode_array(kept_record[g], g, f"{where}: {KEPT!r}", ValueError)
             if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
                 raise ValueError(
                     f"{where}: {KEPT!r} entry {g} must be a 1-d integer array, got {idx.dtype} {idx.shape}"

@@ -216,6 +216,9 @@ def check_kept(region_map: RegionMap, kept: Sequence[Any]) -> list[np.ndarray]:
     out: list[np.ndarray] = []
     for group, idx in zip(region_map.groups, kept, strict=True):
         arr = np.asarray(idx)
+        if _plainly_valid(arr, group.size):  # the common case in one pass; any doubt: the checks below
+            out.append(arr.astype(np.int64, copy=False))
+            continue
         if arr.ndim != 1:
             raise ValueError(f"kept indices of group {group.name!r} must be 1-d, got shape {arr.shape}")
         if arr.size == 0:
@@ -224,10 +227,22 @@ def check_kept(region_map: RegionMap, kept: Sequence[Any]) -> list[np.ndarray]:
             raise ValueError(f"kept indices of group {group.name!r} must be integers, got {arr.dtype}")
         if np.any((arr < 0) | (arr >= group.size)):
             raise ValueError(f"kept indices of group {group.name!r} out of range [0, {group.size})")
-        if np.any(np.diff(arr) <= 0):
+        if np.any(arr[1:] <= arr[:-1]):  # not np.diff: it wraps around for unsigned dtypes
             raise ValueError(f"kept indices of group {group.name!r} must be sorted and unique")
         out.append(arr.astype(np.int64, copy=False))
     return out
+
+
+def _plainly_valid(arr: np.ndarray, size: int) -> bool:
+    """1-d, non-empty, integer and strictly increasing from >= 0 to < ``size``: every check of :func:`check_kept`."""
+    return (
+        arr.ndim == 1
+        and arr.size > 0
+        and arr.dtype.kind in "iu"  # np.issubdtype(dtype, np.integer), without its cost
+        and arr[0] >= 0
+        and arr[-1] < size
+        and bool(np.all(arr[1:] > arr[:-1]))
+    )
 
 
 def keep_counts_of(kept: KeptIndices) -> list[int]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from torch import nn
 
 from amp_fl.errors import InvalidReplyError
 
-from .regions import ArrayRule, KeptIndices, RegionMap, check_kept, keep_counts_of, owns_state
+from .regions import KeptIndices, RegionMap, check_kept, keep_counts_of, owns_state
 
 ArrayInput = Sequence[np.ndarray] | Mapping[str, np.ndarray]
 
@@ -48,6 +49,7 @@ def _ordered(arrays: ArrayInput, region_map: RegionMap, error: type[ValueError] 
     return [np.asarray(a) for a in arrays]
 
 
+@lru_cache(maxsize=64)
 def _wire_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """``float32`` for floating data; integer buffers (``num_batches_tracked``) keep their dtype."""
     return np.dtype(np.float32) if np.issubdtype(dtype, np.floating) else dtype
@@ -58,20 +60,30 @@ def _as_wire(array: np.ndarray) -> np.ndarray:
     return np.array(array, dtype=_wire_dtype(array.dtype), order="C", copy=True)
 
 
-def _index(rule: ArrayRule, kept: KeptIndices) -> tuple[Any, ...] | None:
-    """Index tuple selecting the held block of ``rule``'s array, or ``None`` for the whole array.
+def _gather(array: np.ndarray, rows: np.ndarray | None, cols: np.ndarray | None) -> np.ndarray:
+    """The held block of ``array`` (``rows`` of axis 0, ``cols`` of axis 1; ``None``: the whole axis), a new array.
 
-    Rows and columns are combined as an open mesh (``rows[:, None], cols[None, :]``), so one
-    gather/scatter moves the whole block; trailing kernel axes are taken whole.
+    One ``take`` per axis: the same values as one open-mesh gather ``array[rows[:, None], cols]``
+    (trailing kernel axes whole), about 4x faster for the class layer's inputs.
     """
-    rows, cols = rule.axis_indices(kept)
+    block = array if rows is None else array.take(rows, axis=0)
+    return block if cols is None else block.take(cols, axis=1)
+
+
+def _held(shape: tuple[int, ...], rows: np.ndarray | None, cols: np.ndarray | None) -> np.ndarray:
+    """Element-wise mask of the held block: ``True`` at ``(r, c, ...)`` for ``r`` in ``rows`` and ``c`` in ``cols``."""
     if rows is None and cols is None:
-        return None
+        return np.ones(shape, dtype=bool)  # also 0-d arrays (num_batches_tracked): never sliced
+    held = np.zeros(shape, dtype=bool)
     if cols is None:
-        return (rows,)
-    if rows is None:
-        return (slice(None), cols)
-    return (rows[:, None], cols[None, :])
+        held[rows] = True
+    elif rows is None:
+        held[:, cols] = True
+    else:  # one held row pattern, written into the kept rows: cheaper than an open-mesh write
+        row = np.zeros(shape[1:], dtype=bool)
+        row[cols] = True
+        held[rows] = row
+    return held
 
 
 def extract_arrays(global_arrays: ArrayInput, region_map: RegionMap, kept: KeptIndices) -> list[np.ndarray]:
@@ -103,8 +115,11 @@ def extract_arrays(global_arrays: ArrayInput, region_map: RegionMap, kept: KeptI
     for rule, array in zip(region_map.arrays, arrays, strict=True):
         if array.shape != rule.shape:
             raise ValueError(f"array {rule.name!r} has shape {array.shape}, the model expects {rule.shape}")
-        index = _index(rule, kept)
-        out.append(_as_wire(array if index is None else array[index]))
+        rows, cols = rule.axis_indices(kept)
+        if rows is None and cols is None:
+            out.append(_as_wire(array))
+        else:  # _gather's result is new and contiguous already: only the dtype may still change
+            out.append(_gather(array, rows, cols).astype(_wire_dtype(array.dtype), copy=False))
     return out
 
 
@@ -152,15 +167,16 @@ def scatter_arrays(
         expected = rule.sub_shape(counts)
         if sub.shape != expected:
             raise InvalidReplyError(f"array {rule.name!r} has shape {sub.shape}, the sub-model has {expected}")
-        index = _index(rule, kept)
-        if index is None:
+        rows, cols = rule.axis_indices(kept)
+        if rows is None and cols is None:
             full_arrays.append(_as_wire(sub))
             masks.append(np.ones(rule.shape, dtype=bool))
             continue
+        held = _held(rule.shape, rows, cols)
         full = np.zeros(rule.shape, dtype=_wire_dtype(sub.dtype))
-        held = np.zeros(rule.shape, dtype=bool)
-        full[index] = sub
-        held[index] = True
+        # Kept indices are sorted, so the held entries in C order are the sub-model's entries in C order:
+        # one boolean-mask write, about 3x faster than an open-mesh scatter for the class layer's inputs.
+        full[held] = sub.ravel()
         full_arrays.append(full)
         masks.append(held)
     return full_arrays, masks
@@ -169,14 +185,7 @@ def scatter_arrays(
 def held_masks(region_map: RegionMap, kept: KeptIndices) -> list[np.ndarray]:
     """Element-wise held masks of the sub-model keeping ``kept`` (as returned by :func:`scatter_arrays`)."""
     kept = check_kept(region_map, kept)
-    masks = []
-    for rule in region_map.arrays:
-        index = _index(rule, kept)
-        held = np.ones(rule.shape, dtype=bool) if index is None else np.zeros(rule.shape, dtype=bool)
-        if index is not None:
-            held[index] = True
-        masks.append(held)
-    return masks
+    return [_held(rule.shape, *rule.axis_indices(kept)) for rule in region_map.arrays]
 
 
 def region_held_masks(region_map: RegionMap, kept: KeptIndices) -> list[np.ndarray]:

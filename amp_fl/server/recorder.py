@@ -112,7 +112,7 @@ class Recorder:
         self._personal = evaluation
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        weights = arrays.to_numpy_ndarrays()
+        weights = P.model_arrays(arrays)
         report = self._take_report(server_round)
         personal, self._personal = self._personal, None
         if personal is not None and personal.round != server_round:

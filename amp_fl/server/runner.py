@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from amp_fl import protocol as P
@@ -117,7 +116,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         loop = strategy if completed == 0 else ResumedRounds(strategy, completed)
         loop.start(
             grid,
-            ArrayRecord(strategy.weights if completed else initial_weights),  # the checkpoint's model on resume
+            P.model_record(strategy.weights if completed else initial_weights),  # the checkpoint's model on resume
             num_rounds=cfg.num_rounds,
             timeout=cfg.strategy.reply_timeout_s,
             evaluate_fn=recorder,

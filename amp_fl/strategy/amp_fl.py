@@ -413,7 +413,7 @@ class AmpFlStrategy(Strategy):
         if self.on_round_end is not None:
             self.on_round_end(report)
         metrics = P.RoundMetrics(num_updates=len(updates), num_failures=len(failures))
-        return ArrayRecord(self.weights), metrics.to_record()
+        return P.model_record(self.weights), metrics.to_record()
 
     def _accept(
         self, device: int, reply: P.TrainReply, pending: _PendingRound

@@ -228,7 +228,7 @@ class FedBuffStrategy(Strategy):
         if self.on_round_end is not None:
             self.on_round_end(report)
         metrics = P.RoundMetrics(num_updates=len(applied), num_failures=len(collected.failures))
-        return ArrayRecord(self.weights), metrics.to_record()
+        return P.model_record(self.weights), metrics.to_record()
 
     def _step(self, server_round: int) -> tuple[list[Arrival], float]:
         """Apply the ``B`` earliest arrivals; returns them and the simulated time since the last step."""

@@ -379,7 +379,7 @@ class SparseFedAvgStrategy(Strategy):
         if self.on_round_end is not None:
             self.on_round_end(report)
         metrics = P.RoundMetrics(num_updates=len(received), num_failures=len(failures))
-        return ArrayRecord(self.weights), metrics.to_record()
+        return P.model_record(self.weights), metrics.to_record()
 
     def _participants(self, devices: list[int], ota: OtaResult | None) -> tuple[Participant, ...]:
         """Every PIU gets the full-shape (masked) model on the one shared band; its dense compute, the analog upload."""
