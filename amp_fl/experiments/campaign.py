@@ -126,8 +126,9 @@ def restore_from_ledger(job: Job[Any]) -> bool:
     A record of other settings (the campaign's design changed since) stays in the ledger, unused,
     until the new run replaces it; the folder is left as it was.
     """
-    if is_complete(job.run_dir, job.values):
-        return False
+    record = ledger.record_path(job.run_dir)
+    if record is None or not record.is_file() or is_complete(job.run_dir, job.values):
+        return False  # no record (the common case: checked first, without composing configurations)
     job.run_dir.parent.mkdir(parents=True, exist_ok=True)
     restored = ledger.restore_to(job.run_dir, job.run_dir.parent)
     if restored is None:

@@ -45,17 +45,18 @@ from amp_fl.experiments.campaign import (
     execute,
     is_complete,
     make_jobs,
+    still_to_run,
 )
 from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
 from amp_fl.experiments.figures import ROUND_CAP_MARGIN
-from amp_fl.experiments.selection import TUNING_FILE
+from amp_fl.experiments.selection import TUNING_FILE, read_seed
 from amp_fl.experiments.tpe import parse_space, tune_tpe
 from amp_fl.report import REPORT_FILE, write_report
 from amp_fl.report.compare import Comparison, SpeedupStats, compare
 from amp_fl.report.render import fmt_speedup
 from amp_fl.report.runs import Group, load_run
-from amp_fl.run_folder import METRICS_FILE, read_columns, smoothed_time_to_target
 
+SMOOTHED_METRIC = "val_smoothed_time_to_target"  # the selection score of the screen, as of the TPE tuner
 PRESET = "speedup"  # Fig. 8's s = 2 panel, 10 % validation split, evaluation every 0.25 s, 30 s horizon
 TARGETS = (0.70, 0.75)
 SELECTION_TARGET = 0.75  # the screen and the tuning rank by the smoothed validation time to this
@@ -261,10 +262,9 @@ def screen_specs(seeds: Sequence[int] = TUNING_SEEDS) -> list[StudySpec]:
 
 
 def smoothed_validation_time(run_dir: Path, target: float = SELECTION_TARGET) -> float:
-    """A selection run's score: its smoothed validation time to ``target``; twice its length if never held."""
-    columns = read_columns(run_dir / METRICS_FILE)
-    hit = smoothed_time_to_target(columns["round"], columns["sim_time_s"], columns["val_accuracy"], target)
-    return hit.sim_time_s if hit is not None else 2.0 * float(columns["sim_time_s"][-1])
+    """A selection run's score, as the TPE tuner scores a seed: its smoothed validation time to ``target``,
+    ``NEVER_REACHED_FACTOR`` (2) x its length if never held (:meth:`~amp_fl.experiments.selection.SeedResult.score`)."""
+    return read_seed(run_dir, 0, target).score(SMOOTHED_METRIC)
 
 
 def rank_groups(
@@ -439,7 +439,7 @@ def run_stage(
     """
     specs = [replace(spec, overrides=(*spec.overrides, *extra)) for spec in specs]
     jobs = make_jobs(specs, runs_root)
-    todo = [j for j in jobs if not is_complete(j.run_dir, j.values)]
+    todo = still_to_run(jobs)
     log(f"[headline] {specs[0].stage}: {len(jobs)} runs, {len(jobs) - len(todo)} complete, {len(todo)} to run")
     failures = execute(todo, "inprocess", max(1, jobs_n), log, name=f"headline {specs[0].stage}", cluster=cluster)
     for line in failures:
