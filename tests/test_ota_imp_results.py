@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from amp_fl.experiments import ota_imp
 from amp_fl.experiments.campaign import Job
 from amp_fl.experiments.ota_imp import RunSpec, read_result
-from amp_fl.run_folder import MetricsWriter, RoundRow, write_final_model, write_summary, write_timing
+from amp_fl.run_folder import (
+    MetricsWriter,
+    RoundRow,
+    write_config,
+    write_final_model,
+    write_summary,
+    write_timing,
+)
 
 
 def _row(k: int, accuracy: float) -> RoundRow:
@@ -49,3 +59,40 @@ def test_read_result_takes_accuracy_sparsity_bytes_and_silent_share_from_the_fol
     assert result.downlink_per_piu_last == 1200 / 4 and result.uplink_per_piu_last == 900 / 3
     assert result.silent_fraction == pytest.approx(0.25)
     assert (result.dataset, result.total_downlink, result.total_uplink, result.wall_s) == ("mnist5k", 7, 5, 12.5)
+
+
+def _finish(job: Job) -> None:
+    """A finished run of ``job`` on disk, written through amp_fl.run_folder (what is_complete accepts)."""
+    writer = MetricsWriter(job.run_dir)
+    for k, acc in enumerate([0.1, 0.4, 0.6]):
+        writer.append(_row(k, acc))
+    write_config(job.run_dir, job.values)
+    write_summary(
+        job.run_dir,
+        {"status": "completed", "dataset_used": "fashion_mnist", "total_downlink_bytes": 7, "total_uplink_bytes": 5},
+    )
+    write_final_model(job.run_dir, [np.array([[0.0, 1.0], [2.0, 0.0]])])
+    write_timing(job.run_dir, {"wall_s": 3.0})
+
+
+def test_report_only_reports_the_finished_runs_names_the_missing_ones_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    def no_runs(*args, **kwargs):
+        raise AssertionError("--report-only ran something")
+
+    monkeypatch.setattr(ota_imp, "execute", no_runs)
+    narrow = ["--targets", "0.9", "--participation", "full", "--seeds", "0", "--runs-root", str(tmp_path / "runs")]
+    report_dir = tmp_path / "report"
+    # Nothing finished: one clear error, no report folder.
+    assert ota_imp.main(["residual", "--report-only", *narrow, "--report-dir", str(report_dir)]) == 1
+    assert "no finished run to report" in capsys.readouterr().err and not report_dir.exists()
+    jobs, todo = ota_imp.plan(
+        replace(ota_imp.SWEEPS["residual"], targets=(0.9,), participation=(("full", 1.0),), seeds=(0,)),
+        tmp_path / "runs",
+    )
+    assert [j.spec.run_id for j in jobs] == ["full-imp-s90-seed0", "full-one_shot-s90-seed0"] and todo == jobs
+    _finish(jobs[0])
+    assert ota_imp.main(["residual", "--report-only", *narrow, "--report-dir", str(report_dir)]) == 0
+    report = (report_dir / "report.md").read_text()
+    assert "**Interim report: 1 of 2 runs of the design have finished.**" in report
+    assert "Still to run (1): `full-one_shot-s90-seed0`" in report
+    assert "| 90 % | about +23 points | n/a" in report  # no pair yet: no IMP - one-shot figure

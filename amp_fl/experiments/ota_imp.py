@@ -503,6 +503,7 @@ def render(sweep: Sweep, jobs: Sequence[Job[RunSpec]], results: Sequence[RunResu
         f"accuracy of the global model on **{dataset}** with `{model}` (offline machine: no CIFAR-10); the "
         "paper's numbers are the paper's, on ResNet-18 / CIFAR-10, quoted, never ours.",
         "",
+        *_unfinished(jobs, results),
     ]
     if sparse:
         lines += _sparse_sections(sweep, values, sparse, dataset)
@@ -524,6 +525,21 @@ def render(sweep: Sweep, jobs: Sequence[Job[RunSpec]], results: Sequence[RunResu
         "",
     ]
     return "\n".join(lines)
+
+
+def _unfinished(jobs: Sequence[Job[RunSpec]], results: Sequence[RunResult]) -> list[str]:
+    """A warning naming the design's runs that have not finished (none when all have)."""
+    done = {r.spec.run_id for r in results}
+    missing = [j.spec.run_id for j in jobs if j.spec.run_id not in done]
+    if not missing:
+        return []
+    return [
+        f"**Interim report: {len(done)} of {len(jobs)} runs of the design have finished.** Cells without runs read "
+        f"n/a and means are over the seeds that finished. Still to run ({len(missing)}): "
+        + ", ".join(f"`{m}`" for m in missing)
+        + ". The command without `--report-only` runs them, keeping the finished ones.",
+        "",
+    ]
 
 
 def write_figure(sweep: Sweep, results: Sequence[RunResult], path: Path, model: str) -> None:
@@ -559,7 +575,7 @@ def write_report(
 ) -> tuple[Path, list[RunResult]]:
     results = [read_result(j, sweep.last_k) for j in jobs if is_complete(j.run_dir, j.values)]
     if not results:
-        raise RuntimeError("no finished runs to report")
+        raise RuntimeError(f"no finished run to report under {jobs[0].run_dir.parent if jobs else report_dir}")
     report_dir.mkdir(parents=True, exist_ok=True)
     if any(r.spec.kind == "sparse" for r in results):
         write_figure(sweep, results, report_dir / "accuracy_vs_sparsity.png", jobs[0].values["model"]["name"])
@@ -594,6 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--participation", nargs="+", help="only these participation levels (full, partial)")
     parser.add_argument("--no-amp-fl", action="store_true", help="skip the AMP-FL over-the-air study")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="Hydra overrides of every run")
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the report from the runs that have finished; run nothing"
+    )
     parser.add_argument("--runs-root", type=Path, help="default: runs/ota_imp/<name>")
     parser.add_argument("--report-dir", type=Path, help="default: reports/<name>")
     add_cluster_arguments(parser)
@@ -623,12 +642,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error_line(exc), file=sys.stderr)
         return 2
     print(f"[ota-imp] {sweep.name}: {len(jobs)} runs, {len(jobs) - len(todo)} already complete, {len(todo)} to run")
+    failures: list[str] = []
     try:
-        failures = execute(todo, args.engine, max(1, args.jobs), name="ota-imp", cluster=cluster, keep_models=True)
-    except RuntimeError as exc:  # no cluster at --ray-address
+        if not args.report_only:
+            failures = execute(todo, args.engine, max(1, args.jobs), name="ota-imp", cluster=cluster, keep_models=True)
+        path, results = write_report(sweep, jobs, report_dir, command, args.engine)
+    except RuntimeError as exc:  # no cluster at --ray-address, or no finished run to report
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    path, results = write_report(sweep, jobs, report_dir, command, args.engine)
     print(f"[ota-imp] report: {path}")
     for part, _ in sweep.participation:
         for target in (t for t in sweep.targets if t >= 0.9):
