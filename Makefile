@@ -76,12 +76,14 @@ fashion-mnist:
 	  $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null; }; }
 
-# Paper scale: Figs. 2, 3, 6, 8, 10 on Fashion-MNIST, 100 devices x 600 samples (hours on 2 cores).
+# Paper scale: Figs. 2, 3, 6, 8, 10 on Fashion-MNIST, 100 devices x 600 samples: 146 runs, about 4.3 h on 2
+# cores as `python -m amp_fl.bench reproduce_estimate` estimates it from measured round times (docs/benchmarks.md).
 reproduce: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.reproduce all --scale paper
 
 # The reduced headline (Fig. 8(a): AMP-FL's compensation scopes against Synchronous FL, FedProx and
-# APFL, 3 seeds) in about 21 minutes on 2 idle cores (42 CPU-minutes): reports/quick/report.md.
+# APFL, 3 seeds): 42.6 CPU-minutes (about 21 minutes on 2 idle cores) when reports/quick/report.md was made;
+# about 16 minutes by the latest `amp_fl.bench reproduce_estimate`.
 reproduce-quick: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.reproduce quick
 
@@ -122,7 +124,9 @@ ota-imp: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.ota_imp full
 
 # Issue 23: lottery-ticket IMP against one-shot on the narrow ResNet-8 over the air, 20 PIUs, 60 rounds,
-# 3 seeds (docs/ota-imp.md; hours with 2 jobs on a 2-core machine; resumes): reports/ota_imp_residual/.
+# 3 seeds (docs/ota-imp.md; resumes): 54 runs, a full-participation run about 15 minutes of wall time beside
+# another, so some 7 h with 2 jobs on a 2-core machine: reports/ota_imp_residual/. For an interim report from
+# the runs that have finished: python -m amp_fl.experiments.ota_imp residual --report-only.
 .PHONY: ota-imp-residual
 ota-imp-residual: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.ota_imp residual --jobs $(JOBS)
