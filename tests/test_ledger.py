@@ -149,3 +149,10 @@ def test_the_record_command_records_every_finished_run_below_a_folder(project, c
     assert ledger.main(["record", str(project / "runs" / "s")]) == 0
     assert sorted(p.name for p in (project / "results" / "s").iterdir()) == ["seed0.tar.xz"]
     assert "1 run(s) recorded" in capsys.readouterr().out
+
+
+def test_the_record_command_refuses_a_folder_that_is_not_there(project, capsys):
+    with pytest.raises(SystemExit) as stop:
+        ledger.main(["record", str(project / "runs" / "nowhere")])
+    assert stop.value.code == 2 and "no such folder" in capsys.readouterr().err
+    assert not (project / "results").exists()

@@ -7,6 +7,7 @@ entry point from the file system (a runs or reports folder that is a file, read-
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -20,6 +21,36 @@ EXIT_BAD_INPUT = 2
 def error_line(exc: BaseException) -> str:
     """``error: <message>`` on one line (Hydra's messages span several)."""
     return f"error: {one_line(str(exc))}"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (runs side by side, trials, rounds)."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1, got {text!r}")
+    return value
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated distinct seeds >= 0 (a run seed seeds NumPy generators), at least one."""
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"comma-separated whole numbers, got {text!r}") from exc
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"distinct seeds >= 0, at least one, got {text!r}")
+    return seeds
+
+
+def one_seed(text: str) -> int:
+    """An argparse type: one seed >= 0."""
+    seeds = seed_list(text)
+    if len(seeds) != 1:
+        raise argparse.ArgumentTypeError(f"one seed, got {text!r}")
+    return seeds[0]
 
 
 def check_folders(folders: Mapping[str, Path]) -> None:

@@ -47,7 +47,7 @@ from amp_fl.experiments.campaign import (
     make_jobs,
     still_to_run,
 )
-from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
+from amp_fl.experiments.cli import campaign_cli, check_folders, error_line, positive_int, seed_list
 from amp_fl.experiments.figures import ROUND_CAP_MARGIN
 from amp_fl.experiments.selection import TUNING_FILE, read_seed
 from amp_fl.experiments.tpe import parse_space, tune_tpe
@@ -755,23 +755,13 @@ def run_map(args: argparse.Namespace, command: str, cluster: Any) -> None:
     print(f"[headline] map: {report}")
 
 
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"comma-separated whole numbers, got {text!r}") from exc
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"distinct seeds, at least one, got {text!r}")
-    return seeds
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=MODULE, description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("stage", choices=STAGES, help="screen -> tune -> evaluate -> map (each resumes)")
-    parser.add_argument("--jobs", type=int, default=2, help="in-process runs side by side (default 2)")
-    parser.add_argument("--seeds", type=_seeds, default=EVAL_SEEDS, help="evaluation seeds (default 0-7)")
-    parser.add_argument("--tuning-seeds", type=_seeds, default=TUNING_SEEDS, help="default 100,101")
-    parser.add_argument("--trials", type=int, default=TRIALS, help=f"TPE trials per method (default {TRIALS})")
+    parser.add_argument("--jobs", type=positive_int, default=2, help="in-process runs side by side (default 2)")
+    parser.add_argument("--seeds", type=seed_list, default=EVAL_SEEDS, help="evaluation seeds (default 0-7)")
+    parser.add_argument("--tuning-seeds", type=seed_list, default=TUNING_SEEDS, help="default 100,101")
+    parser.add_argument("--trials", type=positive_int, default=TRIALS, help=f"TPE trials per method (default {TRIALS})")
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="Hydra overrides of every run (last, so they win)"
     )

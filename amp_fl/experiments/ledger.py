@@ -182,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     add.add_argument("folders", nargs="+", type=Path)
     add.add_argument("--with-models", action="store_true", help="keep each final model (a report reads it)")
     args = parser.parse_args(argv)
+    missing = [str(f) for f in args.folders if not f.is_dir()]
+    if missing:
+        parser.error(f"record: no such folder: {', '.join(missing)}")
     written = [path for run in finished_runs(args.folders) if (path := record(run, args.with_models)) is not None]
     print(f"[ledger] {len(written)} run(s) recorded under {PROJECT_ROOT / RESULTS_DIR}")
     return 0

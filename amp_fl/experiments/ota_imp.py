@@ -39,7 +39,7 @@ from amp_fl.experiments.campaign import (
     make_jobs,
     still_to_run,
 )
-from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
+from amp_fl.experiments.cli import campaign_cli, check_folders, error_line, one_seed, positive_int
 from amp_fl.pruning.magnitude import PRUNING_METHODS, rewind_round_of
 from amp_fl.run_folder import (
     FINAL_MODEL_FILE,
@@ -604,8 +604,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m amp_fl.experiments.ota_imp", description=__doc__.split("\n")[0])
     parser.add_argument("sweep", choices=sorted(SWEEPS))
     parser.add_argument("--engine", choices=ENGINES, default="inprocess")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="in-process runs side by side")
-    parser.add_argument("--seeds", type=int, nargs="+", help="override the sweep's seeds")
+    parser.add_argument(
+        "--jobs", type=positive_int, default=min(2, os.cpu_count() or 1), help="in-process runs side by side"
+    )
+    parser.add_argument("--seeds", type=one_seed, nargs="+", help="override the sweep's seeds")
     parser.add_argument("--targets", type=float, nargs="+", help="override the sparsity targets")
     parser.add_argument("--participation", nargs="+", help="only these participation levels (full, partial)")
     parser.add_argument("--no-amp-fl", action="store_true", help="skip the AMP-FL over-the-air study")
@@ -619,6 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sweep = SWEEPS[args.sweep]
     if args.seeds:
+        if len(set(args.seeds)) != len(args.seeds):
+            parser.error(f"--seeds: distinct seeds, got {args.seeds}")
         sweep = replace(sweep, seeds=tuple(args.seeds))
     if args.targets:
         sweep = replace(sweep, targets=tuple(args.targets))

@@ -42,7 +42,7 @@ from amp_fl.experiments.campaign import (
     make_jobs,
     per_round_seconds,
 )
-from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
+from amp_fl.experiments.cli import campaign_cli, check_folders, error_line, positive_int
 from amp_fl.experiments.figures import (
     DATASETS,
     FIGURES,
@@ -388,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", choices=tuple(SCALES), help="paper (default) or quick (default for 'quick')")
     parser.add_argument("--dataset", default="fashion_mnist", choices=tuple(DATASETS), help="default fashion_mnist")
     parser.add_argument("--engine", default="inprocess", choices=ENGINES, help="default inprocess")
-    parser.add_argument("--jobs", type=int, help="in-process runs side by side (default: the number of CPUs)")
+    parser.add_argument("--jobs", type=positive_int, help="in-process runs side by side (default: the number of CPUs)")
     parser.add_argument("--runs-dir", type=Path, default=PROJECT_ROOT / "runs" / "reproduce")
     parser.add_argument("--reports-dir", type=Path, default=PROJECT_ROOT / "reports")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do and stop")

@@ -58,7 +58,7 @@ from amp_fl.experiments.campaign import (
     make_jobs,
     still_to_run,
 )
-from amp_fl.experiments.cli import campaign_cli, check_folders, error_line
+from amp_fl.experiments.cli import campaign_cli, check_folders, error_line, positive_int, seed_list
 from amp_fl.experiments.figures import RunSpec
 from amp_fl.experiments.selection import (
     ALIASES,
@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=KIND:...",
         help="TPE: a key and its range, float:LO:HI[:log], int:LO:HI[:log] or cat:A,B,C; repeatable",
     )
-    parser.add_argument("--trials", type=int, help="TPE: complete trials the study must hold (the budget)")
+    parser.add_argument("--trials", type=positive_int, help="TPE: complete trials the study must hold (the budget)")
     parser.add_argument("--sampler-seed", type=int, default=0, help="TPE: the sampler's seed (default 0)")
     parser.add_argument(
         "--startup-trials",
@@ -292,10 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "over the same seeds (default none: every trial runs every seed)",
     )
     parser.add_argument(
-        "--workers", type=int, help="TPE: runs side by side (default --jobs: one per trial asked at once)"
+        "--workers", type=positive_int, help="TPE: runs side by side (default --jobs: one per trial asked at once)"
     )
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    parser.add_argument("--rounds", type=int, help="num_rounds of every run (default: the preset's)")
+    parser.add_argument("--seeds", type=seed_list, default=(0,), help="comma-separated seeds (default 0)")
+    parser.add_argument("--rounds", type=positive_int, help="num_rounds of every run (default: the preset's)")
     parser.add_argument(
         "--metric",
         choices=METRICS,
@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reproduce --tuned runs with it too (repeatable)",
     )
     parser.add_argument(
-        "--jobs", type=int, default=1, help="grid: runs side by side; TPE: trials asked at once (default 1)"
+        "--jobs", type=positive_int, default=1, help="grid: runs side by side; TPE: trials asked at once (default 1)"
     )
     parser.add_argument(
         "--no-stop",
@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_folders({"--runs-dir": args.runs_dir, "--reports-dir": args.reports_dir})
         common = dict(
-            seeds=[int(s) for s in args.seeds.split(",") if s.strip()],
+            seeds=list(args.seeds),
             rounds=args.rounds,
             target=args.target,
             window_s=args.window_s,
