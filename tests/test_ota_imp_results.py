@@ -96,3 +96,50 @@ def test_report_only_reports_the_finished_runs_names_the_missing_ones_and_runs_n
     assert "**Interim report: 1 of 2 runs of the design have finished.**" in report
     assert "Still to run (1): `full-one_shot-s90-seed0`" in report
     assert "| 90 % | about +23 points | n/a" in report  # no pair yet: no IMP - one-shot figure
+
+
+def _result(part: str, method: str, target: float, seed: int, accuracy: float) -> ota_imp.RunResult:
+    run_id = f"{part}-{method}-s{round(100 * target):02d}-seed{seed}"
+    spec = RunSpec(run_id, "sparse", part, method, target, seed, ())
+    nan = float("nan")
+    return ota_imp.RunResult(
+        spec,
+        "fashion_mnist",
+        accuracy,
+        accuracy,
+        accuracy,
+        target,
+        round(target * 76_000),
+        76_000,
+        nan,
+        nan,
+        0,
+        0,
+        0.0,
+        60,
+        1.0,
+    )
+
+
+def test_the_closing_note_pairs_seeds_states_the_direction_and_the_rounds_on_the_final_mask(tmp_path):
+    sweep = ota_imp.SWEEPS["residual"]
+    values = ota_imp.plan(replace(sweep, targets=(0.9,), seeds=(0,)), tmp_path)[0][0].values  # the preset's
+    s = values["sparse_fedavg"]
+    assert (values["num_rounds"], s["first_round"], s["interval"], s["rate"]) == (60, 10, 10, 0.5)
+    accuracy = {  # (part, method, seed) -> accuracy at 90 %; IMP - one-shot: full -0.10, -0.20; partial +0.05
+        ("full", "imp", 0): 0.30, ("full", "one_shot", 0): 0.40, ("full", "imp", 1): 0.20,
+        ("full", "one_shot", 1): 0.40, ("partial", "imp", 0): 0.35, ("partial", "one_shot", 0): 0.30,
+    }  # fmt: skip
+    results = [_result(p, m, 0.9, seed, a) for (p, m, seed), a in accuracy.items()]
+    results.append(_result("full", "dense", 0.0, 0, 0.5))
+    note = "\n".join(ota_imp._closing_note(sweep, values, results, "fashion_mnist"))
+    assert "| 90 % | about +23 points | -15.0 ± 7.1 points (n = 2: -10.0, -20.0) | +5.0 points (n = 1: +5.0) |" in note
+    assert "| 95 % | not stated | n/a | n/a |" in note
+    assert "IMP fares better against one-shot with partial participation, the opposite of the paper's" in note
+    assert "the dense model reaches full 50.0 %" in note
+    # 50, 75, 87.5, 90 % after rounds 10, 20, 30, 40: the 90 % ticket trains 20 rounds; 95 % takes a fifth step.
+    assert (
+        "at 90 % IMP's last step follows round 40, so its final ticket trains 20 rounds, one-shot's final mask 50"
+        in note
+    )
+    assert "at 95 % IMP's last step follows round 50, so its final ticket trains 10 rounds" in note

@@ -40,7 +40,7 @@ from amp_fl.experiments.campaign import (
     still_to_run,
 )
 from amp_fl.experiments.cli import campaign_cli, check_folders, error_line, one_seed, positive_int
-from amp_fl.pruning.magnitude import PRUNING_METHODS, rewind_round_of
+from amp_fl.pruning.magnitude import PRUNING_METHODS, PruningPlan, rewind_round_of
 from amp_fl.run_folder import (
     FINAL_MODEL_FILE,
     METRICS_FILE,
@@ -426,8 +426,9 @@ def _closing_note(sweep: Sweep, values: dict[str, Any], results: Sequence[RunRes
         larger = "full" if gains["full"] > gains["partial"] else "partial"
         agrees = "as the paper states" if larger == "full" else "the opposite of the paper's statement"
         lines.append(
-            f"- Participation: at 90 % IMP gains {_points(gains['full'])} with full and {_points(gains['partial'])} "
-            f"with partial participation: larger with {larger} participation, {agrees}. With few PIUs per round "
+            f"- Participation: at 90 % IMP minus one-shot is {_points(gains['full'])} with full and "
+            f"{_points(gains['partial'])} with partial participation: IMP fares better against one-shot with {larger} "
+            f"participation, {agrees}. With few PIUs per round "
             "each round's average is noisier (fewer updates, and over the air a silent PIU weighs more), which hurts "
             "whichever schedule has fewer effective rounds after its last pruning step; the paper gives no numbers "
             "for partial participation to compare with."
@@ -443,6 +444,7 @@ def _closing_note(sweep: Sweep, values: dict[str, Any], results: Sequence[RunRes
         f"- One-shot as a fair rival: it prunes the model trained for {s['first_round']} rounds (IMP's first "
         "pruning point) and trains for the same total round budget. A one-shot pruning of near-initial weights "
         "(the committed quick study's) loses more, so a gain measured against it is larger.",
+        *_final_mask_rounds(sweep, values, results),
         f"- IMP here removes {s['rate']:g} of the remaining weights per step every {s['interval']} rounds "
         f"({_rewinding(sweep.iterative, s['rewind_round'])}); the lottery-ticket literature's 20 % per step "
         "over many full trainings does not fit this budget.",
@@ -450,6 +452,32 @@ def _closing_note(sweep: Sweep, values: dict[str, Any], results: Sequence[RunRes
         "truncation are not given in its summary.",
     ]
     return lines
+
+
+def _final_mask_rounds(sweep: Sweep, values: dict[str, Any], results: Sequence[RunResult]) -> list[str]:
+    """How many rounds each method trains on its final mask at the closing sparsities (the equal round budget)."""
+    s, rounds = values["sparse_fedavg"], int(values["num_rounds"])
+    prunable = next((r.num_prunable for r in results if r.num_prunable), 0)
+    if not prunable or not sweep.closing_targets:
+        return []
+
+    def last_step(method: str, target: float) -> int:
+        plan = PruningPlan(method, target, prunable, s["rate"], s["interval"], s["first_round"])  # type: ignore[arg-type]
+        return plan.last_round or 0
+
+    per_target = "; ".join(
+        f"at {round(100 * t)} % IMP's last step follows round {last_step(sweep.iterative, t)}, so its final ticket "
+        f"trains {rounds - last_step(sweep.iterative, t)} rounds, one-shot's final mask "
+        f"{rounds - last_step('one_shot', t)}"
+        for t in sweep.closing_targets
+    )
+    return [
+        f"- The equal round budget ({rounds} rounds for both): {per_target}. The lottery-ticket literature "
+        "retrains every IMP ticket for a whole training run; a federated budget equal to one-shot's gives IMP's "
+        "densest-to-sparsest chain that time in slices, and its final, sparsest ticket the shortest one. A "
+        "budget of one full run per IMP step (several times this cost) is how that literature runs IMP; the paper's "
+        "summary does not state its round budget, and that budget was not run here."
+    ]
 
 
 def _amp_section(sweep: Sweep, values: dict[str, Any], amp: Sequence[RunResult]) -> list[str]:
