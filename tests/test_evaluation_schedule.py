@@ -109,6 +109,33 @@ def test_evaluation_grid_on_the_simulated_clock(tmp_path):
     assert columns["round"].tolist() == [0, 3, 5, 6]
 
 
+def test_without_the_test_set_the_grid_evaluates_validation_only(tmp_path):
+    # The grid of the test above (rounds 0, 3, 5, 6), now keyed on the validation evaluations alone.
+    recorder = _recorder(tmp_path, num_rounds=6, every_sim_s=0.1)
+    recorder.test_data = None  # evaluation.test=false (the runner passes None)
+    weights = module_arrays(build_model("cnn", num_classes=10))
+    returned = []
+    for k in range(7):
+        if k:
+            recorder.on_round_end(_report(k))
+        returned.append(recorder(k, ArrayRecord(weights)))
+    rows = recorder.writer.rows
+    assert [r.round for r in rows if not math.isnan(r.val_accuracy)] == [0, 3, 5, 6]
+    assert all(math.isnan(r.accuracy) and math.isnan(r.loss) for r in rows)
+    assert returned == [None] * 7  # Flower's evaluate_fn gets no test metrics
+    outcome = summary_outcome(rows, "completed", 0.9, 0.0)
+    assert outcome["final_accuracy"] is None and outcome["final_val_accuracy"] == rows[-1].val_accuracy
+
+
+def test_leaving_out_the_test_set_needs_a_validation_split():
+    with pytest.raises(ConfigError, match="evaluation.test.*dataset.validation_fraction"):
+        load_config({"evaluation": {"test": False}})
+    assert (
+        load_config({"evaluation": {"test": False}, "dataset": {"validation_fraction": 0.1}}).evaluation.test is False
+    )
+    assert load_config({}).evaluation.test is True
+
+
 def test_every_round_is_evaluated_by_default(tmp_path):
     recorder = _recorder(tmp_path, num_rounds=3)
     weights = module_arrays(build_model("cnn", num_classes=10))

@@ -12,7 +12,7 @@ from report_doubles import hand_built_group
 from amp_fl.experiments import headline as h
 from amp_fl.experiments.campaign import Job, check_values, compose_values
 from amp_fl.experiments.figures import ROUND_LENGTH_S
-from amp_fl.run_folder import FINAL_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE
+from amp_fl.run_folder import FINAL_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, read_columns
 
 
 def test_cpu_frequencies_span_the_spread_on_a_log_scale_from_the_fastest():
@@ -191,7 +191,7 @@ def test_every_variant_of_the_screen_composes_into_a_valid_selection_run():
     for spec in h.screen_specs(seeds=(100,)):
         values = compose_values(spec.overrides)
         check_values(values)
-        assert values["evaluation"]["stop_window_s"] == 1.0
+        assert values["evaluation"]["stop_window_s"] == 1.0 and values["evaluation"]["test"] is False
         assert values["dataset"]["validation_fraction"] == 0.1
 
 
@@ -260,6 +260,13 @@ def test_the_four_stages_run_end_to_end_on_a_micro_setting(tmp_path, monkeypatch
     regimes = [p["regime"] for p in json.loads((reports / "map" / "map.json").read_text())]
     assert regimes == ["table1=1", "flops_per_cycle=1"]
     assert (reports / "map" / "regime_map.png").is_file()
+    # Selection runs (screen, tuning) evaluated validation only; the evaluation runs the test set.
+    for stage, test_evaluated in (("screen", False), ("tuning", False), ("evaluate", True)):
+        folders = sorted(p.parent for p in (tmp_path / "runs" / stage).rglob("metrics.csv"))
+        assert folders, stage
+        for columns in (read_columns(folder / METRICS_FILE) for folder in folders):
+            assert np.isfinite(columns["val_accuracy"]).all()  # every_sim_s=0: every round evaluated
+            assert (np.isfinite(columns["accuracy"]) == test_evaluated).all()
     # Everything again: nothing is rerun (each stage finds its runs complete).
     assert h.main(["screen", *common]) == 0
     assert "0 to run" in capsys.readouterr().out

@@ -9,6 +9,7 @@ checks the whole path: progress and summary on the terminal, Flower's records on
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -121,6 +122,11 @@ def test_eta_uses_recent_round_times():
 
 
 # ---------------------------------------------------------------- the views
+
+
+def test_a_run_without_the_test_set_shows_its_validation_accuracy():
+    row = dataclasses.replace(_row(2, accuracy=float("nan")), val_accuracy=0.625)
+    assert progress_line(row, 5) == "[amp-fl] round 2/5  sim     0.200 s  val 0.6250  keep 0.600"
 
 
 def test_progress_line_is_short_and_plain():

@@ -248,8 +248,11 @@ class StudySpec:
         return f"{self.group}/seed{self.seed}"
 
 
-# What a selection run (screen, tuning) adds: stop once the smoothed validation accuracy holds the target.
-SELECTION = (f"evaluation.stop_at_val_accuracy={SELECTION_TARGET}", "evaluation.stop_window_s=1.0")
+# What a selection run (screen, tuning) adds: the validation split only (it chooses on it, so it never looks at
+# the test set, and skips that cost); the screen also stops once the smoothed validation accuracy holds the target
+# (the TPE tuner adds its own stop rule).
+VALIDATION_ONLY = "evaluation.test=false"
+SELECTION = (f"evaluation.stop_at_val_accuracy={SELECTION_TARGET}", "evaluation.stop_window_s=1.0", VALIDATION_ONLY)
 
 
 def screen_specs(seeds: Sequence[int] = TUNING_SEEDS) -> list[StudySpec]:
@@ -724,7 +727,7 @@ def run_tune(args: argparse.Namespace, command: str, cluster: Any) -> None:
             trials=args.trials,
             seeds=args.tuning_seeds,
             target=SELECTION_TARGET,
-            sets=(f"experiment={PRESET}", *rest, cap, *args.set),
+            sets=(f"experiment={PRESET}", *rest, cap, VALIDATION_ONLY, *args.set),
             runs_dir=args.runs_root / TUNING_DIR / method.key,
             reports_dir=args.reports_root / TUNING_DIR / method.key,
             jobs=max(1, args.jobs),

@@ -75,13 +75,20 @@ def format_duration(seconds: float) -> str:
 # ---------------------------------------------------------------- progress lines
 
 
+def accuracy_text(row: RoundRow) -> str:
+    """The row's test accuracy, or its validation accuracy in a run that leaves the test set out (evaluation.test)."""
+    if math.isnan(row.accuracy) and not math.isnan(row.val_accuracy):
+        return f"val {row.val_accuracy:6.4f}"
+    return f"acc {row.accuracy:6.4f}"
+
+
 def progress_line(row: RoundRow, num_rounds: int, eta_s: float | None = None) -> str:
     """One short plain-text progress line (the launcher's view when stdout is not a terminal)."""
     width = len(str(num_rounds))
     keep = "    -" if math.isnan(row.mean_keep_ratio) else f"{row.mean_keep_ratio:5.3f}"
     line = (
         f"[amp-fl] round {row.round:{width}d}/{num_rounds}  sim {row.sim_time_s:9.3f} s  "
-        f"acc {row.accuracy:6.4f}  keep {keep}"
+        f"{accuracy_text(row)}  keep {keep}"
     )
     if row.num_failed:
         line += f"  {failed_replies(row)}"
@@ -243,6 +250,8 @@ def summary_lines(run_dir: Path, rows: list[RoundRow], num_rounds: int, wall_s: 
         f"{PREFIX} finished {done}/{num_rounds} rounds in {format_duration(wall_s)}: "
         f"final accuracy {acc(final)}, best {acc(best)}{best_at}, simulated time {sim_text}"
     ]
+    if final is None and isinstance(summary.get("final_val_accuracy"), int | float):  # evaluation.test=false
+        lines.append(f"{PREFIX} no test evaluation; final validation accuracy {acc(summary['final_val_accuracy'])}")
     personal = summary.get("personal_accuracy")
     if isinstance(personal, dict) and isinstance(personal.get("accuracy"), int | float):
         lines.append(
@@ -405,7 +414,7 @@ class LiveProgress(ProgressView):
         eta = self.eta()
         eta_text = "-" if eta is None else format_duration(eta)
         failed = f"  {failed_replies(row)}" if row.num_failed else ""
-        return f"sim {row.sim_time_s:.3f} s  acc {row.accuracy:.4f}  keep {keep}{failed}  ETA {eta_text}"
+        return f"sim {row.sim_time_s:.3f} s  {accuracy_text(row)}  keep {keep}{failed}  ETA {eta_text}"
 
     def show_phase(self, text: str) -> None:
         self.waiting_for = text

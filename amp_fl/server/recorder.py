@@ -78,7 +78,7 @@ class Recorder:
     """
 
     model: torch.nn.Module
-    test_data: ArraySplit
+    test_data: ArraySplit | None  # None: evaluation.test=false, the validation split only
     eval_batch_size: int
     writer: MetricsWriter
     num_rounds: int
@@ -121,7 +121,7 @@ class Recorder:
         ends_run = self._reaches_time_limit(self.clock.now_s + latency)
         evaluate = ends_run or self._evaluation_due(server_round, self.clock.now_s + latency, personal is not None)
         accuracy = loss = math.nan
-        if evaluate:
+        if evaluate and self.test_data is not None:
             accuracy, loss = self._evaluate(weights, self.test_data)
         row = self._row(server_round, accuracy, loss, report)
         if evaluate and self.validation_data is not None:
@@ -159,7 +159,7 @@ class Recorder:
         if ends_run and server_round < self.num_rounds:
             assert self.sim_time_limit_s is not None
             raise SimTimeLimitReached(server_round, row.sim_time_s, self.sim_time_limit_s)
-        if not evaluate:
+        if not evaluate or self.test_data is None:
             return None
         return P.EvaluationMetrics(accuracy=accuracy, loss=loss).to_record()
 
@@ -192,7 +192,7 @@ class Recorder:
         rounds are measured at the same instants, give or take one round)."""
         if server_round == 0 or server_round >= self.num_rounds or personal or self.every_sim_s <= 0:
             return True
-        last = next((r.sim_time_s for r in reversed(self.writer.rows) if not math.isnan(r.accuracy)), None)
+        last = next((r.sim_time_s for r in reversed(self.writer.rows) if _evaluated(r)), None)
         if last is None:  # nothing evaluated yet (cannot happen after round 0; kept for resumed rows)
             return True
         return math.floor(sim_time_s / self.every_sim_s + 1e-9) > math.floor(last / self.every_sim_s + 1e-9)
@@ -284,6 +284,11 @@ def summary_base(
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
+
+
+def _evaluated(row: RoundRow) -> bool:
+    """Whether the central evaluation ran after ``row``'s round (on the test set, or on validation only)."""
+    return not (math.isnan(row.accuracy) and math.isnan(row.val_accuracy))
 
 
 def summary_outcome(rows: list[RoundRow], status: str, target_accuracy: float, started: float) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
     writer = MetricsWriter(run_dir)
     recorder = Recorder(
         model=model,
-        test_data=data.data.test,
+        test_data=data.data.test if cfg.evaluation.test else None,
         eval_batch_size=cfg.strategy.eval_batch_size,
         writer=writer,
         num_rounds=cfg.num_rounds,
