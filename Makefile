@@ -124,9 +124,10 @@ ota-imp: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.ota_imp full
 
 # Issue 23: lottery-ticket IMP against one-shot on the narrow ResNet-8 over the air, 20 PIUs, 60 rounds,
-# 3 seeds (docs/ota-imp.md; resumes): 54 runs, a full-participation run about 15 minutes of wall time beside
-# another, so some 7 h with 2 jobs on a 2-core machine: reports/ota_imp_residual/. For an interim report from
-# the runs that have finished: python -m amp_fl.experiments.ota_imp residual --report-only.
+# 3 seeds, gradual pruning beside them at 90 / 95 % (docs/ota-imp.md; resumes): 66 runs, a full-participation
+# run about 15 minutes of wall time beside another, so some 8 h with 2 jobs on a 2-core machine:
+# reports/ota_imp_residual/. An interim report from the runs that have finished:
+# python -m amp_fl.experiments.ota_imp residual --report-only.
 .PHONY: ota-imp-residual
 ota-imp-residual: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.ota_imp residual --jobs $(JOBS)

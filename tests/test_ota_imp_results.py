@@ -89,12 +89,16 @@ def test_report_only_reports_the_finished_runs_names_the_missing_ones_and_runs_n
         replace(ota_imp.SWEEPS["residual"], targets=(0.9,), participation=(("full", 1.0),), seeds=(0,)),
         tmp_path / "runs",
     )
-    assert [j.spec.run_id for j in jobs] == ["full-imp-s90-seed0", "full-one_shot-s90-seed0"] and todo == jobs
+    assert [j.spec.run_id for j in jobs] == [
+        "full-imp-s90-seed0",
+        "full-one_shot-s90-seed0",
+        "full-gradual-s90-seed0",
+    ] and todo == jobs
     _finish(jobs[0])
     assert ota_imp.main(["residual", "--report-only", *narrow, "--report-dir", str(report_dir)]) == 0
     report = (report_dir / "report.md").read_text()
-    assert "**Interim report: 1 of 2 runs of the design have finished.**" in report
-    assert "Still to run (1): `full-one_shot-s90-seed0`" in report
+    assert "**Interim report: 1 of 3 runs of the design have finished.**" in report
+    assert "Still to run (2): `full-one_shot-s90-seed0`, `full-gradual-s90-seed0`" in report
     assert "| 90 % | about +23 points | n/a" in report  # no pair yet: no IMP - one-shot figure
 
 
@@ -143,3 +147,28 @@ def test_the_closing_note_pairs_seeds_states_the_direction_and_the_rounds_on_the
         in note
     )
     assert "at 95 % IMP's last step follows round 50, so its final ticket trains 10 rounds" in note
+
+
+def test_the_residual_sweep_runs_gradual_pruning_beside_imp_and_one_shot_at_90_and_95_only():
+    specs = ota_imp.expand(ota_imp.SWEEPS["residual"])
+    gradual = [s for s in specs if s.method == "gradual"]
+    assert len(specs) == 54 + 12 and len(gradual) == 12  # 2 targets x 2 participation levels x 3 seeds
+    assert {s.target for s in gradual} == {0.9, 0.95}
+    assert all("sparse_fedavg.method=gradual" in s.overrides for s in gradual)
+    assert {s.run_id for s in specs if s.method == "imp"} >= {"full-imp-s90-seed0", "partial-imp-s95-seed2"}
+    assert all("sparse_fedavg.method=imp" in s.overrides for s in specs if s.method == "imp")
+    # --targets 0.5: no comparator runs there.
+    assert not [s for s in ota_imp.expand(replace(ota_imp.SWEEPS["residual"], targets=(0.5,))) if s.method == "gradual"]
+
+
+def test_the_report_sets_the_comparator_against_one_shot(tmp_path):
+    sweep = replace(ota_imp.SWEEPS["residual"], targets=(0.9,), seeds=(0, 1))
+    results = [
+        _result("full", "one_shot", 0.9, 0, 0.40),
+        _result("full", "gradual", 0.9, 0, 0.45),
+        _result("full", "one_shot", 0.9, 1, 0.30),
+        _result("full", "gradual", 0.9, 1, 0.40),
+    ]
+    lines = ota_imp._comparator_section(sweep, results, ["full", "partial"])
+    assert lines[0] == "## Gradual against one-shot"
+    assert "| 90 % | +7.5 ± 3.5 points (n = 2: +5.0, +10.0) | 42.5 % ± 3.5 | n/a | n/a |" in lines

@@ -115,6 +115,9 @@ class Sweep:
     # or ``gradual`` (issue 10's schedule, no rewinding: the committed quick studies).
     iterative: str = "imp"
     closing_targets: tuple[float, ...] = ()  # the closing note's sparsities (none: no closing note)
+    # Other iterative schedules run beside IMP and one-shot at a few sparsities only: (method, targets), e.g.
+    # gradual pruning without rewinding (``sparse_fedavg.method=gradual``), reported against one-shot.
+    comparators: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
 
 SWEEPS = {
@@ -131,6 +134,7 @@ SWEEPS = {
         seeds=(0, 1, 2),
         amp_fl=(),
         closing_targets=(0.9, 0.95),
+        comparators=(("gradual", (0.9, 0.95)),),
     ),
     # AMP-FL over the air in the main job's setting (100 PIUs, 10 RBs, 300 rounds, mnist5k offline): no sparsity grid.
     "amp-fl": Sweep("ota_imp_amp_fl", "main", targets=(), participation=(), seeds=(0, 1)),
@@ -157,7 +161,7 @@ def expand(sweep: Sweep) -> list[RunSpec]:
     for seed in sweep.seeds:
         for part, fraction in sweep.participation:
             for target in sweep.targets:
-                methods = ("dense",) if target == 0.0 else sweep.methods
+                methods = ("dense",) if target == 0.0 else (*sweep.methods, *comparators_at(sweep, target))
                 for method in methods:
                     run_id = f"{part}-{method}-s{round(target * 100):02d}-seed{seed}"
                     overrides = (
@@ -173,6 +177,11 @@ def expand(sweep: Sweep) -> list[RunSpec]:
             overrides = (*base, *variant.overrides, f"seed={seed}", *sweep.extra)
             specs.append(RunSpec(f"{variant.key}-seed{seed}", "amp_fl", "-", variant.key, 0.0, seed, overrides))
     return specs
+
+
+def comparators_at(sweep: Sweep, target: float) -> tuple[str, ...]:
+    """The comparator schedules that run at ``target``."""
+    return tuple(method for method, targets in sweep.comparators if target in targets)
 
 
 def plan(sweep: Sweep, runs_root: Path) -> tuple[list[Job[RunSpec]], list[Job[RunSpec]]]:
@@ -278,11 +287,11 @@ def accuracies(results: Sequence[RunResult], part: str, method: str, target: flo
     return [r.final_accuracy for r in results if _cell(r, part, want, target)]
 
 
-def imp_gains(results: Sequence[RunResult], part: str, target: float) -> list[float]:
-    """IMP minus one-shot in accuracy points, one per seed that has both runs."""
-    imp = {r.spec.seed: r.final_accuracy for r in results if _cell(r, part, "imp", target)}
+def imp_gains(results: Sequence[RunResult], part: str, target: float, method: str = "imp") -> list[float]:
+    """``method`` (IMP by default) minus one-shot in accuracy points, one per seed that has both runs."""
+    ours = {r.spec.seed: r.final_accuracy for r in results if _cell(r, part, method, target)}
     one = {r.spec.seed: r.final_accuracy for r in results if _cell(r, part, "one_shot", target)}
-    return [100 * (imp[s] - one[s]) for s in sorted(set(imp) & set(one))]
+    return [100 * (ours[s] - one[s]) for s in sorted(set(ours) & set(one))]
 
 
 def imp_gain(results: Sequence[RunResult], part: str, target: float) -> float:
@@ -356,6 +365,7 @@ def _sparse_sections(sweep: Sweep, values: dict[str, Any], results: Sequence[Run
         f"The paper ({PAPER}) reports that IMP recovers the accuracy one-shot pruning loses, most of all with full "
         "participation, and about +23 points at 90 % sparsity.",
         "",
+        *_comparator_section(sweep, results, parts),
         "## Final accuracy by sparsity",
         "",
         "Target 0 % is one dense run (IMP and one-shot coincide). Figure: `accuracy_vs_sparsity.png`; every run: "
@@ -393,6 +403,35 @@ def _sparse_sections(sweep: Sweep, values: dict[str, Any], results: Sequence[Run
             f"{r.downlink_per_piu_last:,.0f} | {r.uplink_per_piu_last:,.0f} | {r.total_downlink / 1e6:.2f} | "
             f"{r.total_uplink / 1e6:.2f} | {_pct(r.silent_fraction)} |"
         )
+    return lines
+
+
+COMPARATOR_TEXT = {
+    "gradual": "gradual pruning (the same steps as IMP, no rewinding: the survivors keep their trained values)",
+}
+
+
+def _comparator_section(sweep: Sweep, results: Sequence[RunResult], parts: Sequence[str]) -> list[str]:
+    """Each comparator schedule minus one-shot, and its accuracy, at the sparsities it ran."""
+    lines: list[str] = []
+    for method, targets in sweep.comparators:
+        targets = tuple(t for t in targets if t in sweep.targets)
+        if not targets:
+            continue
+        lines += [
+            f"## {method.replace('_', '-').capitalize()} against one-shot",
+            "",
+            f"`sparse_fedavg.method={method}`: {COMPARATOR_TEXT.get(method, method)}, at the same round budget.",
+            "",
+            "| sparsity | " + " | ".join(f"{p}: {method} - one-shot | {p}: {method} accuracy" for p in parts) + " |",
+            "| --- | " + " | ".join("--- | ---" for _ in parts) + " |",
+        ]
+        for target in targets:
+            cells = []
+            for p in parts:
+                cells += [_spread(imp_gains(results, p, target, method)), _acc(accuracies(results, p, method, target))]
+            lines.append(f"| {round(100 * target)} % | " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 
@@ -578,7 +617,7 @@ def write_figure(sweep: Sweep, results: Sequence[RunResult], path: Path, model: 
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for part, _ in sweep.participation:
-        for method, style in (("imp", "-o"), ("one_shot", "--s")):
+        for method, style in (("imp", "-o"), ("one_shot", "--s"), *((m, ":^") for m, _ in sweep.comparators)):
             xs, ys = [], []
             for target in sweep.targets:
                 acc = accuracies(results, part, method, target)
@@ -687,6 +726,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for target in (t for t in sweep.targets if t >= 0.9):
             gain = _paired(imp_gains(results, part, target))
             print(f"[ota-imp] IMP - one-shot at {round(100 * target)} %, {part}: {gain}")
+            for method in comparators_at(sweep, target):
+                gain = _paired(imp_gains(results, part, target, method))
+                print(f"[ota-imp] {method} - one-shot at {round(100 * target)} %, {part}: {gain}")
     for line in failures:
         print(f"error: {line}", file=sys.stderr)
     return 1 if failures else 0
