@@ -197,6 +197,7 @@ def test_a_micro_figure_runs_end_to_end_and_resumes(tmp_path):
     )
     report = reproduce_figure(MICRO, replace(PAPER, name="micro"), DATASETS["mnist5k"], **kwargs)
     text = report.read_text()
+    assert text.startswith("# Fig. 8: micro (micro scale, mnist5k)")
     assert "- **Command:** `cmd`" in text and "mnist5k" in text
     for label in ("AMP-FL", "Synchronous FL"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {label} | mnist5k | 0 | 2 |"))
@@ -219,6 +220,11 @@ def test_a_micro_figure_runs_end_to_end_and_resumes(tmp_path):
     assert "1 complete, 1 to run" in lines[0]
     assert json.loads(summary.read_text())["status"] == "completed"
     assert not math.isnan(json.loads(summary.read_text())["final_accuracy"])
+    # A study beyond the paper's figures (no paper figure for its family) is headed by its own name.
+    report = reproduce_figure(
+        replace(MICRO, paper_figures={}), replace(PAPER, name="micro"), DATASETS["mnist5k"], **kwargs
+    )
+    assert report.read_text().startswith("# micro: micro (micro scale, mnist5k)")
 
 
 MICRO_SWEEP = Figure(
