@@ -310,7 +310,7 @@ def amp_differences(results: Sequence[RunResult], key: str, reference: str) -> l
 # ------------------------------------------------------------------------------------------ report
 def _setting(values: dict[str, Any], sweep: Sweep) -> list[str]:
     s, o, w, t = values["sparse_fedavg"], values["ota"], values["wireless"], values["train"]
-    parts = ", ".join(f"{p} = {f:g} of the PIUs per round" for p, f in sweep.participation)
+    parts = ", ".join(f"{p} = {100 * f:g} % of the PIUs per round" for p, f in sweep.participation)
     return [
         f"- Model `{values['model']['name']}`; {w['num_devices']} PIUs, `{values['dataset']['partition']}` "
         f"partition (s = {values['dataset']['shards_per_device']} label shards per PIU); {values['num_rounds']} rounds "
