@@ -172,3 +172,13 @@ def test_the_report_sets_the_comparator_against_one_shot(tmp_path):
     lines = ota_imp._comparator_section(sweep, results, ["full", "partial"])
     assert lines[0] == "## Gradual against one-shot"
     assert "| 90 % | +7.5 ± 3.5 points (n = 2: +5.0, +10.0) | 42.5 % ± 3.5 | n/a | n/a |" in lines
+
+
+def test_a_participation_difference_within_the_seeds_spread_is_called_undecided():
+    # Means -11.0 (full) and -9.5 (partial): 1.5 points apart, standard deviations 1.4 and 2.1.
+    (line,) = ota_imp._participation_bullet([-10.0, -12.0], [-8.0, -11.0])
+    assert "-11.0 points with full and -9.5 points with partial participation" in line
+    assert "the difference, 1.5 points, is within the seeds' spread (standard deviation up to 2.1 points)" in line
+    (line,) = ota_imp._participation_bullet([-10.0, -12.0], [-2.0, -3.0])  # 8.5 points apart: partial favours IMP
+    assert "IMP fares better against one-shot with partial participation, the opposite of the paper's" in line
+    assert ota_imp._participation_bullet([], [1.0]) == []

@@ -294,12 +294,6 @@ def imp_gains(results: Sequence[RunResult], part: str, target: float, method: st
     return [100 * (ours[s] - one[s]) for s in sorted(set(ours) & set(one))]
 
 
-def imp_gain(results: Sequence[RunResult], part: str, target: float) -> float:
-    """IMP minus one-shot, accuracy points, mean over the seeds both have (NaN if none)."""
-    gains = imp_gains(results, part, target)
-    return float(np.mean(gains)) if gains else float("nan")
-
-
 def amp_differences(results: Sequence[RunResult], key: str, reference: str) -> list[float]:
     """AMP-FL variant ``key`` minus ``reference`` in accuracy points, one per seed that has both."""
     a = {r.spec.seed: r.final_accuracy for r in results if r.spec.kind == "amp_fl" and r.spec.method == key}
@@ -460,18 +454,8 @@ def _closing_note(sweep: Sweep, values: dict[str, Any], results: Sequence[RunRes
         cells = " | ".join(_spread(imp_gains(results, p, target)) for p in parts)
         lines.append(f"| {round(100 * target)} % | {paper} | {cells} |")
     lines.append("")
-    gains = {p: imp_gain(results, p, 0.9) for p in parts}
-    if "full" in gains and "partial" in gains and np.isfinite(gains["full"]) and np.isfinite(gains["partial"]):
-        larger = "full" if gains["full"] > gains["partial"] else "partial"
-        agrees = "as the paper states" if larger == "full" else "the opposite of the paper's statement"
-        lines.append(
-            f"- Participation: at 90 % IMP minus one-shot is {_points(gains['full'])} with full and "
-            f"{_points(gains['partial'])} with partial participation: IMP fares better against one-shot with {larger} "
-            f"participation, {agrees}. With few PIUs per round "
-            "each round's average is noisier (fewer updates, and over the air a silent PIU weighs more), which hurts "
-            "whichever schedule has fewer effective rounds after its last pruning step; the paper gives no numbers "
-            "for partial participation to compare with."
-        )
+    if "full" in parts and "partial" in parts:
+        lines += _participation_bullet(imp_gains(results, "full", 0.9), imp_gains(results, "partial", 0.9))
     dense = {p: accuracies(results, p, "imp", 0.0) for p in parts}
     dense_text = ", ".join(f"{p} {_acc(a)}" for p, a in dense.items() if a)
     lines += [
@@ -491,6 +475,30 @@ def _closing_note(sweep: Sweep, values: dict[str, Any], results: Sequence[RunRes
         "truncation are not given in its summary.",
     ]
     return lines
+
+
+def _participation_bullet(full: Sequence[float], partial: Sequence[float]) -> list[str]:
+    """Which participation level favours IMP at 90 %, or that the seeds' spread cannot tell."""
+    if not full or not partial:
+        return []
+    f, p = float(np.mean(full)), float(np.mean(partial))
+    head = f"- Participation: at 90 % IMP minus one-shot is {_points(f)} with full and {_points(p)} with partial"
+    head += " participation"
+    spreads = [float(np.std(g, ddof=1)) for g in (full, partial) if len(g) >= 2]
+    if spreads and abs(f - p) < max(spreads):
+        return [
+            f"{head}: the difference, {abs(f - p):.1f} points, is within the seeds' spread (standard deviation up to "
+            f"{max(spreads):.1f} points), so this study cannot say which participation level favours IMP (the paper "
+            "says full, with no numbers for partial participation)."
+        ]
+    larger = "full" if f > p else "partial"
+    agrees = "as the paper states" if larger == "full" else "the opposite of the paper's statement"
+    return [
+        f"{head}: IMP fares better against one-shot with {larger} participation, {agrees}. With few PIUs per round "
+        "each round's average is noisier (fewer updates, and over the air a silent PIU weighs more), which hurts "
+        "whichever schedule has fewer effective rounds after its last pruning step; the paper gives no numbers "
+        "for partial participation to compare with."
+    ]
 
 
 def _final_mask_rounds(sweep: Sweep, values: dict[str, Any], results: Sequence[RunResult]) -> list[str]:
