@@ -525,9 +525,9 @@ def write_figure_report(
 
     report_dir.mkdir(parents=True, exist_ok=True)
     family = dataset.family
-    heading = figure.paper_figures.get(family, figure.name)  # a study beyond the paper's figures: its own name
+    figure_label = figure.paper_figures.get(family, figure.name)  # a study beyond the paper's figures: its own name
     lines = [
-        f"# {heading}: {figure.title} ({scale.name} scale, {dataset.name})",
+        f"# {figure_label}: {figure.title} ({scale.name} scale, {dataset.name})",
         "",
         f"- **Command:** `{command}`",
         f"- **Engine:** {engine}",
@@ -604,7 +604,7 @@ def write_figure_report(
                 continue
             heading = f"## Panel {panel.name}" + (f": {panel.title}" if panel.title else "")
             out = report_dir / panel.name if len(panels) > 1 else report_dir
-            plots = plot_comparison(panel.comparison, out, f"{heading} {panel.title}".strip(), targets)
+            plots = plot_comparison(panel.comparison, out, f"{figure_label} {panel.title}".strip(), targets)
             lines += [heading, "", f"Speedups are over **{panel.comparison.reference}**.", ""]
             lines += summary_table(panel.comparison)
             lines += ["", *speedup_note(panel.comparison)]

@@ -287,7 +287,7 @@ def accuracies(results: Sequence[RunResult], part: str, method: str, target: flo
     return [r.final_accuracy for r in results if _cell(r, part, want, target)]
 
 
-def imp_gains(results: Sequence[RunResult], part: str, target: float, method: str = "imp") -> list[float]:
+def minus_one_shot(results: Sequence[RunResult], part: str, target: float, method: str = "imp") -> list[float]:
     """``method`` (IMP by default) minus one-shot in accuracy points, one per seed that has both runs."""
     ours = {r.spec.seed: r.final_accuracy for r in results if _cell(r, part, method, target)}
     one = {r.spec.seed: r.final_accuracy for r in results if _cell(r, part, "one_shot", target)}
@@ -351,7 +351,7 @@ def _sparse_sections(sweep: Sweep, values: dict[str, Any], results: Sequence[Run
         paper = f"about {PAPER_GAIN_90:+.0f} points" if target == 0.9 else "not stated"
         lines.append(
             f"| {round(100 * target)} % | {paper} | "
-            + " | ".join(_paired(imp_gains(results, p, target)) for p in parts)
+            + " | ".join(_paired(minus_one_shot(results, p, target)) for p in parts)
             + " |"
         )
     lines += [
@@ -423,7 +423,10 @@ def _comparator_section(sweep: Sweep, results: Sequence[RunResult], parts: Seque
         for target in targets:
             cells = []
             for p in parts:
-                cells += [_spread(imp_gains(results, p, target, method)), _acc(accuracies(results, p, method, target))]
+                cells += [
+                    _spread(minus_one_shot(results, p, target, method)),
+                    _acc(accuracies(results, p, method, target)),
+                ]
             lines.append(f"| {round(100 * target)} % | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
@@ -451,11 +454,11 @@ def _closing_note(sweep: Sweep, values: dict[str, Any], results: Sequence[RunRes
     ]
     for target in sweep.closing_targets:
         paper = f"about {PAPER_GAIN_90:+.0f} points" if target == 0.9 else "not stated"
-        cells = " | ".join(_spread(imp_gains(results, p, target)) for p in parts)
+        cells = " | ".join(_spread(minus_one_shot(results, p, target)) for p in parts)
         lines.append(f"| {round(100 * target)} % | {paper} | {cells} |")
     lines.append("")
     if "full" in parts and "partial" in parts:
-        lines += _participation_bullet(imp_gains(results, "full", 0.9), imp_gains(results, "partial", 0.9))
+        lines += _participation_bullet(minus_one_shot(results, "full", 0.9), minus_one_shot(results, "partial", 0.9))
     dense = {p: accuracies(results, p, "imp", 0.0) for p in parts}
     dense_text = ", ".join(f"{p} {_acc(a)}" for p, a in dense.items() if a)
     lines += [
@@ -732,10 +735,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"[ota-imp] report: {path}")
     for part, _ in sweep.participation:
         for target in (t for t in sweep.targets if t >= 0.9):
-            gain = _paired(imp_gains(results, part, target))
+            gain = _paired(minus_one_shot(results, part, target))
             print(f"[ota-imp] IMP - one-shot at {round(100 * target)} %, {part}: {gain}")
             for method in comparators_at(sweep, target):
-                gain = _paired(imp_gains(results, part, target, method))
+                gain = _paired(minus_one_shot(results, part, target, method))
                 print(f"[ota-imp] {method} - one-shot at {round(100 * target)} %, {part}: {gain}")
     for line in failures:
         print(f"error: {line}", file=sys.stderr)
