@@ -51,6 +51,14 @@ class InvalidReplyError(ValueError):
     """A client's reply cannot be aggregated (wrong shapes, missing records, non-finite values)."""
 
 
+# summary.json's status of a run its server stopped because the model blew up: "diverged at round N: ...".
+DIVERGED = "diverged"
+
+
+def diverged_status(server_round: int, reason: str) -> str:
+    return f"{DIVERGED} at round {server_round}: {reason}"
+
+
 class DivergedError(ArithmeticError):
     """The global model (or the aggregate about to update it) is no longer finite: the run cannot go on.
 
@@ -58,7 +66,7 @@ class DivergedError(ArithmeticError):
     """
 
     def __init__(self, server_round: int, reason: str) -> None:
-        super().__init__(f"diverged at round {server_round}: {reason}")
+        super().__init__(diverged_status(server_round, reason))
         self.round = server_round
         self.reason = reason
 
@@ -71,9 +79,7 @@ class UnhealthyRunError(RuntimeError):
     """
 
     def __init__(self, server_round: int, reason: str, diverged: bool = False) -> None:
-        self.status = (
-            f"diverged at round {server_round}: {reason}" if diverged else f"failed: round {server_round}: {reason}"
-        )
+        self.status = diverged_status(server_round, reason) if diverged else f"failed: round {server_round}: {reason}"
         super().__init__(self.status)
         self.round = server_round
         self.reason = reason

@@ -26,7 +26,7 @@ from typing import Any, get_type_hints
 
 import numpy as np
 
-from amp_fl.errors import check_argument
+from amp_fl.errors import DIVERGED, check_argument
 from amp_fl.state import State
 from amp_fl.tracking import TensorBoardTracker, open_tracker
 
@@ -45,7 +45,7 @@ TIMING_FILE = "campaign_timing.json"  # wall (and CPU) seconds of the run, measu
 COMPLETED = "completed"  # summary.json's status of a run that ran to its end (or planned early stop)
 RUNNING = "running"  # summary.json's status while the server runs (never the last word: see finish_summary)
 INTERRUPTED = "interrupted"  # stopped by a signal or a killed launcher; summary.json's "resume" says how to go on
-FAILED = "failed"  # "failed: <reason>"; "diverged at round N: <reason>" when the model blew up
+FAILED = "failed"  # "failed: <reason>"; "diverged at round N: <reason>" (errors.DIVERGED) when the model blew up
 # Files that make a folder a run's: a new run never writes over them (see check_fresh_run_folder).
 RESULT_FILES = (SUMMARY_FILE, METRICS_FILE, CHECKPOINT_FILE, FINAL_MODEL_FILE)
 # summary.json keys of a COMPLETED run that stopped before num_rounds, as planned: why, in words
@@ -472,6 +472,14 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise RunFolderError(f"{path}: expected a JSON object, got {type(payload).__name__}")
     return payload
+
+
+def is_outcome(status: object) -> bool:
+    """Whether a summary's ``status`` is a run's result, one that running it again would repeat:
+    completed, or diverged (the server stopped it cleanly; same seed, same divergence). A campaign
+    keeps such a run and scores it; ``failed`` and ``interrupted`` runs are run again.
+    """
+    return status == COMPLETED or (isinstance(status, str) and status.startswith(f"{DIVERGED} at round "))
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

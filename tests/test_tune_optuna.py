@@ -145,6 +145,25 @@ def test_the_objective_is_the_mean_smoothed_time_with_a_penalty_for_seeds_that_n
     assert read_seed(tmp_path / "s1", 1, 0.72, window_s=0.3).val_smoothed_time_to_target == 0.4
 
 
+def test_a_run_that_stopped_short_of_its_plan_scores_twice_the_plan(tmp_path):
+    # Seed 1's run above, planned for 30 s (sim_time_limit_s) but stopped at 1.7 s (it diverged):
+    # as bad as a run that never held the target in 30 s, 2 x 30 = 60 s, not 2 x 1.7 s.
+    rows = [(0.0, 0.1), (0.4, 0.75), (0.8, 0.3), (1.2, 0.75), (1.6, 0.3), (1.7, math.nan)]
+    _metrics(tmp_path / "timed", rows)
+    (tmp_path / "timed" / RUN_CONFIG_FILE).write_text(json.dumps({"sim_time_limit_s": 30.0, "num_rounds": 500}))
+    timed = read_seed(tmp_path / "timed", 1, 0.72)
+    assert (timed.last_sim_time_s, timed.planned_s) == (1.7, 30.0)
+    assert timed.score("val_smoothed_time_to_target") == 60.0
+    assert timed.score("val_time_to_target") == 0.4  # it did cross
+    # Without a time limit the plan is its rounds: 5 of 20 rounds in 1.7 s -> 6.8 s planned, 13.6 s scored.
+    _metrics(tmp_path / "rounds", rows)
+    (tmp_path / "rounds" / RUN_CONFIG_FILE).write_text(json.dumps({"sim_time_limit_s": None, "num_rounds": 20}))
+    assert read_seed(tmp_path / "rounds", 1, 0.72).score("val_smoothed_time_to_target") == pytest.approx(13.6)
+    # A run that ran past its plan (the round that crossed the limit) scores by where it stopped.
+    (tmp_path / "timed" / RUN_CONFIG_FILE).write_text(json.dumps({"sim_time_limit_s": 1.5}))
+    assert read_seed(tmp_path / "timed", 1, 0.72).score("val_smoothed_time_to_target") == pytest.approx(3.4)
+
+
 MICRO = ["experiment=quick", "wireless.num_devices=3", "wireless.num_rbs=2"]
 SPACE = ["learning_rate=float:0.01:0.3:log"]
 

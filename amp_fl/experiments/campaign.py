@@ -44,7 +44,6 @@ from amp_fl.experiments import ledger
 from amp_fl.experiments.ledger import pack_folder, unpack_folder
 from amp_fl.run_folder import (
     COMPLETED,
-    FINAL_MODEL_FILE,
     METRICS_FILE,
     RunFolderError,
     comparable_config,
@@ -152,21 +151,18 @@ def check_values(values: dict[str, Any]) -> None:
 def is_complete(run_dir: Path, values: dict[str, Any]) -> bool:
     """Whether ``run_dir`` holds a finished run of exactly ``values`` (wherever it was written).
 
-    Finished: ``summary.json`` says completed and ``final_model.npz`` is there (or a ledger record
-    left it out for its size); the server writes that file last, after the summary, so a run killed
-    in between is not taken for a finished one.
+    Finished: :func:`~amp_fl.experiments.ledger.is_finished` (completed or diverged, the final model written).
     The same run: the stored ``run_config.json`` and ``values`` (resolved like a run's
     configuration) agree on everything but where and how it ran
     (:func:`~amp_fl.run_folder.comparable_config`).
     """
     from amp_fl.config import config_to_dict, load_config
 
+    if not ledger.is_finished(run_dir):
+        return False
     try:
-        finished = read_summary(run_dir).get("status") == COMPLETED
         stored = read_config(run_dir)
     except RunFolderError:
-        return False
-    if not finished or not ((run_dir / FINAL_MODEL_FILE).is_file() or ledger.omits_final_model(run_dir)):
         return False
     try:  # both sides through the same loader: keys added since with their defaults, types normalised
         stored_config = config_to_dict(load_config(stored))
@@ -277,10 +273,16 @@ def run_inprocess(values: dict[str, Any], run_dir: str, threads: int | None) -> 
 def run_flower(values: dict[str, Any], run_dir: str) -> dict[str, Any]:
     """One run through ``flwr run`` (the launcher: SuperLink, one SuperNode per device)."""
     from amp_fl.config import load_config
-    from amp_fl.launch.launcher import launch
+    from amp_fl.launch.launcher import RunFailedError, launch
 
     started = time.perf_counter()
-    launch(load_config(values), Path(run_dir))
+    try:
+        launch(load_config(values), Path(run_dir))
+    except RunFailedError:
+        # The launcher reports a diverged run as an error (one run, one clear line); to a campaign
+        # it is a result, as from the in-process engine (ledger.is_finished).
+        if not ledger.is_finished(Path(run_dir)):
+            raise
     return {"wall_s": time.perf_counter() - started}
 
 
@@ -315,6 +317,22 @@ def per_round_seconds(run_dir: Path) -> float:
     return float(np.median(steps)) if steps.size else float("nan")
 
 
+def outcome_text(run_dir: Path) -> str:
+    """A finished run in a few words: its final test (else validation) accuracy, or where it diverged."""
+    try:
+        summary = read_summary(run_dir)
+    except RunFolderError:
+        return "no summary"
+    status = str(summary.get("status"))
+    if status != COMPLETED:
+        return status.split(":", 1)[0]  # "diverged at round 154"; the reason is in summary.json
+    for key, label in (("final_accuracy", "final accuracy"), ("final_val_accuracy", "final validation accuracy")):
+        value = summary.get(key)
+        if isinstance(value, (int, float)):
+            return f"{label} {value:.4f}"
+    return COMPLETED
+
+
 class _Progress:
     """Counts the finished jobs, keeps the failures and logs one line per job (with an ETA)."""
 
@@ -337,10 +355,7 @@ class _Progress:
         assert outcome is not None
         write_timing(job.run_dir, {**outcome, "engine": self.engine, "workers": self.workers})
         ledger.record(job.run_dir, self.keep_models)  # the compact copy git keeps: a later session resumes from it
-        try:
-            acc = f"final accuracy {read_summary(job.run_dir).get('final_accuracy', float('nan')):.4f}"
-        except (RunFolderError, TypeError, ValueError):
-            acc = "no summary"
+        acc = outcome_text(job.run_dir)
         cpu = f", CPU {outcome['cpu_s']:.0f} s" if "cpu_s" in outcome else ""
         self.log(
             f"{count} {job.spec.run_id}: {acc}, {outcome['wall_s']:.0f} s{cpu} "

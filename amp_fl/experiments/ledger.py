@@ -30,11 +30,11 @@ from pathlib import Path
 
 from amp_fl.run_folder import (
     CHECKPOINT_FILE,
-    COMPLETED,
     FINAL_MODEL_FILE,
     FLOWER_LOG,
     SUMMARY_FILE,
     RunFolderError,
+    is_outcome,
     read_summary,
 )
 
@@ -134,7 +134,7 @@ def record(run_dir: Path, keep_model: bool = False, project_root: Path | None = 
     Returns the record's path, or None when ``run_dir`` has no place in the ledger or did not finish.
     """
     target = record_path(run_dir, project_root)
-    if target is None or not _finished(run_dir):
+    if target is None or not is_finished(run_dir):
         return None
     if target.is_file() and target.stat().st_mtime >= max(p.stat().st_mtime for p in _files(run_dir)):
         return target  # up to date: the same bytes again would only cost the packing
@@ -145,12 +145,17 @@ def record(run_dir: Path, keep_model: bool = False, project_root: Path | None = 
     return target
 
 
-def _finished(run_dir: Path) -> bool:
+def is_finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run: its summary gives an outcome (completed, or diverged:
+    :func:`~amp_fl.run_folder.is_outcome`) and its final model is there, or was left out of the record it
+    was restored from for its size. The server writes the final model last, after the summary, so a
+    run killed in between is not taken for a finished one.
+    """
     try:
-        completed = read_summary(run_dir).get("status") == COMPLETED
+        outcome = is_outcome(read_summary(run_dir).get("status"))
     except RunFolderError:
         return False
-    return completed and (run_dir / FINAL_MODEL_FILE).is_file()
+    return outcome and ((run_dir / FINAL_MODEL_FILE).is_file() or omits_final_model(run_dir))
 
 
 def restore_to(run_dir: Path, scratch: Path, project_root: Path | None = None) -> Path | None:
@@ -170,7 +175,7 @@ def restore_to(run_dir: Path, scratch: Path, project_root: Path | None = None) -
 def finished_runs(roots: Sequence[Path]) -> list[Path]:
     """The finished run folders under ``roots`` (each a run folder or a folder of them, at any depth)."""
     found = {summary.parent for root in roots for summary in [root / SUMMARY_FILE, *root.rglob(SUMMARY_FILE)]}
-    return sorted(folder for folder in found if _finished(folder))
+    return sorted(folder for folder in found if is_finished(folder))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,16 +19,25 @@ from typing import Any
 import numpy as np
 
 from amp_fl.experiments.figures import slug
-from amp_fl.run_folder import METRICS_FILE, SMOOTHING_WINDOW_S, read_columns, smoothed_time_to_target, time_to_target
+from amp_fl.run_folder import (
+    METRICS_FILE,
+    SMOOTHING_WINDOW_S,
+    RunFolderError,
+    read_columns,
+    read_config,
+    smoothed_time_to_target,
+    time_to_target,
+)
 
 # val_smoothed_time_to_target: the first time the validation accuracy *holds* the target (the mean of
 # the last window's evaluations, run_folder.smoothed_time_to_target); val_time_to_target: the first crossing.
 TIME_METRICS = ("val_smoothed_time_to_target", "val_time_to_target")
 METRICS = (*TIME_METRICS, "val_final")
 SEARCHES = ("grid", "tpe")
-# A seed that never reaches (holds) the target scores this many times its run's last simulated time
-# in a TPE trial's value: worse than any seed that reached it within the same horizon, and still
-# ordered by how long the run lasted (a single number per trial is what TPE learns from).
+# A seed that never reaches (holds) the target scores this many times the simulated time its run was
+# planned to cover (:func:`planned_length_s`) in a TPE trial's value: worse than any seed that reached it
+# within the same horizon, a diverged run (stopped early) as bad as one that never got there (a single
+# number per trial is what TPE learns from).
 NEVER_REACHED_FACTOR = 2.0
 # Short names for the keys tuned most often; any other key is passed to Hydra as written.
 ALIASES = {
@@ -53,6 +62,7 @@ class SeedResult:
     val_best: float
     val_smoothed_time_to_target: float | None = None  # simulated seconds; None: never held
     last_sim_time_s: float = math.nan  # the run's last row: where it stopped
+    planned_s: float = math.nan  # the simulated time it was planned to cover (planned_length_s); nan: unknown
 
     def time_to_target(self, metric: str) -> float | None:
         """The seed's time by a time metric (first crossing or smoothed); ``None``: never reached."""
@@ -60,11 +70,14 @@ class SeedResult:
 
     def score(self, metric: str) -> float:
         """The seed's share of a TPE trial's value: the time to target, ``NEVER_REACHED_FACTOR`` x
-        the run's last simulated time if it never reached it; ``val_final`` as it is."""
+        the run's planned length (its last simulated time, if longer or the plan is unknown) if it
+        never reached it; ``val_final`` as it is."""
         if metric not in TIME_METRICS:
             return self.val_final
         time = self.time_to_target(metric)
-        return NEVER_REACHED_FACTOR * self.last_sim_time_s if time is None else time
+        if time is not None:
+            return time
+        return NEVER_REACHED_FACTOR * float(np.nanmax([self.last_sim_time_s, self.planned_s]))
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,28 @@ def read_seed(run_dir: Path, seed: int, target: float, window_s: float = SMOOTHI
         columns["round"][measured], columns["sim_time_s"][measured], columns["val_accuracy"][measured], target, window_s
     )
     last = float(columns["sim_time_s"][-1])
-    return SeedResult(seed, str(run_dir), reached, final, best, None if held is None else held.sim_time_s, last)
+    planned = planned_length_s(_stored_config(run_dir), int(columns["round"][-1]), last)
+    held_s = None if held is None else held.sim_time_s
+    return SeedResult(seed, str(run_dir), reached, final, best, held_s, last, planned)
+
+
+def _stored_config(run_dir: Path) -> dict[str, Any]:
+    try:
+        return read_config(run_dir)
+    except RunFolderError:  # metrics.csv alone (a run folder of an older layout): the plan is unknown
+        return {}
+
+
+def planned_length_s(config: dict[str, Any], last_round: int, last_sim_time_s: float) -> float:
+    """The simulated time a run was planned to cover: its ``sim_time_limit_s``, else its rounds so far
+    extrapolated to ``num_rounds``; nan if neither says (a run stopped at round 0)."""
+    limit = config.get("sim_time_limit_s")
+    if isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0:
+        return float(limit)
+    rounds = config.get("num_rounds")
+    if last_round > 0 and isinstance(rounds, int):
+        return last_sim_time_s * rounds / last_round
+    return math.nan
 
 
 def base_overrides(
