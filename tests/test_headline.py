@@ -61,7 +61,7 @@ def test_the_regimes_cover_each_axis_around_table1_with_distinct_keys():
 
 
 def test_tuning_and_evaluation_seeds_are_disjoint_and_there_are_at_least_eight():
-    assert not set(h.TUNING_SEEDS) & set(h.EVAL_SEEDS)
+    assert not set(h.TUNING_SEEDS + h.SCREEN_SEEDS) & set(h.EVAL_SEEDS)
     assert len(h.EVAL_SEEDS) >= 8
 
 
@@ -224,6 +224,8 @@ def test_each_study_method_keeps_its_tuning_in_a_folder_of_its_own(tmp_path):
 def test_the_command_refuses_evaluation_seeds_that_were_tuning_seeds(capsys):
     assert h.main(["evaluate", "--seeds", "0,100"]) == 2
     assert "evaluation seeds must differ" in capsys.readouterr().err
+    assert h.main(["evaluate", "--seeds", "0,103"]) == 2  # a screen seed
+    assert "evaluation seeds must differ" in capsys.readouterr().err
 
 
 MICRO = [
@@ -270,3 +272,11 @@ def test_the_four_stages_run_end_to_end_on_a_micro_setting(tmp_path, monkeypatch
     # Everything again: nothing is rerun (each stage finds its runs complete).
     assert h.main(["screen", *common]) == 0
     assert "0 to run" in capsys.readouterr().out
+
+
+def test_the_screen_says_whether_every_seed_agrees_with_the_winner():
+    ranked = [("a", 17.0, [16.0, 18.0]), ("b", 17.5, [14.0, 21.0]), ("c", 30.0, [30.0, 30.0])]
+    text = h._margin_text(ranked)
+    assert "lead over `b`: 0.50 s (per seed -2.00, +3.00 s; not every seed agrees" in text
+    assert "every seed agrees)" in h._margin_text([ranked[0], ranked[2]])
+    assert h._margin_text(ranked[:1]) == ""

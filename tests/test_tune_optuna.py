@@ -357,3 +357,44 @@ def test_the_median_pruner_stops_a_trial_worse_than_the_median_after_its_first_s
     assert "Pruned trials (counted in the budget" in (tmp_path / "reports" / "amp_fl" / "tuning.md").read_text()
     with pytest.raises(ValueError, match="pruner: a trial is pruned between its seeds"):
         _tpe(tmp_path / "one", trials=2, pruner="median")
+
+
+def test_trials_told_failed_whose_runs_are_results_now_are_asked_again_once(tmp_path, monkeypatch):
+    # A study made before diverged runs were results: every trial's run diverged and the trial was
+    # told failed, until a budget of failures stopped the search. Resumed, the study asks those
+    # trials' parameters again first (once), finds their runs complete and scores them.
+    def old_rule(jobs_of, *args):
+        for jobs in jobs_of.values():
+            for job in jobs:
+                _fake_finished_run(job)
+                (job.run_dir / SUMMARY_FILE).write_text(json.dumps({"status": "diverged at round 20: loss nan"}))
+        return {number: ["diverged"] for number in jobs_of}
+
+    monkeypatch.setattr(tpe_module, "_run_stage", old_rule)
+    with pytest.raises(RuntimeError, match="2 trials had runs that failed"):
+        _tpe(tmp_path, trials=2)
+    monkeypatch.undo()
+    storage = study_storage(tmp_path / "reports", "amp_fl")
+    old = optuna.load_study(study_name="amp_fl", storage=storage).trials
+    assert [t.state for t in old] == [TrialState.FAIL] * 2
+
+    asked: list[list[Path]] = []
+    monkeypatch.setattr(tpe_module, "execute", lambda jobs, *a, **k: asked.append([j.run_dir for j in jobs]) or [])
+    payload = _tpe(tmp_path, trials=2)
+    trials = optuna.load_study(study_name="amp_fl", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2
+    assert [t.params for t in trials[2:]] == [t.params for t in old]
+    assert [t.user_attrs["requeued_from"] for t in trials[2:]] == [0, 1]
+    assert asked == [[], []]  # their runs were found complete: nothing ran
+    # Each is scored from its run (0.9 from 0.05 / lr on, every 0.25 s to 5 s): the held time (brute
+    # force as above), or, never held, 2 x where it stopped (5 s; a 2-round plan extrapolated from its
+    # 20 rounds is shorter).
+    grid = np.arange(21) * 0.25
+    for trial in trials[2:]:
+        first_high = grid[grid >= 0.05 / trial.params["train.learning_rate"]][0]
+        means = [np.mean([0.9 if u >= first_high else 0.1 for u in grid if t - 1.0 < u <= t]) for t in grid[4:]]
+        held = [t for t, m in zip(grid[4:], means, strict=True) if m >= 0.7]
+        assert trial.value == (min(held) if held else 2 * 5.0)
+    assert payload["trials"][2]["value"] == trials[2].value
+    _tpe(tmp_path, trials=2)  # resumed again: nothing is asked a second time
+    assert len(optuna.load_study(study_name="amp_fl", storage=storage).trials) == 4

@@ -211,6 +211,30 @@ def requeue_interrupted(study: Study) -> list[int]:
     return [trial.number for trial in stale]
 
 
+def requeue_finished_failures(study: Study, runs: TrialRuns, space: dict[str, Dimension]) -> list[int]:
+    """Trials told failed whose runs are all complete now: their parameters asked again first, once.
+
+    A study made before diverged runs counted as results (:func:`~amp_fl.run_folder.is_outcome`) told
+    such a trial failed, so TPE never learnt from it; asked again, it finds its runs and is scored.
+    Returns the numbers of the trials re-queued.
+    """
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    requeued = {t.user_attrs.get("requeued_from") for t in trials}
+    found = []
+    for trial in trials:
+        if trial.state != TrialState.FAIL or "failures" not in trial.user_attrs or trial.number in requeued:
+            continue
+        if not trial.params.keys() >= space.keys():
+            continue
+        jobs = make_jobs(runs.specs(trial_point(trial.params, space)), runs.runs_dir / runs.method)
+        if all(is_complete(job.run_dir, job.values) for job in jobs):
+            study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+            found.append(trial.number)
+    return found
+
+
 def batch_sampler(sampler_seed: int, finished: int, startup_trials: int) -> TPESampler:
     """The TPE sampler of one batch of asks, seeded by ``sampler_seed`` and the trials finished so far.
 
@@ -239,10 +263,12 @@ def _count(study: Study, *states: TrialState) -> int:
 
 
 def _failed_runs(study: Study) -> int:
-    """Trials told failed because a run failed (not those a killed process left running)."""
+    """Trials told failed because a run failed (not those a killed process left running, nor those asked again)."""
     from optuna.trial import TrialState
 
-    return sum("failures" in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    trials = study.get_trials(deepcopy=False)
+    requeued = {t.user_attrs.get("requeued_from") for t in trials}
+    return sum("failures" in t.user_attrs and t.number not in requeued for t in trials if t.state == TrialState.FAIL)
 
 
 def tune_tpe(
@@ -309,6 +335,9 @@ def tune_tpe(
     requeued = requeue_interrupted(study)
     if requeued:
         log(f"[tune] {method}: trial(s) {', '.join(map(str, requeued))} were left running: asked again")
+    rescored = requeue_finished_failures(study, runs, space)
+    if rescored:
+        log(f"[tune] {method}: trial(s) {', '.join(map(str, rescored))} failed but their runs are results: asked again")
     from optuna.trial import TrialState
 
     study.pruner = make_pruner(pruner)
