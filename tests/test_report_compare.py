@@ -154,3 +154,16 @@ def test_a_goal_is_judged_on_the_held_speedup_and_states_its_lower_bound(compari
     assert judged.verdict == (
         "at 75 %: goal missed: 1.29x of 2x (64% of the goal); 95 % interval's lower bound 1.00x (n=2)"
     )
+
+
+def test_a_diverged_run_does_not_set_the_common_time():
+    # M's seed 2 diverged at 1.5 s (its rows end there): the others ran to 3.0 s, the common time.
+    diverged = _group("M", M)
+    run = diverged.runs[2]
+    short = {k: v[:4] for k, v in run.columns.items()}
+    diverged.runs[2] = replace(run, columns=short, summary={**run.summary, "status": "diverged at round 3: loss nan"})
+    assert compare([_group("R", R), diverged], [0.75], reference="R").common_time_s == 3.0
+    # A comparison of runs that all stopped early still has one: the earliest end.
+    for r in diverged.runs:
+        r.summary["status"] = "diverged at round 3: loss nan"
+    assert compare([diverged], [0.75]).common_time_s == 1.5

@@ -19,7 +19,14 @@ from amp_fl.report.maths import (
     value_at,
 )
 from amp_fl.report.runs import Group, Run
-from amp_fl.run_folder import SMOOTHING_WINDOW_S, Hit, last_measured, smoothed_time_to_target, time_to_target
+from amp_fl.run_folder import (
+    COMPLETED,
+    SMOOTHING_WINDOW_S,
+    Hit,
+    last_measured,
+    smoothed_time_to_target,
+    time_to_target,
+)
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,7 @@ class Comparison:
     stats: list[GroupStats]
     targets: tuple[float, ...]
     reference: str | None
-    # The simulated time every run reached (the shortest run's end): methods compared at equal time.
+    # The simulated time every run reached (common_time_s): methods compared at equal time.
     common_time_s: float = math.nan
     window_s: float = SMOOTHING_WINDOW_S  # of the smoothed time to a target
     level: float = CONFIDENCE_LEVEL  # of the speedups' bootstrap intervals
@@ -203,6 +210,13 @@ class Comparison:
             if s.label == label:
                 return s
         raise KeyError(label)
+
+
+def common_time_s(runs: Sequence[Run]) -> float:
+    """The simulated time every run reached: the earliest end of the runs that ran to their end (a run
+    stopped early because its model diverged would otherwise set the time for all); of all if none did."""
+    ended = [r.final_sim_time_s for r in runs if r.status == COMPLETED]
+    return min(ended or [r.final_sim_time_s for r in runs])
 
 
 def compare(
@@ -233,7 +247,7 @@ def compare(
     check_argument(reference in labels, "reference", f"{reference!r} is not one of {labels}")
     ordered = tuple(sorted(set(float(t) for t in targets)))
     stats = [group_stats(g, ordered, window_s) for g in groups]
-    common = min(r.final_sim_time_s for s in stats for r in s.group.runs)
+    common = common_time_s([r for s in stats for r in s.group.runs])
     for i, s in enumerate(stats):
         stats[i] = replace(s, accuracy_at_common_time=accuracy_at(s.group, common))
     ref = next(s for s in stats if s.label == reference)
