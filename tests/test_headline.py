@@ -277,6 +277,6 @@ def test_the_four_stages_run_end_to_end_on_a_micro_setting(tmp_path, monkeypatch
 def test_the_screen_says_whether_every_seed_agrees_with_the_winner():
     ranked = [("a", 17.0, [16.0, 18.0]), ("b", 17.5, [14.0, 21.0]), ("c", 30.0, [30.0, 30.0])]
     text = h._margin_text(ranked)
-    assert "lead over `b`: 0.50 s (per seed -2.00, +3.00 s; not every seed agrees" in text
+    assert "lead over `b`: 0.50 s (per seed -2.00, +3.00 s; ahead on 1 of 2 seeds)" in text
     assert "every seed agrees)" in h._margin_text([ranked[0], ranked[2]])
     assert h._margin_text(ranked[:1]) == ""

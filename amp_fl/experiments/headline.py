@@ -321,7 +321,8 @@ def _margin_text(ranked: Sequence[tuple[str, float, list[float]]]) -> str:
         return ""
     (_, best, best_seeds), (runner_up, second, second_seeds) = ranked[0], ranked[1]
     diffs = [b - a for a, b in zip(best_seeds, second_seeds, strict=True)]
-    agree = "every seed agrees" if all(d > 0 for d in diffs) else "not every seed agrees: within the seeds' spread"
+    ahead = sum(d > 0 for d in diffs)
+    agree = "every seed agrees" if ahead == len(diffs) else f"ahead on {ahead} of {len(diffs)} seeds"
     per_seed = ", ".join(f"{d:+.2f}" for d in diffs)
     return f" Its lead over `{runner_up}`: {second - best:.2f} s (per seed {per_seed} s; {agree})."
 
