@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -398,3 +399,19 @@ def test_trials_told_failed_whose_runs_are_results_now_are_asked_again_once(tmp_
     assert payload["trials"][2]["value"] == trials[2].value
     _tpe(tmp_path, trials=2)  # resumed again: nothing is asked a second time
     assert len(optuna.load_study(study_name="amp_fl", storage=storage).trials) == 4
+
+
+def test_a_tuning_report_says_which_seeds_diverged(tmp_path):
+    rows = [(0.0, 0.1), (0.4, 0.3), (0.8, 0.3)]
+    _metrics(tmp_path / "d", rows)
+    (tmp_path / "d" / SUMMARY_FILE).write_text(json.dumps({"status": "diverged at round 2: loss nan"}))
+    _metrics(tmp_path / "n", rows)
+    (tmp_path / "n" / SUMMARY_FILE).write_text(json.dumps({"status": "completed"}))
+    diverged, never = read_seed(tmp_path / "d", 0, 0.7), read_seed(tmp_path / "n", 1, 0.7)
+    assert (diverged.diverged, never.diverged) == (True, False)
+    metric = "val_smoothed_time_to_target"
+    assert tpe_module._seed_cell(asdict(diverged), metric) == "seed 0: diverged at 0.80 s"
+    assert tpe_module._seed_cell(asdict(never), metric) == "seed 1: not reached (ran 0.80 s)"
+    # A record made before "diverged" was kept: the run folder says.
+    older = {k: v for k, v in asdict(diverged).items() if k != "diverged"}
+    assert tpe_module._seed_cell(older, metric) == "seed 0: diverged at 0.80 s"

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from amp_fl.errors import DIVERGED
 from amp_fl.experiments.figures import slug
 from amp_fl.run_folder import (
     METRICS_FILE,
@@ -25,6 +26,7 @@ from amp_fl.run_folder import (
     RunFolderError,
     read_columns,
     read_config,
+    read_summary,
     smoothed_time_to_target,
     time_to_target,
 )
@@ -63,6 +65,7 @@ class SeedResult:
     val_smoothed_time_to_target: float | None = None  # simulated seconds; None: never held
     last_sim_time_s: float = math.nan  # the run's last row: where it stopped
     planned_s: float = math.nan  # the simulated time it was planned to cover (planned_length_s); nan: unknown
+    diverged: bool = False  # the server stopped the run because its model diverged (summary.json's status)
 
     def time_to_target(self, metric: str) -> float | None:
         """The seed's time by a time metric (first crossing or smoothed); ``None``: never reached."""
@@ -138,7 +141,15 @@ def read_seed(run_dir: Path, seed: int, target: float, window_s: float = SMOOTHI
     last = float(columns["sim_time_s"][-1])
     planned = planned_length_s(_stored_config(run_dir), int(columns["round"][-1]), last)
     held_s = None if held is None else held.sim_time_s
-    return SeedResult(seed, str(run_dir), reached, final, best, held_s, last, planned)
+    return SeedResult(seed, str(run_dir), reached, final, best, held_s, last, planned, has_diverged(run_dir))
+
+
+def has_diverged(run_dir: Path) -> bool:
+    """Whether ``run_dir``'s summary says its model diverged (False without a readable summary)."""
+    try:
+        return str(read_summary(run_dir).get("status", "")).startswith(DIVERGED)
+    except RunFolderError:
+        return False
 
 
 def _stored_config(run_dir: Path) -> dict[str, Any]:

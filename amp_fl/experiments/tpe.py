@@ -40,6 +40,7 @@ from amp_fl.experiments.selection import (
     base_overrides,
     check_tuning_settings,
     check_validation_split,
+    has_diverged,
     point_id,
     reaches_text,
     read_seed,
@@ -541,6 +542,10 @@ def _seed_cell(recorded: dict[str, Any], metric: str) -> str:
     if metric not in TIME_METRICS:
         return f"seed {seed.seed}: {seed.val_final:.4f}"
     time = seed.time_to_target(metric)
+    # A record made before SeedResult kept "diverged": the run's folder says, where it is at hand.
+    diverged = seed.diverged if "diverged" in recorded else has_diverged(Path(seed.run_dir))
+    if time is None and diverged:
+        return f"seed {seed.seed}: diverged at {seed.last_sim_time_s:.2f} s"
     if time is None:
         return f"seed {seed.seed}: not reached (ran {seed.last_sim_time_s:.2f} s)"
     return f"seed {seed.seed}: {time:.2f} s"
@@ -554,8 +559,8 @@ def render_tpe_markdown(payload: dict[str, Any]) -> str:
     ranked = sorted(complete, key=lambda t: t["value"], reverse=payload["study"]["direction"] == "maximize")
     score = (
         f"mean over the seeds of the simulated time until the validation accuracy {reaches_text(payload)} the "
-        f"target {payload['target']:g} (a seed that never does: {payload['never_reached_factor']:g} x its "
-        "run's last simulated time); smaller is better"
+        f"target {payload['target']:g} (a seed that never does, or diverges: {payload['never_reached_factor']:g} x "
+        "its run's planned length: sim_time_limit_s, else its rounds); smaller is better"
         if metric in TIME_METRICS
         else "mean over the seeds of the validation accuracy averaged over the last 10% of the rounds; larger is better"
     )

@@ -24,7 +24,7 @@ Metrics:
   breaks ties. A grid point ranks by (seeds that never reached it, mean time over the seeds that
   did, minus its mean final validation accuracy): reaching the target on every seed comes first. A
   TPE trial is worth the mean over seeds of the time, a seed that never reaches the target counting
-  ``NEVER_REACHED_FACTOR`` (2) x its run's last simulated time.
+  ``NEVER_REACHED_FACTOR`` (2) x its run's planned length (a diverged run counts as never reaching it).
 - ``val_final``: mean over seeds of the validation accuracy averaged over the last 10% of the
   rounds (at least one round): less noisy than the last round alone. Higher is better.
 
