@@ -146,7 +146,7 @@ def test_the_objective_is_the_mean_smoothed_time_with_a_penalty_for_seeds_that_n
     assert read_seed(tmp_path / "s1", 1, 0.72, window_s=0.3).val_smoothed_time_to_target == 0.4
 
 
-def test_a_run_that_stopped_short_of_its_plan_scores_twice_the_plan(tmp_path):
+def test_a_seed_that_never_holds_scores_its_plan_times_two_plus_its_shortfall(tmp_path):
     # Seed 1's run above, planned for 30 s (sim_time_limit_s) but stopped at 1.7 s (it diverged):
     # as bad as a run that never held the target in 30 s, 2 x 30 = 60 s, not 2 x 1.7 s.
     rows = [(0.0, 0.1), (0.4, 0.75), (0.8, 0.3), (1.2, 0.75), (1.6, 0.3), (1.7, math.nan)]
@@ -160,9 +160,14 @@ def test_a_run_that_stopped_short_of_its_plan_scores_twice_the_plan(tmp_path):
     _metrics(tmp_path / "rounds", rows)
     (tmp_path / "rounds" / RUN_CONFIG_FILE).write_text(json.dumps({"sim_time_limit_s": None, "num_rounds": 20}))
     assert read_seed(tmp_path / "rounds", 1, 0.72).score("val_smoothed_time_to_target") == pytest.approx(13.6)
-    # A run that ran past its plan (the round that crossed the limit) scores by where it stopped.
+    # A run that ran past its plan (the round that crossed the limit) scores by its plan: 2 x 1.5 s.
     (tmp_path / "timed" / RUN_CONFIG_FILE).write_text(json.dumps({"sim_time_limit_s": 1.5}))
-    assert read_seed(tmp_path / "timed", 1, 0.72).score("val_smoothed_time_to_target") == pytest.approx(3.4)
+    assert read_seed(tmp_path / "timed", 1, 0.72).score("val_smoothed_time_to_target") == pytest.approx(3.0)
+    # Short of the target: its best validation accuracy 0.75 is 0.05 under 0.8, so (2 + 0.05) x 1.5 s.
+    short = read_seed(tmp_path / "timed", 1, 0.8)
+    assert short.shortfall == pytest.approx(0.05)
+    assert short.score("val_smoothed_time_to_target") == pytest.approx(2.05 * 1.5)
+    assert short.score("val_time_to_target") == pytest.approx(2.05 * 1.5)  # never crossed 0.8 either
 
 
 MICRO = ["experiment=quick", "wireless.num_devices=3", "wireless.num_rbs=2"]
@@ -388,14 +393,14 @@ def test_trials_told_failed_whose_runs_are_results_now_are_asked_again_once(tmp_
     assert [t.user_attrs["requeued_from"] for t in trials[2:]] == [0, 1]
     assert asked == [[], []]  # their runs were found complete: nothing ran
     # Each is scored from its run (0.9 from 0.05 / lr on, every 0.25 s to 5 s): the held time (brute
-    # force as above), or, never held, 2 x where it stopped (5 s; a 2-round plan extrapolated from its
-    # 20 rounds is shorter).
+    # force as above), or, never held (its best 0.9 is over the target: no shortfall), 2 x its planned
+    # length: its config's 2 rounds, extrapolated from the 20 rounds in 5 s, 0.5 s.
     grid = np.arange(21) * 0.25
     for trial in trials[2:]:
         first_high = grid[grid >= 0.05 / trial.params["train.learning_rate"]][0]
         means = [np.mean([0.9 if u >= first_high else 0.1 for u in grid if t - 1.0 < u <= t]) for t in grid[4:]]
         held = [t for t, m in zip(grid[4:], means, strict=True) if m >= 0.7]
-        assert trial.value == (min(held) if held else 2 * 5.0)
+        assert trial.value == (min(held) if held else 2 * 0.5)
     assert payload["trials"][2]["value"] == trials[2].value
     _tpe(tmp_path, trials=2)  # resumed again: nothing is asked a second time
     assert len(optuna.load_study(study_name="amp_fl", storage=storage).trials) == 4

@@ -272,7 +272,8 @@ def screen_specs(seeds: Sequence[int] = SCREEN_SEEDS) -> list[StudySpec]:
 
 def smoothed_validation_time(run_dir: Path, target: float = SELECTION_TARGET) -> float:
     """A selection run's score, as the TPE tuner scores a seed: its smoothed validation time to ``target``,
-    ``NEVER_REACHED_FACTOR`` (2) x its length if never held (:meth:`~amp_fl.experiments.selection.SeedResult.score`)."""
+    (``NEVER_REACHED_FACTOR`` (2) + its shortfall) x its planned length if never held
+    (:meth:`~amp_fl.experiments.selection.SeedResult.score`)."""
     return read_seed(run_dir, 0, target).score(SMOOTHED_METRIC)
 
 
@@ -363,7 +364,8 @@ def write_screen(jobs: Sequence[Job[StudySpec]], out: Path, command: str) -> dic
         f"- **Setting:** `experiment={PRESET}` (Fig. 8, s = 2, Fashion-MNIST, 100 PIUs x 600 samples), seeds "
         f"{', '.join(map(str, seeds))}, scored on the 10 % validation split (never the test set).",
         f"- **Score:** smoothed validation time to {SELECTION_TARGET:.0%} (the first time the mean of the last 1 s of "
-        "evaluations holds it); a seed that never holds it, or diverges, scores twice its planned horizon. "
+        "evaluations holds it); a seed that never holds it, or diverges, scores (2 + its shortfall to the target) x "
+        "its planned horizon. "
         "Lower is better.",
         f"- **Chosen:** `{payload['chosen']}`.{_margin_text(ranked)}",
         "",

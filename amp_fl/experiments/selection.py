@@ -36,11 +36,15 @@ from amp_fl.run_folder import (
 TIME_METRICS = ("val_smoothed_time_to_target", "val_time_to_target")
 METRICS = (*TIME_METRICS, "val_final")
 SEARCHES = ("grid", "tpe")
-# A seed that never reaches (holds) the target scores this many times the simulated time its run was
-# planned to cover (:func:`planned_length_s`) in a TPE trial's value: worse than any seed that reached it
-# within the same horizon, a diverged run (stopped early) as bad as one that never got there (a single
-# number per trial is what TPE learns from).
+# A seed that never reaches (holds) the target scores (NEVER_REACHED_FACTOR + its shortfall, the target
+# minus its best validation accuracy) x the simulated time its run was planned to cover
+# (:func:`planned_length_s`) in a TPE trial's value: worse than any seed that reached it within the
+# same horizon; among those that never did, the closer one scores better (TPE learns where to go),
+# and a run that diverged at chance accuracy, stopped early, among the worst (a single number per
+# trial is what TPE learns from).
 NEVER_REACHED_FACTOR = 2.0
+# The rule in words, kept with every study (tpe.STUDY_SETTINGS): values scored by another rule do not compare.
+NEVER_REACHED_RULE = f"never held: ({NEVER_REACHED_FACTOR:g} + target - best validation accuracy) x planned length"
 # Short names for the keys tuned most often; any other key is passed to Hydra as written.
 ALIASES = {
     "learning_rate": "train.learning_rate",
@@ -66,21 +70,23 @@ class SeedResult:
     last_sim_time_s: float = math.nan  # the run's last row: where it stopped
     planned_s: float = math.nan  # the simulated time it was planned to cover (planned_length_s); nan: unknown
     diverged: bool = False  # the server stopped the run because its model diverged (summary.json's status)
+    shortfall: float = 0.0  # the target minus the best validation accuracy, if positive
 
     def time_to_target(self, metric: str) -> float | None:
         """The seed's time by a time metric (first crossing or smoothed); ``None``: never reached."""
         return self.val_smoothed_time_to_target if metric == "val_smoothed_time_to_target" else self.val_time_to_target
 
     def score(self, metric: str) -> float:
-        """The seed's share of a TPE trial's value: the time to target, ``NEVER_REACHED_FACTOR`` x
-        the run's planned length (its last simulated time, if longer or the plan is unknown) if it
-        never reached it; ``val_final`` as it is."""
+        """The seed's share of a TPE trial's value: the time to target; if it never reached it,
+        (``NEVER_REACHED_FACTOR`` + its shortfall) x the run's planned length (its last simulated
+        time if the plan is unknown); ``val_final`` as it is."""
         if metric not in TIME_METRICS:
             return self.val_final
         time = self.time_to_target(metric)
         if time is not None:
             return time
-        return NEVER_REACHED_FACTOR * float(np.nanmax([self.last_sim_time_s, self.planned_s]))
+        length = self.planned_s if math.isfinite(self.planned_s) else self.last_sim_time_s
+        return (NEVER_REACHED_FACTOR + self.shortfall) * length
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,10 @@ def read_seed(run_dir: Path, seed: int, target: float, window_s: float = SMOOTHI
     last = float(columns["sim_time_s"][-1])
     planned = planned_length_s(_stored_config(run_dir), int(columns["round"][-1]), last)
     held_s = None if held is None else held.sim_time_s
-    return SeedResult(seed, str(run_dir), reached, final, best, held_s, last, planned, has_diverged(run_dir))
+    diverged = has_diverged(run_dir)
+    return SeedResult(
+        seed, str(run_dir), reached, final, best, held_s, last, planned, diverged, max(0.0, target - best)
+    )
 
 
 def has_diverged(run_dir: Path) -> bool:

@@ -34,6 +34,7 @@ from amp_fl.experiments.figures import RunSpec
 from amp_fl.experiments.selection import (
     ALIASES,
     NEVER_REACHED_FACTOR,
+    NEVER_REACHED_RULE,
     TIME_METRICS,
     TUNING_FILE,
     SeedResult,
@@ -63,7 +64,7 @@ PRUNERS = ("none", "median")
 MEDIAN_STARTUP_TRIALS = 5  # complete trials before the median pruner prunes (Optuna's default)
 MAX_FOLDER = 100  # characters of a trial's folder name; a longer point id is cut and given a digest
 # What a trial's value means: resuming a study with any of these changed would mix incomparable values.
-STUDY_SETTINGS = ("metric", "target", "smoothing_window_s", "seeds", "base_overrides", "space")
+STUDY_SETTINGS = ("metric", "target", "smoothing_window_s", "seeds", "base_overrides", "space", "score")
 
 
 @dataclass(frozen=True)
@@ -328,6 +329,7 @@ def tune_tpe(
         "seeds": list(seeds),
         "base_overrides": base,
         "space": {key: dim.spec() for key, dim in space.items()},
+        "score": NEVER_REACHED_RULE,
     }
     runs = TrialRuns(method, base, seeds, metric, target, window_s, runs_dir)
     runs.check(space)  # a bad setting fails here, before a trial is asked
@@ -559,8 +561,9 @@ def render_tpe_markdown(payload: dict[str, Any]) -> str:
     ranked = sorted(complete, key=lambda t: t["value"], reverse=payload["study"]["direction"] == "maximize")
     score = (
         f"mean over the seeds of the simulated time until the validation accuracy {reaches_text(payload)} the "
-        f"target {payload['target']:g} (a seed that never does, or diverges: {payload['never_reached_factor']:g} x "
-        "its run's planned length: sim_time_limit_s, else its rounds); smaller is better"
+        f"target {payload['target']:g} (a seed that never does, or diverges: ({payload['never_reached_factor']:g} + "
+        "the target - its best validation accuracy) x its run's planned length, sim_time_limit_s or its rounds); "
+        "smaller is better"
         if metric in TIME_METRICS
         else "mean over the seeds of the validation accuracy averaged over the last 10% of the rounds; larger is better"
     )
