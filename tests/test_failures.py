@@ -131,16 +131,17 @@ def test_failed_devices_follow_the_rules_for_unscheduled_devices(cnn):
 def test_run_with_30_percent_failing_completes_and_improves(tmp_path):
     """10 PIUs, 5 scheduled per round; each scheduled PIU fails with probability 0.3 (0.1 per mode).
 
-    The real ClientApp acts the failures out (raise, sleep past the 1 s reply timeout, NaN), the
-    strategy drops them, metrics.csv counts them by kind, and the model still learns.
+    The real ClientApp acts the failures out (raise, sleep past the 2.5 s reply timeout, NaN), the
+    strategy drops them, metrics.csv counts them by kind, and the model still learns. The timeout
+    leaves the honest replies room on a loaded machine: at 1 s, one of them once missed it in CI.
     """
     values = {
         "dataset": {"name": "mnist5k"},
         "wireless": {"num_devices": 10, "num_rbs": 5},
         "num_rounds": 25,
         "seed": 3,
-        "strategy": {"compensation": "scheduled", "reply_timeout_s": 1.0},
-        "failures": {"raise_prob": 0.1, "late_prob": 0.1, "corrupt_prob": 0.1, "late_delay_s": 1.2},
+        "strategy": {"compensation": "scheduled", "reply_timeout_s": 2.5},
+        "failures": {"raise_prob": 0.1, "late_prob": 0.1, "corrupt_prob": 0.1, "late_delay_s": 2.8},
     }
     cfg = load_config(values)
     run = run_in_process(cfg, tmp_path)
