@@ -9,6 +9,7 @@ import pytest
 from test_methods_config import _compose
 
 from amp_fl.errors import ConfigError
+from amp_fl.experiments import headline
 from amp_fl.strategy.server_optimizer import ServerOptimizerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,15 @@ def test_the_tuned_preset_holds_the_values_its_tuning_chose():
     stage2 = json.loads((ROOT / "reports" / "tuning" / "round_length" / "amp_fl_tuned" / "tuning.json").read_text())
     assert stage1["chosen"] == {"train.learning_rate": "0.1", "strategy.server_optimizer": "sgd"}
     assert stage2["chosen"] == {"model.t_max_s": "0.1"}
+
+
+def test_the_best_preset_is_what_the_headline_study_picked_and_evaluated():
+    """method=amp_fl_best (make run's) composes to the screen's winning rules at their tuned values."""
+    best = next(m for m in headline.methods_after_screen() if m.key == headline.AMP_BEST)
+    studied = _compose([f"experiment={headline.PRESET}", *best.overrides, *headline.tuned_overrides(best)])
+    assert _compose([f"experiment={headline.PRESET}", "method=amp_fl_best"]) == studied
+    assert json.loads((headline.REPORTS_ROOT / "evaluate" / "headline.json").read_text())["best_amp_fl"] == best.label
+    assert (studied.model.t_max_schedule, studied.strategy.compensation) == ("linear", "discounted")
 
 
 def test_discounted_momentum_and_adam_compose():

@@ -33,6 +33,7 @@ EXPECTED = {
     "amp_fl_wgc": ("amp", "none", "sgd", None, None, None, False, "amp_fl", "digital"),
     "amp_fl_memory_friendly": ("amp", "all", "sgd", None, None, None, True, "amp_fl", "digital"),
     "amp_fl_tuned": ("amp", "discounted", "sgd", None, None, None, False, "amp_fl", "digital"),
+    "amp_fl_best": ("amp", "discounted", "sgd", None, None, None, False, "amp_fl", "digital"),
     "synchronous": ("full_model", "none", "sgd", None, None, None, False, "amp_fl", "digital"),
     "fedprox": ("full_model", "none", "fedprox", 0.01, None, None, False, "amp_fl", "digital"),
     "apfl": ("full_model", "none", "apfl", None, 0.25, 10, False, "amp_fl", "digital"),
