@@ -28,13 +28,13 @@ def test_a_calibration_scales_by_the_full_model_round_and_states_the_compute_sha
     assert c.factor == 2.0
     assert c.compute_share == pytest.approx(0.6)
     # Horizon 30 s x 2, grid 0.25 s x 2, tuned T_max 0.08 s x 2, cap ceil(1.15 x 60 / (0.1 x 2)) = 345.
-    assert h.scaled_overrides(c, 0.08, 0.1) == (
+    assert h.scaled_overrides(c, {"model.t_max_s": 0.08}, 0.1) == (
         "sim_time_limit_s=60",
         "evaluation.every_sim_s=0.5",
         "model.t_max_s=0.16",
         "num_rounds=345",
     )
-    assert h.scaled_overrides(c, None, 0.1) == ("sim_time_limit_s=60", "evaluation.every_sim_s=0.5", "num_rounds=345")
+    assert h.scaled_overrides(c, {}, 0.1) == ("sim_time_limit_s=60", "evaluation.every_sim_s=0.5", "num_rounds=345")
 
 
 def test_table1_calibrates_to_itself_and_to_the_figures_full_model_round_length():
@@ -136,9 +136,23 @@ def test_without_a_screen_the_best_variant_is_one_error_naming_the_file(tmp_path
         h.tuned_overrides(h.METHODS[0], tmp_path)
 
 
-def test_tuned_t_max_is_the_last_one_chosen():
-    assert h.tuned_t_max(["train.learning_rate=0.1", "model.t_max_s=0.1", "model.t_max_s=0.2"]) == 0.2
-    assert h.tuned_t_max(["train.learning_rate=0.1"]) is None
+def test_a_linear_t_max_schedule_is_scaled_at_both_ends():
+    # The map once scaled T_max but not where its schedule ends, so a compute-bound regime's rounds
+    # shrank from 0.99 s towards Table I's 0.3 s while a full-model round took 2 s.
+    best = h.Method("best", "AMP-FL best", ("method=amp_fl_best",), (), amp_fl=True)
+    regime = h.Regime("flops_per_cycle", 0.25, ("wireless.flops_per_cycle=0.25",))
+    specs = h.map_specs([best], {best.key: ()}, {regime.key: h.Calibration(0.5, 0.25, 0.2)}, [regime], seeds=(0,))
+    values = compose_values(list(specs[0].overrides))
+    assert values["model"]["t_max_end_s"] == pytest.approx(0.6)
+    assert values["model"]["t_max_s"] == pytest.approx(2 * 0.1329371569602361, rel=1e-5)
+
+
+def test_time_settings_are_those_in_effect():
+    amp = compose_values(["experiment=speedup", "method=amp_fl", "model.t_max_s=0.2"])
+    assert h.time_settings(amp, amp_fl=True) == {"model.t_max_s": 0.2}  # constant schedule: no end
+    sync = compose_values(["experiment=speedup", "method=synchronous", "scheduling.deadline_s=0.4"])
+    assert h.time_settings(sync, amp_fl=False) == {"scheduling.deadline_s": 0.4}  # its T_max is inert
+    assert h.time_settings(compose_values(["experiment=speedup", "method=synchronous"]), amp_fl=False) == {}
 
 
 # ------------------------------------------------------------------ the pair's speedups and the map report

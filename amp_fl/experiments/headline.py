@@ -29,7 +29,7 @@ import json
 import math
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ class Method:
 
     ``space``: the TPE tuner's ``--space`` items (``KEY=float:LO:HI[:log]``, ``KEY=int:LO:HI``,
     ``KEY=cat:A,B``). ``amp_fl``: an AMP-FL variant (the map compares the best of these with the best
-    of the others). ``t_max_tuned``: its tuning searches ``model.t_max_s`` (the map scales the tuned value).
+    of the others, and scales its T_max by each regime's time scale).
     """
 
     key: str
@@ -93,10 +93,6 @@ class Method:
     overrides: tuple[str, ...]
     space: tuple[str, ...]
     amp_fl: bool = False
-
-    @property
-    def t_max_tuned(self) -> bool:
-        return any(item.split("=", 1)[0] in ("t_max", "model.t_max_s") for item in self.space)
 
 
 MODULE = "python -m amp_fl.experiments.headline"
@@ -223,8 +219,32 @@ def calibrate(regime: Regime, seed: int = 0, extra: Sequence[str] = ()) -> Calib
     )
 
 
-def scaled_overrides(calibration: Calibration, t_max_s: float | None, round_cap_s: float) -> tuple[str, ...]:
-    """A regime's horizon, evaluation grid, T_max (the tuned one, if given) and round cap, scaled by its factor.
+# A method's own settings measured on the simulated clock: a regime's time scale stretches every one
+# in effect, or the method's round would shrink against the regime's full-model round (AMP-FL's
+# T_max and, under a schedule, where T_max ends; a round deadline).
+DEADLINE_SETTING = "scheduling.deadline_s"
+
+
+def time_settings(values: Mapping[str, Any], amp_fl: bool) -> dict[str, float]:
+    """The simulated-time settings in effect in the composed configuration ``values``, by dotted key.
+
+    AMP-FL's T_max (and ``t_max_end_s`` unless its schedule is constant) when ``amp_fl``; the round
+    deadline when one is set. Read from the composed configuration, so a preset's own value counts.
+    """
+    model, scheduling = values["model"], values["scheduling"]
+    out: dict[str, float] = {}
+    if amp_fl:
+        out["model.t_max_s"] = float(model["t_max_s"])
+        if model["t_max_schedule"] != "constant":
+            out["model.t_max_end_s"] = float(model["t_max_end_s"])
+    if scheduling.get("deadline_s") is not None:
+        out[DEADLINE_SETTING] = float(scheduling["deadline_s"])
+    return out
+
+
+def scaled_overrides(calibration: Calibration, settings: Mapping[str, float], round_cap_s: float) -> tuple[str, ...]:
+    """A regime's horizon, evaluation grid, the method's time ``settings`` (:func:`time_settings`) and
+    round cap, each scaled by the regime's factor.
 
     ``round_cap_s``: the method's typical round length at Table I (T_max for AMP-FL, the full-model
     round for the others), so the cap gives the horizon's rounds with the usual margin.
@@ -232,8 +252,7 @@ def scaled_overrides(calibration: Calibration, t_max_s: float | None, round_cap_
     f = calibration.factor
     horizon = BASE_HORIZON_S * f
     out = [f"sim_time_limit_s={horizon:.6g}", f"evaluation.every_sim_s={BASE_EVAL_EVERY_S * f:.6g}"]
-    if t_max_s is not None:
-        out.append(f"model.t_max_s={t_max_s * f:.6g}")
+    out += [f"{key}={value * f:.6g}" for key, value in settings.items()]
     out.append(f"num_rounds={math.ceil(ROUND_CAP_MARGIN * horizon / (round_cap_s * f))}")
     return tuple(out)
 
@@ -412,12 +431,6 @@ def tuned_overrides(method: Method, reports_root: Path = REPORTS_ROOT) -> tuple[
         raise ValueError(f"{path}: {method.key} has no finished tuning ({exc}); run `{MODULE} tune` first") from exc
 
 
-def tuned_t_max(overrides: Sequence[str]) -> float | None:
-    """The ``model.t_max_s`` a tuning chose (the last one given), None if it chose none."""
-    values = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] in ("model.t_max_s", "t_max")]
-    return float(values[-1]) if values else None
-
-
 def base(method: Method, tuned: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
     return (f"experiment={PRESET}", *method.overrides, *tuned[method.key])
 
@@ -444,14 +457,14 @@ def map_specs(
     """The regime map's runs: ``pair`` (best AMP-FL, best other) at their tuned values at every regime point.
 
     A regime's system overrides come first, the tuned values next, then what the regime's time
-    scale sets (:func:`scaled_overrides`: horizon, evaluation grid, the tuned T_max scaled, round cap).
+    scale sets (:func:`scaled_overrides`: horizon, evaluation grid, the method's time settings scaled, round cap).
     """
+    settings = {m.key: time_settings(compose_values(base(m, tuned)), m.amp_fl) for m in pair}
     specs = []
     for regime in regimes:
         calibration = calibrations[regime.key]
         for m in pair:
-            t_max = tuned_t_max(tuned[m.key]) if m.t_max_tuned else None
-            scaled = scaled_overrides(calibration, t_max, MIN_ROUND_S)
+            scaled = scaled_overrides(calibration, settings[m.key], MIN_ROUND_S)
             for s in seeds:
                 overrides = (
                     f"experiment={PRESET}",
@@ -675,6 +688,10 @@ def plot_map(points: Sequence[MapPoint], out: Path) -> Path:
         ax.set_title(title, fontsize=9)
         if plotted and axis != "flops_per_cycle":
             ax.set_xscale("log")
+            # the points' own values as ticks: log-scale minor labels overlap at these few points
+            ticks = sorted({_x_on(axis, p) for p in on_axis})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
     axes[0].set_ylabel("speedup of the best AMP-FL")
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=8)
