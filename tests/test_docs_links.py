@@ -94,3 +94,16 @@ def test_the_readme_is_a_short_entry_point():
     assert len(text.splitlines()) <= 200
     assert "make run" in text and "make test" in text and "experiment=quick" in text
     assert "docs/" in text
+
+
+def test_the_main_job_is_the_same_command_wherever_it_is_written():
+    """make run's recipe is what the --help catalogue, docs/running.md and the committed run show."""
+    recipe = re.search(r"^run:.*\n\t\$\(PY\) -m amp_fl (.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert recipe is not None
+    command = recipe.group(1).strip()
+    catalogue = (ROOT / "amp_fl" / "launch" / "catalogue.py").read_text()
+    assert f"amp-fl {command}" in catalogue
+    running = " ".join((ROOT / "docs" / "running.md").read_text().split())
+    assert f"python -m amp_fl {command}" in running
+    first_line = (ROOT / "reports" / "main" / "output.txt").read_text().splitlines()[0]
+    assert f"-m amp_fl {command} " in first_line

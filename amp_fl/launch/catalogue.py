@@ -24,7 +24,7 @@ run folder under runs/<date>_<time>/ (metrics.csv, summary.json, figures, final 
 
 examples:
   amp-fl experiment=quick                              a smoke run: 10 PIUs, 5 rounds, offline data
-  amp-fl experiment=main method=amp_fl_tuned           the main job (make run)
+  amp-fl experiment=main method=amp_fl_best            the main job (make run)
   amp-fl experiment=main method=fedprox seed=3         a baseline, another seed
   amp-fl experiment=quick tracking.tensorboard=true    also log to TensorBoard (<run>/tensorboard/)
   amp-fl resume=runs/<run>                             continue a stopped run from its checkpoint
