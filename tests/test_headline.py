@@ -12,6 +12,8 @@ from report_doubles import hand_built_group
 from amp_fl.experiments import headline as h
 from amp_fl.experiments.campaign import Job, check_values, compose_values
 from amp_fl.experiments.figures import ROUND_LENGTH_S
+from amp_fl.report.compare import SpeedupStats
+from amp_fl.report.maths import Speedup, SpeedupInterval
 from amp_fl.run_folder import FINAL_MODEL_FILE, METRICS_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, read_columns
 
 
@@ -193,6 +195,41 @@ def test_the_map_report_tabulates_every_complete_regime_and_names_the_missing(tm
     assert (tmp_path / "regime_map.png").is_file()
     payload = json.loads((tmp_path / "map.json").read_text())
     assert [p["regime"] for p in payload] == ["table1=1", "cpu_spread=3"]
+
+
+class _RecordingAxes:
+    """Stands in for a matplotlib Axes: records what would be drawn."""
+
+    def __init__(self):
+        self.errorbars, self.markers = [], []
+
+    def errorbar(self, xs, ys, yerr, **kwargs):
+        self.errorbars.append((list(xs), list(ys), [list(e) for e in yerr]))
+
+    def plot(self, xs, ys, fmt, **kwargs):
+        self.markers.append((fmt, list(xs), list(ys)))
+
+
+def _stats(estimate, low, high, n, at_least=None):
+    interval = SpeedupInterval(estimate, low, high, n, 0.95, 100)
+    return SpeedupStats(Speedup(at_least=at_least or {}), interval, only_method=tuple(at_least or ()))
+
+
+def test_a_point_only_amp_fl_reached_is_drawn_as_its_lower_bound_and_the_others_with_intervals():
+    ax = _RecordingAxes()
+    rows = [(5.0, _stats(math.nan, math.nan, math.nan, 0, {0: 1.3, 1: 1.1})), (10.0, _stats(1.2, 1.0, 1.5, 8))]
+    assert h._plot_target(ax, rows, 0.75)
+    assert ax.errorbars == [([10.0], [1.2], [[pytest.approx(0.2)], [pytest.approx(0.3)]])]
+    assert ax.markers == [("^", [5.0], [1.1])]  # the smallest bound over the seeds
+    assert not h._plot_target(_RecordingAxes(), [(5.0, _stats(math.nan, math.nan, math.nan, 0))], 0.75)
+
+
+def test_table1_sits_on_each_axis_at_its_own_value():
+    cal = h.Calibration(0.25, 0.25, 0.37)
+    table1 = h.MapPoint(h.TABLE1, cal, [])
+    assert h._x_on("num_rbs", table1) == 10.0
+    assert h._x_on("flops_per_cycle", table1) == cal.compute_share
+    assert h._x_on("cpu_spread", table1) == pytest.approx(h.TABLE1_CPU_HZ[-1] / h.TABLE1_CPU_HZ[0])
 
 
 def _screened(tmp_path, winner="holders_spare"):

@@ -670,19 +670,11 @@ def plot_map(points: Sequence[MapPoint], out: Path) -> Path:
     table1 = next((p for p in points if p.regime is TABLE1), None)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     for ax, (axis, title) in zip(axes, AXIS_TITLES.items(), strict=True):
-        on_axis = sorted([p for p in points if p.regime.axis == axis] + ([table1] if table1 else []), key=MapPoint.x)
+        on_axis = [p for p in points if p.regime.axis == axis] + ([table1] if table1 else [])
+        on_axis.sort(key=lambda p: _x_on(axis, p))
         plotted = False
         for i, target in enumerate(TARGETS):
-            rows = [(_x_on(axis, p), p.results[i].smoothed.interval) for p in on_axis]
-            rows = [(x, iv) for x, iv in rows if math.isfinite(iv.estimate)]  # a point where a side never got there
-            if not rows:
-                continue
-            est = np.array([iv.estimate for _, iv in rows])
-            low = np.array([iv.estimate - iv.low if math.isfinite(iv.low) else 0.0 for _, iv in rows])
-            high = np.array([iv.high - iv.estimate if math.isfinite(iv.high) else 0.0 for _, iv in rows])
-            xs = [x for x, _ in rows]
-            ax.errorbar(xs, est, yerr=[low, high], marker="o", capsize=3, label=f"to {target:.0%} (held 1 s)")
-            plotted = True
+            plotted |= _plot_target(ax, [(_x_on(axis, p), p.results[i].smoothed) for p in on_axis], target)
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.axhline(GOAL_SPEEDUP, color="grey", lw=0.8, ls="--")
         ax.set_title(title, fontsize=9)
@@ -690,16 +682,43 @@ def plot_map(points: Sequence[MapPoint], out: Path) -> Path:
             ax.set_xscale("log")
             # the points' own values as ticks: log-scale minor labels overlap at these few points
             ticks = sorted({_x_on(axis, p) for p in on_axis})
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
             ax.minorticks_off()
     axes[0].set_ylabel("speedup of the best AMP-FL")
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=8)
+    legend = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    if legend:
+        axes[0].legend(legend.values(), legend.keys(), fontsize=8)
     fig.tight_layout()
     path = out / "regime_map.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _plot_target(ax: Any, rows: Sequence[tuple[float, SpeedupStats]], target: float) -> bool:
+    """One target's speedups along an axis, with their intervals; a point where only AMP-FL reached the
+    target in every seed has no ratio, so its lower bound (the rival's whole run over AMP-FL's time) is
+    drawn as an upward triangle instead. True if anything was drawn."""
+    exact = [(x, s.interval) for x, s in rows if s.interval.n and math.isfinite(s.interval.estimate)]
+    bounds = [(x, min(s.per_seed.at_least.values())) for x, s in rows if not s.interval.n and s.per_seed.at_least]
+    colour = f"C{TARGETS.index(target)}"
+    if exact:
+        est = np.array([iv.estimate for _, iv in exact])
+        low = np.array([iv.estimate - iv.low if math.isfinite(iv.low) else 0.0 for _, iv in exact])
+        high = np.array([iv.high - iv.estimate if math.isfinite(iv.high) else 0.0 for _, iv in exact])
+        xs = [x for x, _ in exact]
+        ax.errorbar(xs, est, yerr=[low, high], marker="o", capsize=3, color=colour, label=f"to {target:.0%} (held 1 s)")
+    if bounds:
+        ax.plot(
+            [x for x, _ in bounds],
+            [b for _, b in bounds],
+            "^",
+            color=colour,
+            ms=8,
+            ls="none",
+            label=f"to {target:.0%}: only AMP-FL got there (lower bound)",
+        )
+    return bool(exact or bounds)
 
 
 def _x_on(axis: str, point: MapPoint) -> float:
