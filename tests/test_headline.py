@@ -192,6 +192,8 @@ def test_the_map_report_tabulates_every_complete_regime_and_names_the_missing(tm
     report = h.map_report(points, pair, tmp_path, "cmd").read_text()
     assert "| cpu_spread=3 | 0.500 | 2.00 | 60% | 75% | 2.50x [2.00, 3.00] (n=2) |" in report
     assert "Regimes without complete runs yet: cpu_spread=6" in report
+    assert all(r.goal_met for r in results)  # the doubles give 2x or more at both targets
+    assert "met at: table1=1 to 70%, table1=1 to 75%, cpu_spread=3 to 70%, cpu_spread=3 to 75%." in report
     assert (tmp_path / "regime_map.png").is_file()
     payload = json.loads((tmp_path / "map.json").read_text())
     assert [p["regime"] for p in payload] == ["table1=1", "cpu_spread=3"]
