@@ -739,7 +739,8 @@ def map_report(points: Sequence[MapPoint], pair: Sequence[Method], out: Path, co
         f"- **Command:** `{command}`",
         f"- Both at their tuned values (`reports/headline/tuning/`), Fashion-MNIST, 100 PIUs x 600 samples, s = 2, "
         f"evaluation seeds {', '.join(map(str, EVAL_SEEDS))}. Each point's horizon, evaluation grid and AMP-FL's "
-        "T_max settings (its tuned T_max and, under a linear schedule, its end) are scaled by its full-model round length over Table I's (calibrated from the latency model, "
+        "T_max settings (its tuned T_max and, under a linear schedule, its end) are scaled by its full-model "
+        "round length over Table I's (calibrated from the latency model, "
         "no training), so every point runs about as many rounds as Table I's.",
         "- Speedup: ratio of mean smoothed (held 1 s) times, 95 % paired bootstrap interval; first crossing beside.",
         f"- Goal (>= {GOAL_SPEEDUP:g}x held 1 s, interval above {GOAL_LOW:g}x) met at: {_goal_points(points)}.",
