@@ -363,7 +363,9 @@ from amp_fl.experiments.campaign import compose_values
 from amp_fl.launch.inprocess import run_in_process
 from amp_fl.launch.launcher import cli_errors
 run = Path(sys.argv[1])
-values = compose_values(["experiment=quick", "wireless.num_devices=4", "wireless.num_rbs=2", "num_rounds=2"])
+values = compose_values(
+    ["experiment=quick", "wireless.num_devices=4", "wireless.num_rbs=2", "num_rounds=2", "checkpoint.every_s=0"]
+)
 values["output_dir"] = str(run)
 cfg = load_config(values)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) as on a full disk

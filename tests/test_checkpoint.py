@@ -26,6 +26,7 @@ BASE = {
     "num_rounds": 7,
     "seed": 5,
     "strategy": {"compensation": "all"},
+    "checkpoint": {"every_s": 0.0},  # these tests crash at a chosen round: every due round checkpoints
 }
 
 
@@ -66,7 +67,7 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch, uninter
     """With ``every=2`` and a crash after round 5, metrics.csv already holds row 5 but the checkpoint is
     round 4: the resume drops row 5 and redoes it. Either way every row (wall time aside), the schedule
     log and the final model equal those of the uninterrupted run."""
-    values = {**BASE, "checkpoint": {"every": every}}
+    values = {**BASE, "checkpoint": {"every": every, "every_s": 0.0}}
     run = tmp_path / "run"
     with monkeypatch.context() as m:
         _crash_after(m, crash_after)
@@ -265,7 +266,7 @@ SPARSE = {
 def test_a_resumed_sparse_fedavg_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
     """Sparse FedAvg saves its own state (weights, the pruner's masks and steps, the rewind snapshot,
     the history) through the same protocol; crashed after round 3, resumed, it ends where the whole run does."""
-    values = {**SPARSE, "checkpoint": {"every": 1}}
+    values = {**SPARSE, "checkpoint": {"every": 1, "every_s": 0.0}}
     whole, run = _whole_and_crashed(values, tmp_path, monkeypatch, crash_after=3)
     saved = C.load_checkpoint(run).parts["strategy"]
     assert saved["rewind_snapshot"] is not None and [r["round"] for r in saved["history"]] == [1, 2, 3]

@@ -72,6 +72,7 @@ def test_a_diverged_run_stops_cleanly_with_its_metrics_and_last_good_checkpoint(
 
     monkeypatch.setattr(strategy_module, "server_step", step)
     values = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 6, "num_rbs": 3}, "num_rounds": 6}
+    values["checkpoint"] = {"every_s": 0.0}  # every round checkpoints, so the last good one is round 2's
     run = run_in_process(load_config(values), tmp_path)
     summary = json.loads((run / "summary.json").read_text())
     why = "the global model has NaN or infinite values in 'features.3.weight'"

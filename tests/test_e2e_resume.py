@@ -36,6 +36,7 @@ SMALL = {
     "wireless": {"num_devices": 10, "num_rbs": 5},
     "num_rounds": ROUNDS,
     "seed": 3,
+    "checkpoint": {"every_s": 0.0},  # every round checkpoints: the test kills the run after round 3's
 }
 
 

@@ -13,7 +13,13 @@ from amp_fl.config import load_config
 from amp_fl.launch.inprocess import run_in_process
 from amp_fl.server import checkpoint as C
 
-BASE = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 6, "num_rbs": 3}, "num_rounds": 3, "seed": 4}
+BASE = {
+    "dataset": {"name": "mnist5k"},
+    "wireless": {"num_devices": 6, "num_rbs": 3},
+    "num_rounds": 3,
+    "seed": 4,
+    "checkpoint": {"every_s": 0.0},  # the resume tests crash at a chosen round: every round checkpoints
+}
 HETEROFL = {
     "scheduling": {"name": "levels", "levels": [1.0, 0.5, 0.25]},
     "pruning": {"policy": "static", "scaler": True},

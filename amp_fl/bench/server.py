@@ -4,7 +4,8 @@
 
 The run: ``experiment=speedup method=amp_fl_tuned`` (Fashion-MNIST, 100 PIUs, 10 RBs, the paper's
 CNN, staleness-discounted compensation, evaluation on the preset's 0.25 s grid of the simulated
-clock, a checkpoint every round), ``num_rounds=N``, through the real ServerApp and ClientApp code
+clock, checkpoints at the default interval: at most one per 5 s of wall-clock time; ``--set
+checkpoint.every_s=0`` for one every round), ``num_rounds=N``, through the real ServerApp and ClientApp code
 on the in-process grid (:func:`amp_fl.launch.inprocess.run_in_process`), one torch thread.
 ``--dataset mnist5k`` runs offline where Fashion-MNIST is not installed.
 

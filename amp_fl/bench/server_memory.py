@@ -110,7 +110,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower's per-round records would drown the JSON line
-    cfg = bench_config(args.rounds, args.devices, args.rbs, args.seed)
+    # every round, whatever the default interval: the bound covers capturing and writing each one
+    cfg = bench_config(args.rounds, args.devices, args.rbs, args.seed, checkpoint={"every": 1, "every_s": 0.0})
     with tempfile.TemporaryDirectory(prefix="amp_fl_server_memory_") as tmp:
         run_dir = Path(tmp)
         config_file = write_run_config(cfg, run_dir, preflight(cfg))

@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from amp_fl.bench import emit
 from amp_fl.config import RunConfig, load_config
@@ -110,13 +111,15 @@ def round_times(run_dir: Path, warmup: int) -> list[float]:
     return [b - a for a, b in itertools.pairwise(wall)][warmup:]
 
 
-def bench_config(rounds: int, devices: int, rbs: int, seed: int) -> RunConfig:
+def bench_config(rounds: int, devices: int, rbs: int, seed: int, **sections: Any) -> RunConfig:
+    """The benchmarks' run on ``mnist5k``; ``sections``: further top-level settings (``checkpoint={...}``)."""
     return load_config(
         {
             "dataset": {"name": "mnist5k"},
             "num_rounds": rounds,
             "seed": seed,
             "wireless": {"num_devices": devices, "num_rbs": rbs},
+            **sections,
         }
     )
 
