@@ -53,6 +53,13 @@ def test_streaks_count_the_last_rounds_in_a_row_and_never_round_0():
 def test_weight_norm_is_the_l2_norm_of_all_weights_together():
     assert weight_norm([np.array([3.0]), np.array([[4.0]], dtype=np.float32)]) == 5.0
     assert math.isinf(weight_norm([np.array([np.inf])]))
+    big = np.full(4, 1e20, dtype=np.float32)  # its float32 sum of squares overflows; the norm does not
+    assert weight_norm([big]) == pytest.approx(2e20, rel=1e-6)
+    assert math.isnan(weight_norm([np.array([np.nan], dtype=np.float32)]))
+    rng = np.random.default_rng(0)
+    mixed = [rng.standard_normal((64, 16, 5, 5)).astype(np.float32), rng.standard_normal(10)]
+    exact = math.sqrt(sum(float(np.sum(w.astype(np.float64) ** 2)) for w in mixed))
+    assert weight_norm(mixed) == pytest.approx(exact, rel=1e-6)
 
 
 @pytest.mark.parametrize(
