@@ -75,7 +75,7 @@ class GroupedBatchNorm2d(nn.Module):
         super().__init__()
         if bn.momentum is None:
             raise ValueError("the batched pass needs BatchNorm with a momentum (cumulative averages are per client)")
-        self.bn = bn
+        self.momentum, self.eps = float(bn.momentum), float(bn.eps)
         self.weight, self.bias = state["weight"], state["bias"]
         self.running_mean, self.running_var = state["running_mean"], state["running_var"]
         self.num_batches_tracked = state["num_batches_tracked"]
@@ -92,8 +92,8 @@ class GroupedBatchNorm2d(nn.Module):
             _flat(self.weight),
             _flat(self.bias),
             batch_statistics,
-            self.bn.momentum,
-            self.bn.eps,
+            self.momentum,
+            self.eps,
         )
 
 
