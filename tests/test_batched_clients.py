@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from amp_fl.client import batched
 from amp_fl.client.batched import ClientJob, fit_batched
+from amp_fl.client.grouped import clients_on_channels, grouped_model
 from amp_fl.client.settings import TrainSettings
 from amp_fl.client.trainer import ModelInfo, SubModelTrainer
 from amp_fl.config import load_config
@@ -21,29 +24,39 @@ from amp_fl.pruning import extract_arrays, module_arrays, region_map
 INFO = ModelInfo("cnn", (1, 28, 28), 10)
 
 
-def _clients() -> list[tuple[ArraySplit, list[np.ndarray], list[np.ndarray]]]:
+def _clients(info: ModelInfo = INFO) -> list[tuple[ArraySplit, list[np.ndarray], list[np.ndarray]]]:
     """Three clients of different keep counts (full, 60 %, 30 %) and data sizes."""
-    regions = region_map("cnn", (1, 28, 28), 10)
+    regions = region_map(info.name, info.input_shape, info.num_classes)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        full = module_arrays(build_model("cnn", num_classes=10))
+        full = module_arrays(build_model(info.name, num_classes=info.num_classes, input_shape=info.input_shape))
     rng = np.random.default_rng(0)
     clients = []
     for k, fraction in enumerate((1.0, 0.6, 0.3)):
         kept = [np.sort(rng.choice(g.size, max(1, int(g.size * fraction)), replace=False)) for g in regions.groups]
         n = 40 + 10 * k
-        data = ArraySplit(rng.standard_normal((n, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, n))
+        images = rng.standard_normal((n, *info.input_shape)).astype(np.float32)
+        data = ArraySplit(images, rng.integers(0, info.num_classes, n))
         clients.append((data, extract_arrays(full, regions, kept), kept))
     return clients
 
 
-@pytest.mark.parametrize("objective", ["sgd", "fedprox"])
-def test_batched_gradients_equal_the_trainers(objective: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    regions = region_map("cnn", (1, 28, 28), 10)
+# The paper's CNN (conv, pool, linear), ResNet-8 (BatchNorm with running statistics and counters,
+# residual additions, 1x1 downsampling, average pooling) and its static-BatchNorm variant.
+MODELS = [INFO, ModelInfo("resnet8", (3, 16, 16), 10), ModelInfo("resnet8+static_bn", (3, 16, 16), 10)]
+
+
+@pytest.mark.parametrize(
+    ("objective", "info"),
+    [("sgd", INFO), ("fedprox", INFO), ("sgd", MODELS[1]), ("fedprox", MODELS[1]), ("sgd", MODELS[2])],
+    ids=lambda v: v.name if isinstance(v, ModelInfo) else v,
+)
+def test_batched_gradients_equal_the_trainers(objective: str, info: ModelInfo, monkeypatch: pytest.MonkeyPatch) -> None:
+    regions = region_map(info.name, info.input_shape, info.num_classes)
     settings = TrainSettings(0.05, 4, 8, objective=objective, proximal_mu=0.1 if objective == "fedprox" else 0.0)
-    clients = _clients()
+    clients = _clients(info)
     one_by_one = [
-        SubModelTrainer(data, INFO, regions).fit(arrays, kept, settings, np.random.default_rng([1, k]))
+        SubModelTrainer(data, info, regions).fit(arrays, kept, settings, np.random.default_rng([1, k]))
         for k, (data, arrays, kept) in enumerate(clients)
     ]
     stacked: dict[str, torch.Tensor] = {}
@@ -57,10 +70,12 @@ def test_batched_gradients_equal_the_trainers(objective: str, monkeypatch: pytes
     jobs = [
         ClientJob(data, arrays, kept, np.random.default_rng([1, k])) for k, (data, arrays, kept) in enumerate(clients)
     ]
-    together = fit_batched(INFO, regions, jobs, settings)
+    together = fit_batched(info, regions, jobs, settings)
     for ref, got, (_, arrays, _) in zip(one_by_one, together, clients, strict=True):
         assert [g.shape for g in got.gradient] == [a.shape for a in arrays]
+        # Parameters' gradients and buffers' trained values (running statistics, counters).
         for r, g in zip(ref.gradient, got.gradient, strict=True):
+            assert g.dtype == r.dtype
             np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose([w.max() for w in got.weights], [w.max() for w in ref.weights], rtol=1e-5)
         assert got.train_loss == pytest.approx(ref.train_loss, rel=1e-6)
@@ -71,6 +86,31 @@ def test_batched_gradients_equal_the_trainers(objective: str, monkeypatch: pytes
             outside = state[k].detach().clone()
             outside[batched.corner(array.shape)] = 0
             assert not outside.any(), name
+
+
+def test_a_layer_the_pass_cannot_group_is_named() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    state = {name: torch.stack([t, t]) for name, t in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"layer '1' \(GELU\).*batched_clients=false"):
+        grouped_model(model, 2, state)
+
+
+def test_grouped_model_is_k_models_side_by_side() -> None:
+    """Brute force: the grouped forward of K stacked models equals each model's own forward on its own input."""
+    torch.manual_seed(0)
+    models = [
+        nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 25, 4))
+        for _ in range(3)
+    ]
+    inputs = torch.randn(3, 6, 2, 5, 5)  # [K, B, C, H, W]
+    states = [m.state_dict() for m in models]
+    stacked = {name: torch.stack([s[name] for s in states]) for name in states[0]}  # copies, before training
+    template = copy.deepcopy(models[0])
+    expected = torch.stack([m(x) for m, x in zip(models, inputs, strict=True)])  # train mode: batch statistics
+    got = grouped_model(template, 3, stacked)(clients_on_channels(inputs)).view(6, 3, 4).transpose(0, 1)
+    torch.testing.assert_close(got, expected)
+    for name in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+        torch.testing.assert_close(stacked[name], torch.stack([m.state_dict()[name] for m in models]))
 
 
 def test_apfl_is_not_batched() -> None:

@@ -97,6 +97,7 @@ def run(rounds: int, dataset: str, seed: int, extra: list[str]) -> Timings:
     undo = [
         timings.mark_rounds(),
         timings.wrap(inprocess.InProcessGrid, "_call", "client"),
+        timings.wrap(inprocess.InProcessGrid, "_call_batch", "client"),  # train.batched_clients=true
         timings.wrap(trainer.ModelEvaluator, "__call__", "evaluation"),
         timings.wrap(amp_fl.AmpFlStrategy, "configure_train", "configure_train"),
         timings.wrap(amp_fl.AmpFlStrategy, "aggregate_train", "aggregate_train"),

@@ -7,12 +7,12 @@ How. Every client's sub-model is zero-padded to a common width: per channel grou
 keep count among the clients; the padding goes after the kept channels (the corner
 ``[:c_out, :c_in * in_expand]`` of each array is the client's, the rest 0; channel-major
 flattening keeps the first FC layer's columns of channel ``c`` at ``c*H*W ... c*H*W + H*W - 1``,
-so the corner is right there too). All clients' arrays are stacked on a new leading axis and one
-forward runs under ``torch.func.vmap`` over ``functional_call`` (convolutions become grouped ones,
-linear layers batched matmuls), each client on its own mini-batches, drawn from its own generator
-exactly as the trainer draws them. One backward of the sum of the clients' losses gives each
-client the gradient of its own loss (the clients share no parameter), and one foreach SGD step
-updates all.
+so the corner is right there too). All clients' arrays are stacked on a new leading axis, and
+the architecture runs once as K models side by side (:func:`amp_fl.client.grouped.grouped_model`:
+convolutions become grouped ones over client-major channels, linear layers batched matmuls),
+each client on its own mini-batches, drawn from its own generator exactly as the trainer draws
+them. One backward of the sum of the clients' losses gives each client the gradient of its own
+loss (the clients share no parameter), and one foreach SGD step updates all.
 
 Why the padding stays exactly 0 (so slicing the corner back out is the client's sub-model):
 a padded output channel has zero weights and zero bias, so its activation is 0 (ReLU, max-pool
@@ -28,14 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.nn import functional as F
 
 from amp_fl.client.device import resolve_device
+from amp_fl.client.grouped import clients_on_channels, grouped_model
 from amp_fl.client.objectives import add_proximal_gradient
 from amp_fl.client.settings import TrainSettings
 from amp_fl.client.trainer import FitResult, ModelInfo, batch_indices, upload_of
@@ -129,22 +129,18 @@ def _train(
 ) -> list[float]:
     """``local_steps`` batched steps; returns each client's sum of mini-batch losses f(w)."""
     images, labels, index = _batches(jobs, settings, device)
-
-    def client_loss(p: dict[str, Any], b: dict[str, Any], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(functional_call(module, (p, b), (x,)), y)
-
-    # Buffers (BatchNorm running statistics) are updated in place, per client, inside vmap.
-    batched_loss = vmap(client_loss, in_dims=(0, 0, 0, 0))
+    k, b = len(jobs), settings.batch_size
+    together = grouped_model(module, k, {**params, **buffers})
     weights = list(params.values())
     optimiser = torch.optim.SGD(weights, lr=settings.learning_rate, foreach=True)
     anchor = [w.detach().clone() for w in weights] if settings.objective == "fedprox" else []
-    k, b = len(jobs), settings.batch_size
     step_losses = []
     for step_index in index:
-        x = clients_last(images.index_select(0, step_index).view(k, b, *images.shape[1:]))
+        x = clients_on_channels(images.index_select(0, step_index).view(k, b, *images.shape[1:]))
         y = labels.index_select(0, step_index).view(k, b)
         optimiser.zero_grad(set_to_none=True)
-        loss = batched_loss(params, buffers, x, y)
+        logits = together(x).view(b, k, -1)  # [B, K, classes]: client k's logits in block k
+        loss = F.cross_entropy(logits.permute(0, 2, 1), y.t(), reduction="none").mean(dim=0)  # [K]
         loss.sum().backward()  # the clients share nothing: each gets the gradient of its own loss
         if anchor:
             add_proximal_gradient(weights, anchor, settings.proximal_mu)
@@ -154,22 +150,10 @@ def _train(
     return [float(v) for v in torch.stack(step_losses).cpu().double().sum(dim=0)]
 
 
-def clients_last(x: torch.Tensor) -> torch.Tensor:
-    """Client-stacked images ``[K, B, C, H, W]`` stored as ``[B, H, W, K, C]`` (same values, same shape).
-
-    vmap runs a convolution as one grouped convolution on ``[B, K*C, H, W]``, made by moving the
-    client axis next to the channels and merging the two: with this storage that merge is a view
-    and the result is channels-last, which oneDNN's grouped convolutions run 3-5x faster than
-    NCHW on one CPU thread (the layers' outputs then stay channels-last). Other inputs pass.
-    """
-    if x.dim() != 5:
-        return x
-    return x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2)
-
-
 def clients_last_weight(w: torch.Tensor) -> torch.Tensor:
-    """Stacked conv weights ``[K, O, I, kh, kw]`` stored as ``[K, O, kh, kw, I]``: vmap's merged
-    ``[K*O, I, kh, kw]`` is then a channels-last weight, as the input (:func:`clients_last`)."""
+    """Stacked conv weights ``[K, O, I, kh, kw]`` stored as ``[K, O, kh, kw, I]``: the grouped
+    convolution's ``[K*O, I, kh, kw]`` is then a channels-last weight, as the input
+    (:func:`~amp_fl.client.grouped.clients_on_channels`)."""
     if w.dim() != 5:
         return w
     return w.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
