@@ -10,13 +10,30 @@ from amp_fl.bench import server
 
 
 def test_server_bench_splits_rounds_into_client_evaluation_and_server(capsys: pytest.CaptureFixture[str]) -> None:
-    server.main(["--rounds", "3", "--warmup", "1", "--dataset", "mnist5k", "--set", "wireless.num_devices=12"])
+    server.main(
+        [
+            "--rounds",
+            "3",
+            "--warmup",
+            "1",
+            "--dataset",
+            "mnist5k",
+            "--set",
+            "wireless.num_devices=12",
+            "--naive-repeats",
+            "1",
+        ]
+    )
     (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines() if text.startswith("{")]
     assert line["bench"] == "server" and line["rounds_measured"] == 2
     assert line["client_s_mean"] > 0 and line["server_s_mean"] > 0
     parts = ("configure_train", "aggregate_train", "checkpoint", "other")
     assert sum(line[f"server_{p}_s_mean"] for p in parts) == pytest.approx(line["server_s_mean"])
     assert 0 < line["server_share"] < 1
+    assert line["naive_s_median"] > 0
+    assert line["round_over_naive"] == pytest.approx(
+        (line["round_s_mean"] - line["evaluation_s_mean"]) / line["naive_s_median"]
+    )
 
 
 def test_reproduce_estimate_groups_runs_by_what_a_round_computes_and_splits_a_probe_into_rounds_and_fixed_cost(

@@ -18,8 +18,12 @@ next) is split by timing, in this process and without touching the code measured
   row, the checkpoint, Flower's round loop); ``flower``: 0 in process (no SuperLink, no Ray).
 
 Output: one JSON line with the per-round means and medians over the rounds after ``--warmup``,
-the server's parts (``configure_train``, ``aggregate_train``, checkpoint hook), and the server
-share ``server / (round - evaluation)`` against the goal of 5 %.
+the server's parts (``configure_train``, ``aggregate_train``, checkpoint hook), the server
+share ``server / (round - evaluation)`` against the goal of 5 %, and the round with evaluation
+out of the way against the naive plain-torch loop doing the same client work on the full model
+(:func:`amp_fl.bench.engine.naive_round`, timed ``--naive-repeats`` times before and as many
+after the run, in this process): ``round_over_naive`` = mean (round - evaluation) / median
+naive, against the goal of 0.5.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 import torch
 
 from amp_fl.bench import emit
+from amp_fl.bench.engine import SAMPLES_PER_DEVICE, naive_round, speedup_round
 from amp_fl.client import trainer
 from amp_fl.config import load_config
 from amp_fl.experiments.campaign import compose_values
@@ -45,6 +50,7 @@ from amp_fl.server import checkpoint, recorder
 from amp_fl.strategy import amp_fl
 
 GOAL_MAX_SERVER_SHARE = 0.05
+GOAL_MAX_ROUND_OVER_NAIVE = 0.5
 
 
 class Timings:
@@ -113,6 +119,18 @@ def run(rounds: int, dataset: str, seed: int, extra: list[str]) -> Timings:
     return timings
 
 
+def naive_seconds(seed: int, repeats: int) -> list[float]:
+    """Wall seconds of the naive full-model loop over the speedup preset's scheduled devices (after a warm-up)."""
+    settings, _, global_arrays, devices = speedup_round(seed, SAMPLES_PER_DEVICE)
+    naive_round(global_arrays, devices, settings, seed)  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        naive_round(global_arrays, devices, settings, seed)
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m amp_fl.bench server", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=24)
@@ -120,10 +138,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist (the preset's) or mnist5k")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another Hydra override")
+    parser.add_argument("--naive-repeats", type=int, default=3, help="naive-loop timings before and after the run")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)
+    naive = naive_seconds(args.seed, args.naive_repeats)
     timings = run(args.rounds, args.dataset, args.seed, args.set)
+    naive += naive_seconds(args.seed, args.naive_repeats)
     measured = range(args.warmup + 1, args.rounds + 1)
     per_round: dict[str, list[float]] = {"round": [], "client": [], "evaluation": [], "server": []}
     parts = ("configure_train", "aggregate_train", "checkpoint")
@@ -156,6 +177,10 @@ def main(argv: list[str]) -> None:
             "server_share": share,
             "server_share_median": statistics.median(shares),
             "goal_server_share_le_0_05": share <= GOAL_MAX_SERVER_SHARE,
+            "naive_s_median": statistics.median(naive),
+            "round_over_naive": (mean["round"] - mean["evaluation"]) / statistics.median(naive),
+            "goal_round_over_naive_le_0_5": (mean["round"] - mean["evaluation"]) / statistics.median(naive)
+            <= GOAL_MAX_ROUND_OVER_NAIVE,
             "cpu_count": os.cpu_count(),
             "loadavg_1m": os.getloadavg()[0],
         }
