@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from amp_fl.client.device import resolve_device
-from amp_fl.client.grouped import clients_on_channels, grouped_model
+from amp_fl.client.grouped import clients_last_weight, clients_on_channels, grouped_model
 from amp_fl.client.objectives import add_proximal_gradient
 from amp_fl.client.settings import TrainSettings
 from amp_fl.client.trainer import FitResult, ModelInfo, batch_indices, upload_of
@@ -148,15 +148,6 @@ def _train(
         step_losses.append(loss.detach())
     # One host sync; the per-step losses are added in float64, as the trainer adds Python floats.
     return [float(v) for v in torch.stack(step_losses).cpu().double().sum(dim=0)]
-
-
-def clients_last_weight(w: torch.Tensor) -> torch.Tensor:
-    """Stacked conv weights ``[K, O, I, kh, kw]`` stored as ``[K, O, kh, kw, I]``: the grouped
-    convolution's ``[K*O, I, kh, kw]`` is then a channels-last weight, as the input
-    (:func:`~amp_fl.client.grouped.clients_on_channels`)."""
-    if w.dim() != 5:
-        return w
-    return w.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
 
 def _batches(

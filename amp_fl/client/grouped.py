@@ -55,9 +55,9 @@ class GroupedConv2d(nn.Module):
 
 
 class GroupedLinear(nn.Module):
-    def __init__(self, clients: int, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
-        self.clients, self.weight, self.bias = clients, weight, bias
+        self.weight, self.bias = weight, bias  # [K, o, i], [K, o]: K is the weight's leading axis
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, out_features, in_features = self.weight.shape
@@ -125,7 +125,7 @@ def _grouped_leaf(name: str, leaf: nn.Module, clients: int, state: Mapping[str, 
     if isinstance(leaf, nn.Conv2d) and leaf.padding_mode == "zeros":
         return GroupedConv2d(leaf, clients, state[f"{name}.weight"], entry("bias"))
     if isinstance(leaf, nn.Linear):
-        return GroupedLinear(clients, state[f"{name}.weight"], entry("bias"))
+        return GroupedLinear(state[f"{name}.weight"], entry("bias"))
     if isinstance(leaf, nn.BatchNorm2d):
         attributes = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
         return GroupedBatchNorm2d(leaf, {a: entry(a) for a in attributes})
@@ -146,3 +146,12 @@ def clients_on_channels(x: torch.Tensor) -> torch.Tensor:
     k, b, *rest = x.shape
     merged = x.transpose(0, 1).reshape(b, k * rest[0], *rest[1:])
     return merged.contiguous(memory_format=torch.channels_last) if merged.dim() == 4 else merged
+
+
+def clients_last_weight(w: torch.Tensor) -> torch.Tensor:
+    """Stacked conv weights ``[K, O, I, kh, kw]`` stored as ``[K, O, kh, kw, I]``: the grouped
+    convolution's ``[K*O, I, kh, kw]`` (:class:`GroupedConv2d`) is then a channels-last weight,
+    as the input (:func:`clients_on_channels`). Other arrays pass unchanged."""
+    if w.dim() != 5:
+        return w
+    return w.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
