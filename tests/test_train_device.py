@@ -64,10 +64,14 @@ def test_the_evaluator_scores_as_the_old_evaluation_did() -> None:
     assert np.isfinite(loss)
 
 
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
 @pytest.mark.parametrize("size", [(24, 24), (7, 9)])
-def test_inference_pooling_equals_max_pool2d(size: tuple[int, int]) -> None:
-    x = torch.randn(5, 6, *size).contiguous(memory_format=torch.channels_last)
-    assert torch.equal(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2))
+def test_inference_pooling_equals_max_pool2d(size: tuple[int, int], layout: torch.memory_format) -> None:
+    x = torch.randn(5, 6, *size).contiguous(memory_format=layout)
+    x[0, 0, 0, 0] = float("nan")  # a NaN wins its window, as in max_pool2d
+    x[1, :, :2, :2] = 1.5  # a tie: a max is exact whichever corner wins
+    pooled, expected = MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2)
+    assert torch.isnan(pooled[0, 0, 0, 0]) and torch.equal(pooled.nan_to_num(7.0), expected.nan_to_num(7.0))
     model = with_inference_pooling(build_model("vgg11", num_classes=10, input_shape=(3, 32, 32)))
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
     assert sum(isinstance(m, MaxPool2x2) for m in model.modules()) == 5
