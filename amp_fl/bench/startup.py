@@ -135,7 +135,8 @@ def main(argv: list[str]) -> None:
                 medians[actors] = statistics.median(times)
                 emit({**common, "engine": "flower_simulation", "ray_actors": actors,
                       "median_round_s": medians[actors], "total_wall_s": total})  # fmt: skip
-            inproc_runs.append(statistics.median(round_times(run_in_process(cfg, tmp / "inprocess_after"), args.warmup)))
+            after = run_in_process(cfg, tmp / "inprocess_after")
+            inproc_runs.append(statistics.median(round_times(after, args.warmup)))
             inproc = statistics.fmean(inproc_runs)
             emit({**common, "engine": "in_process_loop", "median_round_s": inproc, "median_round_s_runs": inproc_runs})
             one, two = medians[1] / inproc, medians[2] / inproc

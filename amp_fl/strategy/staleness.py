@@ -102,11 +102,14 @@ def discounted_mean(cache: GradientCache, ages_of: Callable[[int], list[np.ndarr
 
 
 class EntryAges:
-    """:func:`entry_ages` of all arrays at once, flattened: two gathers from the AoI row and a max.
+    """:func:`entry_ages` of all arrays at once, flattened: one gather from the ages of the distinct slot pairs.
 
     Every entry's age is the larger of two slots of the row extended by the device's age and a
     ``-1`` (which loses every max): its output region's (or the device's age, when axis 0 is
-    not sliced) and its input region's (or ``-1``). The slots are mapped once per region map.
+    not sliced) and its input region's (or ``-1``). Entries share few distinct (output, input)
+    pairs (a conv kernel's entries, a linear layer's inputs from one channel), so a call takes the
+    max over the pairs, then gathers it per entry: one pass over the Q entries instead of three.
+    The pairs are found once per region map.
     """
 
     def __init__(self, region_map: RegionMap, granularity: CacheGranularity = "entry") -> None:
@@ -126,20 +129,26 @@ class EntryAges:
                 in_slot[...] = cols.reshape((1, -1) + (1,) * (trailing - 1))
             outs.append(out_slot.ravel())
             ins.append(in_slot.ravel())
-        self.out_slot = np.concatenate(outs) if outs else np.zeros(0, dtype=np.int64)
-        self.in_slot = np.concatenate(ins) if ins else np.zeros(0, dtype=np.int64)
+        out_slots = np.concatenate(outs) if outs else np.zeros(0, dtype=np.int64)
+        in_slots = np.concatenate(ins) if ins else np.zeros(0, dtype=np.int64)
+        pairs, self.pair_of_entry = np.unique(out_slots * (regions + 2) + in_slots, return_inverse=True)
+        self.pair_out, self.pair_in = np.divmod(pairs, regions + 2)
         self._extended = np.zeros(regions + 2, dtype=np.int64)
-        self._gathered = np.zeros(self.out_slot.size, dtype=np.int64)
 
-    def __call__(self, region_ages: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Write the flat entry ages of one device's AoI row into ``out`` (int64, length Q) and return it."""
+    def __call__(self, region_ages: np.ndarray, out: np.ndarray, older_by: int = 0) -> np.ndarray:
+        """Write the flat entry ages of one device's AoI row, plus ``older_by``, into ``out`` (int64, length Q).
+
+        ``older_by`` is added to the row's few slots rather than to the Q entries (a max of ages
+        grows with them; the ``-1`` still loses every max).
+        """
         ext = self._extended
         ext[:-2] = region_ages
         ext[-2] = ext[:-2].min() if ext.size > 2 else 0
+        if older_by:
+            ext[:-1] += older_by
         ext[-1] = -1
-        np.take(ext, self.out_slot, out=out)
-        np.take(ext, self.in_slot, out=self._gathered)
-        return np.maximum(out, self._gathered, out=out)
+        pair_ages = np.maximum(ext[self.pair_out], ext[self.pair_in])
+        return np.take(pair_ages, self.pair_of_entry, out=out)
 
 
 class DiscountedSums:
@@ -197,18 +206,19 @@ class DiscountedSums:
         before and after this round's AoI update.
         """
         ages, exponent, ref = self._ages, self._exponent, self.reference
-        np.subtract(self._entry_ages(ages_before, out=ages), ref, out=exponent)
-        exponent += 1  # the round just advanced the reference, not the old ages
+        # The round just advanced the reference, not the old ages: they count one round older.
+        np.subtract(self._entry_ages(ages_before, out=ages, older_by=1), ref, out=exponent)
         self._add(before, exponent, -1.0)
         new_ages = self._entry_ages(ages_after, out=ages)
-        np.subtract(ref, new_ages, out=exponent)
-        stale = np.flatnonzero(exponent > self.max_shift)
-        if stale.size:  # rebase before the fresh weight gamma^-(r - a) gets out of range
-            scale = np.exp(exponent[stale] * self._log_gamma)
+        np.subtract(new_ages, ref, out=exponent)
+        if exponent.size and exponent.min() < -self.max_shift:
+            # Rebase before the fresh weight gamma^-(r - a) gets out of range.
+            stale = np.flatnonzero(exponent < -self.max_shift)
+            scale = np.exp(-exponent[stale] * self._log_gamma)
             self.numerator[stale] *= scale
             self.denominator[stale] *= scale
             ref[stale] = new_ages[stale]
-        np.subtract(new_ages, ref, out=exponent)
+            exponent[stale] = 0
         self._add(after, exponent, 1.0)
 
     def _add(self, gradient: np.ndarray, exponent: np.ndarray, sign: float) -> None:
