@@ -91,3 +91,22 @@ def test_agreement_is_not_trivial(cnn_map: RegionMap) -> None:
         for ours, theirs in zip(schedule.kept_indices, other, strict=True)
         for a, b in zip(ours, theirs, strict=True)
     )
+
+
+def test_aoi_policy_takes_the_schedulers_choice_only_when_its_counts_match(cnn_map: RegionMap) -> None:
+    """The strategy hands ``aoi`` the scheduler's regions (the agreement above makes them the same), no others."""
+    ages = np.zeros(cnn_map.num_regions, dtype=np.int64)
+    policy = build_policy("aoi", 3)
+    counts = [3, 8, 64]
+    scheduled = tuple(np.arange(c, dtype=np.int64) for c in counts)
+    ctx = SelectionContext(cnn_map, server_round=2, device_id=1, ages=ages, scheduled=scheduled)
+    assert all(a is b for a, b in zip(policy.select(counts, ctx), scheduled, strict=True))
+    # Other counts (a policy asked for another sub-model): computed, as without the scheduler's choice.
+    computed = policy.select([2, 8, 64], ctx)
+    alone = policy.select([2, 8, 64], SelectionContext(cnn_map, server_round=2, device_id=1, ages=ages))
+    for a, b in zip(computed, alone, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(computed[1], scheduled[1])  # the tie-break, not the first indices
+    # Other policies ignore it.
+    rolled = build_policy("random", 3).select(counts, ctx)
+    assert any(not np.array_equal(a, b) for a, b in zip(rolled, scheduled, strict=True))

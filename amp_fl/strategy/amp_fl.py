@@ -341,6 +341,7 @@ class AmpFlStrategy(Strategy):
                 device_id=device,
                 ages=[layer_ages[device].copy() for layer_ages in self.aoi.layers()],  # tau_{t-1}, frozen
                 global_arrays=self.weights,
+                scheduled=schedule.kept_indices[row],
             )
             kept = self.policy.select([int(c) for c in schedule.keep_counts[row]], context)
             setup = self.train_setup

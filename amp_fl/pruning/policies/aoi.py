@@ -129,6 +129,8 @@ class AoIPolicy(PruningPolicy):
     name = "aoi"
 
     def _select(self, keep_counts: list[int], ctx: SelectionContext) -> KeptIndices:
+        if ctx.scheduled is not None and [len(k) for k in ctx.scheduled] == keep_counts:
+            return ctx.scheduled  # the scheduler ran this very rule for the device (SelectionContext.scheduled)
         ages = ctx.group_ages()
         jitter = tie_break_jitter(self.seed, ctx.server_round, [ctx.device_id], sum(a.size for a in ages))
         return top_aoi_indices([a[None, :] for a in ages], [keep_counts], jitter)[0]

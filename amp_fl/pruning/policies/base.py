@@ -36,6 +36,10 @@ class SelectionContext:
         length ``region_map.num_regions`` (split at ``region_map.offsets``). Needed by ``aoi``.
     global_arrays : sequence of np.ndarray, optional
         Current global model arrays in ``region_map.param_names`` order. Needed by ``importance``.
+    scheduled : KeptIndices, optional
+        The regions the round's scheduler chose for this device. Every scheduler chooses them by
+        Algorithm 1 with ``aoi``'s tie-break (tests/test_scheduling_policy_agreement.py), so
+        ``aoi`` returns them instead of computing them again; other policies ignore them.
     """
 
     region_map: RegionMap
@@ -43,6 +47,7 @@ class SelectionContext:
     device_id: int = 0
     ages: Sequence[np.ndarray] | np.ndarray | None = None
     global_arrays: Sequence[np.ndarray] | None = None
+    scheduled: KeptIndices | None = None
 
     def __post_init__(self) -> None:
         if int(self.server_round) < 0 or int(self.device_id) < 0:
