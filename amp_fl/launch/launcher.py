@@ -137,7 +137,7 @@ def flwr_command(cfg: RunConfig, config_file: Path, home: Path) -> list[str]:
 
 
 SUPEREXEC_POLL = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
-SUPEREXEC_POLL_S = "0.5"
+SUPEREXEC_POLL_S = "0.1"
 
 
 def local_ray_head(cfg: RunConfig, env: dict[str, str]) -> RayHead | None:
@@ -324,10 +324,11 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     # A local simulation's SuperLink listens on a free port (Flower's default, 39091, is shared by
     # every concurrent run on the machine); deployment.ray_address puts the actors on that cluster.
     env.setdefault(LOCAL_SUPERLINK_PORT, str(free_port()))
-    # Flower's SuperExec looks for a submitted run every 1 s by default, and keeps looking all run
-    # long. 0.5 s takes up to 0.5 s off the start; 0.1 s would take 0.4 s more, but each look costs
-    # the SuperLink some 4 ms of CPU (an HTTP request and SQL queries), so 0.1 s took about 9 % of a
-    # core for the whole run (measured: the SuperLink's CPU 11.8 % at 0.1 s, 3.7 % at 1 s).
+    # Flower's SuperExec looks for submitted work every 1 s by default, and keeps looking all run
+    # long. 0.1 s brings round 1 of experiment=quick some 2 s sooner than 0.5 s (22.9 s against
+    # 25.1 s, medians of 2 here: the start waits on several looks); each look costs the SuperLink
+    # about 4 ms of CPU, some 9 % of a core all run long (its CPU 11.8 % at 0.1 s, 3.7 % at 1 s),
+    # which slowed a Flower round by 3-4 % here. Set FLWR_SUPEREXEC_TASK_POLL_INTERVAL for long runs.
     env.setdefault(SUPEREXEC_POLL, SUPEREXEC_POLL_S)
     head = local_ray_head(cfg, env)
     if cfg.deployment.ray_address is not None:
