@@ -20,9 +20,20 @@ from torch.func import functional_call
 
 from amp_fl.pruning.regions import ArrayRule, LayerInfo, RegionGroup, RegionMap, owns_state
 
-# Batch size of the meta input used to trace shapes: 2, so that BatchNorm in training mode
+# Batch size of the input used to trace shapes: 2, so that BatchNorm in training mode
 # accepts 1x1 feature maps (it refuses a single value per channel).
 _TRACE_BATCH = 2
+
+
+def _zeros_like(value: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor of zeros shaped as ``value`` (which may live on the ``meta`` device).
+
+    Shapes propagate through zeros on the CPU rather than through ``meta`` tensors: torch's meta
+    kernels for Linear with a bias, BatchNorm and adaptive pooling import ``torch._dynamo`` (and
+    sympy), 1.1-1.7 s on first use in every process (the launcher, the ServerApp, each Ray actor),
+    against milliseconds of arithmetic on zeros at batch 2. One module's weights exist at a time.
+    """
+    return torch.zeros(value.shape, dtype=value.dtype)
 
 
 @dataclass
@@ -79,7 +90,7 @@ _ADD_METHODS = frozenset({"add", "add_"})
 
 
 class _RegionTracer(fx.Interpreter):
-    """Runs a traced model on meta tensors and labels every tensor with its channel group."""
+    """Runs a traced model on zeros (:func:`_zeros_like`) and labels every tensor with its channel group."""
 
     def __init__(self, graph_module: fx.GraphModule) -> None:
         super().__init__(graph_module)
@@ -111,16 +122,17 @@ class _RegionTracer(fx.Interpreter):
         self.sizes.append(size)
         return len(self.parent) - 1
 
-    # execution on meta tensors ---------------------------------------------------------------
+    # execution on zeros -----------------------------------------------------------------------
     def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
         module = self.fetch_attr(target)
-        # Meta copies of the weights: shapes propagate, nothing is computed or allocated.
-        meta_state = {name: t.to("meta") for name, t in [*module.named_parameters(), *module.named_buffers()]}
-        return functional_call(module, meta_state, args, kwargs)
+        # Zero copies of the weights: shapes propagate; the module's own weights (possibly on the
+        # meta device) are neither read nor changed.
+        state = {name: _zeros_like(t) for name, t in [*module.named_parameters(), *module.named_buffers()]}
+        return functional_call(module, state, args, kwargs)
 
     def get_attr(self, target: Any, args: Any, kwargs: Any) -> Any:
         value = super().get_attr(target, args, kwargs)
-        return value.to("meta") if isinstance(value, torch.Tensor) else value
+        return _zeros_like(value) if isinstance(value, torch.Tensor) else value
 
     def run_node(self, n: fx.Node) -> Any:
         value = super().run_node(n)
@@ -250,8 +262,8 @@ class _RegionTracer(fx.Interpreter):
 def trace_region_map(model: nn.Module, input_shape: Sequence[int]) -> RegionMap:
     """Derive the region map of ``model`` for inputs of shape ``input_shape`` (C, H, W).
 
-    The model is traced with ``torch.fx`` and run on ``meta`` tensors, so this is cheap for a
-    real model and also works on a model built on the ``meta`` device.
+    The model is traced with ``torch.fx`` and run on zeros at batch 2 (:func:`_zeros_like`), so
+    this is cheap for a real model and also works on a model built on the ``meta`` device.
 
     Raises
     ------
@@ -267,7 +279,7 @@ def trace_region_map(model: nn.Module, input_shape: Sequence[int]) -> RegionMap:
         ) from exc
     tracer = _RegionTracer(graph_module)
     with torch.no_grad():
-        tracer.run(torch.zeros((_TRACE_BATCH, *(int(d) for d in input_shape)), device="meta"))
+        tracer.run(torch.zeros((_TRACE_BATCH, *(int(d) for d in input_shape))))
     return _assemble(model, tracer, tuple(int(d) for d in input_shape))
 
 
