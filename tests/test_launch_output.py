@@ -439,3 +439,28 @@ def test_real_run_flower_log_has_the_per_round_records(real_run):
     for k in range(1, E2E_ROUNDS + 1):
         assert f"[ROUND {k}/{E2E_ROUNDS}]" in log
     assert "\x1b[" not in log
+
+
+def test_flwr_builds_the_app_from_a_copy_of_the_package_presets_and_project_file(tmp_path):
+    """``flwr run`` walks every file under the folder it is given: it gets a copy of what the FAB holds."""
+    stale = tmp_path / launch_mod.APP_DIR / "amp_fl" / "gone.py"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("# a module deleted since the last run\n")
+    app = launch_mod.staged_app(tmp_path)
+    assert app == tmp_path / launch_mod.APP_DIR and not stale.exists()
+    assert (app / "pyproject.toml").read_bytes() == (PROJECT_ROOT / "pyproject.toml").read_bytes()
+
+    def sources(root: Path, folder: str) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(root)): p.read_bytes()
+            for p in (root / folder).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        }
+
+    for folder in launch_mod.APP_FOLDERS:
+        assert sources(app, folder) == sources(PROJECT_ROOT, folder), folder
+    assert not list(app.rglob("__pycache__"))
+    assert {p.name for p in app.iterdir()} <= {*launch_mod.APP_FILES, *launch_mod.APP_FOLDERS}
+    cfg = load_config({"dataset": {"name": "mnist5k"}})
+    command = launch_mod.flwr_command(cfg, tmp_path / "run_config.json", tmp_path)
+    assert command[1:3] == ["run", str(app)]

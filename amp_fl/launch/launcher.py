@@ -125,15 +125,41 @@ def deployment_connection(cfg: RunConfig, home: Path) -> str:
     return DEPLOY_CONNECTION
 
 
+# What the Flower app is made of: the package, its presets and the project file (the FAB's content).
+APP_FILES = ("pyproject.toml", "README.md", ".gitignore")
+APP_FOLDERS = ("amp_fl", "conf")
+APP_DIR = "app"
+
+
+def staged_app(home: Path) -> Path:
+    """A fresh copy of the app's files (:data:`APP_FILES`, :data:`APP_FOLDERS`) in ``home/app``, for ``flwr run``.
+
+    ``flwr run`` walks every file under the folder it is given, resolving each path, before it
+    picks what goes into the FAB: the project folder (its .venv, .git, results, runs) held some
+    51,000 files and ``flwr build`` took 4.6 s on it, against 1.5 s on this copy of ~220 files,
+    which takes some 70 ms to make. The FAB holds the same package, presets and project file.
+    """
+    app = home / APP_DIR
+    shutil.rmtree(app, ignore_errors=True)
+    app.mkdir(parents=True)
+    for name in APP_FILES:
+        if (PROJECT_ROOT / name).is_file():
+            shutil.copy2(PROJECT_ROOT / name, app / name)
+    for name in APP_FOLDERS:
+        shutil.copytree(PROJECT_ROOT / name, app / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return app
+
+
 def flwr_command(cfg: RunConfig, config_file: Path, home: Path) -> list[str]:
     flwr = shutil.which("flwr", path=str(Path(sys.executable).parent)) or "flwr"
     run_config = ["--run-config", f"config-file='{config_file}'"]
+    app = str(staged_app(home))
     if cfg.deployment.superlink is not None:
-        return [flwr, "run", str(PROJECT_ROOT), deployment_connection(cfg, home), "--stream", *run_config]
+        return [flwr, "run", app, deployment_connection(cfg, home), "--stream", *run_config]
     federation = f"num-supernodes={cfg.num_devices} client-resources-num-cpus={cfg.simulation.client_cpus}"
     if cfg.simulation.client_gpus > 0:
         federation += f" client-resources-num-gpus={cfg.simulation.client_gpus}"
-    return [flwr, "run", str(PROJECT_ROOT), CONNECTION, "--stream", "--federation-config", federation, *run_config]
+    return [flwr, "run", app, CONNECTION, "--stream", "--federation-config", federation, *run_config]
 
 
 SUPEREXEC_POLL = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
