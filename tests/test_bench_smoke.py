@@ -59,3 +59,8 @@ def test_reproduce_estimate_groups_runs_by_what_a_round_computes_and_splits_a_pr
     per_round, fixed = est.probe_costs(probe)
     wall = est.read_timing(probe.run_dir)["wall_s"]
     assert per_round > 0 and fixed > 0 and fixed + 2 * per_round == pytest.approx(wall)
+    plan = [
+        Job(Spec(), base, tmp_path / "plan" / figure / run)
+        for figure, run in [("fig2", "a"), ("fig8", "b"), ("fig2", "c")]
+    ]
+    assert est.seconds_by_figure(plan, [1.0, 2.0, 4.0], tmp_path / "plan") == {"fig2": 5.0, "fig8": 2.0}

@@ -14,7 +14,8 @@ rounds: imports, data, set-up, the final files). The estimate is
     sum over the campaign's runs of (fixed cost + rounds x seconds per round), divided by the workers,
 
 against the goals (paper scale <= 2 h, quick <= 8 min). One JSON line per campaign, with every
-kind's measured figures, the machine's load and the goal.
+kind's measured figures, each figure's share of the estimate (``by_figure_h``), the machine's
+load and the goal.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ def probe_jobs(jobs: Sequence[Job[Any]], probe_rounds: int, root: Path) -> dict[
     return probes
 
 
+def seconds_by_figure(jobs: Sequence[Job[Any]], runs_s: Sequence[float], runs_root: Path) -> dict[str, float]:
+    """The estimated seconds of each figure's runs (a job's figure: its folder's first part under ``runs_root``)."""
+    totals: dict[str, float] = {}
+    for job, seconds in zip(jobs, runs_s, strict=True):
+        figure = job.run_dir.relative_to(runs_root).parts[0]
+        totals[figure] = totals.get(figure, 0.0) + seconds
+    return totals
+
+
 def probe_costs(probe: Job[Any]) -> tuple[float, float]:
     """(seconds per round, fixed seconds) of a finished probe run."""
     wall = np.asarray(read_columns(probe.run_dir / METRICS_FILE)["wall_time_s"], dtype=float)
@@ -95,6 +105,7 @@ def estimate(campaign: str, probe_rounds: int, workers: int) -> dict[str, Any]:
         costs = {kind: probe_costs(probe) for kind, probe in probes.items()}
     runs_s = [costs[kind_of(j.values)][1] + int(j.values["num_rounds"]) * costs[kind_of(j.values)][0] for j in jobs]
     total_s = sum(runs_s) / workers
+    by_figure = seconds_by_figure(jobs, runs_s, Path(tmp) / "plan")
     per_round = [c[0] for c in costs.values()]
     fixed = [c[1] for c in costs.values()]
     return {
@@ -111,6 +122,7 @@ def estimate(campaign: str, probe_rounds: int, workers: int) -> dict[str, Any]:
         "fixed_s_median": statistics.median(fixed),
         "estimate_s": total_s,
         "estimate_h": total_s / 3600,
+        "by_figure_h": {name: seconds / workers / 3600 for name, seconds in by_figure.items()},
         "goal_s": GOALS_S[campaign],
         "goal_met": total_s <= GOALS_S[campaign],
         "cpu_count": os.cpu_count(),
