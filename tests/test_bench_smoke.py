@@ -56,9 +56,16 @@ def test_reproduce_estimate_groups_runs_by_what_a_round_computes_and_splits_a_pr
     (probe,) = est.probe_jobs([Job(Spec(), base, tmp_path / "unused")], 2, tmp_path).values()
     assert probe.values["num_rounds"] == 2 and probe.run_dir == tmp_path / "kind0"
     assert execute([probe], "inprocess", 1, log=lambda line: None) == []
-    per_round, fixed = est.probe_costs(probe)
+    per_round, fixed, sim_per_round = est.probe_costs(probe)
     wall = est.read_timing(probe.run_dir)["wall_s"]
     assert per_round > 0 and fixed > 0 and fixed + 2 * per_round == pytest.approx(wall)
+    sim = est.read_columns(probe.run_dir / "metrics.csv")["sim_time_s"]
+    assert sim_per_round == pytest.approx((sim[-1] - sim[0]) / 2) and sim_per_round > 0
+    # A run stops at its simulated-time horizon or its round cap, whichever comes first.
+    assert est.rounds_to_run({"num_rounds": 100, "sim_time_limit_s": None}, 0.1) == 100
+    assert est.rounds_to_run({"num_rounds": 100, "sim_time_limit_s": 3.0}, 0.25) == 12
+    assert est.rounds_to_run({"num_rounds": 100, "sim_time_limit_s": 3.1}, 0.25) == 13  # the round past it runs
+    assert est.rounds_to_run({"num_rounds": 10, "sim_time_limit_s": 3.0}, 0.25) == 10
     plan = [
         Job(Spec(), base, tmp_path / "plan" / figure / run)
         for figure, run in [("fig2", "a"), ("fig8", "b"), ("fig2", "c")]

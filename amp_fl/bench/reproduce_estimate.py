@@ -13,6 +13,9 @@ rounds: imports, data, set-up, the final files). The estimate is
 
     sum over the campaign's runs of (fixed cost + rounds x seconds per round), divided by the workers,
 
+where a run's rounds are its round cap, or fewer when it has a simulated-time horizon that its
+kind's simulated seconds per round (from the probe) reach first (:func:`rounds_to_run`),
+
 against the goals (paper scale <= 2 h, quick <= 8 min). One JSON line per campaign, with every
 kind's measured figures, each figure's share of the estimate (``by_figure_h``), the machine's
 load and the goal.
@@ -22,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -85,13 +89,37 @@ def seconds_by_figure(jobs: Sequence[Job[Any]], runs_s: Sequence[float], runs_ro
     return totals
 
 
-def probe_costs(probe: Job[Any]) -> tuple[float, float]:
-    """(seconds per round, fixed seconds) of a finished probe run."""
-    wall = np.asarray(read_columns(probe.run_dir / METRICS_FILE)["wall_time_s"], dtype=float)
+class ProbeCosts(NamedTuple):
+    """What a finished probe run measured for its kind."""
+
+    per_round_s: float  # wall seconds per round (mean over rounds 1..N)
+    fixed_s: float  # the run's wall time outside its rounds
+    sim_per_round_s: float  # simulated seconds per round (mean over rounds 1..N)
+
+
+def probe_costs(probe: Job[Any]) -> ProbeCosts:
+    """The costs a finished probe run measured."""
+    columns = read_columns(probe.run_dir / METRICS_FILE)
+    wall = np.asarray(columns["wall_time_s"], dtype=float)
+    sim = np.asarray(columns["sim_time_s"], dtype=float)
     rounds = len(wall) - 1  # row 0: the initial evaluation
     per_round = float(wall[-1] - wall[0]) / rounds
     fixed = float(read_timing(probe.run_dir)["wall_s"]) - per_round * rounds
-    return per_round, fixed
+    return ProbeCosts(per_round, fixed, float(sim[-1] - sim[0]) / rounds)
+
+
+def rounds_to_run(values: dict[str, Any], sim_per_round_s: float) -> int:
+    """The rounds a run executes: its round cap, or fewer when its simulated-time horizon comes first.
+
+    A run with ``sim_time_limit_s`` stops after the first round ending at or past it; its rounds
+    last ``sim_per_round_s`` each as its kind's probe measured them (a T_max that grows over the
+    run makes later rounds longer, so this over-counts such runs, never under-counts).
+    """
+    cap = int(values["num_rounds"])
+    limit = values.get("sim_time_limit_s")
+    if limit is None or sim_per_round_s <= 0:
+        return cap
+    return min(cap, math.ceil(float(limit) / sim_per_round_s))
 
 
 def estimate(campaign: str, probe_rounds: int, workers: int) -> dict[str, Any]:
@@ -103,16 +131,19 @@ def estimate(campaign: str, probe_rounds: int, workers: int) -> dict[str, Any]:
         if failures:
             raise RuntimeError(f"probe runs failed: {'; '.join(failures)}")
         costs = {kind: probe_costs(probe) for kind, probe in probes.items()}
-    runs_s = [costs[kind_of(j.values)][1] + int(j.values["num_rounds"]) * costs[kind_of(j.values)][0] for j in jobs]
+    kinds = [costs[kind_of(j.values)] for j in jobs]
+    rounds = [rounds_to_run(j.values, k.sim_per_round_s) for j, k in zip(jobs, kinds, strict=True)]
+    runs_s = [k.fixed_s + r * k.per_round_s for k, r in zip(kinds, rounds, strict=True)]
     total_s = sum(runs_s) / workers
     by_figure = seconds_by_figure(jobs, runs_s, Path(tmp) / "plan")
-    per_round = [c[0] for c in costs.values()]
-    fixed = [c[1] for c in costs.values()]
+    per_round = [c.per_round_s for c in costs.values()]
+    fixed = [c.fixed_s for c in costs.values()]
     return {
         "bench": "reproduce_estimate",
         "campaign": campaign,
         "runs": len(jobs),
-        "rounds": sum(int(j.values["num_rounds"]) for j in jobs),
+        "rounds": sum(rounds),
+        "capped_rounds": sum(int(j.values["num_rounds"]) for j in jobs),
         "kinds": len(probes),
         "probe_rounds": probe_rounds,
         "workers": workers,
