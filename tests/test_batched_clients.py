@@ -12,11 +12,12 @@ from torch import nn
 
 from amp_fl.client import batched
 from amp_fl.client.batched import ClientJob, fit_batched
-from amp_fl.client.grouped import clients_on_channels, grouped_model
+from amp_fl.client.grouped import check_groupable, clients_on_channels, grouped_model
 from amp_fl.client.settings import TrainSettings
 from amp_fl.client.trainer import ModelInfo, SubModelTrainer
 from amp_fl.config import load_config
 from amp_fl.data.datasets import ArraySplit
+from amp_fl.errors import ConfigError
 from amp_fl.launch.inprocess import run_in_process
 from amp_fl.models import build_model
 from amp_fl.pruning import extract_arrays, module_arrays, region_map
@@ -93,6 +94,29 @@ def test_a_layer_the_pass_cannot_group_is_named() -> None:
     state = {name: torch.stack([t, t]) for name, t in model.state_dict().items()}
     with pytest.raises(ValueError, match=r"layer '1' \(GELU\).*batched_clients=false"):
         grouped_model(model, 2, state)
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet8", "resnet8+static_bn", "resnet18", "vgg11"])
+def test_every_registered_model_can_be_grouped(name: str) -> None:
+    shape = (1, 28, 28) if name == "cnn" else (3, 32, 32)
+    with torch.device("meta"):
+        check_groupable(build_model(name, num_classes=10, input_shape=shape))
+
+
+def test_an_in_process_run_refuses_a_model_it_cannot_group_before_round_1(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``train.batched_clients`` with a model the pass cannot group: one error naming the setting and the layer."""
+    import amp_fl.models
+
+    with torch.device("meta"):
+        cumulative = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, momentum=None))
+    with pytest.raises(ValueError, match=r"layer '1' keeps cumulative averages"):
+        check_groupable(cumulative)
+    unsupported = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    monkeypatch.setattr(amp_fl.models, "build_model", lambda *args, **kwargs: unsupported)
+    cfg = load_config({"dataset": {"name": "mnist5k"}, "num_rounds": 2, "train": {"batched_clients": True}})
+    with pytest.raises(ConfigError, match=r"invalid config train.batched_clients: model cnn: .*layer '1' \(GELU\)"):
+        run_in_process(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
 def test_grouped_model_is_k_models_side_by_side() -> None:

@@ -181,6 +181,8 @@ def test_flat_entry_ages_equal_entry_ages(cnn):
     for row in [rng.integers(0, 50, regions.num_regions) for _ in range(5)]:
         want = np.concatenate([a.ravel() for a in entry_ages(regions, row)])
         np.testing.assert_array_equal(flat(row, out=np.zeros(want.size, dtype=np.int64)), want)
+        older = np.concatenate([a.ravel() for a in entry_ages(regions, row + 3)])  # every region 3 rounds older
+        np.testing.assert_array_equal(flat(row, out=np.zeros(want.size, dtype=np.int64), older_by=3), older)
 
 
 def test_cache_views_share_one_table(cnn):

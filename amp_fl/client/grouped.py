@@ -73,8 +73,7 @@ class GroupedLinear(nn.Module):
 class GroupedBatchNorm2d(nn.Module):
     def __init__(self, bn: nn.BatchNorm2d, state: Mapping[str, torch.Tensor | None]) -> None:
         super().__init__()
-        if bn.momentum is None:
-            raise ValueError("the batched pass needs BatchNorm with a momentum (cumulative averages are per client)")
+        assert bn.momentum is not None  # _check_leaf refuses cumulative averages
         self.momentum, self.eps = float(bn.momentum), float(bn.eps)
         self.weight, self.bias = state["weight"], state["bias"]
         self.running_mean, self.running_var = state["running_mean"], state["running_var"]
@@ -118,23 +117,46 @@ def grouped_model(module: nn.Module, clients: int, state: Mapping[str, torch.Ten
     return module
 
 
+def check_groupable(module: nn.Module) -> None:
+    """Raise the ``ValueError`` :func:`grouped_model` would raise for ``module``, before any training.
+
+    Reads only the layers' types and settings, so a model built on the ``meta`` device will do.
+    """
+    for name, leaf in module.named_modules():
+        if not list(leaf.children()):
+            _check_leaf(name, leaf)
+
+
+def _check_leaf(name: str, leaf: nn.Module) -> None:
+    """The one check of what the batched pass groups (a layer it cannot is named)."""
+    if isinstance(leaf, nn.BatchNorm2d) and leaf.momentum is None:
+        raise ValueError(
+            f"the batched pass needs BatchNorm with a momentum, layer {name!r} keeps cumulative averages "
+            "(they are per client): set train.batched_clients=false"
+        )
+    grouped = (isinstance(leaf, nn.Conv2d) and leaf.padding_mode == "zeros") or isinstance(
+        leaf, (nn.Linear, nn.BatchNorm2d, *PER_CHANNEL_LAYERS)
+    )
+    if not grouped:
+        raise ValueError(
+            f"the batched pass cannot group layer {name!r} ({type(leaf).__name__}); it groups Conv2d, Linear, "
+            f"BatchNorm2d and {', '.join(t.__name__ for t in PER_CHANNEL_LAYERS)}: set train.batched_clients=false"
+        )
+
+
 def _grouped_leaf(name: str, leaf: nn.Module, clients: int, state: Mapping[str, torch.Tensor]) -> nn.Module:
     def entry(attribute: str) -> torch.Tensor | None:
         return state.get(f"{name}.{attribute}") if getattr(leaf, attribute, None) is not None else None
 
-    if isinstance(leaf, nn.Conv2d) and leaf.padding_mode == "zeros":
+    _check_leaf(name, leaf)
+    if isinstance(leaf, nn.Conv2d):
         return GroupedConv2d(leaf, clients, state[f"{name}.weight"], entry("bias"))
     if isinstance(leaf, nn.Linear):
         return GroupedLinear(state[f"{name}.weight"], entry("bias"))
     if isinstance(leaf, nn.BatchNorm2d):
         attributes = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
         return GroupedBatchNorm2d(leaf, {a: entry(a) for a in attributes})
-    if isinstance(leaf, PER_CHANNEL_LAYERS):
-        return leaf
-    raise ValueError(
-        f"the batched pass cannot group layer {name!r} ({type(leaf).__name__}); it groups Conv2d, Linear, "
-        f"BatchNorm2d and {', '.join(t.__name__ for t in PER_CHANNEL_LAYERS)}: set train.batched_clients=false"
-    )
+    return leaf  # a per-channel layer
 
 
 def clients_on_channels(x: torch.Tensor) -> torch.Tensor:
