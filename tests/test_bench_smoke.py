@@ -71,3 +71,22 @@ def test_reproduce_estimate_groups_runs_by_what_a_round_computes_and_splits_a_pr
         for figure, run in [("fig2", "a"), ("fig8", "b"), ("fig2", "c")]
     ]
     assert est.seconds_by_figure(plan, [1.0, 2.0, 4.0], tmp_path / "plan") == {"fig2": 5.0, "fig8": 2.0}
+
+
+def test_startup_round_time_ratio_takes_the_in_process_reference_before_and_after(tmp_path, monkeypatch) -> None:
+    """Bench startup (c): each Flower median over the mean of the in-process medians before and after."""
+    from amp_fl.bench import startup
+
+    flower = {2: [0.8] * 4, 1: [0.6] * 4}  # client_cpus of a 2-core machine -> round times
+    references = iter([[0.4] * 4, [0.6] * 4])  # before, after: mean 0.5
+    monkeypatch.setattr(startup, "run_in_process", lambda cfg, run_dir: run_dir)
+    monkeypatch.setattr(startup, "round_times", lambda run_dir, warmup: next(references))
+    monkeypatch.setattr(
+        startup, "flower_round_times", lambda cfg, run_dir, warmup: (flower[cfg.simulation.client_cpus], None, 1.0)
+    )
+    emitted: list[dict] = []
+    monkeypatch.setattr(startup, "emit", emitted.append)
+    cfg = startup.bench_config(2, 4, 2, 0)
+    ratios = startup.round_time_ratios(cfg, tmp_path, 0, 2, {"bench": "startup"})
+    assert ratios == {1: pytest.approx(1.6), 2: pytest.approx(1.2)}
+    assert emitted[-1]["median_round_s_runs"] == [0.4, 0.6]

@@ -8,7 +8,7 @@
 (c) ``round_time``: the median round time of Flower's simulation with one and with two Ray actors
     over the in-process loop, the same small config run side by side (goals: <= 1.2 and <= 0.8);
     the in-process loop runs before and after the Flower runs, and counts at the mean of its two
-    medians.
+    medians; ``--round-repeats`` repeats the four runs and judges the median ratio.
 
 Every figure is a wall time on whatever else the machine runs: the min and median over
 ``--repeats`` runs are printed, quote the median. One JSON line per measurement, then one per goal.
@@ -25,9 +25,11 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from amp_fl.bench import emit
 from amp_fl.bench.simulation import bench_config, flower_round_times, round_times
+from amp_fl.config import RunConfig
 from amp_fl.launch.inprocess import run_in_process
 from amp_fl.launch.launcher import PROJECT_ROOT
 from amp_fl.run_folder import METRICS_FILE, MetricsTail
@@ -78,6 +80,26 @@ def first_round_seconds(run_dir: Path) -> dict[str, float]:
     return {"round_0_s": seen.get(0, float("nan")), "round_1_s": seen[1], "total_s": time.perf_counter() - started}
 
 
+def round_time_ratios(cfg: RunConfig, tmp: Path, warmup: int, cores: int, common: dict[str, Any]) -> dict[int, float]:
+    """One repeat of (c): Flower's median round with 1 and 2 actors over the in-process loop's.
+
+    The in-process reference runs before and after the Flower runs and counts at the mean of its
+    two medians: one run alone swung by 30 % here (0.42 s against 0.55 s).
+    """
+    inproc_runs = [statistics.median(round_times(run_in_process(cfg, tmp / "inprocess_before"), warmup))]
+    medians: dict[int, float] = {}
+    for actors in (1, 2):
+        run_cfg = replace(cfg, simulation=replace(cfg.simulation, client_cpus=max(1, cores // actors)))
+        times, _, total = flower_round_times(run_cfg, tmp / f"flower_{actors}", warmup)
+        medians[actors] = statistics.median(times)
+        emit({**common, "engine": "flower_simulation", "ray_actors": actors,
+              "median_round_s": medians[actors], "total_wall_s": total})  # fmt: skip
+    inproc_runs.append(statistics.median(round_times(run_in_process(cfg, tmp / "inprocess_after"), warmup)))
+    inproc = statistics.fmean(inproc_runs)
+    emit({**common, "engine": "in_process_loop", "median_round_s": inproc, "median_round_s_runs": inproc_runs})
+    return {actors: median / inproc for actors, median in medians.items()}
+
+
 def _spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values)}
 
@@ -91,6 +113,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rbs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--round-repeats", type=int, default=1, help="(c): repeats, the goal on the median ratio")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="amp_fl_startup_") as tmp_s:
@@ -125,27 +148,19 @@ def main(argv: list[str]) -> None:
             cores = len(os.sched_getaffinity(0))
             cfg = bench_config(args.rounds, args.devices, args.rbs, args.seed)
             common = {"bench": "startup", "devices": args.devices, "rbs": args.rbs, "rounds": args.rounds}
-            # The in-process reference runs before and after the Flower runs and counts at the mean
-            # of its two medians: one run alone swung by 30 % here (0.42 s against 0.55 s).
-            inproc_runs = [statistics.median(round_times(run_in_process(cfg, tmp / "inprocess_before"), args.warmup))]
-            medians: dict[int, float] = {}
-            for actors in (1, 2):
-                run_cfg = replace(cfg, simulation=replace(cfg.simulation, client_cpus=max(1, cores // actors)))
-                times, _, total = flower_round_times(run_cfg, tmp / f"flower_{actors}", args.warmup)
-                medians[actors] = statistics.median(times)
-                emit({**common, "engine": "flower_simulation", "ray_actors": actors,
-                      "median_round_s": medians[actors], "total_wall_s": total})  # fmt: skip
-            after = run_in_process(cfg, tmp / "inprocess_after")
-            inproc_runs.append(statistics.median(round_times(after, args.warmup)))
-            inproc = statistics.fmean(inproc_runs)
-            emit({**common, "engine": "in_process_loop", "median_round_s": inproc, "median_round_s_runs": inproc_runs})
-            one, two = medians[1] / inproc, medians[2] / inproc
+            ratios = [
+                round_time_ratios(cfg, tmp / f"repeat{r}", args.warmup, cores, common)
+                for r in range(args.round_repeats)
+            ]
+            one, two = (statistics.median(r[actors] for r in ratios) for actors in (1, 2))
             emit(
                 {
                     **common,
                     "measure": "round_time_ratio_to_inprocess",
                     "one_actor": one,
                     "two_actors": two,
+                    "one_actor_runs": [r[1] for r in ratios],
+                    "two_actors_runs": [r[2] for r in ratios],
                     "cores": cores,
                     "goal_met": {f"one_actor_le_{ONE_ACTOR_GOAL}": one <= ONE_ACTOR_GOAL,
                                  f"two_actors_le_{TWO_ACTOR_GOAL}": two <= TWO_ACTOR_GOAL},
