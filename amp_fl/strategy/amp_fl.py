@@ -426,13 +426,13 @@ class AmpFlStrategy(Strategy):
         kept = pending.kept[device]
         upload = reply.for_model(self.region_map, kept)
         values, buffer_values = self.split.parameters_of(upload), self.split.buffers_of(upload)
-        norm = math.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in values))
-        bound = self.settings.max_update_norm
-        if bound is not None and norm > bound:
-            raise InvalidReplyError(f"update norm {norm:.6g} exceeds the bound max_update_norm={bound:g}")
-        clip = self.settings.clip_update_norm
-        if clip is not None and norm > clip:
-            values = [(v * (clip / norm)).astype(v.dtype) for v in values]  # direction kept, length clip
+        bound, clip = self.settings.max_update_norm, self.settings.clip_update_norm
+        if bound is not None or clip is not None:  # the norm only serves these two (a float64 pass over the upload)
+            norm = math.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in values))
+            if bound is not None and norm > bound:
+                raise InvalidReplyError(f"update norm {norm:.6g} exceeds the bound max_update_norm={bound:g}")
+            if clip is not None and norm > clip:
+                values = [(v * (clip / norm)).astype(v.dtype) for v in values]  # direction kept, length clip
         full, held = scatter_arrays(values, self.split.parameter_map, kept, self.parameter_shapes)
         full_buffers, held_buffers = scatter_arrays(buffer_values, self.split.buffer_map, kept)
         if self.settings.cache_granularity == "region":  # Eq. (2) per region: zeros where the input was pruned
