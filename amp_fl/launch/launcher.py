@@ -458,6 +458,7 @@ def _run_in_flower(
             stop_flower_processes(home)
             watchdog.kill()
             watchdog.wait()
+            shutil.rmtree(home / APP_DIR, ignore_errors=True)  # the FAB is built from it: no longer needed
     return returncode
 
 
