@@ -113,7 +113,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rbs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--round-repeats", type=int, default=1, help="(c): repeats, the goal on the median ratio")
+    parser.add_argument("--round-repeats", type=int, default=3, help="(c): repeats, the goal on the median ratio")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="amp_fl_startup_") as tmp_s:
