@@ -24,8 +24,6 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from amp_fl import protocol as P
 from amp_fl.config import RunConfig
-from amp_fl.data.datasets import ResolvedDataset
-from amp_fl.errors import ConfigError
 from amp_fl.launch.launcher import write_run_config
 from amp_fl.launch.preflight import preflight
 from amp_fl.server.runner import run_server
@@ -134,33 +132,13 @@ def _error_reply(exc: Exception, message: Message) -> Message:
     return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
 
 
-def _check_batched(cfg: RunConfig, resolved: ResolvedDataset) -> None:
-    """``train.batched_clients``: the model's layers can be grouped (else one error before round 1, naming one)."""
-    import torch
-
-    from amp_fl.client.grouped import check_groupable
-    from amp_fl.data.datasets import load_dataset
-    from amp_fl.models import build_model
-
-    dataset = load_dataset(resolved.used, str(Path(cfg.dataset.root).expanduser().resolve()), cfg.dataset.download)
-    with torch.device("meta"):
-        model = build_model(cfg.model.name, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
-    try:
-        check_groupable(model)
-    except ValueError as exc:
-        raise ConfigError("train.batched_clients", f"model {cfg.model.name}: {exc}") from exc
-
-
 def run_in_process(cfg: RunConfig, run_dir: Path) -> Path:
     """Run ``cfg`` with the in-process grid; writes the same outputs as a Flower run."""
     from amp_fl.client.app import app as client_app
     from amp_fl.client.app import train_batch
 
     cfg.validate()
-    resolved = preflight(cfg)
-    if cfg.train.batched_clients:
-        _check_batched(cfg, resolved)
-    config_file = write_run_config(cfg, run_dir.resolve(), resolved)
+    config_file = write_run_config(cfg, run_dir.resolve(), preflight(cfg, batched=cfg.train.batched_clients))
     run_config: dict[str, Any] = {"config-file": str(config_file)}
     # train.batched_clients: equal to one-by-one within float tolerance only (amp_fl.client.batched).
     batch = train_batch if cfg.train.batched_clients else None

@@ -18,12 +18,14 @@ from amp_fl.errors import ConfigError
 from amp_fl.pruning.maps import region_map
 
 
-def preflight(cfg: RunConfig) -> ResolvedDataset:
+def preflight(cfg: RunConfig, batched: bool = False) -> ResolvedDataset:
     """Check what can only be checked with data (e.g. enough samples for the shards); return the dataset used.
 
     Runs in the launching process, so a download (or a failed one, and its fallback) happens once,
     before any client starts; the ServerApp reuses the outcome (see
-    :func:`amp_fl.launch.launcher.write_run_config`).
+    :func:`amp_fl.launch.launcher.write_run_config`). ``batched``: the engine trains the clients in
+    one batched pass (the in-process engine's ``train.batched_clients``), so the model's layers must
+    be ones the pass can group.
     """
     root = str(Path(cfg.dataset.root).expanduser().resolve())
     resolved = resolve_dataset(cfg.dataset.name, root, cfg.dataset.download, cfg.dataset.fallback)
@@ -38,7 +40,24 @@ def preflight(cfg: RunConfig) -> ResolvedDataset:
             "model", f"{cfg.model.name} does not fit dataset={resolved.used} ({c}x{h}x{w} images): {exc}"
         ) from exc
     check_keep_counts(cfg, regions.layer_sizes)  # ConfigError naming pruning.ratio
+    if batched:
+        _check_groupable(cfg.model.name, dataset.input_shape, dataset.num_classes)
     return resolved
+
+
+def _check_groupable(model_name: str, input_shape: tuple[int, int, int], num_classes: int) -> None:
+    """The batched pass can group ``model_name``'s layers (else one error before round 1, naming a layer)."""
+    import torch
+
+    from amp_fl.client.grouped import check_groupable
+    from amp_fl.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(model_name, num_classes=num_classes, input_shape=input_shape)
+    try:
+        check_groupable(model)
+    except ValueError as exc:
+        raise ConfigError("train.batched_clients", f"model {model_name}: {exc}") from exc
 
 
 def check_machine(cfg: RunConfig) -> None:
