@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from amp_fl.config import load_config
+from amp_fl.deployment.os_processes import free_port
 from amp_fl.launch.launcher import PROJECT_ROOT, launch
 
 pytestmark = pytest.mark.e2e
@@ -26,12 +26,6 @@ BOARDS = [
     {"cpu-hz": 1.3e9, "flops-per-cycle": 8.0, "tx-power-w": 0.5, "distance-m": 80.0},
     {"cpu-hz": 0.6e9, "flops-per-cycle": 2.0, "tx-power-w": 0.2, "distance-m": 310.0},
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _node_config(k: int) -> str:
@@ -49,7 +43,7 @@ def test_two_boards_through_superlink_and_supernodes(tmp_path, monkeypatch):
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "PATH": os.pathsep.join([str(BIN), os.environ["PATH"]]),
     }
-    port = _free_port()
+    port = free_port()
     logs = [open(tmp_path / f"{name}.log", "w") for name in ("superlink", "node0", "node1")]  # noqa: SIM115 (closed below)
     procs = [
         subprocess.Popen(
@@ -79,7 +73,7 @@ def test_two_boards_through_superlink_and_supernodes(tmp_path, monkeypatch):
                         "--superlink",
                         f"127.0.0.1:{port}",
                         "--port",
-                        str(_free_port()),
+                        str(free_port()),
                         "--node-config",
                         _node_config(k),
                     ],

@@ -3,18 +3,54 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+# Ports a listener is picked from: above Ray's worker ports (10002-19999 by default) and Flower's
+# defaults, below the kernel's ephemeral range. A port the OS hands out for bind(0) is from that range,
+# and so is every outgoing connection's local port: one picked there can be taken by any connect()
+# (Ray's start opens dozens) between the pick and the listener's bind, seconds later.
+LISTEN_PORTS_LOW = 20000
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it; several test runs share the machine)."""
+
+def ephemeral_ports() -> range:
+    """The kernel's range for bind(0) and outgoing connections (Linux's default where it cannot be read)."""
+    try:
+        low, high = (int(v) for v in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
+    """A TCP port nobody listens on right now, outside the ephemeral range where one can be had.
+
+    Several runs and test sessions share the machine, so a port is drawn at random (not seeded: it
+    changes no result) and checked by binding it; the OS's own pick where none of ``tries`` is free.
+    """
+    candidates = range(LISTEN_PORTS_LOW, ephemeral_ports().start)
+    draw = random.SystemRandom()
+    for _ in range(tries if len(candidates) > 0 else 0):
+        port = draw.choice(candidates)
+        if _bindable(host, port):
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        chosen: int = s.getsockname()[1]
+        return chosen
 
 
 def wait_for_port(host: str, port: int, timeout_s: float, alive: subprocess.Popen[bytes] | None = None) -> None:
