@@ -56,9 +56,10 @@ def test_reproduce_estimate_groups_runs_by_what_a_round_computes_and_splits_a_pr
     (probe,) = est.probe_jobs([Job(Spec(), base, tmp_path / "unused")], 2, tmp_path).values()
     assert probe.values["num_rounds"] == 2 and probe.run_dir == tmp_path / "kind0"
     assert execute([probe], "inprocess", 1, log=lambda line: None) == []
-    per_round, fixed, sim_per_round = est.probe_costs(probe)
+    per_round, fixed, sim_per_round, personal_eval = est.probe_costs(probe)
     wall = est.read_timing(probe.run_dir)["wall_s"]
     assert per_round > 0 and fixed > 0 and fixed + 2 * per_round == pytest.approx(wall)
+    assert personal_eval == 0.0  # this kind never scores personalised models
     sim = est.read_columns(probe.run_dir / "metrics.csv")["sim_time_s"]
     assert sim_per_round == pytest.approx((sim[-1] - sim[0]) / 2) and sim_per_round > 0
     # A run stops at its simulated-time horizon or its round cap, whichever comes first.
@@ -66,6 +67,13 @@ def test_reproduce_estimate_groups_runs_by_what_a_round_computes_and_splits_a_pr
     assert est.rounds_to_run({"num_rounds": 100, "sim_time_limit_s": 3.0}, 0.25) == 12
     assert est.rounds_to_run({"num_rounds": 100, "sim_time_limit_s": 3.1}, 0.25) == 13  # the round past it runs
     assert est.rounds_to_run({"num_rounds": 10, "sim_time_limit_s": 3.0}, 0.25) == 10
+    # APFL's personalised evaluations: every interval rounds and at the cap, not at a horizon's stop.
+    apfl = {"num_rounds": 100, "sim_time_limit_s": 3.0, "strategy": {"personal_eval_interval": 5}}
+    assert est.personal_evaluations(apfl, 12) == 2  # rounds 5 and 10
+    assert est.personal_evaluations({**apfl, "num_rounds": 12}, 12) == 3  # and the last round, the cap
+    assert est.personal_evaluations(base, 12) == 0
+    costs = est.ProbeCosts(per_round_s=0.5, fixed_s=2.0, sim_per_round_s=0.25, personal_eval_s=3.0)
+    assert est.run_seconds(apfl, costs) == (12, 2.0 + 12 * 0.5 + 2 * 3.0)
     plan = [
         Job(Spec(), base, tmp_path / "plan" / figure / run)
         for figure, run in [("fig2", "a"), ("fig8", "b"), ("fig2", "c")]

@@ -12,6 +12,7 @@ from amp_fl.bench.engine import old_evaluate
 from amp_fl.client import device as device_module
 from amp_fl.client.device import resolve_device
 from amp_fl.client.local import train_settings
+from amp_fl.client.personal import evaluate_on_label_distribution
 from amp_fl.client.trainer import MaxPool2x2, ModelEvaluator, with_inference_pooling
 from amp_fl.config import load_config
 from amp_fl.data.datasets import load_dataset
@@ -62,6 +63,33 @@ def test_the_evaluator_scores_as_the_old_evaluation_did() -> None:
     with pytest.raises(ValueError, match="data"):
         evaluator(arrays[0], type(test)(test.images[:0], test.labels[:0]))
     assert np.isfinite(loss)
+
+
+def test_the_personalised_evaluation_scores_each_sample_as_a_plain_forward_pass_does() -> None:
+    """The evaluator's per-sample pass (channels-last, index-free pools) against the model's own forward."""
+    test = load_dataset("mnist5k", download=False).test
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        model = build_model("cnn", num_classes=10)
+    arrays = module_arrays(model)
+    evaluator = ModelEvaluator(model, 64, memory_format=model_spec("cnn").train_memory_format)
+    weights = np.zeros(10)
+    weights[[2, 7]] = [0.25, 0.75]  # a device holding two labels, one three times as often
+    keep = np.flatnonzero(np.isin(test.labels, [2, 7]))
+    with torch.no_grad():
+        logits = model(torch.from_numpy(test.images[keep]))
+    labels = torch.from_numpy(test.labels[keep])
+    plain_correct = (logits.argmax(dim=1) == labels).numpy()
+    plain_losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none").numpy()
+    correct, losses = evaluator.per_sample(arrays, test, keep)
+    assert correct.dtype == bool and np.array_equal(correct, plain_correct)
+    np.testing.assert_allclose(losses, plain_losses, rtol=1e-5, atol=1e-6)
+    score = evaluate_on_label_distribution(evaluator, arrays, test, weights)
+    hits = [plain_correct[test.labels[keep] == c].mean() for c in (2, 7)]
+    assert score.accuracy == pytest.approx(0.25 * hits[0] + 0.75 * hits[1], abs=1e-12)
+    assert score.num_samples == keep.size
+    with pytest.raises(ValueError, match="weight"):
+        evaluate_on_label_distribution(evaluator, arrays, test, np.zeros(10))
 
 
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])

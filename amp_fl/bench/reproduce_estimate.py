@@ -40,6 +40,7 @@ from amp_fl.bench import emit
 from amp_fl.experiments.campaign import Job, execute, make_jobs
 from amp_fl.experiments.reproduce import DATASETS, FIGURES, PAPER_FIGURES, SCALES, expand_figure
 from amp_fl.run_folder import METRICS_FILE, read_columns, read_timing
+from amp_fl.strategy.amp_fl import personal_evaluation_due
 
 GOALS_S = {"paper": 2 * 3600.0, "quick": 8 * 60.0}
 CAMPAIGNS = {"paper": (PAPER_FIGURES, "paper"), "quick": (("quick",), "quick")}
@@ -92,20 +93,30 @@ def seconds_by_figure(jobs: Sequence[Job[Any]], runs_s: Sequence[float], runs_ro
 class ProbeCosts(NamedTuple):
     """What a finished probe run measured for its kind."""
 
-    per_round_s: float  # wall seconds per round (mean over rounds 1..N)
+    per_round_s: float  # wall seconds per round (mean over rounds 1..N without a personalised evaluation)
     fixed_s: float  # the run's wall time outside its rounds
     sim_per_round_s: float  # simulated seconds per round (mean over rounds 1..N)
+    personal_eval_s: float  # what a round with a personalised evaluation costs more (0 for a kind without)
 
 
 def probe_costs(probe: Job[Any]) -> ProbeCosts:
-    """The costs a finished probe run measured."""
+    """The costs a finished probe run measured.
+
+    A probe's last round always scores the personalised models when its kind does so at all
+    (``strategy.personal_eval_interval``: every so many rounds and at the last), which a run of
+    the kind does far less often; those rounds are priced apart and counted as the run has them.
+    """
     columns = read_columns(probe.run_dir / METRICS_FILE)
     wall = np.asarray(columns["wall_time_s"], dtype=float)
     sim = np.asarray(columns["sim_time_s"], dtype=float)
     rounds = len(wall) - 1  # row 0: the initial evaluation
-    per_round = float(wall[-1] - wall[0]) / rounds
-    fixed = float(read_timing(probe.run_dir)["wall_s"]) - per_round * rounds
-    return ProbeCosts(per_round, fixed, float(sim[-1] - sim[0]) / rounds)
+    durations = np.diff(wall)
+    personal = np.isfinite(np.asarray(columns.get("personal_accuracy", [math.nan] * len(wall)), dtype=float))[1:]
+    plain = durations[~personal] if (~personal).any() else durations
+    per_round = float(plain.mean())
+    personal_extra = float(durations[personal].mean()) - per_round if personal.any() else 0.0
+    fixed = float(read_timing(probe.run_dir)["wall_s"]) - float(wall[-1] - wall[0])
+    return ProbeCosts(per_round, fixed, float(sim[-1] - sim[0]) / rounds, max(personal_extra, 0.0))
 
 
 def rounds_to_run(values: dict[str, Any], sim_per_round_s: float) -> int:
@@ -122,6 +133,20 @@ def rounds_to_run(values: dict[str, Any], sim_per_round_s: float) -> int:
     return min(cap, math.ceil(float(limit) / sim_per_round_s))
 
 
+def personal_evaluations(values: dict[str, Any], rounds: int) -> int:
+    """How many of a run's ``rounds`` score the personalised models (the strategy's own rule of when)."""
+    interval = values.get("strategy", {}).get("personal_eval_interval")
+    cap = int(values["num_rounds"])
+    return sum(personal_evaluation_due(r, interval, cap) for r in range(1, rounds + 1))
+
+
+def run_seconds(values: dict[str, Any], costs: ProbeCosts) -> tuple[int, float]:
+    """A run's rounds and estimated wall seconds, from its kind's probe."""
+    rounds = rounds_to_run(values, costs.sim_per_round_s)
+    seconds = costs.fixed_s + rounds * costs.per_round_s + personal_evaluations(values, rounds) * costs.personal_eval_s
+    return rounds, seconds
+
+
 def estimate(campaign: str, probe_rounds: int, workers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="amp_fl_estimate_") as tmp:
         jobs = campaign_jobs(campaign, Path(tmp) / "plan")
@@ -131,9 +156,7 @@ def estimate(campaign: str, probe_rounds: int, workers: int) -> dict[str, Any]:
         if failures:
             raise RuntimeError(f"probe runs failed: {'; '.join(failures)}")
         costs = {kind: probe_costs(probe) for kind, probe in probes.items()}
-    kinds = [costs[kind_of(j.values)] for j in jobs]
-    rounds = [rounds_to_run(j.values, k.sim_per_round_s) for j, k in zip(jobs, kinds, strict=True)]
-    runs_s = [k.fixed_s + r * k.per_round_s for k, r in zip(kinds, rounds, strict=True)]
+    rounds, runs_s = zip(*(run_seconds(j.values, costs[kind_of(j.values)]) for j in jobs), strict=True)
     total_s = sum(runs_s) / workers
     by_figure = seconds_by_figure(jobs, runs_s, Path(tmp) / "plan")
     per_round = [c.per_round_s for c in costs.values()]
@@ -151,6 +174,7 @@ def estimate(campaign: str, probe_rounds: int, workers: int) -> dict[str, Any]:
         "per_round_s_median": statistics.median(per_round),
         "per_round_s_max": max(per_round),
         "fixed_s_median": statistics.median(fixed),
+        "personal_eval_s_max": max(c.personal_eval_s for c in costs.values()),
         "estimate_s": total_s,
         "estimate_h": total_s / 3600,
         "by_figure_h": {name: seconds / workers / 3600 for name, seconds in by_figure.items()},

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import lru_cache, partial
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from flwr.clientapp import ClientApp
 
 from amp_fl import protocol as P
 from amp_fl.client.batched import BATCHED_OBJECTIVES, ClientJob, fit_batched
+from amp_fl.client.device import resolve_device
 from amp_fl.client.failures import InjectedFailure, corrupted, injected_failure
 from amp_fl.client.local import batch_rng, local_data, model_info, train_settings
 from amp_fl.client.objectives import mix_arrays
@@ -34,8 +35,10 @@ from amp_fl.client.personal import evaluate_on_label_distribution, label_frequen
 from amp_fl.client.profile import resolve_profile_reply
 from amp_fl.client.settings import MixingWeight, TrainSettings
 from amp_fl.client.sparse_fedavg import train_masked
-from amp_fl.client.trainer import FitResult, ModelInfo, SubModelTrainer
+from amp_fl.client.trainer import FitResult, ModelEvaluator, ModelInfo, SubModelTrainer
 from amp_fl.data.datasets import ArraySplit, load_dataset
+from amp_fl.models import model_spec
+from amp_fl.protocol.setup import TrainDevice
 from amp_fl.protocol.sparse_fedavg import MASKED_ACTION
 from amp_fl.pruning.maps import region_map
 from amp_fl.pruning.regions import KeptIndices, RegionMap
@@ -233,12 +236,10 @@ def evaluate_personal(msg: Message, context: Context) -> Message:
     if personal is not None:
         trainable = [rule.is_parameter for rule in regions.arrays]
         model_arrays = mix_arrays(personal, model_arrays, _personal_alpha(context, setup), trainable)
-    model = build_submodel(
-        info.name, info.input_shape, info.num_classes, regions, regions.full_kept(), arrays=model_arrays
-    )
     weights = label_frequencies(local_data(setup, device).labels, setup.num_classes)
     test = load_dataset(setup.dataset, setup.data_root, download=False).test
-    score = evaluate_on_label_distribution(model, test, weights, instruction.batch_size)
+    evaluator = _personal_evaluator(info, instruction.batch_size, setup.device)
+    score = evaluate_on_label_distribution(evaluator, model_arrays, test, weights)
     reply = P.EvaluateReply(
         device=device,
         accuracy=score.accuracy,
@@ -247,6 +248,19 @@ def evaluate_personal(msg: Message, context: Context) -> Message:
         personalised=personal is not None,
     )
     return reply.to_reply(msg)
+
+
+@lru_cache(maxsize=4)
+def _personal_evaluator(info: ModelInfo, batch_size: int, device: TrainDevice) -> ModelEvaluator:
+    """One evaluator per process and model: its module is built once and loaded in place per device.
+
+    A process scores every device it serves (APFL: 100 personalised models per evaluation round);
+    the test set is laid out in the model's format once, as the central evaluation's is.
+    """
+    regions = region_map(info.name, info.input_shape, info.num_classes)
+    model = build_submodel(info.name, info.input_shape, info.num_classes, regions, regions.full_kept())
+    layout = model_spec(info.name).train_memory_format
+    return ModelEvaluator(model, batch_size, resolve_device(device), layout)
 
 
 def _personal_model(context: Context, regions: RegionMap) -> list[np.ndarray] | None:

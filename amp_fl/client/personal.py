@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
+from amp_fl.client.trainer import ModelEvaluator
 from amp_fl.data.datasets import ArraySplit
 from amp_fl.errors import check_argument
 
@@ -84,23 +83,12 @@ def label_weighted_score(
 
 
 def evaluate_on_label_distribution(
-    model: nn.Module, test: ArraySplit, weights: np.ndarray, batch_size: int
+    evaluator: ModelEvaluator, arrays: list[np.ndarray], test: ArraySplit, weights: np.ndarray
 ) -> LabelWeightedScore:
-    """Score ``model`` (already loaded) on the test samples whose label has positive weight."""
+    """Score the full-model ``arrays`` on the test samples whose label has positive weight."""
     weights = np.asarray(weights, np.float64)
-    check_argument(batch_size >= 1, "batch_size", f"must be >= 1, got {batch_size}")
     check_argument(weights.ndim == 1, "weights", f"must be 1-d, got shape {weights.shape}")
     keep = np.flatnonzero(np.isin(test.labels, np.flatnonzero(weights > 0)))
     check_argument(keep.size > 0, "weights", "no test sample has a label of positive weight")
-    model.eval()
-    loss_fn = nn.CrossEntropyLoss(reduction="none")
-    correct, losses = [], []
-    with torch.no_grad():
-        for start in range(0, keep.size, batch_size):
-            idx = keep[start : start + batch_size]
-            x = torch.from_numpy(test.images[idx])
-            y = torch.from_numpy(test.labels[idx])
-            logits = model(x)
-            losses.append(loss_fn(logits, y).numpy())
-            correct.append((logits.argmax(dim=1) == y).numpy())
-    return label_weighted_score(np.concatenate(correct), np.concatenate(losses), test.labels[keep], weights)
+    correct, losses = evaluator.per_sample(arrays, test, keep)
+    return label_weighted_score(correct, losses, test.labels[keep], weights)

@@ -266,6 +266,27 @@ class ModelEvaluator:
             hits = int(torch.stack(correct).sum())
         return hits / len(labels), loss_sum / len(labels)
 
+    def per_sample(self, arrays: list[np.ndarray], data: ArraySplit, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each of ``data``'s samples ``rows`` is classified right, and its cross-entropy (float32).
+
+        The personalised evaluation's pass (:mod:`amp_fl.client.personal`): the same model and
+        layout as :meth:`__call__`, on a subset of a data set laid out once.
+        """
+        check_argument(len(rows) > 0, "rows", "an evaluation needs at least one sample")
+        load_arrays(self.model, arrays)
+        images, labels = self._prepared(data)
+        index = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.device)
+        correct, losses = [], []
+        with torch.inference_mode():
+            for start in range(0, len(index), self.batch_size):
+                batch = index[start : start + self.batch_size]
+                x = laid_out(images.index_select(0, batch), self.memory_format)
+                y = labels.index_select(0, batch)
+                logits = self.model(x)
+                losses.append(nn.functional.cross_entropy(logits, y, reduction="none"))
+                correct.append(logits.argmax(dim=1) == y)
+            return torch.cat(correct).cpu().numpy(), torch.cat(losses).float().cpu().numpy()
+
     def _prepared(self, data: ArraySplit) -> tuple[torch.Tensor, torch.Tensor]:
         """``data`` on the device in the model's layout, made once per data set.
 
