@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from amp_fl.client.device import resolve_device
 from amp_fl.client.grouped import clients_last_weight, clients_on_channels, grouped_model
-from amp_fl.client.objectives import add_proximal_gradient
+from amp_fl.client.objectives import PlainSGD, add_proximal_gradient
 from amp_fl.client.settings import TrainSettings
 from amp_fl.client.trainer import FitResult, ModelInfo, batch_indices, upload_of
 from amp_fl.data.datasets import ArraySplit
@@ -132,7 +132,7 @@ def _train(
     k, b = len(jobs), settings.batch_size
     together = grouped_model(module, k, {**params, **buffers})
     weights = list(params.values())
-    optimiser = torch.optim.SGD(weights, lr=settings.learning_rate, foreach=True)
+    optimiser = PlainSGD(weights, settings.learning_rate)
     anchor = [w.detach().clone() for w in weights] if settings.objective == "fedprox" else []
     step_losses = []
     for step_index in index:

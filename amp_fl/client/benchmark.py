@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from amp_fl.client.objectives import PlainSGD
 from amp_fl.models import build_model
 from amp_fl.pruning.counts import training_flops_per_sample
 from amp_fl.pruning.maps import region_map
@@ -82,7 +83,7 @@ def measure_training_throughput(
             images = torch.from_numpy(rng.standard_normal((batch_size, *input_shape), dtype=np.float32))
             labels = torch.from_numpy(rng.integers(0, num_classes, size=batch_size))
             net.train()
-            optimiser = torch.optim.SGD(net.parameters(), lr=1e-3)
+            optimiser = PlainSGD(net.parameters(), 1e-3)  # the trainer's update
             loss_fn = nn.CrossEntropyLoss()
 
             def step() -> None:

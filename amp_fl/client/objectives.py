@@ -21,13 +21,15 @@ Only trainable parameters enter the proximal term and the mixing. Buffers (Batch
 statistics) are not mixed: the personal model keeps the statistics of its own (mixed) forward
 passes, and :func:`mix_arrays` takes them from the personal model.
 
-Every step uses ``torch.optim.SGD`` (no momentum, no weight decay), so ``sgd`` is exactly the
-update the trainer made before these objectives existed.
+Every step uses :class:`PlainSGD` (no momentum, no weight decay): the arithmetic of
+``torch.optim.SGD(foreach=True)`` bit for bit, so ``sgd`` is exactly the update the trainer made
+before these objectives existed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -75,8 +77,50 @@ def mix_arrays(
 
 
 # ------------------------------------------------------------------------------ torch steps
+class Optimiser(Protocol):
+    """What a local step needs of an optimiser (:class:`PlainSGD`; ``torch.optim`` optimisers fit too)."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+    def step(self) -> None: ...
+
+
+class PlainSGD:
+    """SGD without momentum or weight decay: ``p -= lr * p.grad``, one foreach update over the parameters.
+
+    The very update ``torch.optim.SGD(params, lr, foreach=True)`` makes
+    (``torch._foreach_add_(params, grads, alpha=-lr)``, bit for bit, tested), without its per-step
+    bookkeeping (about 27 us of a 5 ms CNN step here) and without the import of ``torch._dynamo``
+    that constructing the first ``torch.optim`` optimiser costs every process that trains (1.4 s
+    here: each Ray actor, each campaign worker, a board's first round). Parameters without a
+    gradient are left alone, as ``torch.optim.SGD`` leaves them. The parameters share one device.
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float) -> None:
+        self.params = list(params)
+        check_argument(all(p.is_leaf for p in self.params), "params", "must be leaf tensors")
+        self.lr = float(lr)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        stepped, grads = [], []
+        for p in self.params:
+            if p.grad is not None:
+                stepped.append(p)
+                grads.append(p.grad)
+        if stepped:
+            torch._foreach_add_(stepped, grads, alpha=-self.lr)
+
+
 def sgd_step(
-    module: nn.Module, optimiser: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn
+    module: nn.Module, optimiser: Optimiser, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn
 ) -> float:
     """One SGD step on ``f``; returns the mini-batch loss ``f(w)`` before the step."""
     optimiser.zero_grad(set_to_none=True)
@@ -100,7 +144,7 @@ def add_proximal_gradient(params: Sequence[torch.Tensor], anchor: Sequence[torch
 
 def fedprox_step(
     module: nn.Module,
-    optimiser: torch.optim.Optimizer,
+    optimiser: Optimiser,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     loss_fn: LossFn,
@@ -122,9 +166,9 @@ def fedprox_step(
 
 def apfl_step(
     module: nn.Module,
-    optimiser: torch.optim.Optimizer,
+    optimiser: Optimiser,
     personal: nn.Module,
-    personal_optimiser: torch.optim.Optimizer,
+    personal_optimiser: Optimiser,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     loss_fn: LossFn,

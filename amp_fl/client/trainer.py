@@ -21,6 +21,7 @@ from torch import nn
 
 from amp_fl.client.device import resolve_device
 from amp_fl.client.objectives import (
+    PlainSGD,
     apfl_step,
     fedprox_step,
     sgd_step,
@@ -156,15 +157,14 @@ class SubModelTrainer:
         """``local_steps`` steps of the settings' objective; returns the sum of the mini-batch losses f(w)."""
         module.train()
         lr = settings.learning_rate
-        # foreach: one fused update over all parameters per step; the same arithmetic as the loop.
-        optimiser = torch.optim.SGD(module.parameters(), lr=lr, foreach=True)
+        optimiser = PlainSGD(module.parameters(), lr)
         loss_fn = nn.CrossEntropyLoss()
         # FedProx's w_g: the received model, frozen.
         anchor = [p.detach().clone() for p in module.parameters()] if settings.objective == "fedprox" else []
         personal_optimiser = None
         if personal is not None:
             personal.train()
-            personal_optimiser = torch.optim.SGD(personal.parameters(), lr=lr, foreach=True)
+            personal_optimiser = PlainSGD(personal.parameters(), lr)
         images, labels = self.data_on(device)
         loss_sum = 0.0
         for idx in batch_indices(len(self.labels), settings.batch_size, settings.local_steps, rng):
