@@ -548,7 +548,8 @@ FIG10 = Figure(
 
 # The reduced headline (make reproduce-quick): Fig. 8's s = 2 panel at the quick scale
 # (conf/experiment/quick_fig8.yaml). APFL scores its personalised models every 50 rounds instead of
-# 10 (each such evaluation costs about as much as 10 rounds of training on this machine).
+# 10 (each such evaluation cost about as much as 10 rounds of training on this machine when this was
+# chosen; since 2026-12-07 it is some 4-5 s, a third of that).
 QUICK = replace(
     FIG8,
     name="quick",
