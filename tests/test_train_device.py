@@ -11,9 +11,10 @@ from amp_fl import protocol as P
 from amp_fl.bench.engine import old_evaluate
 from amp_fl.client import device as device_module
 from amp_fl.client.device import resolve_device
+from amp_fl.client.inference import MaxPool2x2, PooledConv2d, inference_model, with_inference_pooling
 from amp_fl.client.local import train_settings
 from amp_fl.client.personal import evaluate_on_label_distribution
-from amp_fl.client.trainer import MaxPool2x2, ModelEvaluator, with_inference_pooling
+from amp_fl.client.trainer import ModelEvaluator
 from amp_fl.config import load_config
 from amp_fl.data.datasets import load_dataset
 from amp_fl.errors import ConfigError
@@ -90,6 +91,38 @@ def test_the_personalised_evaluation_scores_each_sample_as_a_plain_forward_pass_
     assert score.num_samples == keep.size
     with pytest.raises(ValueError, match="weight"):
         evaluate_on_label_distribution(evaluator, arrays, test, np.zeros(10))
+
+
+@pytest.mark.parametrize(
+    ("in_channels", "kernel", "size"),
+    [(1, 5, (28, 28)), (3, 5, (32, 32)), (1, 5, (27, 29)), (2, 4, (13, 12)), (1, 3, (9, 9)), (4, 4, (10, 11))],
+)
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_a_pooled_convolution_equals_the_convolution_then_its_pool(
+    in_channels: int, kernel: int, size: tuple[int, int], layout: torch.memory_format
+) -> None:
+    gen = torch.Generator().manual_seed(in_channels * 100 + kernel)
+    conv = torch.nn.Conv2d(in_channels, 6, kernel)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+        x = torch.randn(5, in_channels, *size, generator=gen).contiguous(memory_format=layout)
+        expected = torch.nn.functional.max_pool2d(conv(x), 2)
+        fused = PooledConv2d.replacing(conv)
+        got = fused(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)  # the same products, summed in another order
+    assert fused.weight is conv.weight and fused.bias is conv.bias
+
+
+def test_the_cnn_evaluates_its_first_convolution_and_pool_as_one() -> None:
+    model = build_model("cnn", num_classes=10)
+    names = list(model.state_dict())
+    fast = inference_model(build_model("cnn", num_classes=10))
+    assert isinstance(fast.features[0], PooledConv2d) and isinstance(fast.features[1], torch.nn.Identity)
+    assert not isinstance(fast.features[3], PooledConv2d)  # 6 input channels: oneDNN is fast there
+    assert list(fast.state_dict()) == names  # arrays load into it as into the model
+    padded = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.MaxPool2d(2))
+    assert type(inference_model(padded)[0]) is torch.nn.Conv2d  # VGG's padded convolutions: not fused
 
 
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])

@@ -46,6 +46,7 @@ from torch import nn
 
 from amp_fl.bench import emit
 from amp_fl.client.batched import ClientJob, fit_batched
+from amp_fl.client.objectives import PlainSGD
 from amp_fl.client.settings import TrainSettings
 from amp_fl.client.trainer import ModelEvaluator, ModelInfo, SubModelTrainer, batch_indices
 from amp_fl.config import load_config
@@ -215,7 +216,7 @@ def step_breakdown(regions: RegionMap, device: Device, settings: TrainSettings, 
     trainer = SubModelTrainer(data, ModelInfo("cnn", INPUT_SHAPE, NUM_CLASSES), regions)
     module = trainer._build(arrays, kept)
     module.train()
-    optimiser = torch.optim.SGD(module.parameters(), lr=settings.learning_rate, foreach=True)
+    optimiser = PlainSGD(module.parameters(), settings.learning_rate)  # the trainer's update
     loss_fn = nn.CrossEntropyLoss()
     phases: dict[str, list[float]] = {"data": [], "forward": [], "backward": [], "optimizer": []}
     rng = np.random.default_rng(0)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from amp_fl.client.device import resolve_device
+from amp_fl.client.inference import inference_model
 from amp_fl.client.objectives import (
     PlainSGD,
     apfl_step,
@@ -188,49 +189,12 @@ class SubModelTrainer:
 ACCELERATOR_EVAL_BATCH = 4096
 
 
-class MaxPool2x2(nn.Module):
-    """``nn.MaxPool2d(2)`` for inference: the max of the four strided 2x2 corners, no argmax indices.
-
-    The same values (a max is exact); on one CPU thread ~5x faster than ``max_pool2d``, which
-    computes the indices even under ``inference_mode`` and was half of the CNN's evaluation time.
-    Not for training: ``torch.maximum`` splits the gradient at ties, ``max_pool2d`` does not.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2  # floor, as max_pool2d without ceil_mode
-        rows = torch.maximum(x[..., 0:h:2, :w], x[..., 1:h:2, :w])
-        return torch.maximum(rows[..., 0::2], rows[..., 1::2])
-
-
-def with_inference_pooling(model: nn.Module) -> nn.Module:
-    """``model`` with every plain 2x2 / stride-2 ``nn.MaxPool2d`` replaced by :class:`MaxPool2x2` (in place)."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, nn.MaxPool2d) and _is_plain_2x2(module):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, MaxPool2x2())
-    return model
-
-
-def _is_plain_2x2(pool: nn.MaxPool2d) -> bool:
-    def pair(v: object) -> tuple[object, object]:
-        return (v, v) if isinstance(v, int) else tuple(v)  # type: ignore[arg-type,return-value]
-
-    stride = pool.stride if pool.stride is not None else pool.kernel_size
-    return (
-        pair(pool.kernel_size) == (2, 2)
-        and pair(stride) == (2, 2)
-        and pair(pool.padding) == (0, 0)
-        and pair(pool.dilation) == (1, 1)
-        and not pool.ceil_mode
-        and not pool.return_indices
-    )
-
-
 class ModelEvaluator:
     """Accuracy and mean cross-entropy of full-model arrays: the model is built once, loaded in place.
 
     Cheap as the model allows: ``torch.inference_mode``, the model's memory format (channels-last
-    for the CNN), 2x2 max-pools without argmax indices (:class:`MaxPool2x2`), each data set laid
+    for the CNN), the inference forms of :mod:`amp_fl.client.inference` (2x2 max-pools without argmax
+    indices, a few-channel convolution and its pool as one convolution on pixel blocks), each data set laid
     out and moved to ``device`` once (the recorder scores the same test and validation sets every
     round), one host sync per evaluation.
     """
@@ -244,7 +208,7 @@ class ModelEvaluator:
     ) -> None:
         check_argument(batch_size >= 1, "batch_size", f"must be >= 1, got {batch_size}")
         # A copy: the caller's module stays where and how it was.
-        self.model = with_inference_pooling(copy.deepcopy(model)).to(device).to(memory_format=memory_format).eval()
+        self.model = inference_model(copy.deepcopy(model)).to(device).to(memory_format=memory_format).eval()
         self.device = device
         self.memory_format = memory_format
         self.batch_size = batch_size if device == CPU else max(batch_size, ACCELERATOR_EVAL_BATCH)
