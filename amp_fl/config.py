@@ -583,6 +583,9 @@ class EvaluationConfig:
     models (10,000 test images against 10 PIUs x 8 steps of 64), and AMP-FL's rounds are short
     (T_max = 0.1 s), so a clock interval gives every method the same time resolution at a fraction
     of the cost; rows in between carry NaN accuracy.
+    ``every_rounds``: evaluate every this many rounds instead (0: off), for figures read against
+    rounds or after their last round (the paper's Figs. 2-3, whose rounds last 0.07-2.2 simulated
+    seconds with the pruning ratio and the devices per round, so no one clock grid fits them); at most one of the two.
     ``stop_at_val_accuracy``: stop the run once the validation accuracy reaches it (time-to-target
     tuning needs nothing after that); the run ends with status ``completed`` and says so.
     ``stop_window_s``: 0 stops at the first evaluation that reaches ``stop_at_val_accuracy``; > 0
@@ -595,6 +598,7 @@ class EvaluationConfig:
     """
 
     every_sim_s: float = 0.0
+    every_rounds: int = 0
     stop_at_val_accuracy: float | None = None
     stop_window_s: float = 0.0
     test: bool = True
@@ -604,6 +608,16 @@ class EvaluationConfig:
             math.isfinite(self.every_sim_s) and self.every_sim_s >= 0,
             "evaluation.every_sim_s",
             f"must be a finite number of simulated seconds >= 0 (0: every round), got {self.every_sim_s}",
+        )
+        require(
+            self.every_rounds >= 0,
+            "evaluation.every_rounds",
+            f"must be a whole number of rounds >= 0 (0: off), got {self.every_rounds!r}",
+        )
+        require(
+            self.every_sim_s == 0 or self.every_rounds == 0,
+            "evaluation.every_rounds",
+            f"cannot be combined with evaluation.every_sim_s={self.every_sim_s:g} (two grids): set one of them to 0",
         )
         stop = self.stop_at_val_accuracy
         require(

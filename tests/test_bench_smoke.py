@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -56,12 +57,27 @@ def test_reproduce_estimate_groups_runs_by_what_a_round_computes_and_splits_a_pr
     (probe,) = est.probe_jobs([Job(Spec(), base, tmp_path / "unused")], 2, tmp_path).values()
     assert probe.values["num_rounds"] == 2 and probe.run_dir == tmp_path / "kind0"
     assert execute([probe], "inprocess", 1, log=lambda line: None) == []
-    per_round, fixed, sim_per_round, personal_eval = est.probe_costs(probe)
+    per_round, fixed, sim_per_round, personal_eval, central_eval = est.probe_costs(probe)
     wall = est.read_timing(probe.run_dir)["wall_s"]
     assert per_round > 0 and fixed > 0 and fixed + 2 * per_round == pytest.approx(wall)
     assert personal_eval == 0.0  # this kind never scores personalised models
+    assert central_eval == 0.0  # every round is evaluated: its cost is the round's
     sim = est.read_columns(probe.run_dir / "metrics.csv")["sim_time_s"]
     assert sim_per_round == pytest.approx((sim[-1] - sim[0]) / 2) and sim_per_round > 0
+    # A probe on an evaluation grid: its plain rounds priced apart from its evaluated ones.
+    graded_dir = tmp_path / "graded"
+    graded_dir.mkdir()
+    rows = list(csv.DictReader((probe.run_dir / "metrics.csv").read_text().splitlines()))
+    for row, wall_s in zip(rows, (10.0, 11.0, 13.0), strict=True):
+        row["wall_time_s"] = str(wall_s)
+    rows[1]["accuracy"] = rows[1]["loss"] = "nan"  # round 1 not evaluated; round 2 (the last) evaluated
+    with (graded_dir / "metrics.csv").open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (graded_dir / "campaign_timing.json").write_text(json.dumps({"wall_s": 20.0}))
+    graded_costs = est.probe_costs(Job(Spec(), base, graded_dir))
+    assert graded_costs.per_round_s == 1.0 and graded_costs.central_eval_s == 1.0 and graded_costs.fixed_s == 17.0
     # A run stops at its simulated-time horizon or its round cap, whichever comes first.
     assert est.rounds_to_run({"num_rounds": 100, "sim_time_limit_s": None}, 0.1) == 100
     assert est.rounds_to_run({"num_rounds": 100, "sim_time_limit_s": 3.0}, 0.25) == 12
@@ -74,6 +90,17 @@ def test_reproduce_estimate_groups_runs_by_what_a_round_computes_and_splits_a_pr
     assert est.personal_evaluations(base, 12) == 0
     costs = est.ProbeCosts(per_round_s=0.5, fixed_s=2.0, sim_per_round_s=0.25, personal_eval_s=3.0)
     assert est.run_seconds(apfl, costs) == (12, 2.0 + 12 * 0.5 + 2 * 3.0)
+    # Central evaluations on a grid of the simulated clock: round 0 is the probe's row 0, then the
+    # first round at or past each multiple of every_sim_s, the personalised rounds and the last.
+    grid = {"num_rounds": 100, "sim_time_limit_s": 3.0, "evaluation": {"every_sim_s": 1.0}}
+    assert est.central_evaluations(grid, 12, 0.25) == 3  # rounds 4, 8, 12 (at 1, 2, 3 s)
+    assert est.central_evaluations(grid, 13, 0.25) == 4  # and the last, round 13
+    apfl_grid = {**grid, "strategy": {"personal_eval_interval": 5}}
+    assert est.central_evaluations(apfl_grid, 12, 0.25) == 5  # 4, 5, 8, 10, 12
+    assert est.central_evaluations({"num_rounds": 100}, 12, 0.25) == 12  # every_sim_s 0: every round
+    assert est.central_evaluations({"num_rounds": 100, "evaluation": {"every_rounds": 5}}, 12, 0.25) == 3  # 5, 10, 12
+    graded = est.ProbeCosts(per_round_s=0.5, fixed_s=2.0, sim_per_round_s=0.25, personal_eval_s=0.0, central_eval_s=0.2)
+    assert est.run_seconds(grid, graded) == (12, pytest.approx(2.0 + 12 * 0.5 + 3 * 0.2))
     plan = [
         Job(Spec(), base, tmp_path / "plan" / figure / run)
         for figure, run in [("fig2", "a"), ("fig8", "b"), ("fig2", "c")]

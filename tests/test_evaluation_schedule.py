@@ -22,7 +22,7 @@ from amp_fl.pruning.submodel import module_arrays
 from amp_fl.report.maths import SpeedupInterval
 from amp_fl.report.runs import Group, Run, read_metrics
 from amp_fl.run_folder import MetricsWriter, smoothed_time_to_target
-from amp_fl.server.recorder import Recorder, summary_outcome
+from amp_fl.server.recorder import Recorder, evaluation_due, summary_outcome
 from amp_fl.strategy.report import Participant, RoundReport
 
 LATENCY_S = 0.04  # every round of the hand-built reports lasts 0.04 simulated seconds
@@ -64,6 +64,7 @@ def _recorder(tmp_path: Path, num_rounds: int, **kwargs) -> Recorder:
     [
         ("evaluation.every_sim_s", -0.5, "every_sim_s"),
         ("evaluation.every_sim_s", math.inf, "every_sim_s"),
+        ("evaluation.every_rounds", -1, "every_rounds"),
         ("evaluation.stop_at_val_accuracy", 0.0, "stop_at_val_accuracy"),
         ("evaluation.stop_at_val_accuracy", 1.5, "stop_at_val_accuracy"),
         ("evaluation.stop_window_s", -0.1, "stop_window_s"),
@@ -107,6 +108,25 @@ def test_evaluation_grid_on_the_simulated_clock(tmp_path):
     # metrics.csv as the report reads it: the un-evaluated rows are dropped.
     columns = read_metrics(tmp_path / "metrics.csv")
     assert columns["round"].tolist() == [0, 3, 5, 6]
+
+
+def test_a_round_grid_evaluates_every_so_many_rounds_and_the_last(tmp_path):
+    # every_rounds=4 over 6 rounds: round 0, round 4 and the last round (6), wherever the clock is.
+    recorder = _recorder(tmp_path, num_rounds=6, every_rounds=4)
+    weights = module_arrays(build_model("cnn", num_classes=10))
+    for k in range(7):
+        if k:
+            recorder.on_round_end(_report(k))
+        recorder(k, ArrayRecord(weights))
+    assert [r.round for r in recorder.writer.rows if not math.isnan(r.accuracy)] == [0, 4, 6]
+    assert evaluation_due(5, 0.2, 0.16, 0.0, 6, personal=True, every_rounds=4)  # personalised rounds always
+
+
+def test_the_clock_grid_and_the_round_grid_exclude_each_other():
+    with pytest.raises(ConfigError, match="evaluation.every_rounds.*evaluation.every_sim_s=0.5"):
+        load_config({"evaluation": {"every_rounds": 3, "every_sim_s": 0.5}})
+    assert load_config({"evaluation": {"every_rounds": 3}}).evaluation.every_rounds == 3
+    assert load_config({}).evaluation.every_rounds == 0  # default: off
 
 
 def test_without_the_test_set_the_grid_evaluates_validation_only(tmp_path):

@@ -1,20 +1,23 @@
 """Benchmark: how long ``make reproduce`` (paper scale) and ``make reproduce-quick`` take here, from measured rounds.
 
-``python -m amp_fl.bench reproduce_estimate [--campaigns paper,quick] [--probe-rounds N] [--jobs J]``
+``python -m amp_fl.bench reproduce_estimate [--campaigns paper,quick] [--probe-rounds N] [--jobs J] [--override K=V]``
 
 A campaign is too long to time whole on every change (the paper scale has 140 runs). Its runs
 fall into a few *kinds*: runs equal in everything but seed and round count cost the same per
 round. For each kind one probe run of ``--probe-rounds`` rounds goes through the campaign's
 own machinery (:func:`amp_fl.experiments.campaign.execute`, the in-process engine, ``--jobs``
 workers side by side as ``make reproduce`` runs them, so the probes slow each other as the real
-runs would). A probe gives the kind's seconds per round (mean over rounds 1..N, so rounds with
-a central evaluation count at their share) and its fixed cost (the run's wall time outside its
-rounds: imports, data, set-up, the final files). The estimate is
+runs would). A probe gives the kind's seconds per plain round, what a round with a central
+evaluation (``evaluation.every_sim_s``'s grid) and one with a personalised evaluation cost more,
+and its fixed cost (the run's wall time outside its rounds: imports, data, set-up, the final
+files). The estimate is
 
-    sum over the campaign's runs of (fixed cost + rounds x seconds per round), divided by the workers,
+    sum over the campaign's runs of (fixed cost + rounds x seconds per round
+                                     + each kind of evaluation's count x its extra), divided by the workers,
 
 where a run's rounds are its round cap, or fewer when it has a simulated-time horizon that its
-kind's simulated seconds per round (from the probe) reach first (:func:`rounds_to_run`),
+kind's simulated seconds per round (from the probe) reach first (:func:`rounds_to_run`), and its
+evaluations are counted by the recorder's and the strategy's own rules,
 
 against the goals (paper scale <= 2 h, quick <= 8 min). One JSON line per campaign, with every
 kind's measured figures, each figure's share of the estimate (``by_figure_h``), the machine's
@@ -40,6 +43,7 @@ from amp_fl.bench import emit
 from amp_fl.experiments.campaign import Job, execute, make_jobs
 from amp_fl.experiments.reproduce import DATASETS, FIGURES, PAPER_FIGURES, SCALES, expand_figure
 from amp_fl.run_folder import METRICS_FILE, read_columns, read_timing
+from amp_fl.server.recorder import evaluation_due
 from amp_fl.strategy.amp_fl import personal_evaluation_due
 
 GOALS_S = {"paper": 2 * 3600.0, "quick": 8 * 60.0}
@@ -58,13 +62,16 @@ def kind_of(values: dict[str, Any]) -> str:
     return json.dumps(kept, sort_keys=True, default=str)
 
 
-def campaign_jobs(campaign: str, runs_root: Path) -> list[Job[Any]]:
-    """Every run of ``campaign`` (as ``python -m amp_fl.experiments.reproduce`` plans it), complete or not."""
+def campaign_jobs(campaign: str, runs_root: Path, extra: Sequence[str] = ()) -> list[Job[Any]]:
+    """Every run of ``campaign`` (as ``python -m amp_fl.experiments.reproduce`` plans it), complete or not.
+
+    ``extra``: Hydra overrides added to every run, last (reproduce's ``--override``): what-if estimates.
+    """
     figures, scale_name = CAMPAIGNS[campaign]
     scale, dataset = SCALES[scale_name], DATASETS["fashion_mnist"]
     jobs: list[Job[Any]] = []
     for name in figures:
-        jobs += make_jobs(expand_figure(FIGURES[name], scale, dataset), runs_root / name)
+        jobs += make_jobs(expand_figure(FIGURES[name], scale, dataset, extra), runs_root / name)
     return jobs
 
 
@@ -93,30 +100,41 @@ def seconds_by_figure(jobs: Sequence[Job[Any]], runs_s: Sequence[float], runs_ro
 class ProbeCosts(NamedTuple):
     """What a finished probe run measured for its kind."""
 
-    per_round_s: float  # wall seconds per round (mean over rounds 1..N without a personalised evaluation)
+    per_round_s: float  # wall seconds of a round without a central evaluation (with one when every round has it)
     fixed_s: float  # the run's wall time outside its rounds
     sim_per_round_s: float  # simulated seconds per round (mean over rounds 1..N)
     personal_eval_s: float  # what a round with a personalised evaluation costs more (0 for a kind without)
+    central_eval_s: float = 0.0  # what a centrally evaluated round costs more (0 when every round is evaluated)
 
 
 def probe_costs(probe: Job[Any]) -> ProbeCosts:
     """The costs a finished probe run measured.
 
-    A probe's last round always scores the personalised models when its kind does so at all
-    (``strategy.personal_eval_interval``: every so many rounds and at the last), which a run of
-    the kind does far less often; those rounds are priced apart and counted as the run has them.
+    Rounds are priced by what they did: plain rounds, rounds with a central evaluation (on the
+    ``evaluation.every_sim_s`` grid, which a 10-round probe crosses at other rates than a run) and
+    rounds that also score the personalised models (``strategy.personal_eval_interval``: a probe's
+    last round always does when its kind does at all, a run far less often); each extra is counted
+    as the run has it (:func:`run_seconds`).
     """
     columns = read_columns(probe.run_dir / METRICS_FILE)
     wall = np.asarray(columns["wall_time_s"], dtype=float)
     sim = np.asarray(columns["sim_time_s"], dtype=float)
     rounds = len(wall) - 1  # row 0: the initial evaluation
     durations = np.diff(wall)
-    personal = np.isfinite(np.asarray(columns.get("personal_accuracy", [math.nan] * len(wall)), dtype=float))[1:]
-    plain = durations[~personal] if (~personal).any() else durations
-    per_round = float(plain.mean())
-    personal_extra = float(durations[personal].mean()) - per_round if personal.any() else 0.0
+
+    def finite(name: str) -> np.ndarray:
+        return np.isfinite(np.asarray(columns.get(name, [math.nan] * len(wall)), dtype=float))[1:]
+
+    personal = finite("personal_accuracy")
+    central = (finite("accuracy") | finite("val_accuracy")) & ~personal
+    plain = ~central & ~personal
+    central_round = float(durations[central].mean()) if central.any() else float(durations.mean())
+    base = float(durations[plain].mean()) if plain.any() else central_round
+    personal_extra = float(durations[personal].mean()) - central_round if personal.any() else 0.0
     fixed = float(read_timing(probe.run_dir)["wall_s"]) - float(wall[-1] - wall[0])
-    return ProbeCosts(per_round, fixed, float(sim[-1] - sim[0]) / rounds, max(personal_extra, 0.0))
+    return ProbeCosts(
+        base, fixed, float(sim[-1] - sim[0]) / rounds, max(personal_extra, 0.0), max(central_round - base, 0.0)
+    )
 
 
 def rounds_to_run(values: dict[str, Any], sim_per_round_s: float) -> int:
@@ -140,16 +158,36 @@ def personal_evaluations(values: dict[str, Any], rounds: int) -> int:
     return sum(personal_evaluation_due(r, interval, cap) for r in range(1, rounds + 1))
 
 
+def central_evaluations(values: dict[str, Any], rounds: int, sim_per_round_s: float) -> int:
+    """How many of a run's ``rounds`` are centrally evaluated (the recorder's rule), each of ``sim_per_round_s``."""
+    evaluation = values.get("evaluation", {})
+    every_sim_s, every_rounds = float(evaluation.get("every_sim_s", 0.0)), int(evaluation.get("every_rounds", 0))
+    interval = values.get("strategy", {}).get("personal_eval_interval")
+    cap = int(values["num_rounds"])
+    count, last = 0, 0.0
+    for r in range(1, rounds + 1):
+        now = r * sim_per_round_s
+        personal = personal_evaluation_due(r, interval, cap)
+        if r == rounds or evaluation_due(r, now, last, every_sim_s, cap, personal, every_rounds):
+            count, last = count + 1, now
+    return count
+
+
 def run_seconds(values: dict[str, Any], costs: ProbeCosts) -> tuple[int, float]:
     """A run's rounds and estimated wall seconds, from its kind's probe."""
     rounds = rounds_to_run(values, costs.sim_per_round_s)
-    seconds = costs.fixed_s + rounds * costs.per_round_s + personal_evaluations(values, rounds) * costs.personal_eval_s
+    seconds = (
+        costs.fixed_s
+        + rounds * costs.per_round_s
+        + central_evaluations(values, rounds, costs.sim_per_round_s) * costs.central_eval_s
+        + personal_evaluations(values, rounds) * costs.personal_eval_s
+    )
     return rounds, seconds
 
 
-def estimate(campaign: str, probe_rounds: int, workers: int) -> dict[str, Any]:
+def estimate(campaign: str, probe_rounds: int, workers: int, extra: Sequence[str] = ()) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="amp_fl_estimate_") as tmp:
-        jobs = campaign_jobs(campaign, Path(tmp) / "plan")
+        jobs = campaign_jobs(campaign, Path(tmp) / "plan", extra)
         probes = probe_jobs(jobs, probe_rounds, Path(tmp) / "probes")
         load_before = os.getloadavg()[0]
         failures = execute(list(probes.values()), "inprocess", workers, log=lambda line: None, name="estimate")
@@ -175,6 +213,11 @@ def estimate(campaign: str, probe_rounds: int, workers: int) -> dict[str, Any]:
         "per_round_s_max": max(per_round),
         "fixed_s_median": statistics.median(fixed),
         "personal_eval_s_max": max(c.personal_eval_s for c in costs.values()),
+        "central_evaluations": sum(
+            central_evaluations(j.values, r, costs[kind_of(j.values)].sim_per_round_s)
+            for j, r in zip(jobs, rounds, strict=True)
+        ),
+        "overrides": list(extra),
         "estimate_s": total_s,
         "estimate_h": total_s / 3600,
         "by_figure_h": {name: seconds / workers / 3600 for name, seconds in by_figure.items()},
@@ -193,8 +236,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--campaigns", default="paper,quick", help="comma-separated: paper, quick")
     parser.add_argument("--probe-rounds", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="workers side by side (make's JOBS)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override added to every run, last (what if: e.g. evaluation.every_sim_s=1); repeatable",
+    )
     args = parser.parse_args(argv)
     for campaign in args.campaigns.split(","):
         if campaign not in CAMPAIGNS:
             parser.error(f"unknown campaign {campaign!r}; choose from {', '.join(CAMPAIGNS)}")
-        emit(estimate(campaign, args.probe_rounds, args.jobs))
+        emit(estimate(campaign, args.probe_rounds, args.jobs, args.override))

@@ -70,6 +70,34 @@ def schedule_record(report: RoundReport) -> dict[str, Any]:
     }
 
 
+def evaluation_due(
+    server_round: int,
+    sim_time_s: float,
+    last_evaluated_sim_s: float | None,
+    every_sim_s: float,
+    num_rounds: int,
+    personal: bool = False,
+    every_rounds: int = 0,
+) -> bool:
+    """Whether the round ending at ``sim_time_s`` is centrally evaluated (``evaluation.every_sim_s``).
+
+    Round 0, the last round (``num_rounds``), personalised rounds, every round when ``every_sim_s``
+    is 0, and otherwise the first round to end at or after each multiple of ``every_sim_s``: a grid
+    on the simulated clock, so methods with short and long rounds are measured at the same
+    instants, give or take one round; with ``every_rounds`` > 0 instead, every so many rounds
+    (``evaluation.every_rounds``; the two are never both set). ``last_evaluated_sim_s`` is the
+    simulated time of the last evaluated round (None: none yet, which only a resumed run's rows
+    can give). A round that ends the run by the time horizon is evaluated too; the recorder adds that.
+    """
+    if server_round == 0 or server_round >= num_rounds or personal:
+        return True
+    if every_rounds > 0:
+        return server_round % every_rounds == 0
+    if every_sim_s <= 0 or last_evaluated_sim_s is None:
+        return True
+    return math.floor(sim_time_s / every_sim_s + 1e-9) > math.floor(last_evaluated_sim_s / every_sim_s + 1e-9)
+
+
 @dataclass
 class Recorder:
     """Central evaluation + per-round row; ``evaluate_fn`` of ``Strategy.start`` and the strategy's ``on_round_end``.
@@ -85,6 +113,7 @@ class Recorder:
     initial_avg_aoi: float = 0.0
     validation_data: ArraySplit | None = None  # held out of the training set: val_accuracy / val_loss each round
     every_sim_s: float = 0.0  # evaluation.every_sim_s: evaluate on this grid of the simulated clock; 0: every round
+    every_rounds: int = 0  # evaluation.every_rounds: evaluate every this many rounds instead; 0: off
     stop_at_val_accuracy: float | None = None  # evaluation.stop_at_val_accuracy: raise ValidationTargetReached
     stop_window_s: float = 0.0  # evaluation.stop_window_s: > 0 stops on the smoothed validation curve
     sim_time_limit_s: float | None = None  # sim_time_limit_s: raise SimTimeLimitReached once the clock passes it
@@ -187,15 +216,10 @@ class Recorder:
         return self.sim_time_limit_s is not None and sim_time_s >= self.sim_time_limit_s - 1e-9
 
     def _evaluation_due(self, server_round: int, sim_time_s: float, personal: bool) -> bool:
-        """Round 0, the last round, personalised rounds, and the first round to end at or after each
-        multiple of ``every_sim_s`` (a grid on the simulated clock, so methods with short and long
-        rounds are measured at the same instants, give or take one round)."""
-        if server_round == 0 or server_round >= self.num_rounds or personal or self.every_sim_s <= 0:
-            return True
         last = next((r.sim_time_s for r in reversed(self.writer.rows) if _evaluated(r)), None)
-        if last is None:  # nothing evaluated yet (cannot happen after round 0; kept for resumed rows)
-            return True
-        return math.floor(sim_time_s / self.every_sim_s + 1e-9) > math.floor(last / self.every_sim_s + 1e-9)
+        return evaluation_due(
+            server_round, sim_time_s, last, self.every_sim_s, self.num_rounds, personal, self.every_rounds
+        )
 
     def _take_report(self, server_round: int) -> RoundReport | None:
         report, self._report = self._report, None

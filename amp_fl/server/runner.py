@@ -77,6 +77,7 @@ def run_server(grid: Grid, run_config: dict[str, Any]) -> Path:
         num_rounds=cfg.num_rounds,
         validation_data=data.validation,
         every_sim_s=cfg.evaluation.every_sim_s,
+        every_rounds=cfg.evaluation.every_rounds,
         stop_at_val_accuracy=cfg.evaluation.stop_at_val_accuracy,
         stop_window_s=cfg.evaluation.stop_window_s,
         sim_time_limit_s=cfg.sim_time_limit_s,
