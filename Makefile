@@ -76,14 +76,15 @@ fashion-mnist:
 	  $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null; }; }
 
-# Paper scale: Figs. 2, 3, 6, 8, 10 on Fashion-MNIST, 100 devices x 600 samples: 146 runs, about 4.3 h on 2
-# cores as `python -m amp_fl.bench reproduce_estimate` estimates it from measured round times (docs/benchmarks.md).
+# Paper scale: Figs. 2, 3, 6, 8, 10 on Fashion-MNIST, 100 devices x 600 samples: 146 runs, about 2.5 h on 2
+# cores as `python -m amp_fl.bench reproduce_estimate` estimates it from measured round times (docs/benchmarks.md;
+# about 1.9 h with `python -m amp_fl.experiments.reproduce all --override train.batched_clients=true`).
 reproduce: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.reproduce all --scale paper
 
 # The reduced headline (Fig. 8(a): AMP-FL's compensation scopes against Synchronous FL, FedProx and
 # APFL, 3 seeds): 42.6 CPU-minutes (about 21 minutes on 2 idle cores) when reports/quick/report.md was made;
-# about 16 minutes by the latest `amp_fl.bench reproduce_estimate`.
+# about 9 minutes by the latest `amp_fl.bench reproduce_estimate` (the test set on a 0.25 s grid since).
 reproduce-quick: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.reproduce quick
 

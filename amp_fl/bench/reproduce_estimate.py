@@ -2,15 +2,15 @@
 
 ``python -m amp_fl.bench reproduce_estimate [--campaigns paper,quick] [--probe-rounds N] [--jobs J] [--override K=V]``
 
-A campaign is too long to time whole on every change (the paper scale has 140 runs). Its runs
+A campaign is too long to time whole on every change (the paper scale has 146 runs). Its runs
 fall into a few *kinds*: runs equal in everything but seed and round count cost the same per
 round. For each kind one probe run of ``--probe-rounds`` rounds goes through the campaign's
 own machinery (:func:`amp_fl.experiments.campaign.execute`, the in-process engine, ``--jobs``
 workers side by side as ``make reproduce`` runs them, so the probes slow each other as the real
 runs would). A probe gives the kind's seconds per plain round, what a round with a central
-evaluation (``evaluation.every_sim_s``'s grid) and one with a personalised evaluation cost more,
-and its fixed cost (the run's wall time outside its rounds: imports, data, set-up, the final
-files). The estimate is
+evaluation (``evaluation.every_sim_s`` or ``every_rounds``) and one with a personalised
+evaluation cost more, and its fixed cost (the run's wall time outside its rounds: imports, data,
+set-up, the final files). The estimate is
 
     sum over the campaign's runs of (fixed cost + rounds x seconds per round
                                      + each kind of evaluation's count x its extra), divided by the workers,
@@ -111,7 +111,7 @@ def probe_costs(probe: Job[Any]) -> ProbeCosts:
     """The costs a finished probe run measured.
 
     Rounds are priced by what they did: plain rounds, rounds with a central evaluation (on the
-    ``evaluation.every_sim_s`` grid, which a 10-round probe crosses at other rates than a run) and
+    ``evaluation`` grid, which a 10-round probe crosses at other rates than a run) and
     rounds that also score the personalised models (``strategy.personal_eval_interval``: a probe's
     last round always does when its kind does at all, a run far less often); each extra is counted
     as the run has it (:func:`run_seconds`).
