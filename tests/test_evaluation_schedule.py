@@ -253,3 +253,26 @@ def test_goal_verdicts_say_met_or_by_how_much_missed():
         == "goal missed: 1.50x of 2x (75% of the goal); no interval (fewer than 2 paired seeds)"
     )
     assert _timed_verdict(goal, math.nan) == "not measurable"
+
+
+def test_an_evaluation_grid_changes_which_rows_are_evaluated_and_nothing_else(tmp_path):
+    """Evaluation never feeds back into training: a run on a round grid is the every-round run with
+    the rows between its points left unevaluated (the paper presets' grids rest on this)."""
+    from amp_fl.launch.inprocess import run_in_process
+    from amp_fl.run_folder import read_columns, read_schedule
+
+    values = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 6, "num_rbs": 3}, "num_rounds": 5, "seed": 3}
+    every = run_in_process(load_config(values), tmp_path / "every")
+    grid = run_in_process(load_config({**values, "evaluation": {"every_rounds": 2}}), tmp_path / "grid")
+    a, b = read_columns(every / "metrics.csv"), read_columns(grid / "metrics.csv")
+    evaluated = ~np.isnan(b["accuracy"])
+    assert b["round"][evaluated].tolist() == [0, 2, 4, 5] and np.isnan(a["accuracy"]).sum() == 0
+    for column in set(a) - {"wall_time_s"}:
+        rows = evaluated if column in ("accuracy", "loss") else np.ones_like(evaluated)
+        np.testing.assert_array_equal(a[column][rows], b[column][rows], err_msg=column)
+    for x, y in zip(read_schedule(every), read_schedule(grid), strict=True):
+        assert {k: v for k, v in x.items() if k != "client_fit_s"} == {
+            k: v for k, v in y.items() if k != "client_fit_s"
+        }
+    with np.load(every / "final_model.npz") as za, np.load(grid / "final_model.npz") as zb:
+        assert za.files == zb.files and all(np.array_equal(za[k], zb[k]) for k in za.files)
