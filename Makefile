@@ -83,8 +83,8 @@ reproduce: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.reproduce all --scale paper
 
 # The reduced headline (Fig. 8(a): AMP-FL's compensation scopes against Synchronous FL, FedProx and
-# APFL, 3 seeds): 42.6 CPU-minutes (about 21 minutes on 2 idle cores) when reports/quick/report.md was made;
-# about 9 minutes by the latest `amp_fl.bench reproduce_estimate` (the test set on a 0.25 s grid since).
+# APFL, 3 seeds): 9.75 minutes on 2 idle cores when reports/quick/report.md was remade (2026-12-07, the test
+# set on a 0.25 s grid); 9.0 minutes by `amp_fl.bench reproduce_estimate`.
 reproduce-quick: $(STAMP) fashion-mnist
 	$(PY) -m amp_fl.experiments.reproduce quick
 
