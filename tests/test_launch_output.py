@@ -37,6 +37,7 @@ from amp_fl.launch.progress import (
     strip_ansi,
 )
 from amp_fl.run_folder import METRIC_COLUMNS, MetricsTail, RoundRow, parse_row, read_rows
+from amp_fl.server import engine_wakeup
 
 FLOWER_RECORDS = ("[ROUND", "configure_train", "aggregate_train", "Final results", "ServerApp-side Evaluate Metrics")
 SMALL = {"dataset": {"name": "mnist5k"}, "wireless": {"num_devices": 4, "num_rbs": 2}, "num_rounds": 3}
@@ -439,6 +440,7 @@ def test_real_run_flower_log_has_the_per_round_records(real_run):
     for k in range(1, E2E_ROUNDS + 1):
         assert f"[ROUND {k}/{E2E_ROUNDS}]" in log
     assert "\x1b[" not in log
+    assert engine_wakeup.ON in log  # the engine's scan was replaced before it started (amp_fl.server.engine_wakeup)
 
 
 def test_flwr_builds_the_app_from_a_copy_of_the_package_presets_and_project_file(tmp_path):
