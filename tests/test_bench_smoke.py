@@ -112,16 +112,24 @@ def test_startup_round_time_ratio_takes_the_in_process_reference_before_and_afte
     """Bench startup (c): each Flower median over the mean of the in-process medians before and after."""
     from amp_fl.bench import startup
 
-    flower = {2: [0.8] * 4, 1: [0.6] * 4}  # client_cpus of a 2-core machine -> round times
+    # (client_cpus of a 2-core machine, AMP_FL_ENGINE_WAKEUP) -> round times
+    flower = {(2, "1"): [0.8] * 4, (1, "1"): [0.6] * 4, (2, "0"): [0.9] * 4, (1, "0"): [0.7] * 4}
     references = iter([[0.4] * 4, [0.6] * 4])  # before, after: mean 0.5
     monkeypatch.setattr(startup, "run_in_process", lambda cfg, run_dir: run_dir)
     monkeypatch.setattr(startup, "round_times", lambda run_dir, warmup: next(references))
     monkeypatch.setattr(
-        startup, "flower_round_times", lambda cfg, run_dir, warmup: (flower[cfg.simulation.client_cpus], None, 1.0)
+        startup,
+        "flower_round_times",
+        lambda cfg, run_dir, warmup, env: (flower[cfg.simulation.client_cpus, env[startup.ENABLE_ENV]], None, 1.0),
     )
     emitted: list[dict] = []
     monkeypatch.setattr(startup, "emit", emitted.append)
     cfg = startup.bench_config(2, 4, 2, 0)
-    ratios = startup.round_time_ratios(cfg, tmp_path, 0, 2, {"bench": "startup"})
-    assert ratios == {1: pytest.approx(1.6), 2: pytest.approx(1.2)}
+    ratios = startup.round_time_ratios(cfg, tmp_path, 0, 2, {"bench": "startup"}, (True, False))
+    assert ratios == {
+        (1, True): pytest.approx(1.6),
+        (2, True): pytest.approx(1.2),
+        (1, False): pytest.approx(1.8),
+        (2, False): pytest.approx(1.4),
+    }
     assert emitted[-1]["median_round_s_runs"] == [0.4, 0.6]

@@ -126,6 +126,13 @@ def test_install_replaces_the_scan_only_in_a_simulation_process_and_only_the_exp
     assert engine.add_messages_to_queue is engine_wakeup.scan_for_messages
     assert engine_wakeup.install() is True  # twice: still in place
 
+    engine = _fake_engine(expected)
+    monkeypatch.setitem(sys.modules, engine_wakeup.VCE_MODULE, engine)
+    monkeypatch.setenv(engine_wakeup.ENABLE_ENV, "0")
+    assert engine_wakeup.install() is False  # switched off: Flower's own scan stays
+    assert engine.add_messages_to_queue is expected
+    monkeypatch.delenv(engine_wakeup.ENABLE_ENV)
+
     engine = _fake_engine(changed)
     monkeypatch.setitem(sys.modules, engine_wakeup.VCE_MODULE, engine)
     assert engine_wakeup.install() is False

@@ -124,15 +124,21 @@ def bench_config(rounds: int, devices: int, rbs: int, seed: int, **sections: Any
     )
 
 
-def flower_round_times(cfg: RunConfig, run_dir: Path, warmup: int) -> tuple[list[float], PeakMemory, float]:
+def flower_round_times(
+    cfg: RunConfig, run_dir: Path, warmup: int, env: dict[str, str] | None = None
+) -> tuple[list[float], PeakMemory, float]:
     """Per-round wall times of a real ``flwr run``, with the peak memory of its process tree.
 
     The run is launched from a fresh process, as a user's ``python -m amp_fl`` would be, so the
-    memory of this benchmark process (other benchmarks, the in-process loop) is not counted.
+    memory of this benchmark process (other benchmarks, the in-process loop) is not counted;
+    ``env``: variables added to its environment.
     """
     config_file = write_run_config(cfg, run_dir)
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "amp_fl.launch.launcher", str(config_file), str(run_dir)])
+    child = subprocess.Popen(
+        [sys.executable, "-m", "amp_fl.launch.launcher", str(config_file), str(run_dir)],
+        env={**os.environ, **(env or {})},
+    )
     monitor = PeakMemory(flwr_home(run_dir), root_pid=child.pid)
     monitor.start()
     try:

@@ -9,6 +9,8 @@
     over the in-process loop, the same small config run side by side (goals: <= 1.2 and <= 0.8);
     the in-process loop runs before and after the Flower runs, and counts at the mean of its two
     medians; ``--round-repeats`` repeats the four runs and judges the median ratio.
+    ``--wakeup both`` adds, in each repeat, the Flower runs with the engine's own 0.1 s message
+    scan (``AMP_FL_ENGINE_WAKEUP=0``, amp_fl.server.engine_wakeup) beside them.
 
 Every figure is a wall time on whatever else the machine runs: the min and median over
 ``--repeats`` runs are printed, quote the median. One JSON line per measurement, then one per goal.
@@ -33,6 +35,7 @@ from amp_fl.config import RunConfig
 from amp_fl.launch.inprocess import run_in_process
 from amp_fl.launch.launcher import PROJECT_ROOT
 from amp_fl.run_folder import METRICS_FILE, MetricsTail
+from amp_fl.server.engine_wakeup import ENABLE_ENV
 
 CONFIG_ERROR_GOAL_S = 2.0
 FIRST_ROUND_GOAL_S = 20.0
@@ -80,24 +83,29 @@ def first_round_seconds(run_dir: Path) -> dict[str, float]:
     return {"round_0_s": seen.get(0, float("nan")), "round_1_s": seen[1], "total_s": time.perf_counter() - started}
 
 
-def round_time_ratios(cfg: RunConfig, tmp: Path, warmup: int, cores: int, common: dict[str, Any]) -> dict[int, float]:
+def round_time_ratios(
+    cfg: RunConfig, tmp: Path, warmup: int, cores: int, common: dict[str, Any], wakeups: tuple[bool, ...] = (True,)
+) -> dict[tuple[int, bool], float]:
     """One repeat of (c): Flower's median round with 1 and 2 actors over the in-process loop's.
 
-    The in-process reference runs before and after the Flower runs and counts at the mean of its
-    two medians: one run alone swung by 30 % here (0.42 s against 0.55 s).
+    Keyed by (actors, wake-up hook on). The in-process reference runs before and after the Flower
+    runs and counts at the mean of its two medians: one run alone swung by 30 % here (0.42 s
+    against 0.55 s).
     """
     inproc_runs = [statistics.median(round_times(run_in_process(cfg, tmp / "inprocess_before"), warmup))]
-    medians: dict[int, float] = {}
+    medians: dict[tuple[int, bool], float] = {}
     for actors in (1, 2):
         run_cfg = replace(cfg, simulation=replace(cfg.simulation, client_cpus=max(1, cores // actors)))
-        times, _, total = flower_round_times(run_cfg, tmp / f"flower_{actors}", warmup)
-        medians[actors] = statistics.median(times)
-        emit({**common, "engine": "flower_simulation", "ray_actors": actors,
-              "median_round_s": medians[actors], "total_wall_s": total})  # fmt: skip
+        for wakeup in wakeups:
+            env = {ENABLE_ENV: "1" if wakeup else "0"}
+            times, _, total = flower_round_times(run_cfg, tmp / f"flower_{actors}_{int(wakeup)}", warmup, env)
+            medians[actors, wakeup] = statistics.median(times)
+            emit({**common, "engine": "flower_simulation", "ray_actors": actors, "engine_wakeup": wakeup,
+                  "median_round_s": medians[actors, wakeup], "total_wall_s": total})  # fmt: skip
     inproc_runs.append(statistics.median(round_times(run_in_process(cfg, tmp / "inprocess_after"), warmup)))
     inproc = statistics.fmean(inproc_runs)
     emit({**common, "engine": "in_process_loop", "median_round_s": inproc, "median_round_s_runs": inproc_runs})
-    return {actors: median / inproc for actors, median in medians.items()}
+    return {key: median / inproc for key, median in medians.items()}
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -115,6 +123,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--round-repeats", type=int, default=3, help="(c): repeats, the goal on the median ratio")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wakeup", choices=["on", "both"], default="on",
+                        help="(c): 'both' also runs Flower with its own 0.1 s message scan, side by side")  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="amp_fl_startup_") as tmp_s:
         tmp = Path(tmp_s)
@@ -148,19 +158,25 @@ def main(argv: list[str]) -> None:
             cores = len(os.sched_getaffinity(0))
             cfg = bench_config(args.rounds, args.devices, args.rbs, args.seed)
             common = {"bench": "startup", "devices": args.devices, "rbs": args.rbs, "rounds": args.rounds}
+            wakeups = (True, False) if args.wakeup == "both" else (True,)
             ratios = [
-                round_time_ratios(cfg, tmp / f"repeat{r}", args.warmup, cores, common)
+                round_time_ratios(cfg, tmp / f"repeat{r}", args.warmup, cores, common, wakeups)
                 for r in range(args.round_repeats)
             ]
-            one, two = (statistics.median(r[actors] for r in ratios) for actors in (1, 2))
+            one, two = (statistics.median(r[actors, True] for r in ratios) for actors in (1, 2))
+            without: dict[str, Any] = {}  # --wakeup both: the same ratios with Flower's own scan
+            for actors, name in ((1, "one_actor"), (2, "two_actors")) if args.wakeup == "both" else ():
+                off = [r[actors, False] for r in ratios]
+                without |= {f"{name}_without_wakeup": statistics.median(off), f"{name}_without_wakeup_runs": off}
             emit(
                 {
                     **common,
                     "measure": "round_time_ratio_to_inprocess",
                     "one_actor": one,
                     "two_actors": two,
-                    "one_actor_runs": [r[1] for r in ratios],
-                    "two_actors_runs": [r[2] for r in ratios],
+                    "one_actor_runs": [r[1, True] for r in ratios],
+                    "two_actors_runs": [r[2, True] for r in ratios],
+                    **without,
                     "cores": cores,
                     "goal_met": {f"one_actor_le_{ONE_ACTOR_GOAL}": one <= ONE_ACTOR_GOAL,
                                  f"two_actors_le_{TWO_ACTOR_GOAL}": two <= TWO_ACTOR_GOAL},

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -33,9 +34,12 @@ VCE_MODULE = "flwr.server.superlink.fleet.vce.vce_api"
 SCAN_FUNCTION = "add_messages_to_queue"
 SCAN_PARAMETERS = ["state", "queue", "nodes_mapping", "f_stop"]
 SCAN_INTERVAL_S = 0.1  # Flower's own, kept between pushes
+# AMP_FL_ENGINE_WAKEUP=0 in the environment of `python -m amp_fl` (or of flwr-simulation) keeps
+# Flower's own scan: for a comparison (`amp_fl.bench startup --wakeup both`) or should the hook misbehave.
+ENABLE_ENV = "AMP_FL_ENGINE_WAKEUP"
 # The ServerApp's line in flower.log saying which scan runs.
 ON = "amp-fl: the simulation engine is woken on each push"
-OFF = "amp-fl: the simulation engine looks for messages every 0.1 s (no wake-up hook)"
+OFF = "amp-fl: the simulation engine looks for messages every 0.1 s (Flower's own scan)"
 
 _pushed = threading.Event()
 
@@ -69,10 +73,11 @@ def install() -> bool:
     """Put :func:`scan_for_messages` in place of the engine's scan; ``True`` where it did.
 
     Does nothing outside a local simulation's process (the engine's module not imported: the
-    deployment engine, the in-process loop) or where Flower's function is not the expected one.
+    deployment engine, the in-process loop), where Flower's function is not the expected one, or
+    where ``AMP_FL_ENGINE_WAKEUP=0``.
     """
     module = sys.modules.get(VCE_MODULE)
-    if module is None:
+    if module is None or os.environ.get(ENABLE_ENV, "1") == "0":
         return False
     original = getattr(module, SCAN_FUNCTION, None)
     if original is scan_for_messages:
