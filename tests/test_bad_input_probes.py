@@ -127,6 +127,11 @@ PROBES = [
         amp_fl("experiment=quick", f"simulation.client_cpus={CPUS + 1}"),
         f"invalid config simulation.client_cpus: {CPUS + 1} CPUs per client but this machine offers {CPUS}",
     ),
+    Probe(
+        "a setting Flower's engines would silently ignore",
+        amp_fl("experiment=quick", "train.batched_clients=true"),
+        "invalid config train.batched_clients: Flower's engines run one ClientApp per message",
+    ),
     Probe("bad health bound", amp_fl("experiment=quick", "health.max_loss=-1"), "invalid config health.max_loss"),
     Probe("a bad number (already clean)", amp_fl("experiment=quick", "num_rounds=0"), "invalid config num_rounds"),
     # data

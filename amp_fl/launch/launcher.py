@@ -32,7 +32,7 @@ from amp_fl.data.datasets import DatasetUnavailableError, ResolvedDataset, save_
 from amp_fl.deployment.os_processes import free_port
 from amp_fl.deployment.ray_cluster import RAY_ADDRESS, RayHead
 from amp_fl.errors import ConfigError
-from amp_fl.launch.preflight import check_machine, check_resume, preflight
+from amp_fl.launch.preflight import check_flower_engine, check_machine, check_resume, preflight
 from amp_fl.launch.processes import MARKER, SERVER_APP_PROGRAMS, run_processes, stop_run_processes
 from amp_fl.launch.progress import LogPump, ProgressView, StartupPhases, one_line, progress_view
 from amp_fl.run_folder import (
@@ -328,6 +328,7 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     Flower's output). On SIGINT/SIGTERM/SIGHUP, Flower is stopped and :class:`RunInterrupted` raised.
     """
     cfg.validate()
+    check_flower_engine(cfg)
     run_dir = run_dir.resolve()
     if cfg.resume is None:
         check_fresh_run_folder(run_dir)  # a new run never writes over another's results

@@ -60,6 +60,20 @@ def _check_groupable(model_name: str, input_shape: tuple[int, int, int], num_cla
         raise ConfigError("train.batched_clients", f"model {model_name}: {exc}") from exc
 
 
+def check_flower_engine(cfg: RunConfig) -> None:
+    """Flower's engines refuse what only the in-process engine does (the launcher's check, before any import).
+
+    ``train.batched_clients`` trains a round's clients in one pass, which needs them in one
+    process; Flower runs one ClientApp per message, so the setting would be silently ignored.
+    """
+    if cfg.train.batched_clients:
+        raise ConfigError(
+            "train.batched_clients",
+            "Flower's engines run one ClientApp per message; only the in-process engine (a campaign's "
+            "workers, amp_fl.launch.inprocess) trains a round's clients in one pass: set train.batched_clients=false",
+        )
+
+
 def check_machine(cfg: RunConfig) -> None:
     """A local simulation asks this machine for no more CPUs per client than it has (Ray would start no actor).
 
