@@ -338,7 +338,8 @@ def test_interrupted_run_says_interrupted_and_how_to_resume(sig: signal.Signals,
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "amp_fl", *TINY, "num_rounds=50", f"hydra.run.dir={run}"],
+        # Rounds of 4 devices take some 0.1 s: enough that the run cannot finish before the signal stops it.
+        [sys.executable, "-m", "amp_fl", *TINY, "num_rounds=2000", f"hydra.run.dir={run}"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

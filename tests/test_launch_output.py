@@ -353,6 +353,37 @@ def test_interrupted_launcher_stops_flower(tmp_path):
     assert "[amp-fl] round 1/3" in out.decode()  # the progress up to the interruption
 
 
+def test_an_interrupt_after_the_server_completed_the_run_leaves_it_completed(tmp_path, monkeypatch, capsys):
+    """A signal while Flower is being stopped after the last round: the run is complete, not "interrupted"."""
+    from amp_fl.run_folder import COMPLETED, read_summary, write_summary
+
+    def completes_then_interrupted(cfg, run_dir, *args):
+        write_summary(run_dir, {"status": COMPLETED})  # the ServerApp's last word
+        raise launch_mod.RunInterrupted(signal.SIGINT)
+
+    monkeypatch.setattr(launch_mod, "_run_in_flower", completes_then_interrupted)
+    monkeypatch.setattr(launch_mod, "local_ray_head", lambda cfg, env: None)
+    monkeypatch.setattr(launch_mod, "drop_flower_state", lambda home: None)
+    run = launch(load_config(SMALL), tmp_path / "run")
+    assert read_summary(run)["status"] == COMPLETED
+    assert "SIGINT came after the run had completed; nothing was lost" in capsys.readouterr().out
+
+
+def test_an_interrupt_before_the_server_finished_marks_the_run_interrupted(tmp_path, monkeypatch):
+    from amp_fl.run_folder import INTERRUPTED, RUNNING, read_summary, write_summary
+
+    def interrupted(cfg, run_dir, *args):
+        write_summary(run_dir, {"status": RUNNING})
+        raise launch_mod.RunInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(launch_mod, "_run_in_flower", interrupted)
+    monkeypatch.setattr(launch_mod, "local_ray_head", lambda cfg, env: None)
+    with pytest.raises(launch_mod.RunInterrupted):
+        launch(load_config(SMALL), tmp_path / "run")
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == INTERRUPTED and summary["interrupted_by"] == "SIGTERM"
+
+
 # ---------------------------------------------------------------- `python -m amp_fl` with bad input
 
 

@@ -368,8 +368,13 @@ def launch(cfg: RunConfig, run_dir: Path) -> Path:
     except KeyboardInterrupt as exc:
         # Flower is stopped by now: the summary says so (the ServerApp had no chance to) and how to go on.
         by = signal.Signals(exc.signum).name if isinstance(exc, RunInterrupted) else "SIGINT"
-        finish_summary(run_dir, INTERRUPTED, interrupted_by=by, resume=resume_hint(run_dir))
-        raise
+        if finish_summary(run_dir, INTERRUPTED, interrupted_by=by, resume=resume_hint(run_dir)):
+            raise
+        if _status(run_dir) != COMPLETED:
+            raise
+        # The ServerApp finished every round before Flower stopped: a complete run, nothing to resume.
+        print(f"[amp-fl] {by} came after the run had completed; nothing was lost", flush=True)
+        returncode = 0
     status = _status(run_dir)
     if returncode == 0 and status == COMPLETED:
         if head is not None:
