@@ -382,13 +382,24 @@ def _build_template(
     for name, module in list(model.named_modules()):
         if not owns_state(module):
             continue
-        new = _shrunk_module(module, name, shapes).to_empty(device="cpu")
+        new = _on_cpu_uninitialised(_shrunk_module(module, name, shapes))
         new.train(module.training)
         model = _replace(model, name, new)
     leftover = [n for n, t in model.state_dict().items() if t.is_meta]
     if leftover:
         raise ValueError(f"sub-model of {model_name!r} still has unmaterialised state {leftover[:5]}")
     return model
+
+
+def _on_cpu_uninitialised(module: nn.Module) -> nn.Module:
+    """``module.to_empty(device="cpu")`` for a meta-device module, without torch's meta-tensor route.
+
+    ``to_empty`` calls ``empty_like`` on each meta tensor, whose reference implementation imports
+    ``torch.fx.experimental.symbolic_shapes`` and sympy: some 0.7-1.4 s in every process that
+    builds its first sub-model (each Ray actor, campaign worker, board). The state is overwritten
+    in every copy, so only shapes and dtypes matter; ``torch.empty`` gives the same contiguous tensors.
+    """
+    return module._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device="cpu"))
 
 
 def load_arrays(module: nn.Module, arrays: Sequence[np.ndarray]) -> None:
